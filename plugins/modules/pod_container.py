@@ -1,0 +1,755 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: pod_container
+short_description: Converge one Cloud Pod LXC container on Proxmox VE
+version_added: 0.1.0
+description:
+  - Creates a Cloud Pod container by cloning the pod template, sizes it from the plan (cores, memory,
+    swap, root disk), attaches it to the pod bridge with DHCP, and starts, stops, restarts or removes it.
+  - The pod is identified by O(hostname) (and O(vmid) when given). The pod id is recorded in the container's
+    description (a C(cloudpods-pod) line naming the pod id, written by the clone itself) and the container carries the
+    C(cloudpod) tag, so a run that crashed halfway is finished by the next run instead of cloning twice.
+  - A container that is still being cloned by an earlier (crashed) run is waited for, not cloned again.
+  - VMIDs come from C(cluster/nextid), which reserves nothing; when a concurrent run takes the same VMID the clone is
+    repeated with the next free one. Clones refused because the template is locked by another clone are retried with
+    backoff.
+  - Only the settings given are managed; the network interface C(net0) is always kept on O(bridge) with
+    C(ip=dhcp) and the firewall flag, keeping its MAC address.
+author:
+  - mPanel Cloud Pods team
+options:
+  hostname:
+    description:
+      - Host name of the container; the pod's identity.
+      - Must be a valid DNS name. Two containers with this host name are an error.
+    type: str
+    required: true
+  vmid:
+    description:
+      - VMID of the container.
+      - When the container exists, its host name must equal O(hostname).
+      - When it does not exist, the clone uses this VMID instead of the next free one.
+      - Giving it also allows taking over a container that was not created by this module.
+    type: int
+  pod_id:
+    description:
+      - Pod identifier recorded in the container description, for example the subscription id.
+      - When omitted, an existing container keeps the pod id it has, and a new one gets O(hostname).
+      - When given and the container found by O(hostname) belongs to another pod, the module fails.
+    type: str
+  state:
+    description:
+      - V(present) - the container exists and is configured; its run state is not touched
+        (a new container stays stopped).
+      - V(started) - as V(present), and running with a global IPv4 address (see O(wait_for_ip)).
+      - V(stopped) - as V(present), and shut down (forced after the shutdown timeout).
+      - V(restarted) - as V(present), then rebooted (started if it was stopped); always changes.
+      - V(absent) - the container is stopped and destroyed with its disks.
+    type: str
+    choices: [present, started, stopped, restarted, absent]
+    default: present
+  template:
+    description:
+      - VMID of the template container to clone, on O(node).
+      - Uses the E(PROXMOX_CLOUDPOD_TEMPLATE_ID) environment variable if not specified.
+    type: int
+    default: 9000
+  full:
+    description:
+      - Make a full clone, independent of the template. V(false) makes a linked clone (faster, needs a storage
+        that supports it, and ties the container to the template).
+      - Only used when the container is created.
+    type: bool
+    default: true
+  storage:
+    description:
+      - Storage for the root disk of a full clone. Defaults to the template's storage.
+      - Only used when the container is created; ignored for linked clones.
+      - Uses the E(PROXMOX_CLOUDPOD_STORAGE) environment variable if not specified.
+    type: str
+  bridge:
+    description:
+      - Bridge of the container's C(net0) interface, which uses DHCP and the Proxmox firewall.
+      - Uses the E(PROXMOX_CLOUDPOD_BRIDGE) environment variable if not specified.
+    type: str
+    default: vmbr0
+  pool:
+    description:
+      - Resource pool to add a new container to. Only used when the container is created.
+    type: str
+  cores:
+    description:
+      - Number of CPU cores. Unchanged when omitted.
+    type: int
+  memory:
+    description:
+      - Memory in MiB. Unchanged when omitted.
+    type: int
+  swap:
+    description:
+      - Swap in MiB. Unchanged when omitted.
+    type: int
+  disk:
+    description:
+      - Size of the root disk in GiB. Unchanged when omitted.
+      - The disk is grown when it is smaller. A size smaller than the current one fails before anything is changed,
+        since Proxmox VE cannot shrink a disk.
+    type: int
+  onboot:
+    description:
+      - Start the container when the node boots. Unchanged when omitted.
+    type: bool
+  description:
+    description:
+      - Free text description. The C(cloudpods-pod) line is always appended to it.
+      - When omitted, the existing text is kept.
+    type: str
+  tags:
+    description:
+      - Tags of the container (lower case letters, digits, C(_), C(-), C(+), C(.)). The C(cloudpod) tag is always added.
+      - When given, the container has exactly these tags (plus C(cloudpod)); when omitted, existing tags are kept.
+    type: list
+    elements: str
+  timeout:
+    description:
+      - Seconds to wait for each Proxmox task (clone, resize, start, shutdown, destroy) and for how long transient
+        failures (locked container, lock timeouts, HTTP 595/596) are retried.
+    type: int
+    default: 300
+  wait_for_ip:
+    description:
+      - With O(state=started) or O(state=restarted), wait until the container has a global-unicast IPv4 address
+        (the first one reported by C(GET .../interfaces), private ranges included; loopback and link-local ignored).
+      - Needs Proxmox VE 8.1 or newer.
+    type: bool
+    default: true
+  ip_timeout:
+    description:
+      - Seconds to wait for the IPv4 address (DHCP) after the container runs.
+    type: int
+    default: 120
+extends_documentation_fragment:
+  - mpanel.cloudpods.proxmox
+  - mpanel.cloudpods.proxmox.actiongroup_proxmox
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Computes the changes (including the configuration a new container would get) and makes none.
+  diff_mode:
+    support: full
+    details: Shows the managed settings and the run state before and after; before is empty for a new container.
+  platform:
+    platforms: all
+notes:
+  - O(storage), O(pool) and O(full) only apply when the container is created; moving an existing container is out of
+    scope.
+  - The module runs on the controller (or wherever the task is delegated) and talks to the Proxmox VE API only.
+seealso:
+  - module: mpanel.cloudpods.pod_container_info
+"""
+
+EXAMPLES = r"""
+- name: Provision a Starter pod and wait for its address
+  mpanel.cloudpods.pod_container:
+    hostname: shop-example-com
+    pod_id: sub-1042
+    state: started
+    cores: 1
+    memory: 1024
+    swap: 512
+    disk: 30
+    onboot: true
+    tags: [starter]
+    description: Cloud Pod for shop.example.com
+  register: pod
+
+- name: Show where it runs
+  ansible.builtin.debug:
+    msg: "CT {{ pod.vmid }} on {{ pod.node }} has {{ pod.ip }}"
+
+- name: Set the connection once for every Proxmox module of the collection
+  module_defaults:
+    group/mpanel.cloudpods.proxmox:
+      api_url: https://10.1.10.70:8006/api2/json
+      api_token_id: mpanel-api@pve!mpanel-token
+      api_token_secret: "{{ vault_proxmox_token_secret }}"
+      ca_path: /etc/mpanel/pve-root-ca.pem
+  block:
+    - name: Grow the disk to the Premium plan
+      mpanel.cloudpods.pod_container:
+        hostname: shop-example-com
+        cores: 2
+        memory: 2048
+        disk: 75
+
+    - name: Restart the pod
+      mpanel.cloudpods.pod_container:
+        hostname: shop-example-com
+        state: restarted
+
+- name: Remove the pod and its disks
+  mpanel.cloudpods.pod_container:
+    hostname: shop-example-com
+    state: absent
+"""
+
+RETURN = r"""
+vmid:
+  description: VMID of the container (null in check mode when it would be created, or when absent).
+  returned: always
+  type: int
+  sample: 101
+node:
+  description: Node the container lives on.
+  returned: always
+  type: str
+  sample: pve
+hostname:
+  description: Host name of the container.
+  returned: always
+  type: str
+  sample: shop-example-com
+pod_id:
+  description: Pod id recorded in the container description.
+  returned: always
+  type: str
+  sample: sub-1042
+created:
+  description: Whether the container was cloned by this run.
+  returned: always
+  type: bool
+  sample: true
+status:
+  description: Run state after the module ran (V(running), V(stopped), or V(absent)); predicted in check mode.
+  returned: always
+  type: str
+  sample: running
+ip:
+  description: First global-unicast IPv4 address of the container, when it is running and has one.
+  returned: always
+  type: str
+  sample: 10.1.10.151
+config:
+  description: Configuration of the container after the run, as returned by C(GET /nodes/{node}/lxc/{vmid}/config)
+    (predicted in check mode, empty when absent).
+  returned: always
+  type: dict
+  sample:
+    hostname: shop-example-com
+    cores: 1
+    memory: 1024
+    swap: 512
+    rootfs: local-lvm:vm-101-disk-0,size=30G
+    net0: name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:2A:3B:4C,ip=dhcp,type=veth
+    tags: cloudpod;starter
+    description: "Cloud Pod for shop.example.com\ncloudpods-pod: sub-1042\n"
+api_retries:
+  description: Retries made for transient Proxmox failures, by reason (C(locked), C(lock_timeout), C(vmid_taken),
+    C(http_595), C(http_596)).
+  returned: always
+  type: dict
+  sample: {"locked": 2, "lock_timeout": 0, "vmid_taken": 1, "http_595": 0, "http_596": 0}
+diff:
+  description: Managed settings and run state before and after.
+  returned: when diff mode is on
+  type: dict
+  sample:
+    before: {}
+    after: {"hostname": "shop-example-com", "cores": 1, "memory": 1024, "disk": "30G", "status": "running"}
+"""
+
+import copy
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
+    POD_TAG,
+    PollInterval,
+    ProxmoxApiError,
+    ProxmoxError,
+    ProxmoxModule,
+    ProxmoxTimeout,
+    compose_description,
+    describe_interfaces,
+    first_global_ipv4,
+    format_property_string,
+    format_size,
+    format_tags,
+    invalid_tags,
+    normalize_description,
+    parse_property_string,
+    parse_size,
+    parse_tags,
+    pod_id_from_description,
+    proxmox_argument_spec,
+    pve_bool,
+)
+
+GIB = 1024 ** 3
+_HOSTNAME_RE = re.compile(r'^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$',
+                          re.IGNORECASE)
+_POD_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$')
+_SHUTDOWN_TIMEOUT = 60
+
+
+def argument_spec():
+    spec = proxmox_argument_spec()
+    spec.update(
+        hostname=dict(type='str', required=True),
+        vmid=dict(type='int'),
+        pod_id=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'restarted', 'absent']),
+        template=dict(type='int', default=9000, fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_ID'])),
+        full=dict(type='bool', default=True),
+        storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
+        bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
+        pool=dict(type='str'),
+        cores=dict(type='int'),
+        memory=dict(type='int'),
+        swap=dict(type='int'),
+        disk=dict(type='int'),
+        onboot=dict(type='bool'),
+        description=dict(type='str'),
+        tags=dict(type='list', elements='str'),
+        timeout=dict(type='int', default=300),
+        wait_for_ip=dict(type='bool', default=True),
+        ip_timeout=dict(type='int', default=120),
+    )
+    return spec
+
+
+def config_view(conf, status=None):
+    """The settings this module manages, normalised for comparison and diffs."""
+    if not conf:
+        return {}
+    rootfs = parse_property_string(conf.get('rootfs'), 'volume')
+    view = {
+        'hostname': conf.get('hostname'),
+        'cores': _int(conf.get('cores')),
+        'memory': _int(conf.get('memory')),
+        'swap': _int(conf.get('swap')),
+        'onboot': pve_bool(conf.get('onboot')),
+        'net0': conf.get('net0'),
+        'disk': rootfs.get('size'),
+        'description': normalize_description(conf.get('description')),
+        'tags': format_tags(conf.get('tags')),
+    }
+    if status is not None:
+        view['status'] = status
+    return view
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class Plan(object):
+    """What must change on one container: config keys, a disk grow, a power action."""
+
+    def __init__(self, changes=None, resize=None, power=None):
+        self.changes = changes or {}
+        self.resize = resize
+        self.power = power
+
+    def __bool__(self):
+        return bool(self.changes or self.resize or self.power)
+
+    __nonzero__ = __bool__
+
+    def predict(self, conf, status):
+        """Config and status after the plan is applied (for check mode and diffs)."""
+        conf = copy.deepcopy(conf)
+        for key, value in self.changes.items():
+            conf[key] = (1 if value else 0) if isinstance(value, bool) else value
+        if self.resize:
+            rootfs = parse_property_string(conf.get('rootfs'), 'volume')
+            rootfs['size'] = self.resize
+            conf['rootfs'] = format_property_string(rootfs, 'volume')
+        if self.power in ('start', 'reboot'):
+            status = 'running'
+        elif self.power in ('shutdown', 'stop'):
+            status = 'stopped'
+        return conf, status
+
+
+class PodContainer(ProxmoxModule):
+
+    def __init__(self, module):
+        super(PodContainer, self).__init__(module)
+        self.params = module.params
+        self.hostname = self.params['hostname'].strip()
+        self.state = self.params['state']
+        self.timeout = self.params['timeout']
+        self.pod_id = self.params['pod_id']
+
+    # -- validation -----------------------------------------------------
+
+    def validate(self):
+        p = self.params
+        if not _HOSTNAME_RE.match(self.hostname):
+            raise ProxmoxError('hostname %r is not a valid DNS host name (letters, digits and "-", labels of at most '
+                               '63 characters separated by ".")' % self.hostname)
+        if p['pod_id'] is not None and not _POD_ID_RE.match(p['pod_id']):
+            raise ProxmoxError('pod_id %r must be one word of letters, digits and "_ . : @ + -"' % p['pod_id'])
+        if p['vmid'] is not None and not 100 <= p['vmid'] <= 999999999:
+            raise ProxmoxError('vmid must be between 100 and 999999999; got %s' % p['vmid'])
+        for name in ('cores', 'memory', 'disk', 'timeout', 'ip_timeout'):
+            if p[name] is not None and p[name] <= 0:
+                raise ProxmoxError('%s must be a positive number; got %s' % (name, p[name]))
+        if p['swap'] is not None and p['swap'] < 0:
+            raise ProxmoxError('swap must be 0 or more MiB; got %s' % p['swap'])
+        if p['tags'] is not None:
+            bad = invalid_tags(p['tags'])
+            if bad:
+                raise ProxmoxError('invalid tags %s: a tag is lower case letters, digits and "_ - + ." and does not '
+                                   'start with "-", "+" or "."' % ', '.join(bad))
+        if not p['bridge']:
+            raise ProxmoxError('bridge must not be empty (PROXMOX_CLOUDPOD_BRIDGE)')
+
+    # -- finding the container --------------------------------------------
+
+    def container_path(self, ct, suffix=''):
+        return self.client.container_path(ct['node'], ct['vmid'], suffix)
+
+    def find(self):
+        """The pod's container from cluster/resources (waiting out a running clone), or None."""
+        vmid = self.params['vmid']
+        name = self.hostname.lower()
+        guests = self.client.guests()
+        named = [c for c in self.client.containers(guests) if (c.get('name') or '').lower() == name]
+        if vmid is not None:
+            found = self.client.guests_by_vmid(vmid, guests)
+            if not found:
+                if named:
+                    raise ProxmoxError('vmid %s is free, but hostname %s is already used by %s; use that vmid or '
+                                       'another hostname' % (vmid, self.hostname, _describe_cts(named)))
+                return None
+            ct = found[0]
+            if ct.get('type') != 'lxc':
+                raise ProxmoxError('VMID %s is a %s guest (%s), not an LXC container'
+                                   % (vmid, ct.get('type'), ct.get('name')))
+            if pve_bool(ct.get('template')):
+                raise ProxmoxError('VMID %s is a template, not a pod container' % vmid)
+            if (ct.get('name') or '').lower() != name:
+                raise ProxmoxError('CT %s on node %s has hostname %s, not %s: refusing to manage it as this pod '
+                                   '(check vmid and hostname)' % (vmid, ct.get('node'), ct.get('name'), self.hostname))
+        else:
+            if len(named) > 1:
+                raise ProxmoxError('hostname %s is used by %d containers: %s; pass vmid to choose one'
+                                   % (self.hostname, len(named), _describe_cts(named)))
+            if not named:
+                return None
+            ct = named[0]
+        return self.wait_for_create_lock(ct)
+
+    def wait_for_create_lock(self, ct):
+        """A container with lock 'create' is still being cloned (e.g. by a crashed run): wait for it."""
+        if ct.get('lock') != 'create':
+            return ct
+        deadline = time.monotonic() + self.timeout
+        interval = PollInterval(start=0.2, factor=1.5, cap=2.0)
+        while True:
+            time.sleep(interval.next())
+            found = [c for c in self.client.guests_by_vmid(ct['vmid']) if c.get('type') == 'lxc']
+            if not found:
+                return None  # the clone failed and Proxmox removed the half-made container
+            if found[0].get('lock') != 'create':
+                return found[0]
+            if time.monotonic() > deadline:
+                raise ProxmoxTimeout('CT %s (%s) is still locked by its clone after %s s (timeout); wait for the clone '
+                                     'task on node %s to finish' % (ct['vmid'], self.hostname, self.timeout,
+                                                                    ct.get('node')))
+
+    def read_config(self, ct):
+        return self.client.get(self.container_path(ct, 'config')) or {}
+
+    def check_owner(self, ct, conf):
+        """Refuse containers of another pod, or not made by this module unless vmid was given."""
+        owner = pod_id_from_description(conf.get('description'))
+        if owner is None:
+            if self.params['vmid'] is None:
+                raise ProxmoxError(
+                    'CT %s on node %s has hostname %s but its description has no "cloudpods-pod:" line, so it was '
+                    'not created by this module; pass vmid: %s to take it over as a pod'
+                    % (ct['vmid'], ct['node'], self.hostname, ct['vmid']))
+        elif self.pod_id is not None and owner != self.pod_id:
+            raise ProxmoxError('CT %s on node %s with hostname %s belongs to pod %s, not to pod %s'
+                               % (ct['vmid'], ct['node'], self.hostname, owner, self.pod_id))
+        if self.pod_id is None:
+            self.pod_id = owner or self.hostname
+
+    # -- planning ---------------------------------------------------------
+
+    def desired_net0(self, current):
+        props = parse_property_string(current)
+        wanted = parse_property_string(current)
+        wanted.setdefault('name', 'eth0')
+        wanted['bridge'] = self.params['bridge']
+        wanted['firewall'] = '1'
+        wanted['ip'] = 'dhcp'
+        wanted.setdefault('type', 'veth')
+        if props == wanted:
+            return None
+        return format_property_string(wanted)
+
+    def plan(self, ct, conf, status):
+        """Compare the container with the options; fail (changing nothing) on a disk shrink."""
+        p = self.params
+        changes = {}
+        for key in ('cores', 'memory', 'swap'):
+            if p[key] is not None and _int(conf.get(key)) != p[key]:
+                changes[key] = p[key]
+        if p['onboot'] is not None and pve_bool(conf.get('onboot')) != p['onboot']:
+            changes['onboot'] = p['onboot']
+        net0 = self.desired_net0(conf.get('net0'))
+        if net0 is not None:
+            changes['net0'] = net0
+        text = p['description'] if p['description'] is not None else conf.get('description')
+        description = compose_description(text, self.pod_id)
+        if normalize_description(description) != normalize_description(conf.get('description')):
+            changes['description'] = description
+        tags = parse_tags(p['tags'] if p['tags'] is not None else conf.get('tags'))
+        tags = sorted(set(tags) | set([POD_TAG]))
+        if tags != parse_tags(conf.get('tags')):
+            changes['tags'] = format_tags(tags)
+        return Plan(changes, self.plan_resize(ct, conf), self.plan_power(status))
+
+    def plan_resize(self, ct, conf):
+        disk = self.params['disk']
+        if disk is None:
+            return None
+        rootfs = parse_property_string(conf.get('rootfs'), 'volume')
+        if not rootfs.get('size'):
+            raise ProxmoxError('Cannot tell the root disk size of %s: its rootfs (%r) has no size'
+                               % (self._label(ct), conf.get('rootfs')))
+        current = parse_size(rootfs['size'])
+        wanted = disk * GIB
+        if wanted < current:
+            raise ProxmoxError(
+                'Refusing to shrink the root disk of %s from %s to %sG: Proxmox VE can only grow disks. Nothing was '
+                'changed; use disk: %s or more' % (self._label(ct), rootfs['size'], disk, -(-current // GIB)))
+        if wanted > current:
+            return format_size(wanted)
+        return None
+
+    def plan_power(self, status):
+        running = status == 'running'
+        if self.state == 'started' and not running:
+            return 'start'
+        if self.state == 'stopped' and running:
+            return 'shutdown'
+        if self.state == 'restarted':
+            return 'reboot' if running else 'start'
+        return None
+
+    def _label(self, ct):
+        if ct.get('vmid') is None:
+            return 'the new container (template CT %s)' % self.params['template']
+        return 'CT %s' % ct['vmid']
+
+    # -- applying ---------------------------------------------------------
+
+    def template_config(self):
+        path = self.client.container_path(self.node, self.params['template'], 'config')
+        try:
+            return self.client.get(path) or {}
+        except ProxmoxApiError as exc:
+            if exc.status_code == 500 and 'does not exist' in exc.reason:
+                raise ProxmoxError('Template CT %s does not exist on node %s (template / PROXMOX_CLOUDPOD_TEMPLATE_ID, '
+                                   'node / PROXMOX_NODE_NAME)' % (self.params['template'], self.node))
+            raise
+
+    def clone(self):
+        p = self.params
+        params = dict(hostname=self.hostname, full=p['full'], pool=p['pool'],
+                      description=compose_description(p['description'], self.pod_id))
+        if p['full'] and p['storage']:
+            params['storage'] = p['storage']
+
+        def adopt_if_ours(_vmid):
+            # The VMID was taken. If a container with our host name appeared meanwhile (a concurrent run for
+            # this pod, or our own clone whose answer was lost), take it instead of making a duplicate.
+            named = [c for c in self.client.containers() if (c.get('name') or '').lower() == self.hostname.lower()]
+            return named[0]['vmid'] if named else None
+
+        return self.client.clone_container(self.node, p['template'], self.timeout, newid=p['vmid'],
+                                           on_vmid_taken=adopt_if_ours, **params)
+
+    def current_status(self, ct):
+        return (self.client.get(self.container_path(ct, 'status/current')) or {}).get('status')
+
+    def apply(self, ct, plan):
+        if plan.changes:
+            self.client.put(self.container_path(ct, 'config'), **plan.changes)
+        if plan.resize:
+            self.client.run_task('PUT', self.container_path(ct, 'resize'), self.timeout,
+                                 what='resize of CT %s to %s' % (ct['vmid'], plan.resize),
+                                 disk='rootfs', size=plan.resize)
+        if plan.power:
+            self.power(ct, plan.power)
+
+    def power(self, ct, action):
+        params = {}
+        if action == 'shutdown':
+            params = dict(forceStop=True, timeout=min(_SHUTDOWN_TIMEOUT, self.timeout))
+        try:
+            self.client.run_task('POST', self.container_path(ct, 'status/%s' % action), self.timeout,
+                                 what='%s of CT %s' % (action, ct['vmid']), **params)
+        except ProxmoxApiError as exc:
+            # Somebody else got there first: the container is already in the wanted state.
+            if action == 'start' and 'already running' in exc.reason:
+                return
+            if action in ('shutdown', 'stop') and 'not running' in exc.reason:
+                return
+            raise
+
+    def wait_for_ip(self, ct):
+        deadline = time.monotonic() + self.params['ip_timeout']
+        interval = PollInterval(start=0.1, factor=1.5, cap=1.0)
+        path = self.container_path(ct, 'interfaces')
+        while True:
+            interfaces = self.client.get(path)
+            ip = first_global_ipv4(interfaces)
+            if ip:
+                return ip
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProxmoxTimeout(
+                    'CT %s (%s) is running but has no global IPv4 address after %s s (ip_timeout); interfaces: %s. '
+                    'Check DHCP on bridge %s' % (ct['vmid'], self.hostname, self.params['ip_timeout'],
+                                                 describe_interfaces(interfaces), self.params['bridge']))
+            time.sleep(min(interval.next(), remaining))
+
+    def read_ip(self, ct):
+        try:
+            return first_global_ipv4(self.client.get(self.container_path(ct, 'interfaces')))
+        except ProxmoxApiError:
+            return None
+
+    # -- states -----------------------------------------------------------
+
+    def run(self):
+        self.validate()
+        ct = self.find()
+        conf = None
+        if ct is not None:
+            conf = self.read_config(ct)
+            self.check_owner(ct, conf)
+        if self.state == 'absent':
+            return self.ensure_absent(ct, conf)
+        return self.ensure_present(ct, conf)
+
+    def result(self, changed, ct, conf, status, ip=None, created=False, diff=None):
+        result = dict(changed=changed, vmid=ct.get('vmid') if ct else None,
+                      node=ct.get('node') if ct else self.node, hostname=self.hostname,
+                      pod_id=self.pod_id or self.hostname, created=created, status=status, ip=ip,
+                      config=conf or {})
+        if result['vmid'] is not None:
+            result['vmid'] = int(result['vmid'])
+        if diff is not None and self.module._diff:
+            result['diff'] = diff
+        return result
+
+    def ensure_present(self, ct, conf):
+        created = False
+        if ct is None:
+            if self.pod_id is None:
+                self.pod_id = self.hostname
+            template_conf = self.template_config()
+            predicted = self.predicted_clone_config(template_conf)
+            new_ct = dict(vmid=self.params['vmid'], node=self.node)
+            plan = self.plan(new_ct, predicted, 'stopped')  # fails on a too small disk before cloning
+            if self.module.check_mode:
+                after, status = plan.predict(predicted, 'stopped')
+                return self.result(True, new_ct, after, status, created=True,
+                                   diff=dict(before={}, after=config_view(after, status)))
+            vmid, created = self.clone()
+            if created:
+                ct = dict(vmid=vmid, node=self.node)
+            else:
+                ct = self.find()
+                if ct is None:
+                    raise ProxmoxError('VMID %s was taken by a container named %s, which then disappeared; run again'
+                                       % (vmid, self.hostname))
+            conf = self.read_config(ct)
+            if not created:
+                self.check_owner(ct, conf)
+
+        status = self.current_status(ct)
+        plan = self.plan(ct, conf, status)
+        before = {} if created else config_view(conf, self._shown_status(status))
+        if self.module.check_mode:
+            after_conf, after_status = plan.predict(conf, status)
+            ip = self.read_ip(ct) if after_status == 'running' and status == 'running' else None
+            return self.result(bool(plan), ct, after_conf, after_status, ip=ip,
+                               diff=dict(before=before, after=config_view(after_conf, self._shown_status(after_status))))
+
+        self.apply(ct, plan)
+        status = self.current_status(ct) if plan.power else status
+        ip = None
+        if status == 'running':
+            if self.state in ('started', 'restarted') and self.params['wait_for_ip']:
+                ip = self.wait_for_ip(ct)
+            else:
+                ip = self.read_ip(ct)
+        final = self.read_config(ct) if (plan.changes or plan.resize or created) else conf
+        return self.result(created or bool(plan), ct, final, status, ip=ip, created=created,
+                           diff=dict(before=before, after=config_view(final, self._shown_status(status))))
+
+    def _shown_status(self, status):
+        # The run state belongs in the diff only when the state option manages it.
+        return status if self.state in ('started', 'stopped', 'restarted') else None
+
+    def predicted_clone_config(self, template_conf):
+        conf = dict((k, v) for k, v in template_conf.items() if k not in ('template', 'digest', 'lock'))
+        conf['hostname'] = self.hostname
+        conf['description'] = compose_description(self.params['description'], self.pod_id)
+        if conf.get('net0'):
+            net0 = parse_property_string(conf['net0'])
+            net0.pop('hwaddr', None)  # a clone gets a new MAC address
+            conf['net0'] = format_property_string(net0)
+        if self.params['full'] and self.params['storage'] and conf.get('rootfs'):
+            rootfs = parse_property_string(conf['rootfs'], 'volume')
+            rootfs['volume'] = '%s:(new volume)' % self.params['storage']
+            conf['rootfs'] = format_property_string(rootfs, 'volume')
+        return conf
+
+    def ensure_absent(self, ct, conf):
+        if ct is None:
+            return self.result(False, dict(vmid=self.params['vmid'], node=self.node), {}, 'absent',
+                               diff=dict(before={}, after={}))
+        status = self.current_status(ct)
+        diff = dict(before=config_view(conf, status), after={})
+        if self.module.check_mode:
+            return self.result(True, ct, {}, 'absent', diff=diff)
+        if status == 'running':
+            self.power(ct, 'stop')
+        self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
+                             what='destroy of CT %s' % ct['vmid'], purge=True, **{'destroy-unreferenced-disks': True})
+        return self.result(True, ct, {}, 'absent', diff=diff)
+
+
+def _describe_cts(cts):
+    return ', '.join('CT %s on %s (%s)' % (c.get('vmid'), c.get('node'), c.get('status')) for c in cts)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    PodContainer(module).execute()
+
+
+if __name__ == '__main__':
+    main()
