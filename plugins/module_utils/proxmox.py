@@ -348,12 +348,15 @@ def parse_upid(upid):
     """Parse ``UPID:node:PID:PSTART:STARTTIME:type:id:user:`` (nine fields, trailing colon)."""
     if not isinstance(upid, str):
         raise ProxmoxError('Expected a task id (UPID string) from the Proxmox API, got %r' % (upid,))
-    fields = upid.split(':')
-    if len(fields) != 9 or fields[0] != 'UPID':
-        raise ProxmoxError('Invalid task id %r: a UPID has nine colon-separated fields '
-                           'UPID:node:pid:pstart:starttime:type:id:user: (found %d)' % (upid, len(fields)))
-    if fields[8] != '':
-        raise ProxmoxError('Invalid task id %r: a UPID ends with a colon' % (upid,))
+    if not upid.startswith('UPID:'):
+        raise ProxmoxError('Invalid task id %r: a UPID starts with "UPID:"' % (upid,))
+    if not upid.endswith(':'):
+        raise ProxmoxError('Invalid task id %r: a UPID ends with a colon '
+                           '(UPID:node:pid:pstart:starttime:type:id:user:)' % (upid,))
+    fields = upid[:-1].split(':')
+    if len(fields) != 8:
+        raise ProxmoxError('Invalid task id %r: a UPID has nine colon-terminated parts '
+                           'UPID:node:pid:pstart:starttime:type:id:user: (found %d)' % (upid, len(fields) + 1))
     node, pid, pstart, starttime, task_type, task_id, user = fields[1:8]
     for name, value in (('pid', pid), ('pstart', pstart), ('starttime', starttime)):
         if not _HEX_RE.match(value):
