@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run real ``ansible-playbook`` processes from tests and read their per-task results.
+
+A playbook is written to a temporary directory and run with the JSON stdout callback
+(``ansible.posix.json``) against ``localhost`` (local connection, this venv's Python), with the
+collection importable through ``.build/collections`` and the lab's settings in the environment.
+
+    run = run_playbook([{'mpanel.cloudpods.pod_container': {'hostname': 'p1', 'state': 'started'}}],
+                       env=lab_env, check=True, diff=True)
+    run.rc, run.result(0)['vmid'], run.stdout
+
+``start_playbook()`` returns a handle without waiting, for runs in parallel.
+"""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.dirname(os.path.abspath(sys.executable))
+COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
+COLLECTION_LINK = os.path.join(COLLECTIONS, 'ansible_collections', 'mpanel', 'cloudpods')
+
+
+def ensure_collection_link():
+    """``.build/collections/ansible_collections/mpanel/cloudpods`` -> the repository root (relative)."""
+    if not os.path.lexists(COLLECTION_LINK):
+        os.makedirs(os.path.dirname(COLLECTION_LINK), exist_ok=True)
+        os.symlink(os.path.join('..', '..', '..', '..'), COLLECTION_LINK)
+
+
+def load_env_file(path):
+    """Read a ``KEY=VALUE`` file (shell quoting allowed), such as ``.lab/env``."""
+    env = {}
+    with open(path) as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            if line.startswith('export '):
+                line = line[len('export '):]
+            key, _, value = line.partition('=')
+            parts = shlex.split(value) if value else ['']
+            env[key.strip()] = parts[0] if parts else ''
+    return env
+
+
+class PlaybookRun(object):
+    """The outcome of one ansible-playbook run."""
+
+    def __init__(self, rc, stdout, stderr, started, ended, playbook_path):
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.started = started
+        self.ended = ended
+        self.duration = ended - started
+        self.playbook_path = playbook_path
+        self.report = self._parse(stdout)
+        self.tasks = self._tasks()
+
+    @staticmethod
+    def _parse(stdout):
+        start = stdout.find('{')
+        if start < 0:
+            return {}
+        try:
+            return json.loads(stdout[start:])
+        except ValueError:
+            return {}
+
+    def _tasks(self):
+        tasks = []
+        for play in self.report.get('plays', []):
+            for task in play.get('tasks', []):
+                info = task.get('task', {})
+                hosts = task.get('hosts', {})
+                result = hosts.get('localhost', next(iter(hosts.values()), {}))
+                tasks.append(dict(name=info.get('name'), duration=info.get('duration', {}), result=result))
+        return tasks
+
+    @property
+    def results(self):
+        return [t['result'] for t in self.tasks]
+
+    def result(self, index=0):
+        """The result dict of the index-th task (raises with the output when there is none)."""
+        try:
+            return self.tasks[index]['result']
+        except IndexError:
+            raise AssertionError('no result for task %d; rc=%s\nstdout:\n%s\nstderr:\n%s'
+                                 % (index, self.rc, self.stdout[-4000:], self.stderr[-4000:]))
+
+    def task_end(self, index=0):
+        """Wall-clock end of the index-th task as seen by the controller (epoch seconds), or None."""
+        end = self.tasks[index]['duration'].get('end')
+        if not end:
+            return None
+        from datetime import datetime, timezone
+        stamp = datetime.strptime(end.replace('Z', ''), '%Y-%m-%dT%H:%M:%S.%f')
+        return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+    def __repr__(self):
+        return '<PlaybookRun rc=%s tasks=%d %.2fs>' % (self.rc, len(self.tasks), self.duration)
+
+
+class PlaybookHandle(object):
+    """A started ansible-playbook process."""
+
+    def __init__(self, process, started, playbook_path, workdir):
+        self.process = process
+        self.started = started
+        self.playbook_path = playbook_path
+        self.workdir = workdir
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def wait(self, timeout=600):
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        ended = time.time()
+        run = PlaybookRun(self.process.returncode, stdout, stderr, self.started, ended, self.playbook_path)
+        self.workdir.cleanup()
+        return run
+
+
+def build_playbook(tasks, name='test', vars=None, module_defaults=None):
+    play = {'name': name, 'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}
+    if vars:
+        play['vars'] = vars
+    if module_defaults:
+        play['module_defaults'] = module_defaults
+    return [play]
+
+
+def playbook_env(env=None, extra_env=None):
+    """os.environ + the lab settings + what makes ansible-playbook use this checkout and this venv."""
+    ensure_collection_link()
+    result = dict(os.environ)
+    result.update(env or {})
+    result.update({
+        'PATH': VENV_BIN + os.pathsep + result.get('PATH', ''),
+        'ANSIBLE_COLLECTIONS_PATH': COLLECTIONS,
+        'ANSIBLE_STDOUT_CALLBACK': 'ansible.posix.json',
+        'ANSIBLE_CALLBACK_RESULT_FORMAT': 'json',
+        'ANSIBLE_NOCOLOR': '1',
+        'ANSIBLE_FORCE_COLOR': '0',
+        'ANSIBLE_LOCALHOST_WARNING': 'False',
+        'ANSIBLE_INVENTORY_UNPARSED_WARNING': 'False',
+        'ANSIBLE_DEPRECATION_WARNINGS': 'False',
+        'ANSIBLE_RETRY_FILES_ENABLED': 'False',
+        'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
+    })
+    result.update(extra_env or {})
+    return dict((k, v) for k, v in result.items() if v is not None)
+
+
+def start_playbook(tasks=None, playbook=None, env=None, extra_env=None, check=False, diff=False, extra_vars=None,
+                   verbosity=0, vars=None, module_defaults=None):
+    """Write the playbook (``tasks`` for one localhost play, or a whole ``playbook`` list) and start it."""
+    workdir = tempfile.TemporaryDirectory(prefix='cloudpods-playbook-')
+    path = os.path.join(workdir.name, 'playbook.yml')
+    with open(path, 'w') as handle:
+        json.dump(playbook if playbook is not None else build_playbook(tasks, vars=vars,
+                                                                       module_defaults=module_defaults),
+                  handle, indent=2)  # JSON is YAML
+    inventory = os.path.join(workdir.name, 'inventory.ini')
+    with open(inventory, 'w') as handle:
+        handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % sys.executable)
+    cmd = [os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory, path]
+    if check:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    if extra_vars:
+        cmd.extend(['-e', json.dumps(extra_vars)])
+    if verbosity:
+        cmd.append('-' + 'v' * verbosity)
+    started = time.time()
+    process = subprocess.Popen(cmd, cwd=workdir.name, env=playbook_env(env, extra_env), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, universal_newlines=True)
+    return PlaybookHandle(process, started, path, workdir)
+
+
+def run_playbook(tasks=None, timeout=600, **kwargs):
+    """Run a playbook to the end; see start_playbook() for the arguments."""
+    return start_playbook(tasks, **kwargs).wait(timeout=timeout)
