@@ -24,7 +24,7 @@ description:
   - Only the settings given are managed; the network interface C(net0) is always kept on O(bridge) with
     C(ip=dhcp) and the firewall flag, keeping its MAC address.
 author:
-  - mPanel Cloud Pods team
+  - mPanel Cloud Pods team (@mpanel)
 options:
   hostname:
     description:

@@ -17,7 +17,7 @@ description:
   - Filters by O(hostname), O(vmid) and O(tag); all given filters must match. Without any filter, the containers
     tagged C(cloudpod) are listed.
 author:
-  - mPanel Cloud Pods team
+  - mPanel Cloud Pods team (@mpanel)
 options:
   hostname:
     description:

@@ -46,7 +46,7 @@ def load_env_file(path):
                 continue
             if line.startswith('export '):
                 line = line[len('export '):]
-            key, _, value = line.partition('=')
+            key, dummy, value = line.partition('=')
             parts = shlex.split(value) if value else ['']
             env[key.strip()] = parts[0] if parts else ''
     return env

@@ -407,7 +407,10 @@ def make_client(handler, retry_timeout=30):
     clock = FakeClock()
     settings = px.ConnectionSettings('https://127.0.0.1:8006/api2/json', TOKEN_ID, SECRET)
     api = FakeApi(handler)
-    backoff = lambda: px.Backoff(jitter=False)  # noqa: E731
+
+    def backoff():
+        return px.Backoff(jitter=False)
+
     client = px.ProxmoxClient(settings, retry_timeout=retry_timeout, api=api, sleep=clock.sleep,
                               clock=clock.time, backoff=backoff)
     return client, api, clock
@@ -478,9 +481,9 @@ def test_request_gives_up_at_the_timeout():
 
 def test_backoff_jitter_stays_within_half_to_full_delay():
     backoff = px.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 0.0)
-    assert [backoff.next() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    assert [backoff.next() for dummy in range(4)] == [0.5, 1.0, 2.0, 2.0]
     backoff = px.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 1.0)
-    assert [backoff.next() for _ in range(4)] == [1.0, 2.0, 4.0, 4.0]
+    assert [backoff.next() for dummy in range(4)] == [1.0, 2.0, 4.0, 4.0]
 
 
 def test_error_messages_from_the_client_never_contain_the_secret():
@@ -527,8 +530,8 @@ def test_wait_for_task_ok_and_warnings():
 
 
 def test_wait_for_task_polls_quickly_with_growing_capped_intervals():
-    client, api, clock = make_client(task_handler([{'status': 'running'}] * 12 + [{'status': 'stopped',
-                                                                                     'exitstatus': 'OK'}]))
+    statuses = [{'status': 'running'}] * 12 + [{'status': 'stopped', 'exitstatus': 'OK'}]
+    client, api, clock = make_client(task_handler(statuses))
     client.wait_for_task(UPID, 60)
     assert clock.sleeps[0] == pytest.approx(0.1)
     assert clock.sleeps == sorted(clock.sleeps)
