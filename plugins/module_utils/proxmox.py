@@ -706,12 +706,35 @@ class ProxmoxClient(object):
                                      % (timeout, label, task.node, upid))
             self._sleep(min(interval.next(), remaining))
 
-    def run_task(self, method, path, timeout, what=None, **params):
-        """Call an endpoint that starts a task and wait for it (synchronous answers pass through)."""
-        result = self.request(method, path, **params)
-        if is_upid(result):
-            return self.wait_for_task(result, timeout, what=what)
-        return result
+    def run_task(self, method, path, timeout, what=None, retry_locked_task=False, **params):
+        """Call an endpoint that starts a task and wait for it (synchronous answers pass through).
+
+        Some endpoints (start, stop, shutdown, reboot) check the guest's lock inside the task,
+        so a lock held by another operation shows up as a task that failed at once with
+        ``CT is locked (...)``. With ``retry_locked_task`` such a task is started again after a
+        backoff, as a synchronous lock error would be; every other task failure is final.
+        """
+        backoff = None
+        deadline = None
+        while True:
+            result = self.request(method, path, **params)
+            if not is_upid(result):
+                return result
+            try:
+                return self.wait_for_task(result, timeout, what=what)
+            except ProxmoxTaskError as exc:
+                reason = classify_error(500, exc.exitstatus)
+                if not retry_locked_task or reason not in ('locked', 'lock_timeout'):
+                    raise
+                now = self._clock()
+                if backoff is None:
+                    backoff = self._backoff_factory()
+                    deadline = now + self.retry_timeout
+                delay = backoff.next()
+                if now + delay > deadline:
+                    raise
+                self.retries[reason] += 1
+                self._sleep(delay)
 
     # -- lookups --------------------------------------------------------
 
@@ -826,5 +849,8 @@ class ProxmoxModule(object):
             result = self.run()
         except ProxmoxError as exc:
             self.fail(exc.msg)
+        except Exception as exc:  # a bug: report it, but never with a secret in it
+            self.fail('Unexpected error: %s: %s' % (type(exc).__name__, to_text(exc)),
+                      exception=scrub_secrets(traceback.format_exc(), self._secrets))
         result['api_retries'] = self.api_retries()
         self.module.exit_json(**result)

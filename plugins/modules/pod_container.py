@@ -607,7 +607,7 @@ class PodContainer(ProxmoxModule):
             params = dict(forceStop=True, timeout=min(_SHUTDOWN_TIMEOUT, self.timeout))
         try:
             self.client.run_task('POST', self.container_path(ct, 'status/%s' % action), self.timeout,
-                                 what='%s of CT %s' % (action, ct['vmid']), **params)
+                                 what='%s of CT %s' % (action, ct['vmid']), retry_locked_task=True, **params)
         except ProxmoxApiError as exc:
             # Somebody else got there first: the container is already in the wanted state.
             if action == 'start' and 'already running' in exc.reason:
@@ -737,8 +737,15 @@ class PodContainer(ProxmoxModule):
             return self.result(True, ct, {}, 'absent', diff=diff)
         if status == 'running':
             self.power(ct, 'stop')
-        self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
-                             what='destroy of CT %s' % ct['vmid'], purge=True, **{'destroy-unreferenced-disks': True})
+        try:
+            self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
+                                 what='destroy of CT %s' % ct['vmid'], purge=True,
+                                 **{'destroy-unreferenced-disks': True})
+        except ProxmoxApiError as exc:
+            # A retried DELETE whose first attempt went through (answer lost): it is gone, as wanted.
+            if not (exc.status_code == 500 and 'does not exist' in exc.reason
+                    and not self.client.guests_by_vmid(ct['vmid'])):
+                raise
         return self.result(True, ct, {}, 'absent', diff=diff)
 
 

@@ -615,3 +615,23 @@ def test_clone_gives_up_after_bounded_vmid_attempts():
     with pytest.raises(px.ProxmoxApiError):
         client.clone_container('pve', 9000, 60, max_vmid_attempts=3, hostname='p1')
     assert client.retries['vmid_taken'] == 2
+
+
+def test_run_task_retries_a_task_that_failed_on_a_lock_when_asked():
+    answers = ['UPID:pve:00000001:00000002:65000000:vzstart:101:root@pam:',
+               {'status': 'stopped', 'exitstatus': 'CT is locked (backup)'},
+               [],  # task log
+               'UPID:pve:00000003:00000004:65000001:vzstart:101:root@pam:',
+               {'status': 'stopped', 'exitstatus': 'OK'}]
+    client, api, clock = make_client(scripted(*answers))
+    assert client.run_task('POST', 'nodes/pve/lxc/101/status/start', 60, retry_locked_task=True) == 'OK'
+    assert client.retries['locked'] == 1
+
+
+def test_run_task_does_not_retry_other_task_failures():
+    answers = ['UPID:pve:00000001:00000002:65000000:vzstart:101:root@pam:',
+               {'status': 'stopped', 'exitstatus': 'startup for container 101 failed'}, []]
+    client, api, clock = make_client(scripted(*answers))
+    with pytest.raises(px.ProxmoxTaskError):
+        client.run_task('POST', 'nodes/pve/lxc/101/status/start', 60, retry_locked_task=True)
+    assert sum(client.retries.values()) == 0
