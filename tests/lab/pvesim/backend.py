@@ -1,0 +1,223 @@
+"""Container backends: the only code that would touch real containers.
+
+The state machine decides *whether* an operation may happen (locks, status, ACLs) and
+records its result; a backend *does* it. ``MemoryBackend`` only pretends, so the lab
+runs anywhere as any user. A later ``LxcBackend`` implements the same methods with
+real LXC containers. Backend methods run in task threads outside the state lock, and
+signal failure by raising ``BackendError`` (its text becomes the task's exitstatus).
+"""
+
+import gzip
+import hashlib
+import io
+import ipaddress
+import struct
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; the task fails with this text."""
+
+
+class Backend:
+    """The interface the state machine relies on. Every method is called without the
+    state lock held, from a task thread (except ``interfaces`` and ``usage``, which
+    answer API reads and must be quick)."""
+
+    name = "abstract"
+
+    def clone(self, src_vmid: int, new_vmid: int, full: bool, storage: str | None,
+              config: dict) -> None:
+        raise NotImplementedError
+
+    def destroy(self, vmid: int) -> None:
+        raise NotImplementedError
+
+    def start(self, vmid: int, config: dict) -> None:
+        raise NotImplementedError
+
+    def stop(self, vmid: int) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, vmid: int, timeout: int) -> None:
+        self.stop(vmid)
+
+    def reboot(self, vmid: int, config: dict) -> None:
+        self.stop(vmid)
+        self.start(vmid, config)
+
+    def suspend(self, vmid: int) -> None:
+        self.stop(vmid)
+
+    def resume(self, vmid: int, config: dict) -> None:
+        self.start(vmid, config)
+
+    def apply_config(self, vmid: int, config: dict) -> None:
+        raise NotImplementedError
+
+    def resize(self, vmid: int, disk: str, new_size: int) -> None:
+        raise NotImplementedError
+
+    def interfaces(self, vmid: int, config: dict) -> list | None:
+        """What ``ip -j a`` inside the CT shows, PVE-shaped; None while stopped."""
+        raise NotImplementedError
+
+    def vzdump(self, vmid: int, config: dict, archive: Path, compress: str) -> None:
+        """Write the backup archive of ``vmid`` to ``archive``."""
+        raise NotImplementedError
+
+    def set_dhcp_delay(self, seconds: float) -> None:
+        """How long after start a DHCP lease appears (simulated backends only)."""
+
+    def reset(self) -> None:
+        """Forget every container except what the state machine recreates."""
+
+
+class MemoryBackend(Backend):
+    """Pretends: containers are entries in dicts, DHCP is a timer, IPs come from a hash.
+
+    Addresses are handed out from 10.99.0.0/16, stable per MAC address, and nothing
+    ever listens on them.
+    """
+
+    name = "memory"
+    NETWORK = ipaddress.IPv4Network("10.99.0.0/16")
+
+    def __init__(self, dhcp_delay: float = 1.0):
+        self._lock = threading.Lock()
+        self._started_at: dict[int, float] = {}
+        self._leases: dict[str, ipaddress.IPv4Address] = {}
+        self._dhcp_delay = dhcp_delay
+
+    def clone(self, src_vmid, new_vmid, full, storage, config):
+        return None
+
+    def destroy(self, vmid):
+        with self._lock:
+            self._started_at.pop(vmid, None)
+
+    def start(self, vmid, config):
+        with self._lock:
+            self._started_at[vmid] = time.monotonic()
+
+    def stop(self, vmid):
+        with self._lock:
+            self._started_at.pop(vmid, None)
+
+    def apply_config(self, vmid, config):
+        return None
+
+    def resize(self, vmid, disk, new_size):
+        return None
+
+    def set_dhcp_delay(self, seconds):
+        self._dhcp_delay = float(seconds)
+
+    def reset(self):
+        with self._lock:
+            self._started_at.clear()
+
+    def interfaces(self, vmid, config):
+        with self._lock:
+            started_at = self._started_at.get(vmid)
+        if started_at is None:
+            return None
+        leased = time.monotonic() - started_at >= self._dhcp_delay
+        result = [{"name": "lo", "hwaddr": "00:00:00:00:00:00",
+                   "inet": "127.0.0.1/8", "inet6": "::1/128"}]
+        for key in sorted(k for k in config if k.startswith("net")):
+            result.append(self._interface(_parse_net(config[key]), leased))
+        return result
+
+    def _interface(self, net: dict, leased: bool) -> dict:
+        mac = net.get("hwaddr", "").lower()
+        entry = {"name": net.get("name", "eth0"), "hwaddr": mac,
+                 "inet6": f"{link_local_address(mac)}/64"}
+        ip_setting = net.get("ip", "")
+        if ip_setting == "dhcp" and leased:
+            entry["inet"] = f"{self.lease_for(mac)}/{self.NETWORK.prefixlen}"
+        elif "/" in ip_setting:
+            entry["inet"] = ip_setting
+        return entry
+
+    def lease_for(self, mac: str) -> ipaddress.IPv4Address:
+        """A stable address per MAC: hash into the network, probe past collisions."""
+        mac = mac.lower()
+        with self._lock:
+            if mac in self._leases:
+                return self._leases[mac]
+            used = set(self._leases.values())
+            hosts = self.NETWORK.num_addresses - 3  # skip network, .0.1 gateway, broadcast
+            index = int.from_bytes(hashlib.sha256(mac.encode()).digest()[:4], "big") % hosts
+            while True:
+                address = self.NETWORK.network_address + 2 + index
+                if address not in used:
+                    self._leases[mac] = address
+                    return address
+                index = (index + 1) % hosts
+
+    def vzdump(self, vmid, config, archive, compress):
+        payload = build_container_tar(vmid, config)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(compress_archive(payload, compress))
+
+
+def _parse_net(value: str) -> dict:
+    return dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+
+
+def link_local_address(mac: str) -> ipaddress.IPv6Address:
+    """The EUI-64 link-local address the kernel derives from a MAC address."""
+    octets = bytearray(int(part, 16) for part in mac.split(":"))
+    octets[0] ^= 0x02
+    interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+    return ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + interface_id)
+
+
+def build_container_tar(vmid: int, config: dict) -> bytes:
+    """A tiny but genuine vzdump-style tar: ``./etc/vzdump/pct.conf`` plus a marker."""
+    conf_text = "".join(f"{key}: {value}\n" for key, value in sorted(config.items())
+                        if key not in ("lock", "digest"))
+    files = {
+        "./etc/vzdump/pct.conf": conf_text.encode(),
+        "./etc/hostname": f"{config.get('hostname', f'CT{vmid}')}\n".encode(),
+        "./var/www/cloudpod/public/index.html": b"<h1>Cloud Pod</h1>\n",
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def compress_archive(payload: bytes, compress: str) -> bytes:
+    """Compress like vzdump's ``compress`` option; lzo is stored uncompressed."""
+    if compress == "gzip":
+        return gzip.compress(payload)
+    if compress == "zstd":
+        return zstd_store(payload)
+    return payload
+
+
+def zstd_store(payload: bytes) -> bytes:
+    """A valid zstd frame holding ``payload`` in raw (uncompressed) blocks.
+
+    The standard library has no zstd, but the format allows raw blocks, so
+    ``zstd -d`` and ``tar --zstd`` read the archive like one from real vzdump.
+    """
+    block_max = 128 * 1024
+    frame = bytearray(struct.pack("<I", 0xFD2FB528))
+    frame.append(0x00)           # frame header: no content size, no checksum, no dictionary
+    frame.append(7 << 3)         # window descriptor: 2**(10+7) = 128 KiB
+    chunks = [payload[i:i + block_max] for i in range(0, len(payload), block_max)] or [b""]
+    for index, chunk in enumerate(chunks):
+        last = 1 if index == len(chunks) - 1 else 0
+        header = last | (0 << 1) | (len(chunk) << 3)  # block type 0 = raw
+        frame += header.to_bytes(3, "little") + chunk
+    return bytes(frame)

@@ -1,0 +1,81 @@
+"""Simulator configuration: a JSON file written by the lab launcher.
+
+Every key is optional; ``DEFAULTS`` documents them. ``task_durations`` and
+``dhcp_delay`` can also be changed at run time through ``POST /_lab/config``.
+"""
+
+import copy
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The seed's CloudPodsProv role (cloud-pods-setup.md, step 1).
+CLOUDPODS_PROV_PRIVILEGES = [
+    "VM.Audit", "VM.Allocate", "VM.Clone", "VM.Config.CPU", "VM.Config.Disk",
+    "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt",
+    "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit",
+]
+
+TASK_TYPES = [
+    "vzclone", "vzstart", "vzstop", "vzshutdown", "vzreboot", "vzdestroy", "vzdump",
+    "vzsuspend", "vzresume", "resize",
+]
+
+DEFAULTS = {
+    "listen_host": "127.0.0.1",
+    "listen_port": 8006,
+    "tls_cert": None,            # PEM server certificate (chain); required to serve HTTPS
+    "tls_key": None,             # PEM private key
+    "node": "pve",
+    "cluster_name": "cloudpods-lab",
+    "pve_version": "8.2.4",
+    "template_vmid": 9000,
+    "template_hostname": "cloudpod-template",
+    "bridge": "vmbr0",
+    "control_key": None,         # X-Lab-Key for /_lab; None disables the control API
+    "storage_root": None,        # directory for dir-type storages (backups); temp dir if None
+    "tokens": [],                # [{"token_id", "secret", "privs": [...], "acl": {path: [...]}}]
+    "pools": [],                 # [{"poolid": "...", "comment": "..."}]
+    "task_durations": {},        # per task type, seconds
+    "default_task_duration": 0.2,
+    "dhcp_delay": 1.0,           # seconds after start until eth0 has its IPv4 lease
+    "auth_failure_delay": 0.0,   # real PVE waits 3 s before answering a failed login
+    # PVE 8 checks SDN.Use on /sdn/zones/localnetwork/<bridge> when a guest NIC names a
+    # bridge. The seed's CloudPodsProv role lacks SDN.Use, so this is off by default;
+    # turn it on to see what a stock PVE 8 would answer that role.
+    "require_sdn_use": False,
+    "log_file": None,
+}
+
+
+@dataclass
+class SimConfig:
+    """The loaded configuration; ``values`` holds DEFAULTS overlaid by the file."""
+
+    values: dict = field(default_factory=lambda: copy.deepcopy(DEFAULTS))
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SimConfig":
+        unknown = set(data) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        values = copy.deepcopy(DEFAULTS)
+        values.update(copy.deepcopy(data))
+        if values["storage_root"] is None:
+            values["storage_root"] = tempfile.mkdtemp(prefix="pvesim-storage-")
+        return cls(values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SimConfig":
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def task_duration(self, task_type: str) -> float:
+        return float(self.values["task_durations"].get(task_type, self.default_task_duration))

@@ -1,0 +1,217 @@
+"""LXC container configs: the ``pct.conf`` keys PVE accepts, how it stores them, and
+the status views (status/current, cluster/resources) derived from them.
+"""
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+
+from . import schema
+from .firewall import Firewall
+from .schema import P
+
+MAX_NETS = 10
+OSTYPES = ("debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux",
+           "alpine", "gentoo", "nixos", "unmanaged")
+
+# Keys PUT /config accepts (besides node, vmid, delete, revert, digest).
+CONFIG_SPEC = {
+    "arch": P(enum=("amd64", "i386", "arm64", "armhf", "riscv32", "riscv64")),
+    "cmode": P(enum=("shell", "console", "tty")),
+    "console": P(type="boolean"),
+    "cores": P(type="integer", minimum=1, maximum=8192),
+    "cpulimit": P(type="number", minimum=0, maximum=8192),
+    "cpuunits": P(type="integer", minimum=0, maximum=500000),
+    "debug": P(type="boolean"),
+    "description": P(max_length=8192),
+    "features": P(format=schema.features_config),
+    "hookscript": P(),
+    "hostname": P(format=schema.dns_name, max_length=255),
+    "memory": P(type="integer", minimum=16),
+    "nameserver": P(format=schema.ip_list),
+    "onboot": P(type="boolean"),
+    "ostype": P(enum=OSTYPES),
+    "protection": P(type="boolean"),
+    "rootfs": P(format=schema.rootfs_config),
+    "searchdomain": P(),
+    "startup": P(format=schema.startup_config),
+    "swap": P(type="integer", minimum=0),
+    "tags": P(format=schema.tag_list),
+    "template": P(type="boolean"),
+    "timezone": P(),
+    "tty": P(type="integer", minimum=0, maximum=6),
+    "unprivileged": P(type="boolean"),
+    **{f"net{i}": P(format=schema.net_config) for i in range(MAX_NETS)},
+}
+
+READ_ONLY_KEYS = {"unprivileged", "template"}
+REQUIRED_KEYS = {"rootfs"}
+LOCK_NAMES = ("backup", "create", "destroyed", "disk", "fstrim", "migrate", "mounted",
+              "rollback", "snapshot", "snapshot-delete")
+
+# Which privilege each key needs (PVE's check_ct_modify_config_perm); the rest need
+# VM.Config.Options.
+_KEY_PRIVILEGE = {
+    "cores": "VM.Config.CPU", "cpulimit": "VM.Config.CPU", "cpuunits": "VM.Config.CPU",
+    "memory": "VM.Config.Memory", "swap": "VM.Config.Memory",
+    "rootfs": "VM.Config.Disk",
+    "hostname": "VM.Config.Network", "nameserver": "VM.Config.Network",
+    "searchdomain": "VM.Config.Network",
+}
+ROOT_ONLY_KEYS = {"hookscript": "changing the hookscript is only allowed for root@pam"}
+CONFIG_PRIVILEGES = ["VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory",
+                     "VM.Config.Network", "VM.Config.Options"]
+
+
+def key_privilege(key: str) -> str:
+    if key.startswith("net"):
+        return "VM.Config.Network"
+    return _KEY_PRIVILEGE.get(key, "VM.Config.Options")
+
+
+def random_mac() -> str:
+    """A MAC with Proxmox's OUI (BC:24:11), as PVE 8 generates them."""
+    return "BC:24:11:" + ":".join(f"{random.randint(0, 255):02X}" for _ in range(3))
+
+
+def normalize_net(value: str, name: str) -> str:
+    """Parse and re-print a netN value; PVE generates a MAC when none is given."""
+    net = schema.parse_property_string(value, schema.NET_PROPS, name)
+    net.setdefault("hwaddr", random_mac())
+    return schema.print_property_string(net, schema.NET_PROPS)
+
+
+def with_new_mac(value: str, name: str) -> str:
+    net = schema.parse_property_string(value, schema.NET_PROPS, name)
+    net["hwaddr"] = random_mac()
+    return schema.print_property_string(net, schema.NET_PROPS)
+
+
+def net_settings(value: str) -> dict:
+    return schema.parse_property_string(value, schema.NET_PROPS, "net")
+
+
+def parse_rootfs(value: str) -> dict:
+    return schema.parse_property_string(value, schema.ROOTFS_PROPS, "rootfs", default_key="volume")
+
+
+def print_rootfs(rootfs: dict) -> str:
+    return schema.print_property_string(rootfs, schema.ROOTFS_PROPS, default_key="volume")
+
+
+def rootfs_size(config: dict) -> int:
+    size = parse_rootfs(config["rootfs"]).get("size", "0")
+    return schema.parse_size(size)
+
+
+def render_config(config: dict) -> str:
+    """The text of ``/etc/pve/lxc/<vmid>.conf``: description as comments, then keys."""
+    lines = [f"#{line}" for line in str(config.get("description", "")).splitlines()] \
+        if config.get("description") else []
+    lines += [f"{key}: {_text(value)}" for key, value in sorted(config.items())
+              if key != "description"]
+    return "\n".join(lines) + "\n"
+
+
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def store_value(key: str, value):
+    """How PVE returns a key after parsing the config file: numbers as numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class Container:
+    """One CT: its config (``lock`` included, as in PVE) and runtime state."""
+
+    vmid: int
+    config: dict
+    status: str = "stopped"
+    started_at: float | None = None
+    suspended: bool = False
+    pool: str | None = None
+    firewall: Firewall = field(default_factory=Firewall)
+
+    @property
+    def lock(self) -> str | None:
+        return self.config.get("lock")
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.config.get("template"))
+
+    @property
+    def name(self) -> str:
+        return self.config.get("hostname") or f"CT{self.vmid}"
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(render_config(self.config).encode()).hexdigest()
+
+    def config_view(self) -> dict:
+        view = dict(self.config)
+        view["digest"] = self.digest
+        return view
+
+    def uptime(self) -> int:
+        return int(time.time() - self.started_at) if self.status == "running" and self.started_at else 0
+
+    def status_view(self) -> dict:
+        """PVE's vmstatus entry: ``lock``, ``tags`` and ``template`` only when set."""
+        mib = 1024 * 1024
+        running = self.status == "running"
+        memory = int(self.config.get("memory", 512)) * mib
+        view = {
+            "vmid": self.vmid, "name": self.name, "status": self.status, "type": "lxc",
+            "cpus": self.config.get("cpulimit") or self.config.get("cores") or 1,
+            "maxmem": memory, "maxswap": int(self.config.get("swap", 512)) * mib,
+            "maxdisk": rootfs_size(self.config) if "rootfs" in self.config else 0,
+            "mem": memory // 8 if running else 0, "swap": 0,
+            "disk": 0, "cpu": 0.01 if running else 0, "uptime": self.uptime(),
+            "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
+        }
+        if running:
+            view["pid"] = 100000 + self.vmid
+        if self.lock:
+            view["lock"] = self.lock
+        if self.config.get("tags"):
+            view["tags"] = self.config["tags"]
+        if self.is_template:
+            view["template"] = 1
+        return view
+
+    def resource_view(self, node: str) -> dict:
+        """A ``/cluster/resources`` entry: ``template`` is always 0 or 1 there."""
+        status = self.status_view()
+        view = {"id": f"lxc/{self.vmid}", "type": "lxc", "vmid": self.vmid, "node": node,
+                "name": self.name, "status": self.status,
+                "template": 1 if self.is_template else 0,
+                "maxcpu": status["cpus"], "maxmem": status["maxmem"],
+                "maxdisk": status["maxdisk"], "mem": status["mem"], "disk": status["disk"],
+                "cpu": status["cpu"], "uptime": status["uptime"], "netin": 0, "netout": 0,
+                "diskread": 0, "diskwrite": 0}
+        for key in ("lock", "tags"):
+            if key in status:
+                view[key] = status[key]
+        if self.pool:
+            view["pool"] = self.pool
+        return view
+
+
+def template_config(hostname: str, bridge: str, vmid: int) -> dict:
+    """CT 9000 as the seed's setup step 2 leaves it: an Ubuntu template."""
+    net = f"name=eth0,bridge={bridge},hwaddr={random_mac()},ip=dhcp,type=veth"
+    return {
+        "arch": "amd64", "cores": 1, "features": "nesting=1", "hostname": hostname,
+        "memory": 512, "net0": net, "ostype": "ubuntu",
+        "rootfs": f"local-lvm:base-{vmid}-disk-0,size=8G", "swap": 512, "template": 1,
+        "unprivileged": 1,
+        "description": "Cloud Pods base: Ubuntu 22.04, nginx, PHP-FPM 8.2, MariaDB 10.11\n",
+    }

@@ -1,0 +1,159 @@
+"""``/_lab``: the lab's own control endpoints (not part of PVE).
+
+JSON in, ``{"data": ...}`` out, guarded by the ``X-Lab-Key`` header. They let tests
+inject faults, read the whole state, tune task durations, add tokens, change a
+container behind the API's back, and reset everything.
+"""
+
+import hmac
+import re
+
+from .acl import token_from_spec
+from .config import TASK_TYPES
+from .errors import ApiError
+
+_ROUTES = []
+
+
+def _control(method: str, pattern: str):
+    def register(function):
+        _ROUTES.append((method, re.compile(pattern), function))
+        return function
+    return register
+
+
+class ControlApi:
+    def __init__(self, app):
+        self.app = app
+
+    def handle(self, method: str, path: str, key: str | None, body):
+        """Return the data for a control request; raise ApiError on bad requests."""
+        expected = self.app.config.control_key
+        if not expected:
+            raise ApiError(404, "control API disabled (no control_key configured)")
+        if not key or not hmac.compare_digest(key.encode(), str(expected).encode()):
+            raise ApiError(401, "invalid or missing X-Lab-Key")
+        for route_method, pattern, function in _ROUTES:
+            match = pattern.fullmatch(path)
+            if match and route_method == method:
+                try:
+                    return function(self.app, body, *match.groups())
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ApiError(400, f"bad control request: {exc}") from exc
+        raise ApiError(404, f"no control endpoint {method} {path}")
+
+
+@_control("GET", r"/_lab/health")
+def health(app, _body):
+    return {"ok": True, "node": app.cluster.node, "backend": app.cluster.backend.name}
+
+
+@_control("GET", r"/_lab/state")
+def state(app, _body):
+    data = app.cluster.lab_state()
+    data["requests"] = app.requests.entries()
+    data["faults"] = app.cluster.faults.describe()
+    data["config"] = _runtime_config(app)
+    data["tokens"] = app.tokens.describe()
+    return data
+
+
+@_control("GET", r"/_lab/requests")
+def requests_log(app, _body):
+    return app.requests.entries()
+
+
+@_control("DELETE", r"/_lab/requests")
+def clear_requests(app, _body):
+    app.requests.clear()
+
+
+@_control("GET", r"/_lab/faults")
+def faults(app, _body):
+    return app.cluster.faults.describe()
+
+
+@_control("POST", r"/_lab/faults")
+def add_fault(app, body):
+    specs = body if isinstance(body, list) else [body]
+    for spec in specs:
+        if not isinstance(spec, dict):
+            raise ValueError("a fault is a JSON object")
+        task_fail = spec.get("task_fail")
+        if task_fail is not None and task_fail.get("type") not in TASK_TYPES + ["vztemplate", "imgdel"]:
+            raise ValueError(f"unknown task type {task_fail.get('type')!r}")
+        app.cluster.faults.add(spec)
+    return app.cluster.faults.describe()
+
+
+@_control("DELETE", r"/_lab/faults")
+def clear_faults(app, _body):
+    app.cluster.faults.clear()
+
+
+@_control("GET", r"/_lab/config")
+def get_config(app, _body):
+    return _runtime_config(app)
+
+
+@_control("POST", r"/_lab/config")
+def set_config(app, body):
+    unknown = set(body) - {"task_durations", "default_task_duration", "dhcp_delay",
+                           "auth_failure_delay", "require_sdn_use"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    values = app.config.values
+    for task_type, seconds in body.get("task_durations", {}).items():
+        if task_type not in TASK_TYPES + ["vztemplate", "imgdel"]:
+            raise ValueError(f"unknown task type {task_type!r}")
+        values["task_durations"][task_type] = max(0.0, float(seconds))
+    for key in ("default_task_duration", "auth_failure_delay"):
+        if key in body:
+            values[key] = max(0.0, float(body[key]))
+    if "require_sdn_use" in body:
+        values["require_sdn_use"] = bool(body["require_sdn_use"])
+    if "dhcp_delay" in body:
+        app.cluster.set_dhcp_delay(max(0.0, float(body["dhcp_delay"])))
+    return _runtime_config(app)
+
+
+def _runtime_config(app) -> dict:
+    values = app.config.values
+    return {"task_durations": {kind: app.config.task_duration(kind) for kind in TASK_TYPES},
+            "default_task_duration": values["default_task_duration"],
+            "dhcp_delay": values["dhcp_delay"], "auth_failure_delay": values["auth_failure_delay"],
+            "require_sdn_use": values["require_sdn_use"], "node": values["node"],
+            "template_vmid": values["template_vmid"]}
+
+
+@_control("GET", r"/_lab/tokens")
+def tokens(app, _body):
+    return app.tokens.describe()
+
+
+@_control("POST", r"/_lab/tokens")
+def add_token(app, body):
+    token = token_from_spec(body)
+    app.tokens.add(token)
+    return token.describe()
+
+
+@_control("DELETE", r"/_lab/tokens/(.+)")
+def remove_token(app, _body, token_id):
+    if not app.tokens.remove(token_id):
+        raise ApiError(404, f"no token {token_id}")
+
+
+@_control("PUT", r"/_lab/containers/(\d+)")
+def set_container(app, body, vmid):
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object of config keys")
+    return app.cluster.lab_set_container(int(vmid), body)
+
+
+@_control("POST", r"/_lab/reset")
+def reset(app, _body):
+    app.cluster.reset()
+    app.requests.clear()
+    app.reset_tokens()
+    return {"reset": True}

@@ -1,0 +1,852 @@
+"""The state machine: containers, locks, tasks, and the rules PVE enforces on them.
+
+Every public method takes the caller's token (for privilege checks made inside the
+operation, as PVE makes them) and already-validated parameters. All mutation happens
+under ``self.lock``; long operations return a UPID and finish in a task thread (see
+``tasks``). The order of checks follows pve-container's API code, so a client sees
+the same error PVE would give first.
+"""
+
+import copy
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import backups, containers, schema, storage
+from .acl import Token
+from .backend import Backend, BackendError
+from .config import SimConfig
+from .containers import Container
+from .errors import ApiError, ParamError, PermissionDenied, fail
+from .faults import FaultInjector
+from .tasks import Task, TaskError, TaskManager
+
+
+@dataclass
+class ClonePlan:
+    full: bool
+    config: dict
+    source_volume: str
+    new_volume: str
+    storage: str
+
+
+class Cluster:
+    """One PVE node (a one-node cluster) with its guests, storages and tasks."""
+
+    def __init__(self, config: SimConfig, backend: Backend):
+        self.config = config
+        self.node = config.node
+        self.backend = backend
+        self.lock = threading.RLock()
+        self.faults = FaultInjector()
+        self.tasks = TaskManager(self.node, self.lock, config.task_duration,
+                                 self.faults.take_task_fault)
+        self.storages = storage.default_storages(Path(config.storage_root))
+        self.reset()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def reset(self) -> None:
+        """Back to a fresh install: only the template, no faults, no tasks, no backups."""
+        with self.lock:
+            self.tasks.reset()
+            self.backend.reset()
+            self.backend.set_dhcp_delay(self.config.dhcp_delay)
+            self.faults.clear()
+            self.containers: dict[int, Container] = {}
+            self.pools = {pool["poolid"]: {"comment": pool.get("comment"), "members": set()}
+                          for pool in self.config.pools}
+            self.backup_jobs = backups.BackupJobs()
+            template_id = int(self.config.template_vmid)
+            self.containers[template_id] = Container(template_id, containers.template_config(
+                self.config.template_hostname, self.config.bridge, template_id))
+            for item in self.storages.values():
+                if item.path is not None:
+                    shutil.rmtree(item.dump_dir, ignore_errors=True)
+                    item.dump_dir.mkdir(parents=True, exist_ok=True)
+
+    def set_dhcp_delay(self, seconds: float) -> None:
+        with self.lock:
+            self.config.values["dhcp_delay"] = float(seconds)
+            self.backend.set_dhcp_delay(seconds)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ct(self, vmid: int) -> Container:
+        ct = self.containers.get(vmid)
+        if ct is None:
+            raise fail(f"Configuration file 'nodes/{self.node}/lxc/{vmid}.conf' does not exist")
+        return ct
+
+    @staticmethod
+    def _check_lock(ct: Container) -> None:
+        if ct.lock:
+            raise fail(f"CT is locked ({ct.lock})")
+
+    def _storage(self, storage_id: str) -> storage.Storage:
+        item = self.storages.get(storage_id)
+        if item is None:
+            raise fail(f"storage '{storage_id}' does not exist")
+        return item
+
+    def _check_bridges(self, token: Token, *net_values: str) -> None:
+        """PVE 8 wants SDN.Use on the bridge's zone; off unless configured (see README)."""
+        if not self.config.require_sdn_use or token.is_root:
+            return
+        for value in filter(None, net_values):
+            bridge = containers.net_settings(value).get("bridge")
+            if bridge:
+                token.require(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use")
+
+    def _start_task(self, token: Token, task_type: str, task_id, work, on_success=None,
+                    on_failure=None, error_prefix: str = "") -> str:
+        return self.tasks.start(task_type, task_id, token.token_id, work, on_success,
+                                on_failure, error_prefix).upid
+
+    # ------------------------------------------------------------------ reads
+
+    def nextid(self, vmid: int | None) -> str:
+        """PVE returns the id as a string and reserves nothing."""
+        with self.lock:
+            if vmid is not None:
+                if vmid in self.containers:
+                    raise ParamError({"vmid": f"VM {vmid} already exists"})
+                return str(vmid)
+            candidate = 100
+            while candidate in self.containers:
+                candidate += 1
+            return str(candidate)
+
+    def container_list(self, token: Token) -> list:
+        with self.lock:
+            return [ct.status_view() for vmid, ct in sorted(self.containers.items())
+                    if token.has(f"/vms/{vmid}", "VM.Audit")]
+
+    def config_view(self, vmid: int) -> dict:
+        with self.lock:
+            return self._ct(vmid).config_view()
+
+    def status_view(self, vmid: int) -> dict:
+        with self.lock:
+            view = self._ct(vmid).status_view()
+            view["ha"] = {"managed": 0}
+            return view
+
+    def interfaces(self, vmid: int) -> list | None:
+        with self.lock:
+            ct = self._ct(vmid)
+            if ct.status != "running":
+                return None
+            config = dict(ct.config)
+        return self.backend.interfaces(vmid, config)
+
+    def resources(self, token: Token, kind: str | None) -> list:
+        with self.lock:
+            result = []
+            if kind in (None, "vm"):
+                result += [ct.resource_view(self.node) for vmid, ct in sorted(self.containers.items())
+                           if token.has(f"/vms/{vmid}", "VM.Audit")]
+            if kind in (None, "node") and token.has(f"/nodes/{self.node}", "Sys.Audit"):
+                result.append(self.node_view())
+            if kind in (None, "storage"):
+                result += [self._storage_resource(item) for item in self.storages.values()
+                           if token.has_any(f"/storage/{item.storage}",
+                                            ["Datastore.Audit", "Datastore.AllocateSpace"])]
+            if kind in (None, "pool"):
+                result += [{"id": f"/pool/{name}", "type": "pool", "pool": name}
+                           for name in sorted(self.pools)
+                           if token.has(f"/pool/{name}", "Pool.Audit")]
+            return result
+
+    def _storage_resource(self, item: storage.Storage) -> dict:
+        status = item.status_view(self._used(item))
+        return {"id": f"storage/{self.node}/{item.storage}", "type": "storage",
+                "node": self.node, "storage": item.storage, "status": "available",
+                "plugintype": item.type, "content": status["content"], "shared": 0,
+                "disk": status["used"], "maxdisk": status["total"]}
+
+    def node_view(self) -> dict:
+        gib = 1024 ** 3
+        running = sum(1 for ct in self.containers.values() if ct.status == "running")
+        return {"id": f"node/{self.node}", "type": "node", "node": self.node,
+                "status": "online", "level": "", "maxcpu": 16, "cpu": 0.02 + 0.01 * running,
+                "maxmem": 64 * gib, "mem": (4 + running // 2) * gib, "maxdisk": 100 * gib,
+                "disk": 12 * gib, "uptime": int(time.time() - _BOOT)}
+
+    def node_status(self) -> dict:
+        view = self.node_view()
+        return {"uptime": view["uptime"], "cpu": view["cpu"], "loadavg": ["0.10", "0.08", "0.05"],
+                "memory": {"total": view["maxmem"], "used": view["mem"],
+                           "free": view["maxmem"] - view["mem"]},
+                "swap": {"total": 0, "used": 0, "free": 0},
+                "rootfs": {"total": view["maxdisk"], "used": view["disk"],
+                           "avail": view["maxdisk"] - view["disk"], "free": view["maxdisk"] - view["disk"]},
+                "cpuinfo": {"cpus": 16, "sockets": 1, "cores": 8, "model": "pvesim virtual CPU"},
+                "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
+                "pveversion": f"pve-manager/{self.config.pve_version}/faa83925c9641325"}
+
+    # ------------------------------------------------------------------ clone
+
+    def clone(self, token: Token, vmid: int, params: dict) -> str:
+        """POST /nodes/{node}/lxc/{vmid}/clone, in pve-container's order of checks."""
+        newid = params["newid"]
+        with self.lock:
+            pool = params.get("pool")
+            if pool is not None and pool not in self.pools:
+                raise ParamError({"pool": f"pool '{pool}' does not exist"})
+            target = params.get("target")
+            if target and target not in (self.node, "localhost"):
+                raise fail(f"no such cluster node '{target}'")
+            if params.get("storage"):
+                self._storage(params["storage"])
+            source = self._ct(vmid)
+            self._check_lock(source)  # PVE's set_lock($vmid, 'disk') fails here
+            if newid in self.containers:
+                raise fail(f"CT {newid} already exists on node '{self.node}'")
+            plan = self._plan_clone(token, source, newid, params)
+            source.config["lock"] = "disk"
+            self.containers[newid] = Container(newid, plan.config, firewall=source.firewall.clone())
+
+            def work(task: Task):
+                kind = "full" if plan.full else "linked"
+                task.log(f"create {kind} clone of mount point rootfs ({plan.source_volume})")
+                self.backend.clone(vmid, newid, plan.full, params.get("storage"),
+                                   copy.deepcopy(plan.config))
+
+            def on_success(task: Task, _result):
+                self._unlock(vmid, "disk")
+                clone = self.containers.get(newid)
+                if clone is None or clone.lock != "create":
+                    raise TaskError("Lost 'create' config lock, aborting.")
+                rootfs = containers.parse_rootfs(clone.config["rootfs"])
+                rootfs["volume"] = plan.new_volume
+                clone.config["rootfs"] = containers.print_rootfs(rootfs)
+                clone.config.pop("lock")
+                if pool:
+                    self._add_to_pool(clone, pool)
+
+            def on_failure(task: Task, _error):
+                self._unlock(vmid, "disk")
+                clone = self.containers.get(newid)
+                if clone is not None and clone.lock == "create":
+                    del self.containers[newid]
+
+            return self._start_task(token, "vzclone", vmid, work, on_success, on_failure,
+                                    error_prefix="clone failed: ")
+
+    def _plan_clone(self, token: Token, source: Container, newid: int, params: dict) -> ClonePlan:
+        full = params.get("full")
+        full = (not source.is_template) if full is None else bool(full)
+        storage_id = params.get("storage")
+        if storage_id is not None and not full:
+            raise fail("parameter 'storage' not allowed for linked clones")
+        if params.get("snapname"):
+            raise fail(f"snapshot '{params['snapname']}' does not exist")
+        volid = containers.parse_rootfs(source.config["rootfs"])["volume"]
+        target_id = storage_id or storage.volume_storage(volid)
+        token.require(f"/storage/{target_id}", "Datastore.AllocateSpace")
+        target = self._storage(target_id)
+        if full:
+            if source.status == "running":
+                raise fail("Full clone of a running container is only possible from a snapshot")
+            if not target.supports("rootdir"):
+                raise fail(f"storage '{target_id}' does not support container directories")
+        elif not storage.is_base_volume(volid):
+            raise fail(f"Linked clone feature for '{volid}' is not available")
+        config = self._clone_config(token, source, params)
+        base = None if full else volid.split(":", 1)[1]
+        new_volume = storage.new_volume_name(target, newid, set(), base)
+        return ClonePlan(full, config, volid, new_volume, target_id)
+
+    def _clone_config(self, token: Token, source: Container, params: dict) -> dict:
+        """Copy everything but template/lock; every NIC gets a fresh MAC address."""
+        config = {}
+        for key, value in source.config.items():
+            if key in ("template", "lock"):
+                continue
+            if key.startswith("net"):
+                value = containers.with_new_mac(value, key)
+                self._check_bridges(token, value)
+            config[key] = value
+        config["lock"] = "create"
+        if params.get("hostname"):
+            config["hostname"] = params["hostname"]
+        if params.get("description"):
+            config["description"] = normalize_description(params["description"])
+        return config
+
+    def _unlock(self, vmid: int, lock_name: str) -> None:
+        ct = self.containers.get(vmid)
+        if ct is not None and ct.lock == lock_name:
+            ct.config.pop("lock")
+
+    def _add_to_pool(self, ct: Container, pool: str) -> None:
+        if pool in self.pools:
+            self.pools[pool]["members"].add(ct.vmid)
+            ct.pool = pool
+
+    # ------------------------------------------------------------------ config
+
+    def update_config(self, token: Token, vmid: int, params: dict) -> None:
+        """PUT /config: synchronous; refuses locked CTs and stale digests."""
+        params = dict(params)
+        digest = params.pop("digest", None)
+        delete = schema.split_list(params.pop("delete", ""))
+        revert = schema.split_list(params.pop("revert", ""))
+        if not params and not delete and not revert:
+            raise fail("no options specified")
+        with self.lock:
+            ct = self._ct(vmid)
+            self._check_lock(ct)
+            if digest and digest != ct.digest:
+                raise fail("detected modified configuration - file changed by other user? Try again.")
+            self._check_config_privileges(token, ct, params, delete + revert)
+            self._check_delete(params, delete)
+            new_config = self._apply_config(ct, params, delete)
+            self._check_bridges(token, *(new_config.get(k) for k in params if k.startswith("net")))
+            ct.config = new_config
+            self.backend.apply_config(vmid, copy.deepcopy(new_config))
+
+    def _check_config_privileges(self, token: Token, ct: Container, params: dict, deleted: list) -> None:
+        if token.is_root:
+            return
+        for key in list(params) + deleted:
+            if key in containers.ROOT_ONLY_KEYS:
+                raise PermissionDenied(containers.ROOT_ONLY_KEYS[key])
+            if key == "features":
+                self._check_feature_privileges(token, ct, params.get(key))
+                continue
+            token.require(f"/vms/{ct.vmid}", containers.key_privilege(key))
+
+    @staticmethod
+    def _check_feature_privileges(token: Token, ct: Container, new_value: str | None) -> None:
+        """Non-root users may only toggle ``nesting`` (with VM.Allocate), and only on
+        unprivileged containers."""
+        if not ct.config.get("unprivileged"):
+            raise PermissionDenied("changing feature flags for privileged container is only allowed for root@pam")
+        old = schema.parse_property_string(ct.config.get("features", ""), schema.FEATURE_PROPS, "features")
+        new = schema.parse_property_string(new_value or "", schema.FEATURE_PROPS, "features")
+        changed = {key for key in set(old) | set(new) if old.get(key) != new.get(key)}
+        if changed - {"nesting"}:
+            raise PermissionDenied("changing feature flags (except nesting) is only allowed for root@pam")
+        if changed:
+            token.require(f"/vms/{ct.vmid}", "VM.Allocate")
+
+    @staticmethod
+    def _check_delete(params: dict, delete: list) -> None:
+        for key in delete:
+            if key not in containers.CONFIG_SPEC:
+                raise ParamError({"delete": f"unknown option '{key}'"})
+            if key in params:
+                raise ParamError({"delete": f"you can't use '-{key}' and -delete {key}' at the same time"})
+
+    def _apply_config(self, ct: Container, params: dict, delete: list) -> dict:
+        """The new config, or ParamError with every problem (PVE writes nothing then)."""
+        config = dict(ct.config)
+        errors = {}
+        for key in delete:
+            if key in containers.READ_ONLY_KEYS or key in containers.REQUIRED_KEYS:
+                errors[key] = f"unable to delete required option '{key}'"
+            config.pop(key, None)
+        for key, value in params.items():
+            try:
+                config[key] = self._config_value(ct, key, value)
+            except ValueError as exc:
+                errors[key] = str(exc)
+        if errors:
+            raise ParamError(errors)
+        return config
+
+    @staticmethod
+    def _config_value(ct: Container, key: str, value):
+        if key in containers.READ_ONLY_KEYS:
+            raise ValueError(f"unable to modify read-only option: '{key}'")
+        if key.startswith("net"):
+            return containers.normalize_net(value, key)
+        if key == "tags":
+            return schema.normalize_tags(value)
+        if key == "description":
+            return normalize_description(value)
+        if key == "rootfs":
+            return _updated_rootfs(ct, value)
+        return containers.store_value(key, value)
+
+    # ------------------------------------------------------------------ resize
+
+    def resize(self, token: Token, vmid: int, disk: str, size: str, digest: str | None) -> str:
+        """PUT /resize: grow only. Checked once before the task and again inside it."""
+        relative = size.startswith("+")
+        requested = schema.parse_size(size.lstrip("+"))
+        with self.lock:
+            # PVE runs its key-based check on {disk => ...}: 'disk' is not a config
+            # key, so it lands on VM.Config.Options on top of the method's VM.Config.Disk.
+            token.require(f"/vms/{vmid}", "VM.Config.Options")
+            self._resize_target(token, vmid, disk, relative, requested, digest)
+
+            def work(task: Task):
+                with self.lock:
+                    try:
+                        _, new_size = self._resize_target(token, vmid, disk, relative, requested, digest)
+                    except ApiError as exc:
+                        raise TaskError(exc.message) from exc
+                task.log(f"resizing {disk} to {schema.format_size(new_size)}")
+                self.backend.resize(vmid, disk, new_size)
+                return new_size
+
+            def on_success(task: Task, new_size: int):
+                ct = self._ct(vmid)
+                rootfs = containers.parse_rootfs(ct.config[disk])
+                rootfs["size"] = schema.format_size(new_size)
+                ct.config[disk] = containers.print_rootfs(rootfs)
+
+            return self._start_task(token, "resize", vmid, work, on_success)
+
+    def _resize_target(self, token, vmid, disk, relative, requested, digest):
+        ct = self._ct(vmid)
+        self._check_lock(ct)
+        if digest and digest != ct.digest:
+            raise fail("detected modified configuration - file changed by other user? Try again.")
+        if disk not in ct.config:
+            raise fail(f"unable to parse mount point '{disk}'")
+        volid = containers.parse_rootfs(ct.config[disk])["volume"]
+        owner = storage.volume_owner(volid)
+        if owner != vmid:
+            raise fail(f"can't resize mount point owned by another container ({owner})")
+        token.require(f"/storage/{storage.volume_storage(volid)}", "Datastore.AllocateSpace")
+        current = containers.rootfs_size(ct.config)
+        new_size = current + requested if relative else requested
+        if new_size < current:
+            raise fail("unable to shrink disk size")
+        if new_size == current:
+            raise fail("disk is already at specified size")
+        return ct, new_size
+
+    # ------------------------------------------------------------------ power
+
+    def power(self, token: Token, vmid: int, action: str, params: dict) -> str:
+        """POST /status/<action>. As in PVE, running/stopped is checked before the task;
+        the config lock is checked inside it (so a locked CT gives a failed task)."""
+        if params.get("skiplock") and not token.is_root:
+            raise ParamError({"skiplock": "Only root may use this option."})
+        with self.lock:
+            running = vmid in self.containers and self.containers[vmid].status == "running"
+            self._check_power_precondition(vmid, action, running)
+            if action == "stop" and params.get("overrule-shutdown"):
+                self._abort_tasks(vmid, "vzshutdown")
+            build_task = getattr(self, f"_power_{action}")
+            return build_task(token, vmid, params)
+
+    @staticmethod
+    def _check_power_precondition(vmid: int, action: str, running: bool) -> None:
+        if action in ("start", "resume") and running:
+            raise fail(f"CT {vmid} already running")
+        if action in ("stop", "shutdown", "suspend") and not running:
+            raise fail(f"CT {vmid} not running")
+        if action == "reboot" and not running:
+            raise fail(f"VM {vmid} not running")  # sic: PVE's LXC reboot says VM
+
+    def _abort_tasks(self, vmid: int, task_type: str) -> None:
+        for task in self.tasks.running():
+            if task.type == task_type and task.id == str(vmid):
+                self.tasks.stop(task.upid)
+
+    def _checked_config(self, vmid: int, skiplock: bool = False, start: bool = False) -> dict:
+        """The checks PVE's power workers make after taking the config lock."""
+        with self.lock:
+            try:
+                ct = self._ct(vmid)
+            except ApiError as exc:
+                raise TaskError(exc.message) from exc
+            if start and ct.is_template:
+                raise TaskError("you can't start a CT if it's a template")
+            if start and ct.status == "running":
+                raise TaskError(f"CT {vmid} already running")
+            if ct.lock and not skiplock and ct.lock != "mounted":
+                raise TaskError(f"CT is locked ({ct.lock})")
+            return copy.deepcopy(ct.config)
+
+    def _set_running(self, vmid: int, running: bool, suspended: bool = False) -> None:
+        ct = self.containers.get(vmid)
+        if ct is None:
+            raise TaskError(f"Configuration file 'nodes/{self.node}/lxc/{vmid}.conf' does not exist")
+        ct.status = "running" if running else "stopped"
+        ct.started_at = time.time() if running else None
+        ct.suspended = suspended
+
+    def _power_task(self, token, task_type, vmid, work, running_after, suspended=False):
+        def on_success(task, _result):
+            self._set_running(vmid, running_after, suspended)
+        return self._start_task(token, task_type, vmid, work, on_success)
+
+    def _power_start(self, token, vmid, params):
+        skiplock = bool(params.get("skiplock"))
+
+        def work(task: Task):
+            config = self._checked_config(vmid, skiplock=skiplock, start=True)
+            task.log(f"starting CT {vmid}")
+            self.backend.start(vmid, config)
+        return self._power_task(token, "vzstart", vmid, work, running_after=True)
+
+    def _power_stop(self, token, vmid, params):
+        skiplock = bool(params.get("skiplock"))
+
+        def work(task: Task):
+            self._checked_config(vmid, skiplock=skiplock)
+            self.backend.stop(vmid)
+        return self._power_task(token, "vzstop", vmid, work, running_after=False)
+
+    def _power_shutdown(self, token, vmid, params):
+        timeout = params.get("timeout", 60)
+
+        def work(task: Task):
+            self._checked_config(vmid)
+            self.backend.shutdown(vmid, timeout)
+        return self._power_task(token, "vzshutdown", vmid, work, running_after=False)
+
+    def _power_reboot(self, token, vmid, params):
+        def work(task: Task):
+            config = self._checked_config(vmid)
+            self.backend.reboot(vmid, config)
+        return self._power_task(token, "vzreboot", vmid, work, running_after=True)
+
+    def _power_suspend(self, token, vmid, params):
+        def work(task: Task):
+            self._checked_config(vmid)
+            self.backend.suspend(vmid)
+        return self._power_task(token, "vzsuspend", vmid, work, running_after=False,
+                                suspended=True)
+
+    def _power_resume(self, token, vmid, params):
+        def work(task: Task):
+            config = self._checked_config(vmid)
+            with self.lock:
+                if not self.containers[vmid].suspended:
+                    raise TaskError(f"command 'lxc-checkpoint -n {vmid} -r --foreground -D "
+                                    f"/var/lib/vz/dump' failed: exit code 1")
+            self.backend.resume(vmid, config)
+        return self._power_task(token, "vzresume", vmid, work, running_after=True)
+
+    # ------------------------------------------------------------------ destroy
+
+    def destroy(self, token: Token, vmid: int, params: dict) -> str:
+        """DELETE /lxc/{vmid}: protection, lock, then running are checked up front and
+        again in the task; the config carries ``lock: destroyed`` while disks go."""
+        force = bool(params.get("force"))
+        with self.lock:
+            self._destroy_checks(self._ct(vmid), force)
+
+            def work(task: Task):
+                with self.lock:
+                    try:
+                        ct = self._ct(vmid)
+                        self._destroy_checks(ct, force)
+                    except ApiError as exc:
+                        raise TaskError(exc.message) from exc
+                    self._check_base_unused(ct)
+                    ct.config["lock"] = "destroyed"
+                    was_running = ct.status == "running"
+                if was_running:
+                    task.warn(f"forced to stop CT {vmid} before destroying!")
+                    self.backend.stop(vmid)
+                self.backend.destroy(vmid)
+
+            def on_success(task: Task, _result):
+                self._forget(vmid, purge=bool(params.get("purge")))
+
+            return self._start_task(token, "vzdestroy", vmid, work, on_success)
+
+    def _destroy_checks(self, ct: Container, force: bool) -> None:
+        if ct.config.get("protection"):
+            raise fail(f"can't remove CT {ct.vmid} - protection mode enabled")
+        self._check_lock(ct)
+        if ct.status == "running" and not force:
+            raise fail(f"unable to destroy CT {ct.vmid} - container is running")
+
+    def _check_base_unused(self, ct: Container) -> None:
+        if not ct.is_template:
+            return
+        base = containers.parse_rootfs(ct.config["rootfs"])["volume"].split(":", 1)[1]
+        for other in self.containers.values():
+            if other is not ct and f":{base}/" in other.config.get("rootfs", ""):
+                raise TaskError(f"base volume '{base}' is still in use by linked cloned")
+
+    def _forget(self, vmid: int, purge: bool) -> None:
+        ct = self.containers.pop(vmid, None)
+        if ct is not None and ct.pool in self.pools:
+            self.pools[ct.pool]["members"].discard(vmid)
+        if purge:
+            self.backup_jobs.remove_vmid(vmid)
+
+    # ------------------------------------------------------------------ template
+
+    def make_template(self, token: Token, vmid: int) -> str:
+        with self.lock:
+            ct = self._ct(vmid)
+            self._check_lock(ct)
+            if ct.is_template:
+                raise fail("you can't convert a template to a template")
+            if ct.status == "running":
+                raise fail("you can't convert a CT to template if the CT is running")
+
+            def work(task: Task):
+                return None
+
+            def on_success(task: Task, _result):
+                rootfs = containers.parse_rootfs(ct.config["rootfs"])
+                rootfs["volume"] = rootfs["volume"].replace(f"vm-{vmid}-", f"base-{vmid}-")
+                ct.config["rootfs"] = containers.print_rootfs(rootfs)
+                ct.config["template"] = 1
+
+            return self._start_task(token, "vztemplate", vmid, work, on_success)
+
+    # ------------------------------------------------------------------ firewall
+
+    def firewall_read(self, vmid: int, read):
+        with self.lock:
+            return read(self._ct(vmid).firewall)
+
+    def firewall_write(self, vmid: int, write) -> None:
+        with self.lock:
+            write(self._ct(vmid).firewall)
+
+    # ------------------------------------------------------------------ storage
+
+    def _used(self, item: storage.Storage) -> int:
+        return storage.used_bytes(item, self._content(item))
+
+    def _content(self, item: storage.Storage) -> list:
+        if item.path is not None:
+            return storage.dir_content(item)
+        return storage.rootdir_content(item, self.containers.values())
+
+    def storage_list(self, token: Token) -> list:
+        with self.lock:
+            return [item.config_view() for item in self.storages.values()
+                    if _can_see_storage(token, item.storage)]
+
+    def storage_config(self, token: Token, storage_id: str) -> dict:
+        with self.lock:
+            return self._storage(storage_id).config_view()
+
+    def node_storages(self, token: Token, content: str | None, storage_id: str | None) -> list:
+        with self.lock:
+            result = []
+            for item in self.storages.values():
+                if not _can_see_storage(token, item.storage):
+                    continue
+                if content and not item.supports(content):
+                    continue
+                if storage_id and item.storage != storage_id:
+                    continue
+                result.append(item.status_view(self._used(item)))
+            return result
+
+    def storage_status(self, storage_id: str) -> dict:
+        with self.lock:
+            item = self._storage(storage_id)
+            return item.status_view(self._used(item))
+
+    def storage_content(self, token: Token, storage_id: str, content: str | None,
+                        vmid: int | None) -> list:
+        with self.lock:
+            item = self._storage(storage_id)
+            entries = self._content(item)
+        return [entry for entry in entries
+                if (content is None or entry["content"] == content)
+                and (vmid is None or entry.get("vmid") == vmid)
+                and (entry.get("vmid") is None
+                     or token.has_any(f"/vms/{entry['vmid']}", ["VM.Audit", "VM.Backup"]))]
+
+    def delete_volume(self, token: Token, storage_id: str, volume: str) -> str:
+        """DELETE storage content: only backup archives can be removed here."""
+        with self.lock:
+            item = self._storage(storage_id)
+            volid = volume if ":" in volume else f"{storage_id}:{volume}"
+            owner = storage.volume_owner(volid.replace("backup/vzdump-lxc-", "vm-"))
+            if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
+                token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
+                if owner is not None:
+                    token.require(f"/vms/{owner}", "VM.Backup")
+
+            def work(task: Task):
+                with self.lock:
+                    try:
+                        storage.delete_archive(item, volid)
+                    except ApiError as exc:
+                        raise TaskError(exc.message) from exc
+                task.log(f"Removed volume '{volid}'")
+
+            return self._start_task(token, "imgdel", volid, work)
+
+    # ------------------------------------------------------------------ vzdump
+
+    def vzdump(self, token: Token, params: dict) -> str:
+        """POST /nodes/{node}/vzdump: one task backing up the selected CTs in turn."""
+        self._check_vzdump_params(token, params)
+        vmids = self._vzdump_selection(params)
+        storage_id = params.get("storage")
+        if not params.get("dumpdir"):
+            storage_id = storage_id or "local"
+        for vmid in vmids:
+            token.require(f"/vms/{vmid}", "VM.Backup")
+        if storage_id:
+            token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
+        with self.lock:
+            target = self._backup_target(storage_id, params.get("dumpdir"))
+
+            def work(task: Task):
+                failed = [vmid for vmid in vmids if not self._backup_one(task, vmid, target, params)]
+                if failed:
+                    raise TaskError("job errors")
+
+            task_id = vmids[0] if len(vmids) == 1 else ""
+            return self._start_task(token, "vzdump", task_id, work)
+
+    def _check_vzdump_params(self, token: Token, params: dict) -> None:
+        if not token.is_root:
+            errors = {key: "Only root may set this option." for key in ("dumpdir", "tmpdir", "script")
+                      if key in params}
+            if errors:
+                raise ParamError(errors)
+        if params.get("storage") and params.get("dumpdir"):
+            raise ParamError({"storage": "option conflicts with option 'dumpdir'"})
+        if params.get("all") and params.get("vmid"):
+            raise ParamError({"all": "option conflicts with option 'vmid'"})
+        if not params.get("all") and not params.get("vmid") and not params.get("pool"):
+            raise ParamError({"vmid": "property is missing"})
+
+    def _vzdump_selection(self, params: dict) -> list[int]:
+        with self.lock:
+            if params.get("vmid"):
+                return sorted({int(item) for item in schema.split_list(params["vmid"])})
+            if params.get("pool"):
+                members = self.pools.get(params["pool"], {}).get("members", set())
+                return sorted(members)
+            excluded = {int(v) for v in schema.split_list(params.get("exclude", ""))}
+            return sorted(vmid for vmid in self.containers if vmid not in excluded)
+
+    def _backup_target(self, storage_id: str | None, dumpdir: str | None) -> dict:
+        if dumpdir:
+            return {"dir": Path(dumpdir), "prune": None}
+        item = self._storage(storage_id)
+        if not item.supports("backup"):
+            raise fail(f"storage '{storage_id}' does not support backups")
+        return {"dir": item.dump_dir, "prune": item.prune_backups}
+
+    def _backup_one(self, task: Task, vmid: int, target: dict, params: dict) -> bool:
+        """Back up one CT under ``lock: backup``; log and report failure like vzdump."""
+        mode = params.get("mode", "snapshot")
+        with self.lock:
+            ct = self.containers.get(vmid)
+            if ct is None or ct.lock:
+                reason = f"unable to find VM {vmid}" if ct is None else f"CT is locked ({ct.lock})"
+                task.log(f"ERROR: Backup of VM {vmid} failed - {reason}")
+                return False
+            ct.config["lock"] = "backup"
+            config = copy.deepcopy(ct.config)
+            config.pop("lock")
+            name = ct.name
+        compress = str(params.get("compress", "0"))
+        archive = target["dir"] / backups.archive_name(vmid, compress)
+        task.log(f"INFO: Starting Backup of VM {vmid} (lxc)")
+        task.log(f"INFO: Backup mode: {mode}")
+        task.log(f"INFO: creating vzdump archive '{archive}'")
+        try:
+            self.backend.vzdump(vmid, config, archive, compress)
+        except (BackendError, OSError) as exc:
+            task.log(f"ERROR: Backup of VM {vmid} failed - {exc}")
+            return False
+        finally:
+            with self.lock:
+                self._unlock(vmid, "backup")
+        self._finish_archive(task, vmid, name, archive, target, params)
+        return True
+
+    def _finish_archive(self, task: Task, vmid: int, name: str, archive: Path, target: dict,
+                        params: dict) -> None:
+        backups.log_path(archive).write_text("\n".join(task.lines) + "\n")
+        if params.get("notes-template"):
+            notes = backups.render_notes(params["notes-template"], vmid, name, self.node,
+                                         self.config.cluster_name)
+            backups.notes_path(archive).write_text(notes)
+        if params.get("protected"):
+            backups.protected_path(archive).write_text("")
+        task.log(f"INFO: Finished Backup of VM {vmid}")
+        if params.get("remove", 1):
+            prune_text = params.get("prune-backups") or target["prune"]
+            for removed in backups.prune(target["dir"], vmid, backups.parse_prune(prune_text)):
+                task.log(f"INFO: removing backup '{removed.name}'")
+
+    # ------------------------------------------------------------------ lab control
+
+    def lab_state(self) -> dict:
+        with self.lock:
+            result = {}
+            for vmid, ct in sorted(self.containers.items()):
+                interfaces = self.backend.interfaces(vmid, ct.config) if ct.status == "running" else None
+                result[str(vmid)] = {
+                    "config": dict(ct.config), "status": ct.status, "lock": ct.lock,
+                    "suspended": ct.suspended, "pool": ct.pool, "ip": _first_ipv4(interfaces),
+                    "interfaces": interfaces,
+                    "firewall": {"options": ct.firewall.options, "rules": ct.firewall.rules,
+                                 "ipsets": ct.firewall.ipsets},
+                }
+            return {"node": self.node, "containers": result,
+                    "tasks": [task.state_view() for task in self.tasks.tasks.values()],
+                    "backup_jobs": self.backup_jobs.list(),
+                    "pools": {name: sorted(pool["members"]) for name, pool in self.pools.items()}}
+
+    def lab_set_container(self, vmid: int, changes: dict) -> dict:
+        """Mutate a CT behind the API's back (drift): config keys, ``null`` deletes;
+        ``status`` (running|stopped) changes the run state as if done out of band."""
+        with self.lock:
+            ct = self._ct(vmid)
+            changes = dict(changes)
+            status = changes.pop("status", None)
+            if status is not None:
+                if status not in ("running", "stopped"):
+                    raise ValueError("status must be running or stopped")
+                if status == "running":
+                    self.backend.start(vmid, ct.config)
+                else:
+                    self.backend.stop(vmid)
+                self._set_running(vmid, status == "running")
+            for key, value in changes.items():
+                if value is None:
+                    ct.config.pop(key, None)
+                else:
+                    ct.config[key] = value
+            return ct.config_view()
+
+
+_BOOT = time.time() - 3600
+
+
+def _can_see_storage(token: Token, storage_id: str) -> bool:
+    return token.has_any(f"/storage/{storage_id}", ["Datastore.Audit", "Datastore.AllocateSpace"])
+
+
+def _first_ipv4(interfaces: list | None) -> str | None:
+    for interface in interfaces or []:
+        if interface.get("name") != "lo" and "inet" in interface:
+            return interface["inet"].split("/")[0]
+    return None
+
+
+def normalize_description(text: str) -> str:
+    """PVE keeps the description as comment lines, so it comes back newline-terminated."""
+    lines = str(text).splitlines()
+    return "".join(f"{line}\n" for line in lines) if lines else ""
+
+
+def _updated_rootfs(ct: Container, value: str) -> str:
+    """Mount options of rootfs may change through /config; volume and size may not."""
+    new = containers.parse_rootfs(value)
+    old = containers.parse_rootfs(ct.config["rootfs"])
+    if new["volume"] != old["volume"]:
+        raise ValueError("changing the rootfs volume is not supported, use move_volume")
+    new["size"] = old.get("size", new.get("size"))
+    return containers.print_rootfs({k: v for k, v in new.items() if v is not None})
