@@ -172,7 +172,7 @@ def get_version(call: Call):
 @route("GET", "/nodes")
 def list_nodes(call: Call):
     view = call.cluster.node_view()
-    view["ssl_fingerprint"] = call.cluster.config.values.get("ssl_fingerprint", "")
+    view["ssl_fingerprint"] = getattr(call.cluster, "ssl_fingerprint", "")
     return [view]
 
 

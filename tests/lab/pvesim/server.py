@@ -6,6 +6,7 @@ and in the body as ``{"data": null, "message": "...\\n"}``; clients such as prox
 read the reason, so it is kept verbatim (on one line).
 """
 
+import hashlib
 import json
 import logging
 import socket
@@ -38,6 +39,7 @@ class Application:
         self.tokens = TokenRegistry(config.tokens)
         self.requests = RequestLog()
         self.control = ControlApi(self)
+        self.cluster.ssl_fingerprint = _certificate_fingerprint(config.tls_cert)
 
     def reset_tokens(self) -> None:
         self.tokens = TokenRegistry(self.config.tokens)
@@ -145,6 +147,16 @@ class _Outcome:
         self.data = None
 
 
+def _certificate_fingerprint(cert_file: str | None) -> str:
+    """SHA-256 of the server certificate in PVE's ``AA:BB:...`` notation."""
+    if not cert_file:
+        return ""
+    with open(cert_file, encoding="ascii") as handle:
+        der = ssl.PEM_cert_to_DER_cert(handle.read())
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
 def _claimed_token_id(authorization: str | None) -> str | None:
     try:
         return _parse_header(authorization)[0]
@@ -218,7 +230,9 @@ def _reason_phrase(text: str) -> str:
 class RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "pve-api-daemon/3.0"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self):
         self.server.app.handle(self)

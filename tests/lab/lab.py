@@ -1,0 +1,468 @@
+"""The Cloud Pods lab: stand-ins for the company's servers on one machine.
+
+    tests/lab/lab up       start every service (idempotent), write .lab/env
+    tests/lab/lab status   report each service's health (exit 1 if one is down)
+    tests/lab/lab down     stop what ``up`` started and remove .lab/
+
+Everything lives in ``.lab/`` at the repository root: a throwaway CA, the server
+certificate, each service's config, pid file and log, and ``.lab/env`` with the
+seed's settings (``set -a; . .lab/env`` exports them). Each service is a small class
+with ``start``/``stop``/``healthy`` and the ``env`` it contributes, so PowerDNS, SMTP
+and PostgreSQL can join the same launcher later.
+"""
+
+import argparse
+import datetime
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent.parent
+LAB_DIR = REPO_ROOT / ".lab"
+ENV_FILE = LAB_DIR / "env"
+START_TIMEOUT = 20.0
+
+# The seed's CloudPodsProv role (cloud-pods-setup.md, step 1): the lab's main token
+# gets exactly these, so a missing privilege shows up here before production.
+CLOUDPODS_PROV = [
+    "VM.Audit", "VM.Allocate", "VM.Clone", "VM.Config.CPU", "VM.Config.Disk",
+    "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt",
+    "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit",
+]
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which and where to look."""
+
+
+# ---------------------------------------------------------------- certificates
+
+class CertificateAuthority:
+    """A private CA and a loopback server certificate, made with ``cryptography``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.ca_cert = directory / "ca.pem"
+        self.ca_key = directory / "ca-key.pem"
+        self.server_cert = directory / "server.pem"
+        self.server_key = directory / "server-key.pem"
+
+    def ensure(self) -> None:
+        if all(path.exists() for path in (self.ca_cert, self.ca_key, self.server_cert, self.server_key)):
+            return
+        try:
+            from cryptography import x509  # noqa: F401 - only checking availability
+        except ImportError as exc:
+            raise LabError("the lab needs the 'cryptography' package (run tools/install or "
+                           "use .venv/bin/python)") from exc
+        self._issue()
+
+    def _issue(self) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Cloud Pods Lab CA")])
+        ca_cert = (
+            x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+            .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+        server_key = ec.generate_private_key(ec.SECP256R1())
+        server_cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(server_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(server_key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+
+        def private(key) -> bytes:
+            return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                     serialization.NoEncryption())
+
+        _write(self.ca_key, private(ca_key), secret=True)
+        _write(self.server_key, private(server_key), secret=True)
+        _write(self.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+        _write(self.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_cert))
+
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint of the server certificate, as PVE shows ``ssl_fingerprint``."""
+        der = ssl.PEM_cert_to_DER_cert(self.server_cert.read_text())
+        digest = hashlib.sha256(der).hexdigest().upper()
+        return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(os.open(path, flags, 0o600 if secret else 0o644), "wb") as handle:
+        handle.write(data)
+
+
+# ---------------------------------------------------------------- processes
+
+class BackgroundProcess:
+    """A daemon started by the lab: pid file, log file, and a marker in its command
+    line so ``stop`` never signals an unrelated process that reused the pid."""
+
+    def __init__(self, directory: Path, name: str, marker: str):
+        self.pid_file = directory / f"{name}.pid"
+        self.log_file = directory / f"{name}.log"
+        self.marker = marker
+
+    def start(self, argv: list[str], cwd: Path, env: dict) -> int:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_ours(pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return False
+        return self.marker in cmdline
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while self._is_ours(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.1)
+            if self._is_ours(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the daemon is our child (it is when up/down share a run)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` if it can be bound on loopback, else any free port."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise LabError("no free loopback port")
+
+
+# ---------------------------------------------------------------- services
+
+class Service:
+    """One stand-in server. Subclasses keep their files under ``.lab/<name>/``."""
+
+    name = "service"
+
+    def __init__(self, lab: "Lab"):
+        self.lab = lab
+        self.directory = lab.directory / self.name
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def healthy(self) -> bool:
+        raise NotImplementedError
+
+    def env(self) -> dict:
+        return {}
+
+    def describe(self) -> str:
+        return ""
+
+
+class PveSimService(Service):
+    """The Proxmox VE API simulator (``tests/lab/pvesim``) over HTTPS on loopback."""
+
+    name = "pvesim"
+    TOKEN_ID = "mpanel-api@pve!mpanel-token"
+    NODE = "pve"
+    TEMPLATE_VMID = 9000
+    STORAGE = "local-lvm"
+    BRIDGE = "vmbr0"
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.settings_file = self.directory / "settings.json"
+        self.config_file = self.directory / "config.json"
+        self.process = BackgroundProcess(self.directory, "pvesim", marker=str(self.config_file))
+
+    def _settings(self) -> dict:
+        """Port and secrets survive a restart of the simulator, so .lab/env stays valid."""
+        settings = {}
+        if self.settings_file.exists():
+            settings = json.loads(self.settings_file.read_text())
+        settings.setdefault("token_secret", secrets.token_hex(16))
+        settings.setdefault("control_key", secrets.token_urlsafe(24))
+        settings["port"] = free_port(settings.get("port"))
+        _write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
+        return settings
+
+    def _load_settings(self) -> dict:
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def start(self) -> None:
+        settings = self._settings()
+        pki = self.lab.pki
+        config = {
+            "listen_host": "127.0.0.1", "listen_port": settings["port"],
+            "tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key),
+            "node": self.NODE, "template_vmid": self.TEMPLATE_VMID, "bridge": self.BRIDGE,
+            "control_key": settings["control_key"],
+            "storage_root": str(self.directory / "storage"),
+            "log_file": str(self.directory / "pvesim-app.log"),
+            "tokens": [{"token_id": self.TOKEN_ID, "secret": settings["token_secret"],
+                        "privs": CLOUDPODS_PROV}],
+            "default_task_duration": 0.2, "dhcp_delay": 1.0,
+        }
+        _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
+        env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.process.start([sys.executable, "-m", "pvesim", "--config", str(self.config_file)],
+                           cwd=HERE, env=env)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        settings = self._load_settings()
+        if not settings or not self.process.running():
+            return False
+        request = urllib.request.Request(f"https://127.0.0.1:{settings['port']}/_lab/health",
+                                         headers={"X-Lab-Key": settings["control_key"]})
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=self.lab.pki.client_context()) as reply:
+                return json.load(reply)["data"]["ok"] is True
+        except (OSError, ValueError, KeyError, urllib.error.URLError):
+            return False
+
+    def env(self) -> dict:
+        settings = self._load_settings()
+        base = f"https://127.0.0.1:{settings['port']}"
+        return {
+            "PROXMOX_API_URL": f"{base}/api2/json",
+            "PROXMOX_API_TOKEN_ID": self.TOKEN_ID,
+            "PROXMOX_API_TOKEN_SECRET": settings["token_secret"],
+            "PROXMOX_NODE_NAME": self.NODE,
+            "PROXMOX_CLOUDPOD_TEMPLATE_ID": str(self.TEMPLATE_VMID),
+            "PROXMOX_CLOUDPOD_STORAGE": self.STORAGE,
+            "PROXMOX_CLOUDPOD_BRIDGE": self.BRIDGE,
+            "PROXMOX_CA_BUNDLE": str(self.lab.pki.ca_cert),
+            "PVESIM_CONTROL_URL": f"{base}/_lab",
+            "PVESIM_CONTROL_KEY": settings["control_key"],
+        }
+
+    def describe(self) -> str:
+        settings = self._load_settings()
+        return (f"https://127.0.0.1:{settings.get('port')} pid {self.process.pid()} "
+                f"log {self.process.log_file}")
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
+# ---------------------------------------------------------------- the lab
+
+class Lab:
+    """All services, started in order and stopped in reverse."""
+
+    SERVICE_CLASSES = [PveSimService]
+
+    def __init__(self, directory: Path = LAB_DIR):
+        self.directory = directory
+        self.pki = CertificateAuthority(directory)
+        self.services = [cls(self) for cls in self.SERVICE_CLASSES]
+
+    def up(self) -> bool:
+        """Start what is not healthy; return True if everything already was."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.pki.ensure()
+        already = True
+        for service in self.services:
+            if service.healthy():
+                continue
+            already = False
+            service.stop()  # clear a stale pid file or a half-dead daemon first
+            service.start()
+            self._wait_healthy(service)
+        self.write_env()
+        return already
+
+    def _wait_healthy(self, service: Service) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if service.healthy():
+                return
+            time.sleep(0.2)
+        details = getattr(service, "diagnostics", lambda: "")()
+        service.stop()
+        raise LabError(f"{service.name} did not become healthy in {START_TIMEOUT:.0f}s\n{details}")
+
+    def down(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def status(self) -> dict:
+        return {service.name: service.healthy() for service in self.services}
+
+    def env(self) -> dict:
+        values = {}
+        for service in self.services:
+            values.update(service.env())
+        return values
+
+    def write_env(self) -> None:
+        lines = ["# Written by tests/lab/lab up; load with: set -a; . .lab/env; set +a"]
+        lines += [f"{key}={shlex.quote(value)}" for key, value in self.env().items()]
+        _write(ENV_FILE if self.directory == LAB_DIR else self.directory / "env",
+               ("\n".join(lines) + "\n").encode(), secret=True)
+
+
+def read_env_file(path: Path) -> dict:
+    """Parse ``.lab/env`` (KEY=shell-quoted value lines) without a shell."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        parts = shlex.split(value)
+        values[key.strip()] = parts[0] if parts else ""
+    return values
+
+
+@contextmanager
+def exclusive(directory: Path):
+    """One lab command at a time per checkout (parallel test runs call ``up`` too)."""
+    digest = hashlib.sha1(str(directory).encode()).hexdigest()[:12]
+    lock_path = Path(tempfile.gettempdir()) / f"cloudpods-lab-{digest}.lock"
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    args = parser.parse_args(argv)
+    lab = Lab()
+    try:
+        with exclusive(lab.directory):
+            return COMMANDS[args.command](lab)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+
+
+def _cmd_up(lab: Lab) -> int:
+    already = lab.up()
+    print("lab already up" if already else "lab up")
+    for service in lab.services:
+        print(f"  {service.name}: {service.describe()}")
+    print(f"  env: {ENV_FILE}  (set -a; . {ENV_FILE.relative_to(REPO_ROOT)}; set +a)")
+    return 0
+
+
+def _cmd_down(lab: Lab) -> int:
+    lab.down()
+    print("lab down")
+    return 0
+
+
+def _cmd_status(lab: Lab) -> int:
+    if not lab.directory.exists():
+        print("lab is down")
+        return 1
+    states = lab.status()
+    for service in lab.services:
+        state = "healthy" if states[service.name] else "NOT healthy"
+        print(f"{service.name}: {state}  {service.describe()}")
+    return 0 if all(states.values()) else 1
+
+
+def _cmd_env(lab: Lab) -> int:
+    if not ENV_FILE.exists():
+        print("lab is down", file=sys.stderr)
+        return 1
+    sys.stdout.write(ENV_FILE.read_text())
+    return 0
+
+
+COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "env": _cmd_env}
+
+if __name__ == "__main__":
+    sys.exit(main())
