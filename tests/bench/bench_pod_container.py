@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: create N pods one after another with mpanel.cloudpods.pod_container
 and with community.proxmox.proxmox (clone + config + start) against the same lab
 simulator with the same task durations; print both medians and their ratio.
