@@ -2,6 +2,7 @@
 
     tests/lab/lab up       start every service (idempotent), write .lab/env
     tests/lab/lab status   report each service's health (exit 1 if one is down)
+    tests/lab/lab restart  restart the services (same ports and secrets, so .lab/env holds)
     tests/lab/lab down     stop what ``up`` started and remove .lab/
 
 Everything lives in ``.lab/`` at the repository root: a throwaway CA, the server
@@ -369,6 +370,16 @@ class Lab:
         service.stop()
         raise LabError(f"{service.name} did not become healthy in {START_TIMEOUT:.0f}s\n{details}")
 
+    def restart(self) -> None:
+        """Restart every service with the same ports and secrets (new code, same env)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.pki.ensure()
+        for service in self.services:
+            service.stop()
+            service.start()
+            self._wait_healthy(service)
+        self.write_env()
+
     def down(self) -> None:
         for service in reversed(self.services):
             service.stop()
@@ -417,7 +428,7 @@ def exclusive(directory: Path):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
     lab = Lab()
     try:
@@ -434,6 +445,12 @@ def _cmd_up(lab: Lab) -> int:
     for service in lab.services:
         print(f"  {service.name}: {service.describe()}")
     print(f"  env: {ENV_FILE}  (set -a; . {ENV_FILE.relative_to(REPO_ROOT)}; set +a)")
+    return 0
+
+
+def _cmd_restart(lab: Lab) -> int:
+    lab.restart()
+    print("lab restarted")
     return 0
 
 
@@ -462,7 +479,8 @@ def _cmd_env(lab: Lab) -> int:
     return 0
 
 
-COMMANDS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "env": _cmd_env}
+COMMANDS = {"up": _cmd_up, "down": _cmd_down, "restart": _cmd_restart, "status": _cmd_status,
+            "env": _cmd_env}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -102,9 +102,10 @@ class Cluster:
                 token.require(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use")
 
     def _start_task(self, token: Token, task_type: str, task_id, work, on_success=None,
-                    on_failure=None, error_prefix: str = "") -> str:
+                    on_failure=None, error_prefix: str = "", prepare=None,
+                    duration: float | None = None) -> str:
         return self.tasks.start(task_type, task_id, token.token_id, work, on_success,
-                                on_failure, error_prefix).upid
+                                on_failure, error_prefix, prepare, duration).upid
 
     # ------------------------------------------------------------------ reads
 
@@ -386,15 +387,18 @@ class Cluster:
             token.require(f"/vms/{vmid}", "VM.Config.Options")
             self._resize_target(token, vmid, disk, relative, requested, digest)
 
+            target = {}
+
+            def prepare(task: Task):
+                try:
+                    _, target["size"] = self._resize_target(token, vmid, disk, relative, requested, digest)
+                except ApiError as exc:
+                    raise TaskError(exc.message) from exc
+
             def work(task: Task):
-                with self.lock:
-                    try:
-                        _, new_size = self._resize_target(token, vmid, disk, relative, requested, digest)
-                    except ApiError as exc:
-                        raise TaskError(exc.message) from exc
-                task.log(f"resizing {disk} to {schema.format_size(new_size)}")
-                self.backend.resize(vmid, disk, new_size)
-                return new_size
+                task.log(f"resizing {disk} to {schema.format_size(target['size'])}")
+                self.backend.resize(vmid, disk, target["size"])
+                return target["size"]
 
             def on_success(task: Task, new_size: int):
                 ct = self._ct(vmid)
@@ -402,7 +406,7 @@ class Cluster:
                 rootfs["size"] = schema.format_size(new_size)
                 ct.config[disk] = containers.print_rootfs(rootfs)
 
-            return self._start_task(token, "resize", vmid, work, on_success)
+            return self._start_task(token, "resize", vmid, work, on_success, prepare=prepare)
 
     def _resize_target(self, token, vmid, disk, relative, requested, digest):
         ct = self._ct(vmid)
@@ -476,58 +480,61 @@ class Cluster:
         ct.started_at = time.time() if running else None
         ct.suspended = suspended
 
-    def _power_task(self, token, task_type, vmid, work, running_after, suspended=False):
+    def _power_task(self, token, task_type, vmid, act, running_after, suspended=False,
+                    skiplock=False, start=False):
+        """A power task: PVE's worker checks the config (lock, template) first, then
+        acts; the new run state is recorded when the task ends."""
+        checked = {}
+
+        def prepare(task: Task):
+            checked["config"] = self._checked_config(vmid, skiplock=skiplock, start=start)
+
+        def work(task: Task):
+            act(task, checked["config"])
+
         def on_success(task, _result):
             self._set_running(vmid, running_after, suspended)
-        return self._start_task(token, task_type, vmid, work, on_success)
+        return self._start_task(token, task_type, vmid, work, on_success, prepare=prepare)
 
     def _power_start(self, token, vmid, params):
-        skiplock = bool(params.get("skiplock"))
-
-        def work(task: Task):
-            config = self._checked_config(vmid, skiplock=skiplock, start=True)
+        def act(task, config):
             task.log(f"starting CT {vmid}")
             self.backend.start(vmid, config)
-        return self._power_task(token, "vzstart", vmid, work, running_after=True)
+        return self._power_task(token, "vzstart", vmid, act, running_after=True,
+                                skiplock=bool(params.get("skiplock")), start=True)
 
     def _power_stop(self, token, vmid, params):
-        skiplock = bool(params.get("skiplock"))
-
-        def work(task: Task):
-            self._checked_config(vmid, skiplock=skiplock)
+        def act(task, config):
             self.backend.stop(vmid)
-        return self._power_task(token, "vzstop", vmid, work, running_after=False)
+        return self._power_task(token, "vzstop", vmid, act, running_after=False,
+                                skiplock=bool(params.get("skiplock")))
 
     def _power_shutdown(self, token, vmid, params):
         timeout = params.get("timeout", 60)
 
-        def work(task: Task):
-            self._checked_config(vmid)
+        def act(task, config):
             self.backend.shutdown(vmid, timeout)
-        return self._power_task(token, "vzshutdown", vmid, work, running_after=False)
+        return self._power_task(token, "vzshutdown", vmid, act, running_after=False)
 
     def _power_reboot(self, token, vmid, params):
-        def work(task: Task):
-            config = self._checked_config(vmid)
+        def act(task, config):
             self.backend.reboot(vmid, config)
-        return self._power_task(token, "vzreboot", vmid, work, running_after=True)
+        return self._power_task(token, "vzreboot", vmid, act, running_after=True)
 
     def _power_suspend(self, token, vmid, params):
-        def work(task: Task):
-            self._checked_config(vmid)
+        def act(task, config):
             self.backend.suspend(vmid)
-        return self._power_task(token, "vzsuspend", vmid, work, running_after=False,
+        return self._power_task(token, "vzsuspend", vmid, act, running_after=False,
                                 suspended=True)
 
     def _power_resume(self, token, vmid, params):
-        def work(task: Task):
-            config = self._checked_config(vmid)
+        def act(task, config):
             with self.lock:
                 if not self.containers[vmid].suspended:
                     raise TaskError(f"command 'lxc-checkpoint -n {vmid} -r --foreground -D "
                                     f"/var/lib/vz/dump' failed: exit code 1")
             self.backend.resume(vmid, config)
-        return self._power_task(token, "vzresume", vmid, work, running_after=True)
+        return self._power_task(token, "vzresume", vmid, act, running_after=True)
 
     # ------------------------------------------------------------------ destroy
 
@@ -538,17 +545,20 @@ class Cluster:
         with self.lock:
             self._destroy_checks(self._ct(vmid), force)
 
+            was_running = {}
+
+            def prepare(task: Task):
+                try:
+                    ct = self._ct(vmid)
+                    self._destroy_checks(ct, force)
+                except ApiError as exc:
+                    raise TaskError(exc.message) from exc
+                self._check_base_unused(ct)
+                ct.config["lock"] = "destroyed"  # stays if destroying fails, as in PVE
+                was_running["value"] = ct.status == "running"
+
             def work(task: Task):
-                with self.lock:
-                    try:
-                        ct = self._ct(vmid)
-                        self._destroy_checks(ct, force)
-                    except ApiError as exc:
-                        raise TaskError(exc.message) from exc
-                    self._check_base_unused(ct)
-                    ct.config["lock"] = "destroyed"
-                    was_running = ct.status == "running"
-                if was_running:
+                if was_running["value"]:
                     task.warn(f"forced to stop CT {vmid} before destroying!")
                     self.backend.stop(vmid)
                 self.backend.destroy(vmid)
@@ -556,7 +566,7 @@ class Cluster:
             def on_success(task: Task, _result):
                 self._forget(vmid, purge=bool(params.get("purge")))
 
-            return self._start_task(token, "vzdestroy", vmid, work, on_success)
+            return self._start_task(token, "vzdestroy", vmid, work, on_success, prepare=prepare)
 
     def _destroy_checks(self, ct: Container, force: bool) -> None:
         if ct.config.get("protection"):
@@ -703,7 +713,8 @@ class Cluster:
                     raise TaskError("job errors")
 
             task_id = vmids[0] if len(vmids) == 1 else ""
-            return self._start_task(token, "vzdump", task_id, work)
+            # The duration is spent per guest, under its 'backup' lock (see _backup_one).
+            return self._start_task(token, "vzdump", task_id, work, duration=0)
 
     def _check_vzdump_params(self, token: Token, params: dict) -> None:
         if not token.is_root:
@@ -755,8 +766,9 @@ class Cluster:
         task.log(f"INFO: Backup mode: {mode}")
         task.log(f"INFO: creating vzdump archive '{archive}'")
         try:
+            task.pause(self.config.task_duration("vzdump"))
             self.backend.vzdump(vmid, config, archive, compress)
-        except (BackendError, OSError) as exc:
+        except (BackendError, OSError, TaskError) as exc:
             task.log(f"ERROR: Backup of VM {vmid} failed - {exc}")
             return False
         finally:

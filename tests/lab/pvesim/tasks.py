@@ -53,6 +53,13 @@ class Task:
     def log(self, text: str) -> None:
         self.lines.append(text)
 
+    def pause(self, seconds: float) -> None:
+        """Simulated work time; a stop request (DELETE task) interrupts it."""
+        if seconds > 0 and self.abort.wait(seconds):
+            raise TaskError("interrupted by signal")
+        if self.abort.is_set():
+            raise TaskError("interrupted by signal")
+
     def warn(self, text: str) -> None:
         self.warnings += 1
         self.lines.append(f"WARN: {text}")
@@ -119,8 +126,15 @@ class TaskManager:
 
     def start(self, task_type: str, task_id, user: str, work: Callable[[Task], object],
               on_success: Callable | None = None, on_failure: Callable | None = None,
-              error_prefix: str = "") -> Task:
-        """Create a task and run it in a thread. Call with the state lock held."""
+              error_prefix: str = "", prepare: Callable[[Task], None] | None = None,
+              duration: float | None = None) -> Task:
+        """Create a task and run it in a thread. Call with the state lock held.
+
+        In the thread: ``prepare`` (the checks and locks a PVE worker takes first; it
+        takes the state lock itself), then the task type's duration, then an injected
+        fault if one is queued, then ``work`` (outside the lock), then ``on_success`` or
+        ``on_failure`` and the status flip, together under the state lock.
+        """
         now = time.time()
         pid = next(self._pids)
         pstart = int((now - _BOOT_TIME) * 100)
@@ -130,8 +144,10 @@ class TaskManager:
                     type=task_type, id=task_id, user=user, generation=self.generation)
         self.tasks[upid] = task
         self._forget_old()
-        runner = _Runner(self, task, work, on_success, on_failure, error_prefix,
-                         self.take_fault(task_type), self.duration_for(task_type))
+        if duration is None:
+            duration = self.duration_for(task_type)
+        runner = _Runner(self, task, prepare, work, on_success, on_failure, error_prefix,
+                         self.take_fault(task_type), duration)
         threading.Thread(target=runner.run, name=f"task-{task_type}-{task_id}", daemon=True).start()
         return task
 
@@ -162,9 +178,11 @@ class TaskManager:
 class _Runner:
     """The body of one task thread."""
 
-    def __init__(self, manager, task, work, on_success, on_failure, error_prefix, fault, duration):
+    def __init__(self, manager, task, prepare, work, on_success, on_failure, error_prefix, fault,
+                 duration):
         self.manager = manager
         self.task = task
+        self.prepare = prepare
         self.work = work
         self.on_success = on_success
         self.on_failure = on_failure
@@ -185,8 +203,12 @@ class _Runner:
 
     def _work(self):
         try:
-            if self.task.abort.wait(self.duration):
-                raise TaskError("interrupted by signal")
+            if self.prepare is not None:
+                with self.manager.state_lock:
+                    if self.task.generation != self.manager.generation:
+                        raise TaskError("interrupted by lab reset")
+                    self.prepare(self.task)
+            self.task.pause(self.duration)
             if self.fault is not None and self.fault.message:
                 raise TaskError(self.fault.message)
             return self.work(self.task), None

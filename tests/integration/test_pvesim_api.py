@@ -1,0 +1,617 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The Proxmox VE simulator answers like PVE 8 does: plain HTTPS requests against the lab.
+
+Each test starts from a reset simulator (only template 9000) with short task durations.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+TEMPLATE = 9000
+UPID_RE = re.compile(r'^UPID:([^:]+):([0-9A-F]{8}):([0-9A-F]{8}):([0-9A-F]{8}):([^:]+):([^:]*):([^:]+):$')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Pve(object):
+    """A bare PVE API client: form-encoded bodies, query strings, token header."""
+
+    def __init__(self, env, token_id=None, secret=None):
+        self.base = env['PROXMOX_API_URL']
+        self.node = env['PROXMOX_NODE_NAME']
+        self.session = requests.Session()
+        # Per request: requests prefers REQUESTS_CA_BUNDLE over a session-level verify.
+        self.verify = env['PROXMOX_CA_BUNDLE']
+        token_id = token_id or env['PROXMOX_API_TOKEN_ID']
+        secret = secret or env['PROXMOX_API_TOKEN_SECRET']
+        self.session.headers['Authorization'] = 'PVEAPIToken=%s=%s' % (token_id, secret)
+
+    def call(self, method, path, **params):
+        path = path.replace('{node}', self.node)
+        if method in ('POST', 'PUT'):
+            return self.session.request(method, self.base + path, data=params, timeout=10,
+                                        verify=self.verify)
+        return self.session.request(method, self.base + path, params=params, timeout=10,
+                                    verify=self.verify)
+
+    def data(self, method, path, **params):
+        response = self.call(method, path, **params)
+        assert response.status_code == 200, (response.status_code, response.reason, response.text)
+        return response.json()['data']
+
+    def get(self, path, **params):
+        return self.data('GET', path, **params)
+
+    def task(self, upid):
+        return self.get('/nodes/{node}/tasks/%s/status' % upid)
+
+    def wait(self, upid, timeout=10.0, interval=0.02):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.task(upid)
+            if status['status'] == 'stopped':
+                return status
+            time.sleep(interval)
+        raise AssertionError('task %s still running after %ss' % (upid, timeout))
+
+    def ok(self, upid):
+        status = self.wait(upid)
+        assert status['exitstatus'] == 'OK', status
+        return status
+
+    def clone(self, newid, **params):
+        params.setdefault('hostname', 'pod-%s' % newid)
+        return self.data('POST', '/nodes/{node}/lxc/%d/clone' % TEMPLATE, newid=newid, **params)
+
+    def cloned(self, newid, **params):
+        self.ok(self.clone(newid, **params))
+        return newid
+
+    def running(self, vmid):
+        self.ok(self.data('POST', '/nodes/{node}/lxc/%d/status/start' % vmid))
+        return vmid
+
+    def config(self, vmid):
+        return self.get('/nodes/{node}/lxc/%d/config' % vmid)
+
+
+def expect_error(response, status, reason):
+    assert (response.status_code, response.reason) == (status, reason), response.text
+    body = response.json()
+    assert body['data'] is None
+    assert body['message'] == reason + '\n'
+    return body
+
+
+@pytest.fixture
+def pve(lab_env, lab_control):
+    lab_control.reset()
+    lab_control.config(default_task_duration=0.05, task_durations={
+        'vzclone': 0.1, 'vzstart': 0.05, 'vzstop': 0.05, 'vzshutdown': 0.05, 'vzreboot': 0.05,
+        'vzdestroy': 0.05, 'vzdump': 0.1, 'vzsuspend': 0.05, 'vzresume': 0.05, 'resize': 0.05},
+        dhcp_delay=0.3)
+    yield Pve(lab_env)
+    lab_control.reset()
+
+
+@pytest.fixture
+def root(lab_env, lab_control, pve):
+    """A root@pam token (everything allowed, root-only options too)."""
+    lab_control.add_token('root@pam!lab', 'root-secret', privs=['*'])
+    return Pve(lab_env, 'root@pam!lab', 'root-secret')
+
+
+# ---------------------------------------------------------------- envelope, auth, errors
+
+def test_every_answer_is_a_data_envelope(pve):
+    response = pve.call('GET', '/version')
+    assert (response.status_code, response.reason) == (200, 'OK')
+    body = response.json()
+    assert list(body) == ['data']
+    assert body['data']['version'].startswith('8.')
+
+
+def test_missing_or_garbled_auth_header_is_no_ticket(lab_env, pve):
+    bare = requests.get(lab_env['PROXMOX_API_URL'] + '/version', verify=lab_env['PROXMOX_CA_BUNDLE'])
+    expect_error(bare, 401, 'No ticket')
+    garbled = requests.get(lab_env['PROXMOX_API_URL'] + '/version', verify=lab_env['PROXMOX_CA_BUNDLE'],
+                           headers={'Authorization': 'Bearer something'})
+    expect_error(garbled, 401, 'No ticket')
+
+
+def test_wrong_secret_or_unknown_token_is_authentication_failure(lab_env, pve):
+    wrong = Pve(lab_env, secret='not-the-secret')
+    expect_error(wrong.call('GET', '/version'), 401, 'authentication failure')
+    unknown = Pve(lab_env, token_id='nobody@pve!nothing', secret='x')
+    expect_error(unknown.call('GET', '/version'), 401, 'authentication failure')
+
+
+def test_unknown_path_is_not_implemented(pve):
+    expect_error(pve.call('GET', '/foo'), 501, "Method 'GET /foo' not implemented")
+    expect_error(pve.call('POST', '/version'), 501, "Method 'POST /version' not implemented")
+
+
+def test_missing_container_names_its_config_file(pve):
+    expect_error(pve.call('GET', '/nodes/{node}/lxc/555/config'), 500,
+                 "Configuration file 'nodes/pve/lxc/555.conf' does not exist")
+
+
+def test_booleans_are_only_one_or_zero(pve):
+    for value in ('True', 'true', 'yes'):
+        body = expect_error(pve.call('PUT', '/nodes/{node}/lxc/9000/config', onboot=value),
+                            400, 'Parameter verification failed.')
+        assert body['errors'] == {'onboot': "type check ('boolean') failed - got '%s'" % value}
+
+
+def test_integers_unknown_and_missing_parameters(pve):
+    body = expect_error(pve.call('PUT', '/nodes/{node}/lxc/9000/config', cores='two', colour='red'),
+                        400, 'Parameter verification failed.')
+    assert body['errors'] == {
+        'cores': "type check ('integer') failed - got 'two'",
+        'colour': 'property is not defined in schema and the schema does not allow additional properties'}
+    body = expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', hostname='x'),
+                        400, 'Parameter verification failed.')
+    assert body['errors'] == {'newid': 'property is missing and it is not optional'}
+
+
+def test_missing_privilege_names_path_and_privilege(lab_env, lab_control, pve):
+    pve.cloned(101)
+    lab_control.add_token('auditor@pve!ro', 'ro-secret', privs=['VM.Audit', 'Sys.Audit'])
+    auditor = Pve(lab_env, 'auditor@pve!ro', 'ro-secret')
+    assert auditor.config(101)['hostname'] == 'pod-101'
+    expect_error(auditor.call('DELETE', '/nodes/{node}/lxc/101'), 403,
+                 'Permission check failed (/vms/101, VM.Allocate)')
+    expect_error(auditor.call('POST', '/nodes/{node}/lxc/101/status/start'), 403,
+                 'Permission check failed (/vms/101, VM.PowerMgmt)')
+    expect_error(auditor.call('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+1G'), 403,
+                 'Permission check failed (/vms/101, VM.Config.Disk)')
+
+
+def test_per_key_config_privileges(lab_env, lab_control, pve):
+    pve.cloned(101)
+    lab_control.add_token('cpu@pve!only', 'cpu-secret', privs=['VM.Audit', 'VM.Config.CPU'])
+    cpu_only = Pve(lab_env, 'cpu@pve!only', 'cpu-secret')
+    assert cpu_only.data('PUT', '/nodes/{node}/lxc/101/config', cores=2) is None
+    expect_error(cpu_only.call('PUT', '/nodes/{node}/lxc/101/config', memory=1024), 403,
+                 'Permission check failed (/vms/101, VM.Config.Memory)')
+    expect_error(cpu_only.call('PUT', '/nodes/{node}/lxc/101/config', net0='name=eth0,bridge=vmbr0'), 403,
+                 'Permission check failed (/vms/101, VM.Config.Network)')
+
+
+def test_seed_role_cannot_back_up(pve):
+    """VM.Backup is not in the seed's CloudPodsProv role."""
+    expect_error(pve.call('POST', '/nodes/{node}/vzdump', vmid=TEMPLATE, storage='local'), 403,
+                 'Permission check failed (/vms/9000, VM.Backup)')
+
+
+# ---------------------------------------------------------------- tasks, nextid, clone
+
+def test_long_operations_return_a_upid(lab_env, pve):
+    upid = pve.clone(101)
+    match = UPID_RE.match(upid)
+    assert match, upid
+    node, pid, pstart, starttime, kind, task_id, user = match.groups()
+    assert (node, kind, task_id, user) == ('pve', 'vzclone', '9000', lab_env['PROXMOX_API_TOKEN_ID'])
+    assert abs(int(starttime, 16) - time.time()) < 5
+    status = pve.task(upid)
+    assert status['upid'] == upid and status['type'] == 'vzclone'
+    assert (status['user'], status['tokenid']) == ('mpanel-api@pve', 'mpanel-token')
+    pve.ok(upid)
+    log = pve.call('GET', '/nodes/{node}/tasks/%s/log' % upid).json()
+    assert log['data'][-1] == {'n': len(log['data']), 't': 'TASK OK'}
+    assert log['total'] == len(log['data'])
+    listed = pve.get('/nodes/{node}/tasks', vmid=TEMPLATE)
+    assert [task['upid'] for task in listed] == [upid] and listed[0]['status'] == 'OK'
+
+
+def test_nextid_reserves_nothing(pve):
+    first, second = pve.get('/cluster/nextid'), pve.get('/cluster/nextid')
+    assert first == second == '100'
+    pve.cloned(int(first))
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=second, hostname='late'), 500,
+                 "CT 100 already exists on node 'pve'")
+    assert pve.get('/cluster/nextid') == '101'
+    body = expect_error(pve.call('GET', '/cluster/nextid', vmid=100), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'vmid': 'VM 100 already exists'}
+    assert pve.get('/cluster/nextid', vmid=150) == '150'
+
+
+def test_clone_locks_source_and_target_while_it_runs(lab_control, pve):
+    template_mac = pve.config(TEMPLATE)['net0']
+    lab_control.config(task_durations={'vzclone': 0.8})
+    upid = pve.clone(101, description='order 42')
+    assert pve.config(TEMPLATE)['lock'] == 'disk'
+    assert pve.get('/nodes/{node}/lxc/9000/status/current')['lock'] == 'disk'
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102), 500, 'CT is locked (disk)')
+    entry = [r for r in pve.get('/cluster/resources', type='vm') if r['vmid'] == 101][0]
+    assert entry['lock'] == 'create' and entry['name'] == 'pod-101'
+    assert pve.get('/cluster/nextid') == '100'
+    expect_error(pve.call('GET', '/cluster/nextid', vmid=101), 400, 'Parameter verification failed.')
+    expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/config', cores=2), 500, 'CT is locked (create)')
+    pve.ok(upid)
+    source, clone = pve.config(TEMPLATE), pve.config(101)
+    assert 'lock' not in source and 'lock' not in clone
+    assert 'template' not in clone and clone['hostname'] == 'pod-101'
+    assert clone['description'] == 'order 42\n'
+    assert clone['rootfs'] == 'local-lvm:base-9000-disk-0/vm-101-disk-0,size=8G'
+    assert re.search(r'hwaddr=BC:24:11:[0-9A-F:]{8}', clone['net0'])
+    assert clone['net0'] != template_mac
+    assert re.fullmatch(r'[0-9a-f]{40}', clone['digest'])
+
+
+def test_full_clone_and_storage_rules(pve):
+    pve.cloned(101, full=1)
+    assert pve.config(101)['rootfs'] == 'local-lvm:vm-101-disk-0,size=8G'
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102, storage='local-lvm'), 500,
+                 "parameter 'storage' not allowed for linked clones")
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/101/clone', newid=102, full=0), 500,
+                 "Linked clone feature for 'local-lvm:vm-101-disk-0' is not available")
+    assert 'lock' not in pve.config(TEMPLATE)
+
+
+def test_failed_task_is_visible_as_soon_as_it_stops(lab_control, pve):
+    lab_control.config(task_durations={'vzclone': 0.4})
+    lab_control.fault(task_fail={'type': 'vzclone', 'message': 'lvcreate: out of space'})
+    started = time.monotonic()
+    upid = pve.clone(101)
+    assert pve.config(101)['lock'] == 'create'
+    status = pve.wait(upid, interval=0.01)
+    elapsed = time.monotonic() - started
+    assert status['exitstatus'] == 'clone failed: lvcreate: out of space'
+    assert 0.35 < elapsed < 1.0
+    expect_error(pve.call('GET', '/nodes/{node}/lxc/101/config'), 500,
+                 "Configuration file 'nodes/pve/lxc/101.conf' does not exist")
+    assert 'lock' not in pve.config(TEMPLATE)
+    log = pve.get('/nodes/{node}/tasks/%s/log' % upid)
+    assert log[-1]['t'] == 'TASK ERROR: clone failed: lvcreate: out of space'
+    assert pve.get('/nodes/{node}/tasks', errors=1)[0]['upid'] == upid
+
+
+def test_task_warnings_and_stopping_a_task(lab_control, pve):
+    lab_control.fault(task_fail={'type': 'vzclone', 'warnings': 2})
+    assert pve.wait(pve.clone(101))['exitstatus'] == 'WARNINGS: 2'
+    lab_control.config(task_durations={'vzclone': 5})
+    upid = pve.clone(102)
+    assert pve.data('DELETE', '/nodes/{node}/tasks/%s' % upid) is None
+    assert pve.wait(upid)['exitstatus'] == 'clone failed: interrupted by signal'
+    assert 'lock' not in pve.config(TEMPLATE)
+
+
+# ---------------------------------------------------------------- config, resize, power
+
+def test_config_update_digest_tags_and_net(lab_control, pve):
+    pve.cloned(101)
+    before = pve.config(101)
+    assert pve.data('PUT', '/nodes/{node}/lxc/101/config', cores=2, memory=2048, onboot=1,
+                    tags='Web;cloudpod,starter', digest=before['digest']) is None
+    after = pve.config(101)
+    assert (after['cores'], after['memory'], after['onboot']) == (2, 2048, 1)
+    assert after['tags'] == 'cloudpod;starter;Web'
+    assert after['digest'] != before['digest']
+    expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/config', cores=3, digest=before['digest']), 500,
+                 'detected modified configuration - file changed by other user? Try again.')
+    body = expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/config', tags='ok;bad$tag'), 400,
+                        'Parameter verification failed.')
+    assert body['errors'] == {'tags': "invalid format - invalid tag 'bad$tag'"}
+    assert pve.data('PUT', '/nodes/{node}/lxc/101/config', net0='name=eth0,bridge=vmbr0,ip=dhcp',
+                    delete='onboot') is None
+    changed = pve.config(101)
+    assert 'onboot' not in changed
+    assert re.fullmatch(r'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:[0-9A-F:]{8},ip=dhcp', changed['net0'])
+    lab_control.set_container(101, cores=4, description='drifted')
+    assert pve.config(101)['cores'] == 4
+
+
+def test_resize_grows_only(pve):
+    pve.cloned(101)
+    upid = pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+5G')
+    assert UPID_RE.match(upid).group(5) == 'resize'
+    pve.ok(upid)
+    assert pve.config(101)['rootfs'].endswith(',size=13G')
+    pve.ok(pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='30G'))
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['maxdisk'] == 30 * 1024 ** 3
+    expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='10G'), 500,
+                 'unable to shrink disk size')
+    expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='30G'), 500,
+                 'disk is already at specified size')
+
+
+def test_power_actions(pve):
+    pve.cloned(101)
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/101/status/stop'), 500, 'CT 101 not running')
+    pve.running(101)
+    current = pve.get('/nodes/{node}/lxc/101/status/current')
+    assert (current['status'], current['vmid'], current['name']) == ('running', 101, 'pod-101')
+    assert 'lock' not in current and 'template' not in current
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/101/status/start'), 500, 'CT 101 already running')
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/reboot'))
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/suspend'))
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/resume'))
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/shutdown', timeout=30, forceStop=1))
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
+    failed = pve.wait(pve.data('POST', '/nodes/{node}/lxc/9000/status/start'))
+    assert failed['exitstatus'] == "you can't start a CT if it's a template"
+
+
+def test_starting_a_locked_container_fails_in_its_task(lab_control, pve):
+    """PVE checks the config lock inside the start worker: a UPID, then a failed task."""
+    lab_control.config(task_durations={'vzclone': 0.6})
+    clone_upid = pve.clone(101)
+    start_upid = pve.data('POST', '/nodes/{node}/lxc/101/status/start')
+    assert pve.wait(start_upid)['exitstatus'] == 'CT is locked (create)'
+    pve.ok(clone_upid)
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
+
+
+def test_interfaces_follow_dhcp(lab_control, pve):
+    lab_control.config(dhcp_delay=0.5)
+    pve.cloned(101)
+    assert pve.get('/nodes/{node}/lxc/101/interfaces') is None
+    pve.running(101)
+    early = {i['name']: i for i in pve.get('/nodes/{node}/lxc/101/interfaces')}
+    assert early['lo']['inet'] == '127.0.0.1/8'
+    assert early['eth0']['inet6'].startswith('fe80::') and 'inet' not in early['eth0']
+    time.sleep(0.6)
+    late = {i['name']: i for i in pve.get('/nodes/{node}/lxc/101/interfaces')}
+    assert re.fullmatch(r'10\.99\.\d+\.\d+/16', late['eth0']['inet'])
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/stop'))
+    pve.running(101)
+    time.sleep(0.6)
+    again = {i['name']: i for i in pve.get('/nodes/{node}/lxc/101/interfaces')}
+    assert again['eth0']['inet'] == late['eth0']['inet']
+
+
+def test_destroy_needs_a_stopped_unlocked_container(lab_control, pve):
+    pve.running(pve.cloned(101))
+    expect_error(pve.call('DELETE', '/nodes/{node}/lxc/101', purge=1), 500,
+                 'unable to destroy CT 101 - container is running')
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/stop'))
+    lab_control.config(task_durations={'vzdestroy': 0.4})
+    upid = pve.data('DELETE', '/nodes/{node}/lxc/101', purge=1, **{'destroy-unreferenced-disks': 1})
+    assert UPID_RE.match(upid).group(5) == 'vzdestroy'
+    time.sleep(0.1)
+    assert pve.config(101)['lock'] == 'destroyed'
+    pve.ok(upid)
+    assert [r['vmid'] for r in pve.get('/cluster/resources', type='vm')] == [TEMPLATE]
+    pve.data('PUT', '/nodes/{node}/lxc/9000/config', protection=1)
+    expect_error(pve.call('DELETE', '/nodes/{node}/lxc/9000'), 500,
+                 "can't remove CT 9000 - protection mode enabled")
+
+
+def test_cluster_resources_entries(pve):
+    pve.cloned(101)
+    pve.data('PUT', '/nodes/{node}/lxc/101/config', tags='starter')
+    entries = {r['id']: r for r in pve.get('/cluster/resources', type='vm')}
+    assert set(entries) == {'lxc/101', 'lxc/9000'}
+    pod = entries['lxc/101']
+    for key in ('maxmem', 'maxdisk', 'maxcpu', 'mem', 'disk', 'cpu', 'uptime'):
+        assert key in pod
+    assert {k: pod[k] for k in ('type', 'vmid', 'node', 'name', 'status', 'template', 'tags')} == {
+        'type': 'lxc', 'vmid': 101, 'node': 'pve', 'name': 'pod-101', 'status': 'stopped',
+        'template': 0, 'tags': 'starter'}
+    assert 'lock' not in pod and entries['lxc/9000']['template'] == 1
+    kinds = {r['type'] for r in pve.get('/cluster/resources')}
+    assert kinds == {'lxc', 'node', 'storage'}
+
+
+# ---------------------------------------------------------------- firewall, backups
+
+def test_new_firewall_rule_goes_to_top_disabled(pve):
+    pve.cloned(101)
+    rules = '/nodes/{node}/lxc/101/firewall/rules'
+    assert pve.data('POST', rules, type='in', action='ACCEPT', proto='tcp', dport='22', enable=1,
+                    comment='ssh') is None
+    assert pve.data('POST', rules, type='in', action='ACCEPT', macro='HTTP', comment='web') is None
+    listed = pve.get(rules)
+    assert [(r['pos'], r['comment'], r['enable']) for r in listed] == [(0, 'web', 0), (1, 'ssh', 1)]
+    assert pve.get(rules + '/1')['dport'] == '22'
+    body = expect_error(pve.call('POST', rules, type='in', action='ACCEPT', dport='80'), 400,
+                        'Parameter verification failed.')
+    assert body['errors'] == {'proto': "missing property - 'dport' requires this property"}
+    expect_error(pve.call('DELETE', rules + '/0', digest='0' * 40), 500,
+                 'detected modified configuration - file changed by other user? Try again.')
+    assert pve.data('DELETE', rules + '/0', digest=listed[0]['digest']) is None
+    assert [r['comment'] for r in pve.get(rules)] == ['ssh']
+
+
+def test_firewall_options_and_ipsets(pve):
+    pve.cloned(101)
+    base = '/nodes/{node}/lxc/101/firewall'
+    assert pve.data('PUT', base + '/options', enable=1, policy_in='DROP', ipfilter=1, dhcp=1) is None
+    options = pve.get(base + '/options')
+    assert (options['enable'], options['policy_in'], options['ipfilter']) == (1, 'DROP', 1)
+    assert pve.data('POST', base + '/ipset', name='ipfilter-net0', comment='pod addresses') is None
+    expect_error(pve.call('POST', base + '/ipset', name='ipfilter-net0'), 500,
+                 "IPSet 'ipfilter-net0' already exists")
+    assert pve.data('POST', base + '/ipset/ipfilter-net0', cidr='10.99.1.2/32') is None
+    assert [e['cidr'] for e in pve.get(base + '/ipset/ipfilter-net0')] == ['10.99.1.2/32']
+    expect_error(pve.call('DELETE', base + '/ipset/ipfilter-net0'), 500, "IPSet 'ipfilter-net0' is not empty")
+    assert pve.data('DELETE', base + '/ipset/ipfilter-net0/10.99.1.2%2F32') is None
+    assert pve.data('DELETE', base + '/ipset/ipfilter-net0') is None
+    assert pve.get(base + '/ipset') == []
+
+
+def test_vzdump_writes_an_archive(lab_env, root):
+    root.cloned(101)
+    upid = root.data('POST', '/nodes/{node}/vzdump', vmid=101, storage='local', mode='snapshot',
+                     compress='zstd', **{'notes-template': '{{guestname}} ({{vmid}})'})
+    assert UPID_RE.match(upid).group(5) == 'vzdump'
+    root.ok(upid)
+    backups = root.get('/nodes/{node}/storage/local/content', content='backup', vmid=101)
+    assert len(backups) == 1
+    backup = backups[0]
+    assert re.fullmatch(r'local:backup/vzdump-lxc-101-\d{4}_\d{2}_\d{2}-\d{2}_\d{2}_\d{2}\.tar\.zst',
+                        backup['volid'])
+    assert (backup['format'], backup['vmid'], backup['notes']) == ('tar.zst', 101, 'pod-101 (101)')
+    dump_dir = os.path.join(ROOT, '.lab', 'pvesim', 'storage', 'local', 'dump')
+    archive = os.path.join(dump_dir, backup['volid'].split('/', 1)[1])
+    with open(archive, 'rb') as handle:
+        assert handle.read(4) == b'\x28\xb5\x2f\xfd'  # zstd frame magic
+    with tempfile.TemporaryDirectory() as dumpdir:
+        root.ok(root.data('POST', '/nodes/{node}/vzdump', vmid=101, dumpdir=dumpdir, compress='gzip'))
+        assert [name for name in os.listdir(dumpdir) if name.endswith('.tar.gz')]
+
+
+def test_vzdump_root_only_options_and_backup_jobs(lab_env, lab_control, root):
+    lab_control.add_token('backup@pve!ops', 'ops-secret', privs=['VM.Audit', 'VM.Backup',
+                                                                  'Datastore.AllocateSpace', 'Sys.Audit'])
+    ops = Pve(lab_env, 'backup@pve!ops', 'ops-secret')
+    body = expect_error(ops.call('POST', '/nodes/{node}/vzdump', vmid=TEMPLATE, dumpdir='/tmp'), 400,
+                        'Parameter verification failed.')
+    assert body['errors'] == {'dumpdir': 'Only root may set this option.'}
+    expect_error(ops.call('POST', '/cluster/backup', schedule='daily', vmid=TEMPLATE, storage='local'), 403,
+                 'Permission check failed (/, Sys.Modify)')
+    assert root.data('POST', '/cluster/backup', id='pods-daily', schedule='02:30', vmid='9000',
+                     storage='local', mode='snapshot', **{'prune-backups': 'keep-last=7'}) is None
+    job = root.get('/cluster/backup/pods-daily')
+    assert (job['schedule'], job['enabled'], job['prune-backups']) == ('02:30', 1, 'keep-last=7')
+    assert root.data('PUT', '/cluster/backup/pods-daily', enabled=0, delete='prune-backups') is None
+    assert 'prune-backups' not in ops.get('/cluster/backup')[0]
+    assert root.data('DELETE', '/cluster/backup/pods-daily') is None
+
+
+# ---------------------------------------------------------------- faults, state, concurrency
+
+def test_injected_http_faults(lab_control, pve):
+    lab_control.fault(method='GET', path=r'^/version$', count=2, status=596, reason='Connection timed out')
+    for dummy in range(2):
+        expect_error(pve.call('GET', '/version'), 596, 'Connection timed out')
+    assert pve.get('/version')['version']
+    lab_control.fault(path=r'/clone$', status=500, reason='got timeout')
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=101), 500, 'got timeout')
+    assert 'lock' not in pve.config(TEMPLATE)
+
+
+def test_fault_after_the_work_is_done(lab_control, pve):
+    """The change happens but the answer is lost, as when a proxy drops the reply."""
+    pve.cloned(101)
+    lab_control.fault(method='POST', path=r'/status/start$', after=True, status=500, reason='proxy error')
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/101/status/start'), 500, 'proxy error')
+    deadline = time.monotonic() + 2
+    while pve.get('/nodes/{node}/lxc/101/status/current')['status'] != 'running':
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_added_latency(lab_control, pve):
+    lab_control.fault(latency_ms=150)
+    started = time.monotonic()
+    pve.get('/version')
+    assert time.monotonic() - started >= 0.15
+    lab_control.clear_faults()
+
+
+def test_state_readback_and_request_log(lab_env, lab_control, pve):
+    lab_control.clear_requests()
+    pve.running(pve.cloned(101))
+    state = lab_control.state()
+    pod = state['containers']['101']
+    assert (pod['status'], pod['lock'], pod['config']['hostname']) == ('running', None, 'pod-101')
+    assert any(task['type'] == 'vzclone' for task in state['tasks'])
+    logged = [(entry['method'], entry['path'], entry['status']) for entry in state['requests']]
+    assert ('POST', '/nodes/pve/lxc/9000/clone', 200) in logged
+    assert {entry['token_id'] for entry in state['requests']} == {lab_env['PROXMOX_API_TOKEN_ID']}
+    assert lab_env['PROXMOX_API_TOKEN_SECRET'] not in json.dumps(state)
+    lab_control.set_container(101, status='stopped')
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
+
+
+def test_many_concurrent_clients(lab_env, pve):
+    """Twelve clients race for ids like twelve ansible processes would."""
+    created, errors = [], []
+
+    def provision(index):
+        client = Pve(lab_env)
+        for dummy in range(40):
+            newid = int(client.get('/cluster/nextid'))
+            response = client.call('POST', '/nodes/{node}/lxc/9000/clone', newid=newid,
+                                   hostname='race-%d' % index)
+            if response.status_code == 200:
+                status = client.wait(response.json()['data'])
+                if status['exitstatus'] == 'OK':
+                    created.append(newid)
+                    return
+            elif not re.match(r'CT is locked \(disk\)|CT \d+ already exists', response.reason):
+                errors.append(response.reason)
+                return
+            time.sleep(0.02)
+        errors.append('gave up')
+
+    threads = [threading.Thread(target=provision, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(created) == list(range(100, 112))
+
+
+# ---------------------------------------------------------------- community.proxmox
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    community.proxmox.proxmox:
+      api_host: "{{ lookup('env', 'PVE_HOST') }}"
+      api_port: "{{ lookup('env', 'PVE_PORT') }}"
+      api_user: mpanel-api@pve
+      api_token_id: mpanel-token
+      api_token_secret: "{{ lookup('env', 'PVE_SECRET') }}"
+      validate_certs: true
+      node: pve
+  tasks:
+    - name: Clone the Cloud Pod template
+      community.proxmox.proxmox:
+        hostname: ansible-pod
+        clone: 9000
+        timeout: 20
+      register: cloned
+    - name: Size it for the plan
+      community.proxmox.proxmox:
+        vmid: "{{ cloned.vmid }}"
+        hostname: ansible-pod
+        update: true
+        cores: 2
+        memory: 2048
+        onboot: true
+    - name: Start it
+      community.proxmox.proxmox:
+        vmid: "{{ cloned.vmid }}"
+        state: started
+        timeout: 20
+"""
+
+
+def test_community_proxmox_module_clones_and_starts(lab_env, pve, tmp_path):
+    playbook = tmp_path / 'clone.yml'
+    playbook.write_text(PLAYBOOK)
+    host, port = re.match(r'https://([^:/]+):(\d+)/', lab_env['PROXMOX_API_URL']).groups()
+    venv_bin = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=venv_bin + os.pathsep + os.environ.get('PATH', ''),
+               PVE_HOST=host, PVE_PORT=port, PVE_SECRET=lab_env['PROXMOX_API_TOKEN_SECRET'],
+               REQUESTS_CA_BUNDLE=lab_env['PROXMOX_CA_BUNDLE'],
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING='false',
+               ANSIBLE_INVENTORY_UNPARSED_WARNING='false', ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
+               ANSIBLE_NOCOLOR='1', ANSIBLE_LOCAL_TEMP=str(tmp_path / 'tmp'))
+    run = subprocess.run([os.path.join(venv_bin, 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
+                          str(playbook)], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = [task['hosts']['localhost'] for task in json.loads(run.stdout)['plays'][0]['tasks']]
+    assert all(result['changed'] for result in results), results
+    vmid = int(results[0]['vmid'])
+    assert vmid == 100
+    config = pve.config(vmid)
+    assert (config['hostname'], config['cores'], config['memory'], config['onboot']) == ('ansible-pod', 2, 2048, 1)
+    assert pve.get('/nodes/{node}/lxc/%d/status/current' % vmid)['status'] == 'running'

@@ -1,0 +1,78 @@
+"""A small client for the simulator's ``/_lab`` control endpoints.
+
+    control = LabControl.from_env(lab_env)
+    control.reset()
+    control.config(task_durations={"vzclone": 1.0}, dhcp_delay=0.5)
+    control.fault(method="POST", path=r"/clone$", status=596, reason="Connection timed out")
+    control.fault(task_fail={"type": "vzstart", "message": "startup for container '101' failed"})
+    control.state()["containers"]["101"]["config"]
+"""
+
+import requests
+
+
+class LabControl:
+    def __init__(self, url: str, key: str, ca_bundle: str | None = None, timeout: float = 10):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["X-Lab-Key"] = key
+        # Passed with every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
+        self.verify = ca_bundle if ca_bundle else True
+        self.timeout = timeout
+
+    @classmethod
+    def from_env(cls, env: dict) -> "LabControl":
+        return cls(env["PVESIM_CONTROL_URL"], env["PVESIM_CONTROL_KEY"], env.get("PROXMOX_CA_BUNDLE"))
+
+    def _call(self, method: str, path: str, body=None):
+        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=self.timeout,
+                                        verify=self.verify)
+        if response.status_code != 200:
+            raise RuntimeError(f"/_lab{path}: {response.status_code} {response.reason}")
+        return response.json()["data"]
+
+    def health(self) -> dict:
+        return self._call("GET", "/health")
+
+    def reset(self) -> None:
+        """Only the template left; faults, tasks, backups, added tokens and the log gone."""
+        self._call("POST", "/reset")
+
+    def state(self) -> dict:
+        return self._call("GET", "/state")
+
+    def requests(self) -> list:
+        return self._call("GET", "/requests")
+
+    def clear_requests(self) -> None:
+        self._call("DELETE", "/requests")
+
+    def fault(self, **spec) -> dict:
+        """One fault: request (method, path, count, status, reason, after, close),
+        ``latency_ms``, or ``task_fail={"type", "message" | "warnings", "count"}``."""
+        return self._call("POST", "/faults", spec)
+
+    def faults(self, specs: list) -> dict:
+        return self._call("POST", "/faults", specs)
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def config(self, **values) -> dict:
+        """task_durations={type: s}, default_task_duration, dhcp_delay, auth_failure_delay,
+        require_sdn_use."""
+        return self._call("POST", "/config", values)
+
+    def add_token(self, token_id: str, secret: str, privs=None, acl: dict | None = None) -> dict:
+        body = {"token_id": token_id, "secret": secret}
+        if privs is not None:
+            body["privs"] = list(privs)
+        if acl is not None:
+            body["acl"] = acl
+        return self._call("POST", "/tokens", body)
+
+    tokens = add_token
+
+    def set_container(self, vmid: int, **changes) -> dict:
+        """Change a CT behind the API's back: config keys (None deletes), or status."""
+        return self._call("PUT", f"/containers/{vmid}", changes)
