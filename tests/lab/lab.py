@@ -407,7 +407,7 @@ def read_env_file(path: Path) -> dict:
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
             continue
-        key, _, value = line.partition("=")
+        key, _sep, value = line.partition("=")
         parts = shlex.split(value)
         values[key.strip()] = parts[0] if parts else ""
     return values
@@ -427,7 +427,7 @@ def exclusive(directory: Path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
     lab = Lab()

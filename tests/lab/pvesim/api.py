@@ -665,9 +665,11 @@ def task_status(call: Call):
         return _task(call).status_view()
 
 
-@route("GET", "/nodes/{node}/tasks/{upid}/log", dict(UPID_PATH, start=P(type="integer", minimum=0),
-                                                      limit=P(type="integer", minimum=0),
-                                                      download=P(type="boolean")))
+TASK_LOG_SPEC = dict(UPID_PATH, start=P(type="integer", minimum=0), limit=P(type="integer", minimum=0),
+                     download=P(type="boolean"))
+
+
+@route("GET", "/nodes/{node}/tasks/{upid}/log", TASK_LOG_SPEC)
 def task_log(call: Call):
     with call.cluster.lock:
         lines = list(_task(call).lines)

@@ -72,7 +72,7 @@ def key_privilege(key: str) -> str:
 
 def random_mac() -> str:
     """A MAC with Proxmox's OUI (BC:24:11), as PVE 8 generates them."""
-    return "BC:24:11:" + ":".join(f"{random.randint(0, 255):02X}" for _ in range(3))
+    return "BC:24:11:" + ":".join(f"{random.randint(0, 255):02X}" for _octet in range(3))
 
 
 def normalize_net(value: str, name: str) -> str:

@@ -391,7 +391,7 @@ class Cluster:
 
             def prepare(task: Task):
                 try:
-                    _, target["size"] = self._resize_target(token, vmid, disk, relative, requested, digest)
+                    target["size"] = self._resize_target(token, vmid, disk, relative, requested, digest)[1]
                 except ApiError as exc:
                     raise TaskError(exc.message) from exc
 

@@ -77,7 +77,7 @@ class Task:
 
     def _identity(self) -> dict:
         """PVE splits a token owner into ``user`` and ``tokenid``."""
-        user, _, token = self.user.partition("!")
+        user, _sep, token = self.user.partition("!")
         identity = {"upid": self.upid, "node": self.node, "pid": self.pid,
                     "pstart": self.pstart, "starttime": self.starttime, "type": self.type,
                     "id": self.id, "user": user}
@@ -226,7 +226,7 @@ class _Runner:
             return str(exc)
         warnings = self.task.warnings
         if self.fault is not None and self.fault.warnings:
-            for _ in range(self.fault.warnings):
+            for _number in range(self.fault.warnings):
                 self.task.warn("injected warning")
             warnings = self.task.warnings
         self.task.finish(f"WARNINGS: {warnings}" if warnings else "OK")
