@@ -177,6 +177,23 @@ def test_missing_privilege_names_path_and_privilege(lab_env, lab_control, pve):
                  'Permission check failed (/vms/101, VM.PowerMgmt)')
     expect_error(auditor.call('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+1G'), 403,
                  'Permission check failed (/vms/101, VM.Config.Disk)')
+    # clone's rule is VM.Clone AND (VM.Allocate on the new id OR on the pool): PVE names
+    # nothing when an OR fails
+    lab_control.add_token('cloner@pve!cl', 'c-secret', privs=['VM.Audit', 'VM.Clone'])
+    cloner = Pve(lab_env, 'cloner@pve!cl', 'c-secret')
+    expect_error(cloner.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102), 403, 'Permission check failed')
+    expect_error(auditor.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102), 403,
+                 'Permission check failed (/vms/9000, VM.Clone)')
+
+
+def test_bridges_need_sdn_use_when_enabled(lab_control, pve):
+    """Stock PVE 8 wants SDN.Use on the bridge, which the seed's role lacks (off by default)."""
+    lab_control.config(require_sdn_use=True)
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=101), 403,
+                 'Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)')
+    assert 'lock' not in pve.config(TEMPLATE)
+    lab_control.config(require_sdn_use=False)
+    pve.cloned(101)
 
 
 def test_per_key_config_privileges(lab_env, lab_control, pve):

@@ -55,6 +55,12 @@ def remove_archive(archive: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def archive_owner(volid: str) -> int | None:
+    """The guest a backup volume (``local:backup/vzdump-lxc-101-...``) belongs to."""
+    match = ARCHIVE_RE.search(volid)
+    return int(match.group(2)) if match else None
+
+
 def archive_ctime(name: str) -> int:
     stamp = ARCHIVE_RE.match(name).group(3)
     return int(time.mktime(time.strptime(stamp, TIME_FORMAT)))

@@ -46,6 +46,7 @@ DEFAULTS = {
     # turn it on to see what a stock PVE 8 would answer that role.
     "require_sdn_use": False,
     "log_file": None,
+    "backend": "memory",         # the only one so far; an "lxc" backend is planned
 }
 
 

@@ -153,7 +153,5 @@ def set_container(app, body, vmid):
 
 @_control("POST", r"/_lab/reset")
 def reset(app, _body):
-    app.cluster.reset()
-    app.requests.clear()
-    app.reset_tokens()
+    app.reset()
     return {"reset": True}

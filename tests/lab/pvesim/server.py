@@ -6,6 +6,7 @@ and in the body as ``{"data": null, "message": "...\\n"}``; clients such as prox
 read the reason, so it is kept verbatim (on one line).
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import api, schema
 from .acl import TokenRegistry, _parse_header
-from .backend import MemoryBackend
+from .backend import Backend, MemoryBackend
 from .config import SimConfig
 from .control import ControlApi
 from .errors import ApiError, AuthError
@@ -35,14 +36,20 @@ class Application:
 
     def __init__(self, config: SimConfig, backend=None):
         self.config = config
-        self.cluster = Cluster(config, backend or MemoryBackend(config.dhcp_delay))
+        self.initial_values = copy.deepcopy(config.values)
+        self.cluster = Cluster(config, backend or make_backend(config))
         self.tokens = TokenRegistry(config.tokens)
         self.requests = RequestLog()
         self.control = ControlApi(self)
         self.cluster.ssl_fingerprint = _certificate_fingerprint(config.tls_cert)
 
-    def reset_tokens(self) -> None:
+    def reset(self) -> None:
+        """Back to how the process started: config, tokens, state, log."""
+        self.config.values.clear()
+        self.config.values.update(copy.deepcopy(self.initial_values))
         self.tokens = TokenRegistry(self.config.tokens)
+        self.cluster.reset()
+        self.requests.clear()
 
     # ------------------------------------------------------------ dispatch
 
@@ -285,11 +292,18 @@ def make_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def create_server(config: SimConfig, backend=None) -> SimulatorServer:
+def make_backend(config: SimConfig) -> Backend:
+    """The container backend named by ``config.backend``."""
+    if config.backend == "memory":
+        return MemoryBackend(config.dhcp_delay)
+    raise ValueError(f"unknown backend '{config.backend}' (available: memory)")
+
+
+def create_server(config: SimConfig, backend: Backend | None = None) -> SimulatorServer:
     context = None
     if config.tls_cert and config.tls_key:
         context = make_ssl_context(config.tls_cert, config.tls_key)
-    app = Application(config, backend)
+    app = Application(config, backend or make_backend(config))
     server = SimulatorServer((config.listen_host, int(config.listen_port)), app, context)
     LOG.info("pvesim listening on %s://%s:%s", "https" if context else "http",
              config.listen_host, server.server_address[1])

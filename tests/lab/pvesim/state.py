@@ -675,7 +675,7 @@ class Cluster:
         with self.lock:
             item = self._storage(storage_id)
             volid = volume if ":" in volume else f"{storage_id}:{volume}"
-            owner = storage.volume_owner(volid.replace("backup/vzdump-lxc-", "vm-"))
+            owner = backups.archive_owner(volid)
             if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
                 token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
                 if owner is not None:
