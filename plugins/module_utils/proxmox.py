@@ -337,6 +337,45 @@ def describe_transport_error(exc, settings, method, path):
     return 'Request %s to the Proxmox API at %s failed: %s' % (where, settings.endpoint, text)
 
 
+def required_privileges(method, path, params):
+    """What an endpoint needs, as groups of alternatives ``[[(acl_path, privilege), ...], ...]``.
+
+    Proxmox VE names the missing path and privilege in most 403 answers, but not when the
+    check is an "any of" (clone needs VM.Allocate on the new VMID *or* on the target pool):
+    then the answer is a bare ``Permission check failed`` and we work out which one is
+    missing ourselves. Only the endpoints this collection calls are listed.
+    """
+    match = re.match(r'^nodes/[^/]+/lxc/(\d+)(/.*)?$', path)
+    if not match:
+        return []
+    vmid, rest = match.group(1), match.group(2) or ''
+    guest = '/vms/%s' % vmid
+    if method == 'POST' and rest == '/clone':
+        allocate = [('/vms/%s' % params.get('newid'), 'VM.Allocate')]
+        if params.get('pool'):
+            allocate.append(('/pool/%s' % params['pool'], 'VM.Allocate'))
+        groups = [[(guest, 'VM.Clone')], allocate]
+        if params.get('storage'):
+            groups.append([('/storage/%s' % params['storage'], 'Datastore.AllocateSpace')])
+        return groups
+    if method == 'DELETE' and rest == '':
+        return [[(guest, 'VM.Allocate')]]
+    if method == 'PUT' and rest == '/config':
+        by_key = {'cores': 'VM.Config.CPU', 'cpulimit': 'VM.Config.CPU', 'memory': 'VM.Config.Memory',
+                  'swap': 'VM.Config.Memory', 'onboot': 'VM.Config.Options', 'description': 'VM.Config.Options',
+                  'tags': 'VM.Config.Options'}
+        privileges = set(by_key.get(key, 'VM.Config.Network' if key.startswith('net') else 'VM.Config.Options')
+                         for key in params)
+        return [[(guest, privilege)] for privilege in sorted(privileges)]
+    if method == 'PUT' and rest == '/resize':
+        return [[(guest, 'VM.Config.Disk')]]
+    if method == 'POST' and rest.startswith('/status/'):
+        return [[(guest, 'VM.PowerMgmt')]]
+    if method == 'GET':
+        return [[(guest, 'VM.Audit')]]
+    return []
+
+
 # --------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------
@@ -617,11 +656,40 @@ class ProxmoxClient(object):
                 errors = dict((k, self.scrub(to_text(v))) for k, v in errors.items()) \
                     if isinstance(errors, dict) else self.scrub(to_text(errors))
             msg = describe_api_error(status, reason, method, path, self.settings.token_id, errors)
+            if status == 403 and not _PERMISSION_RE.search(reason):
+                msg += self._explain_missing_privileges(method, path, params)
             raise ProxmoxApiError(self.scrub(msg), status_code=status, reason=reason, method=method,
                                   path=path, errors=errors)
         except _REQUEST_ERRORS as exc:
             msg = describe_transport_error(exc, self.settings, method, path)
             raise ProxmoxApiError(self.scrub(msg), method=method, path=path)
+
+    def _explain_missing_privileges(self, method, path, params):
+        """For a bare 403: ask /access/permissions which required privilege the token lacks."""
+        groups = required_privileges(method, path, params)
+        if not groups:
+            return ''
+        held = {}
+        missing = []
+        try:
+            for group in groups:
+                for acl_path, dummy in group:
+                    if acl_path not in held:
+                        answer = self._call_once('GET', 'access/permissions', {'path': acl_path}) or {}
+                        held[acl_path] = set(answer.get(acl_path) or {})
+                if not any(privilege in held[acl_path] for acl_path, privilege in group):
+                    missing.append(group)
+        except ProxmoxError:
+            missing = groups
+            lead = '. This call needs'
+        else:
+            lead = '. The token lacks'
+        if not missing:
+            return ''
+        parts = [' or '.join('%s on %s' % (privilege, acl_path) for acl_path, privilege in group)
+                 for group in missing]
+        return '%s %s: grant it to the token (for example with the CloudPodsProv role on /)' % (
+            lead, ', and '.join(parts))
 
     def request(self, method, path, retry=True, **params):
         """One API call; retries only RETRYABLE failures, with backoff, for at most retry_timeout s."""
@@ -706,14 +774,16 @@ class ProxmoxClient(object):
                                      % (timeout, label, task.node, upid))
             self._sleep(min(interval.next(), remaining))
 
-    def run_task(self, method, path, timeout, what=None, retry_locked_task=False, **params):
+    def run_task(self, method, path, timeout, what=None, retry_locked_task=False, params=None):
         """Call an endpoint that starts a task and wait for it (synchronous answers pass through).
 
         Some endpoints (start, stop, shutdown, reboot) check the guest's lock inside the task,
         so a lock held by another operation shows up as a task that failed at once with
         ``CT is locked (...)``. With ``retry_locked_task`` such a task is started again after a
         backoff, as a synchronous lock error would be; every other task failure is final.
+        ``params`` are the API parameters (a dict: they may be named like our own arguments).
         """
+        params = params or {}
         backoff = None
         deadline = None
         while True:

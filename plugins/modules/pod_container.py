@@ -597,7 +597,7 @@ class PodContainer(ProxmoxModule):
         if plan.resize:
             self.client.run_task('PUT', self.container_path(ct, 'resize'), self.timeout,
                                  what='resize of CT %s to %s' % (ct['vmid'], plan.resize),
-                                 disk='rootfs', size=plan.resize)
+                                 params=dict(disk='rootfs', size=plan.resize))
         if plan.power:
             self.power(ct, plan.power)
 
@@ -607,7 +607,7 @@ class PodContainer(ProxmoxModule):
             params = dict(forceStop=True, timeout=min(_SHUTDOWN_TIMEOUT, self.timeout))
         try:
             self.client.run_task('POST', self.container_path(ct, 'status/%s' % action), self.timeout,
-                                 what='%s of CT %s' % (action, ct['vmid']), retry_locked_task=True, **params)
+                                 what='%s of CT %s' % (action, ct['vmid']), retry_locked_task=True, params=params)
         except ProxmoxApiError as exc:
             # Somebody else got there first: the container is already in the wanted state.
             if action == 'start' and 'already running' in exc.reason:
@@ -688,7 +688,7 @@ class PodContainer(ProxmoxModule):
             if not created:
                 self.check_owner(ct, conf)
 
-        status = self.current_status(ct)
+        status = 'stopped' if created else self.current_status(ct)  # a fresh clone is stopped
         plan = self.plan(ct, conf, status)
         before = {} if created else config_view(conf, self._shown_status(status))
         if self.module.check_mode:
@@ -739,8 +739,8 @@ class PodContainer(ProxmoxModule):
             self.power(ct, 'stop')
         try:
             self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
-                                 what='destroy of CT %s' % ct['vmid'], purge=True,
-                                 **{'destroy-unreferenced-disks': True})
+                                 what='destroy of CT %s' % ct['vmid'],
+                                 params={'purge': True, 'destroy-unreferenced-disks': True})
         except ProxmoxApiError as exc:
             # A retried DELETE whose first attempt went through (answer lost): it is gone, as wanted.
             if not (exc.status_code == 500 and 'does not exist' in exc.reason

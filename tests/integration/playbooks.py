@@ -193,3 +193,28 @@ def start_playbook(tasks=None, playbook=None, env=None, extra_env=None, check=Fa
 def run_playbook(tasks=None, timeout=600, **kwargs):
     """Run a playbook to the end; see start_playbook() for the arguments."""
     return start_playbook(tasks, **kwargs).wait(timeout=timeout)
+
+
+class PrivateLab(object):
+    """A simulator of our own (``tests/lab/lab.py``'s Lab in a temporary directory).
+
+    The shared lab (``tests/lab/lab up``) may be used by other test sessions at the same time;
+    tests that reset it, inject faults or change task durations run against a private one.
+    """
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix='cloudpods-lab-')
+        lab_dir = os.path.join(ROOT, 'tests', 'lab')
+        if lab_dir not in sys.path:
+            sys.path.insert(0, lab_dir)
+        import lab as lab_module  # pylint: disable=import-outside-toplevel
+        from pathlib import Path  # pylint: disable=import-outside-toplevel
+        self.lab = lab_module.Lab(Path(self.tmp.name))
+
+    def __enter__(self):
+        self.lab.up()
+        return self.lab.env()
+
+    def __exit__(self, *exc_info):
+        self.lab.down()
+        self.tmp.cleanup()

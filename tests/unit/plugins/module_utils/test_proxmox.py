@@ -635,3 +635,48 @@ def test_run_task_does_not_retry_other_task_failures():
     with pytest.raises(px.ProxmoxTaskError):
         client.run_task('POST', 'nodes/pve/lxc/101/status/start', 60, retry_locked_task=True)
     assert sum(client.retries.values()) == 0
+
+
+def test_run_task_passes_api_parameters_named_like_its_own_arguments():
+    answers = ['UPID:pve:00000001:00000002:65000000:vzshutdown:101:root@pam:', {'status': 'stopped', 'exitstatus': 'OK'}]
+    client, api, clock = make_client(scripted(*answers))
+    client.run_task('POST', 'nodes/pve/lxc/101/status/shutdown', 300, params={'timeout': 60, 'forceStop': True})
+    assert api.calls[0] == ('POST', 'nodes/pve/lxc/101/status/shutdown', {'timeout': 60, 'forceStop': 1})
+
+
+def test_bare_permission_error_is_explained_from_the_token_permissions():
+    held = {'/vms/9000': ['VM.Clone', 'VM.Audit'], '/vms/101': ['VM.Audit'], '/storage/local-lvm': ['Datastore.AllocateSpace']}
+
+    def handler(method, path, params):
+        if path == 'access/permissions':
+            return {params['path']: dict((p, 1) for p in held.get(params['path'], []))}
+        raise http_error(403, 'Permission check failed')
+
+    client, api, clock = make_client(handler)
+    with pytest.raises(px.ProxmoxApiError) as err:
+        client.post('nodes/pve/lxc/9000/clone', newid=101, storage='local-lvm', full=True)
+    assert 'permission denied for token %s on POST /nodes/pve/lxc/9000/clone' % TOKEN_ID in err.value.msg
+    assert 'The token lacks VM.Allocate on /vms/101: grant it' in err.value.msg
+    assert 'VM.Clone' not in err.value.msg
+
+
+def test_bare_permission_error_lists_requirements_when_permissions_are_unreadable():
+    def forbidden(method, path, params):
+        raise http_error(403, 'Permission check failed')
+
+    client, api, clock = make_client(forbidden)
+    with pytest.raises(px.ProxmoxApiError) as err:
+        client.post('nodes/pve/lxc/9000/clone', newid=101, pool='pods')
+    assert 'This call needs VM.Clone on /vms/9000, and VM.Allocate on /vms/101 or VM.Allocate on /pool/pods' \
+        in err.value.msg
+
+
+@pytest.mark.parametrize('method, path, params, expected', [
+    ('PUT', 'nodes/pve/lxc/101/config', {'cores': 2, 'net0': 'x', 'tags': 'a'},
+     [[('/vms/101', 'VM.Config.CPU')], [('/vms/101', 'VM.Config.Network')], [('/vms/101', 'VM.Config.Options')]]),
+    ('DELETE', 'nodes/pve/lxc/101', {}, [[('/vms/101', 'VM.Allocate')]]),
+    ('POST', 'nodes/pve/lxc/101/status/start', {}, [[('/vms/101', 'VM.PowerMgmt')]]),
+    ('GET', 'cluster/resources', {}, []),
+])
+def test_required_privileges(method, path, params, expected):
+    assert px.required_privileges(method, path, params) == expected

@@ -1,0 +1,559 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""pod_container and pod_container_info through real ansible-playbook runs against the simulator.
+
+Every test starts from a reset simulator (only template 9000) and asserts what a user would see:
+the module result and the container on the (simulated) server, plus the simulator's request log
+where the question is "what did the module do" (nothing in check mode, no needless retries).
+
+By default the tests run against a private simulator started for this module, because they
+reset it, inject faults and change task durations, which would disturb anybody else using the
+shared lab. ``CLOUDPODS_SHARED_LAB=1`` uses the shared lab (``lab_env`` / ``lab_control``).
+"""
+
+import ipaddress
+import os
+import re
+import sys
+import threading
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+for path in (HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, '.build', 'collections')):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from playbooks import PrivateLab, ensure_collection_link, run_playbook, start_playbook  # noqa: E402
+from labcontrol import LabControl  # noqa: E402
+from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, TASK_TYPES  # noqa: E402
+
+ensure_collection_link()
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import proxmox as px  # noqa: E402
+
+MODULE = 'mpanel.cloudpods.pod_container'
+INFO = 'mpanel.cloudpods.pod_container_info'
+TASK_DURATION = 0.2
+DHCP_DELAY = 0.3
+MUTATING = ('POST', 'PUT', 'DELETE')
+
+
+# --------------------------------------------------------------------------
+# fixtures and helpers
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def lab(request):
+    if os.environ.get('CLOUDPODS_SHARED_LAB') == '1':
+        yield request.getfixturevalue('lab_env'), request.getfixturevalue('lab_control')
+        return
+    with PrivateLab() as env:
+        yield env, LabControl.from_env(env)
+
+
+class Pve(object):
+    """The simulator as the tests see it: run playbooks, read state and the request log."""
+
+    def __init__(self, env, control):
+        self.env = env
+        self.control = control
+
+    def run(self, tasks, **kwargs):
+        if isinstance(tasks, dict):
+            tasks = [tasks]
+        return run_playbook(tasks, env=self.env, **kwargs)
+
+    def pod(self, hostname, **options):
+        """Run pod_container once; return (run, result)."""
+        run_kwargs = dict((k, options.pop(k)) for k in ('check', 'diff', 'extra_env') if k in options)
+        options['hostname'] = hostname
+        run = self.run({'name': 'pod %s' % hostname, MODULE: options}, **run_kwargs)
+        return run, run.result(0)
+
+    def containers(self):
+        """vmid -> container state, the template left out."""
+        return dict((int(vmid), ct) for vmid, ct in self.control.state()['containers'].items()
+                    if not ct['config'].get('template'))
+
+    def named(self, hostname):
+        return dict((vmid, ct) for vmid, ct in self.containers().items() if ct['config'].get('hostname') == hostname)
+
+    def container(self, vmid):
+        return self.containers()[int(vmid)]
+
+    def requests(self, since=0.0):
+        return [r for r in self.control.requests() if r['time'] >= since]
+
+    def mutations(self, since=0.0):
+        return [r for r in self.requests(since) if r['method'] in MUTATING]
+
+    def client(self, token_id=None, secret=None):
+        """The collection's own client, to act on the server as a crashed run or an operator would."""
+        settings = px.ConnectionSettings(self.env['PROXMOX_API_URL'], token_id or self.env['PROXMOX_API_TOKEN_ID'],
+                                         secret or self.env['PROXMOX_API_TOKEN_SECRET'],
+                                         ca_path=self.env['PROXMOX_CA_BUNDLE'])
+        return px.ProxmoxClient(settings, retry_timeout=30)
+
+
+@pytest.fixture
+def pve(lab):
+    env, control = lab
+    control.reset()
+    control.config(default_task_duration=TASK_DURATION, dhcp_delay=DHCP_DELAY, auth_failure_delay=0,
+                   task_durations=dict((kind, TASK_DURATION) for kind in TASK_TYPES))
+    return Pve(env, control)
+
+
+def assert_ok(run, index=0):
+    result = run.result(index)
+    assert run.rc == 0 and not result.get('failed'), 'playbook failed: %s\n%s' % (result.get('msg'), run.stderr[-3000:])
+    return result
+
+
+def assert_failed(run, index=0):
+    result = run.result(index)
+    assert run.rc != 0 and result.get('failed'), 'expected a failure, got %r' % result
+    return result
+
+
+def net0(config):
+    return px.parse_property_string(config['net0'])
+
+
+def disk_size(config):
+    return px.parse_property_string(config['rootfs'], 'volume')['size']
+
+
+def no_retries(result):
+    return all(count == 0 for count in result['api_retries'].values())
+
+
+def create(pve, hostname='shop-example-com', **options):
+    options.setdefault('state', 'started')
+    run, result = pve.pod(hostname, **options)
+    return assert_ok(run)
+
+
+# --------------------------------------------------------------------------
+# create, idempotence, check and diff mode
+# --------------------------------------------------------------------------
+
+def test_create_from_template(pve):
+    started = time.time()
+    run, result = pve.pod('shop-example-com', pod_id='sub-1042', state='started', cores=2, memory=2048, swap=256,
+                          disk=20, onboot=True, tags=['Premium'], description='Cloud Pod for shop.example.com',
+                          diff=True)
+    assert_ok(run)
+    assert result['changed'] is True and result['created'] is True
+    vmid = result['vmid']
+    ct = pve.container(vmid)
+    config = ct['config']
+    assert ct['status'] == 'running' and result['status'] == 'running'
+    assert config['hostname'] == 'shop-example-com'
+    assert (config['cores'], config['memory'], config['swap'], config['onboot']) == (2, 2048, 256, 1)
+    assert disk_size(config) == '20G'
+    assert px.parse_tags(config['tags']) == ['cloudpod', 'premium']
+    assert px.pod_id_from_description(config['description']) == 'sub-1042'
+    assert 'Cloud Pod for shop.example.com' in config['description']
+    nic = net0(config)
+    assert (nic['bridge'], nic['ip'], nic['firewall'], nic['name']) == ('vmbr0', 'dhcp', '1', 'eth0')
+    assert nic['hwaddr'] != net0(pve.control.state()['containers']['9000']['config'])['hwaddr']
+    # the address is the one DHCP handed out, and a global-unicast IPv4
+    ip = ipaddress.ip_address(result['ip'])
+    assert ip.version == 4 and not ip.is_link_local and not ip.is_loopback
+    assert result['ip'] == ct['ip']
+    assert (result['node'], result['hostname'], result['pod_id']) == ('pve', 'shop-example-com', 'sub-1042')
+    assert result['config']['rootfs'] == config['rootfs'] and result['config']['cores'] == 2
+    assert result['diff']['before'] == {}
+    assert result['diff']['after']['cores'] == 2 and result['diff']['after']['status'] == 'running'
+    assert no_retries(result)
+    # what was sent: one full clone of template 9000 to the configured storage, booleans as 1/0
+    clones = [r for r in pve.requests(started) if r['path'].endswith('/clone')]
+    assert len(clones) == 1
+    assert clones[0]['path'] == '/nodes/pve/lxc/9000/clone'
+    assert (clones[0]['params']['full'], clones[0]['params']['storage']) == ('1', 'local-lvm')
+    for request in pve.requests(started):
+        assert not set(map(str, request['params'].values())) & {'True', 'False', 'true', 'false'}, request
+
+
+def test_second_run_changes_nothing(pve):
+    options = dict(pod_id='sub-1', state='started', cores=2, memory=1024, swap=512, disk=12, tags=['starter'],
+                   onboot=False, description='Starter pod')
+    first = create(pve, 'idem-example-com', **options)
+    since = time.time()
+    run, result = pve.pod('idem-example-com', diff=True, **options)
+    assert_ok(run)
+    assert result['changed'] is False
+    assert result['vmid'] == first['vmid'] and result['ip'] == first['ip']
+    assert result['diff']['before'] == result['diff']['after']
+    assert pve.mutations(since) == []
+    assert len(pve.containers()) == 1
+
+
+def test_check_mode_on_a_new_pod_creates_nothing(pve):
+    since = time.time()
+    run, result = pve.pod('check-example-com', state='started', cores=2, memory=2048, disk=30, check=True, diff=True)
+    assert_ok(run)
+    assert result['changed'] is True and result['vmid'] is None
+    assert result['diff']['before'] == {}
+    after = result['diff']['after']
+    assert (after['hostname'], after['cores'], after['memory'], after['disk'], after['status']) == \
+        ('check-example-com', 2, 2048, '30G', 'running')
+    assert pve.containers() == {}
+    assert pve.mutations(since) == []
+
+
+def test_check_mode_on_an_existing_pod_changes_nothing(pve):
+    first = create(pve, 'check2-example-com', cores=1)
+    since = time.time()
+    run, result = pve.pod('check2-example-com', state='stopped', cores=4, disk=16, check=True, diff=True)
+    assert_ok(run)
+    assert result['changed'] is True
+    assert result['diff']['before']['cores'] == 1 and result['diff']['after']['cores'] == 4
+    assert result['diff']['before']['status'] == 'running' and result['diff']['after']['status'] == 'stopped'
+    assert result['diff']['after']['disk'] == '16G'
+    ct = pve.container(first['vmid'])
+    assert (ct['config']['cores'], ct['status'], disk_size(ct['config'])) == (1, 'running', '8G')
+    assert pve.mutations(since) == []
+
+
+def test_diff_shows_before_and_after(pve):
+    first = create(pve, 'diff-example-com', cores=2, memory=1024, tags=['starter'])
+    run, result = pve.pod('diff-example-com', cores=3, memory=1536, tags=['premium'], diff=True)
+    assert_ok(run)
+    before, after = result['diff']['before'], result['diff']['after']
+    assert (before['cores'], before['memory'], before['tags']) == (2, 1024, 'cloudpod;starter')
+    assert (after['cores'], after['memory'], after['tags']) == (3, 1536, 'cloudpod;premium')
+    assert before['net0'] == after['net0']
+    config = pve.container(first['vmid'])['config']
+    assert (config['cores'], config['memory'], config['tags']) == (3, 1536, 'cloudpod;premium')
+    assert 'PLAY RECAP' not in run.stdout  # the json callback was used
+
+
+# --------------------------------------------------------------------------
+# disk
+# --------------------------------------------------------------------------
+
+def test_grow_disk(pve):
+    first = create(pve, 'grow-example-com')
+    assert disk_size(pve.container(first['vmid'])['config']) == '8G'  # the template's size
+    since = time.time()
+    run, result = pve.pod('grow-example-com', disk=30, diff=True)
+    assert_ok(run)
+    assert result['changed'] is True
+    assert (result['diff']['before']['disk'], result['diff']['after']['disk']) == ('8G', '30G')
+    assert disk_size(pve.container(first['vmid'])['config']) == '30G'
+    resizes = [r for r in pve.requests(since) if r['path'].endswith('/resize')]
+    assert [(r['method'], r['params']['disk'], r['params']['size']) for r in resizes] == [('PUT', 'rootfs', '30G')]
+    run, result = pve.pod('grow-example-com', disk=30)
+    assert assert_ok(run)['changed'] is False
+
+
+def test_shrink_is_refused_and_changes_nothing(pve):
+    first = create(pve, 'shrink-example-com', cores=1, disk=20)
+    since = time.time()
+    run, result = pve.pod('shrink-example-com', cores=4, memory=4096, disk=10)
+    assert_failed(run)
+    assert 'Refusing to shrink the root disk of CT %s from 20G to 10G' % first['vmid'] in result['msg']
+    assert 'Nothing was changed' in result['msg']
+    config = pve.container(first['vmid'])['config']
+    assert (config['cores'], config['memory'], disk_size(config)) == (1, 512, '20G')
+    assert pve.mutations(since) == []
+
+
+def test_new_pod_smaller_than_the_template_is_refused_before_cloning(pve):
+    run, result = pve.pod('tiny-example-com', disk=4)
+    assert_failed(run)
+    assert 'Refusing to shrink the root disk of the new container (template CT 9000) from 8G to 4G' in result['msg']
+    assert pve.containers() == {}
+    assert pve.mutations() == []
+
+
+# --------------------------------------------------------------------------
+# run state and removal
+# --------------------------------------------------------------------------
+
+def test_stop_start_restart(pve):
+    vmid = create(pve, 'power-example-com')['vmid']
+
+    run, result = pve.pod('power-example-com', state='stopped')
+    assert assert_ok(run)['changed'] is True
+    assert (result['status'], result['ip']) == ('stopped', None)
+    assert pve.container(vmid)['status'] == 'stopped'
+    run, result = pve.pod('power-example-com', state='stopped')
+    assert assert_ok(run)['changed'] is False
+
+    # present never touches the run state
+    run, result = pve.pod('power-example-com', state='present', cores=2)
+    assert assert_ok(run)['changed'] is True
+    assert pve.container(vmid)['status'] == 'stopped' and result['status'] == 'stopped'
+
+    run, result = pve.pod('power-example-com', state='started')
+    assert assert_ok(run)['changed'] is True
+    assert result['status'] == 'running' and result['ip'] == pve.container(vmid)['ip'] is not None
+
+    since = time.time()
+    run, result = pve.pod('power-example-com', state='restarted')
+    assert assert_ok(run)['changed'] is True
+    assert result['status'] == 'running' and result['ip']
+    assert [r['path'] for r in pve.mutations(since)] == ['/nodes/pve/lxc/%s/status/reboot' % vmid]
+    assert pve.container(vmid)['status'] == 'running'
+
+
+def test_absent_removes_the_pod(pve):
+    vmid = create(pve, 'gone-example-com')['vmid']
+    since = time.time()
+    run, result = pve.pod('gone-example-com', state='absent', diff=True)
+    assert assert_ok(run)['changed'] is True
+    assert result['status'] == 'absent' and result['vmid'] == vmid
+    assert result['diff']['after'] == {} and result['diff']['before']['hostname'] == 'gone-example-com'
+    assert pve.containers() == {}
+    mutations = [(r['method'], r['path']) for r in pve.mutations(since)]
+    assert mutations == [('POST', '/nodes/pve/lxc/%s/status/stop' % vmid), ('DELETE', '/nodes/pve/lxc/%s' % vmid)]
+    delete = pve.mutations(since)[-1]
+    assert (delete['params']['purge'], delete['params']['destroy-unreferenced-disks']) == ('1', '1')
+    run, result = pve.pod('gone-example-com', state='absent')
+    assert assert_ok(run)['changed'] is False
+    # check mode on an existing pod keeps it
+    vmid = create(pve, 'kept-example-com')['vmid']
+    run, result = pve.pod('kept-example-com', state='absent', check=True)
+    assert assert_ok(run)['changed'] is True
+    assert vmid in pve.containers()
+
+
+# --------------------------------------------------------------------------
+# concurrency: the template lock and the nextid race
+# --------------------------------------------------------------------------
+
+def test_ten_parallel_playbooks_create_ten_pods(pve):
+    pve.control.config(task_durations={'vzclone': 0.5})
+    since = time.time()
+    handles = [start_playbook([{'name': 'pod %d' % i, MODULE: {'hostname': 'par%d-example-com' % i,
+                                                               'state': 'started', 'cores': 1 + i % 3}}],
+                              env=pve.env) for i in range(10)]
+    runs = [handle.wait(timeout=300) for handle in handles]
+    results = [assert_ok(run) for run in runs]
+
+    vmids = [result['vmid'] for result in results]
+    assert len(set(vmids)) == 10
+    containers = pve.containers()
+    assert sorted(containers) == sorted(vmids)
+    for i, result in enumerate(results):
+        config = containers[result['vmid']]['config']
+        assert config['hostname'] == 'par%d-example-com' % i and config['cores'] == 1 + i % 3
+        assert containers[result['vmid']]['status'] == 'running' and result['ip']
+
+    # Every retry answers a clone the server refused (template locked by another clone, or the
+    # VMID from nextid taken meanwhile), and nothing else was retried or refused.
+    log = pve.requests(since)
+    refused = [r for r in log if r['status'] >= 400]
+    assert all(r['method'] == 'POST' and r['path'] == '/nodes/pve/lxc/9000/clone' for r in refused), refused
+    locked = [r for r in refused if re.search(r'CT is locked \(disk\)', r['reason'])]
+    taken = [r for r in refused if re.search(r'CT \d+ already exists', r['reason'])]
+    assert len(locked) + len(taken) == len(refused)
+    totals = dict((reason, sum(result['api_retries'][reason] for result in results)) for reason in px.RETRY_REASONS)
+    assert totals['locked'] == len(locked)
+    assert totals['vmid_taken'] == len(taken)
+    assert totals['http_595'] == totals['http_596'] == totals['lock_timeout'] == 0
+    accepted = [r for r in log if r['path'] == '/nodes/pve/lxc/9000/clone' and r['status'] == 200]
+    assert len(accepted) == 10
+    assert len(refused) > 0  # the race really happened
+
+
+# --------------------------------------------------------------------------
+# failures
+# --------------------------------------------------------------------------
+
+def test_failed_clone_task_is_reported_within_a_second(pve):
+    clone_duration = 1.5
+    message = "unable to create image: out of space on storage 'local-lvm'"
+    pve.control.config(task_durations={'vzclone': clone_duration})
+    pve.control.fault(task_fail={'type': 'vzclone', 'message': message})
+    since = time.time()
+    run, result = pve.pod('fail-example-com', state='started')
+    assert_failed(run)
+    assert message in result['msg']
+    assert 'clone of CT 9000 to CT' in result['msg']
+    log = pve.requests(since)
+    post = [r for r in log if r['path'].endswith('/clone')][0]
+    stopped_at = post['time'] + clone_duration
+    log_fetch = [r for r in log if r['path'].endswith('/log')][0]  # read right after the failure is seen
+    assert log_fetch['time'] - stopped_at < 1.0
+    assert run.task_end(0) - stopped_at < 1.0
+    # the half-made container went away with the failed task; the next run succeeds
+    assert pve.containers() == {}
+    assert assert_ok(pve.pod('fail-example-com', state='started')[0])['created'] is True
+
+
+def test_wrong_token_secret_is_a_clear_authentication_error(pve):
+    wrong = 'b1e6f7c2-wrong-secret-0042'
+    run, result = pve.pod('auth-example-com', extra_env={'PROXMOX_API_TOKEN_SECRET': wrong})
+    assert_failed(run)
+    assert 'authentication failed for token mpanel-api@pve!mpanel-token' in result['msg']
+    for secret in (wrong, pve.env['PROXMOX_API_TOKEN_SECRET']):
+        assert secret not in run.stdout and secret not in run.stderr
+    assert no_retries(result)
+
+
+def test_token_without_vm_allocate_gets_an_error_naming_the_privilege(pve):
+    secret = 'c0ffee00-limited-token-secret'
+    privileges = [p for p in CLOUDPODS_PROV_PRIVILEGES if p != 'VM.Allocate']
+    pve.control.add_token('limited@pve!no-allocate', secret, privs=privileges)
+    run, result = pve.pod('perm-example-com', extra_env={'PROXMOX_API_TOKEN_ID': 'limited@pve!no-allocate',
+                                                         'PROXMOX_API_TOKEN_SECRET': secret})
+    assert_failed(run)
+    assert 'VM.Allocate' in result['msg']
+    assert 'permission denied for token limited@pve!no-allocate' in result['msg']
+    assert secret not in run.stdout
+    assert pve.containers() == {}
+
+
+def test_untrusted_certificate_is_explained(pve):
+    run, result = pve.pod('tls-example-com', extra_env={'PROXMOX_CA_BUNDLE': None})
+    assert_failed(run)
+    assert 'TLS verification of the Proxmox API' in result['msg'] and 'ca_path' in result['msg']
+
+
+def test_bad_settings_are_explained(pve):
+    run, result = pve.pod('cfg-example-com', extra_env={'PROXMOX_API_TOKEN_ID': 'mpanel-api@pve'})
+    assert 'the "!tokenid" part is missing' in assert_failed(run)['msg']
+    run, result = pve.pod('cfg-example-com', extra_env={'PROXMOX_API_URL': 'http://127.0.0.1:8006/api2/json'})
+    assert 'must use https' in assert_failed(run)['msg']
+
+
+def test_transient_proxy_error_is_retried_and_counted(pve):
+    vmid = create(pve, 'retry-example-com')['vmid']
+    pve.control.fault(method='PUT', path=r'/lxc/\d+/config$', status=596, reason='Connection timed out')
+    run, result = pve.pod('retry-example-com', cores=2)
+    assert assert_ok(run)['changed'] is True
+    assert result['api_retries']['http_596'] == 1 and sum(result['api_retries'].values()) == 1
+    assert pve.container(vmid)['config']['cores'] == 2
+
+
+def test_other_server_errors_are_not_retried(pve):
+    create(pve, 'noretry-example-com')
+    pve.control.fault(method='PUT', path=r'/lxc/\d+/config$', status=500, reason='unexpected failure')
+    since = time.time()
+    run, result = pve.pod('noretry-example-com', cores=2)
+    assert 'HTTP 500 unexpected failure' in assert_failed(run)['msg']
+    assert no_retries(result)
+    assert len([r for r in pve.requests(since) if r['method'] == 'PUT']) == 1
+
+
+def test_locked_container_is_waited_for(pve):
+    vmid = create(pve, 'locked-example-com')['vmid']
+    pve.control.set_container(vmid, lock='backup')
+    timer = threading.Timer(1.0, pve.control.set_container, args=(vmid,), kwargs={'lock': None})
+    timer.start()
+    try:
+        run, result = pve.pod('locked-example-com', cores=3)
+    finally:
+        timer.join()
+    assert assert_ok(run)['changed'] is True
+    assert result['api_retries']['locked'] >= 1
+    assert pve.container(vmid)['config']['cores'] == 3
+
+
+# --------------------------------------------------------------------------
+# identity and crash recovery
+# --------------------------------------------------------------------------
+
+def clone_like_a_crashed_run(pve, hostname, pod_id, wait=True):
+    """What a run killed right after its clone leaves behind: a CT with hostname and marker, nothing else."""
+    client = pve.client()
+    vmid = client.next_vmid()
+    upid = client.post('nodes/pve/lxc/9000/clone', newid=vmid, hostname=hostname, full=True,
+                       description=px.compose_description(None, pod_id))
+    if wait:
+        client.wait_for_task(upid, 30)
+    return vmid
+
+
+def test_crash_recovery_adopts_the_container_left_behind(pve):
+    vmid = clone_like_a_crashed_run(pve, 'crash-example-com', 'sub-77')
+    since = time.time()
+    run, result = pve.pod('crash-example-com', pod_id='sub-77', state='started', cores=2)
+    assert assert_ok(run)['changed'] is True
+    assert result['created'] is False and result['vmid'] == vmid
+    assert [r for r in pve.requests(since) if r['path'].endswith('/clone')] == []
+    assert list(pve.named('crash-example-com')) == [vmid]
+    config = pve.container(vmid)['config']
+    assert config['cores'] == 2 and 'cloudpod' in px.parse_tags(config['tags'])
+
+
+def test_crash_recovery_waits_for_a_clone_still_running(pve):
+    pve.control.config(task_durations={'vzclone': 2.0})
+    vmid = clone_like_a_crashed_run(pve, 'slow-example-com', 'slow-example-com', wait=False)
+    since = time.time()
+    run, result = pve.pod('slow-example-com', state='started')
+    assert assert_ok(run)['vmid'] == vmid
+    assert result['created'] is False and result['ip']
+    assert [r for r in pve.requests(since) if r['path'].endswith('/clone')] == []
+    assert list(pve.named('slow-example-com')) == [vmid]
+
+
+def test_container_of_someone_else_is_not_taken_over(pve):
+    client = pve.client()
+    vmid = client.next_vmid()
+    client.wait_for_task(client.post('nodes/pve/lxc/9000/clone', newid=vmid, hostname='ops-example-com',
+                                     full=True), 30)
+    since = time.time()
+    run, result = pve.pod('ops-example-com', state='absent')
+    assert 'was not created by this module; pass vmid: %s' % vmid in assert_failed(run)['msg']
+    assert pve.mutations(since) == [] and vmid in pve.containers()
+    # naming the vmid takes it over
+    run, result = pve.pod('ops-example-com', vmid=vmid, cores=2)
+    assert assert_ok(run)['changed'] is True
+    assert px.pod_id_from_description(pve.container(vmid)['config']['description']) == 'ops-example-com'
+
+
+def test_pod_of_another_pod_id_is_refused(pve):
+    create(pve, 'owned-example-com', pod_id='sub-1')
+    run, result = pve.pod('owned-example-com', pod_id='sub-2')
+    assert 'belongs to pod sub-1, not to pod sub-2' in assert_failed(run)['msg']
+
+
+def test_identity_conflicts_are_clear_errors(pve):
+    first = create(pve, 'one-example-com', state='present')
+    run, result = pve.pod('two-example-com', vmid=first['vmid'])
+    assert 'has hostname one-example-com, not two-example-com' in assert_failed(run)['msg']
+    second = clone_like_a_crashed_run(pve, 'one-example-com', 'one-example-com')
+    run, result = pve.pod('one-example-com')
+    msg = assert_failed(run)['msg']
+    assert 'hostname one-example-com is used by 2 containers' in msg
+    assert 'CT %s' % first['vmid'] in msg and 'CT %s' % second in msg
+
+
+# --------------------------------------------------------------------------
+# pod_container_info
+# --------------------------------------------------------------------------
+
+def test_pod_container_info(pve):
+    a = create(pve, 'info-a-example-com', pod_id='sub-a', tags=['premium'])
+    b = create(pve, 'info-b-example-com', pod_id='sub-b', tags=['starter'], state='present')
+    c = create(pve, 'info-c-example-com', pod_id='sub-c', tags=['premium'], state='stopped')
+    run = pve.run([
+        {'name': 'all', INFO: {}},
+        {'name': 'by hostname', INFO: {'hostname': 'INFO-A-example-com', 'details': True}},
+        {'name': 'by vmid', INFO: {'vmid': b['vmid']}},
+        {'name': 'by tag', INFO: {'tag': 'premium'}},
+        {'name': 'nothing', INFO: {'hostname': 'nope-example-com'}},
+    ], check=True)
+    everything, by_name, by_vmid, by_tag, nothing = [r['pods'] for r in run.results]
+    assert [p['vmid'] for p in everything] == sorted([a['vmid'], b['vmid'], c['vmid']])
+    assert 9000 not in [p['vmid'] for p in everything]
+    assert len(by_name) == 1
+    pod = by_name[0]
+    assert (pod['vmid'], pod['node'], pod['hostname'], pod['status'], pod['pod_id']) == \
+        (a['vmid'], 'pve', 'info-a-example-com', 'running', 'sub-a')
+    assert pod['ip'] == a['ip'] and pod['tags'] == ['cloudpod', 'premium']
+    assert pod['config']['hostname'] == 'info-a-example-com'
+    assert [(p['vmid'], p['status'], p['ip']) for p in by_vmid] == [(b['vmid'], 'stopped', None)]
+    assert 'config' not in by_vmid[0]
+    assert sorted(p['vmid'] for p in by_tag) == sorted([a['vmid'], c['vmid']])
+    assert nothing == []
+    assert all(r['changed'] is False for r in run.results)
