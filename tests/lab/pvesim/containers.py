@@ -100,8 +100,9 @@ def print_rootfs(rootfs: dict) -> str:
     return schema.print_property_string(rootfs, schema.ROOTFS_PROPS, default_key="volume")
 
 
-def rootfs_size(config: dict) -> int:
-    size = parse_rootfs(config["rootfs"]).get("size", "0")
+def rootfs_size(config: dict, disk: str = "rootfs") -> int:
+    """Size in bytes of ``rootfs`` (or a mount point), from its ``size=`` option."""
+    size = parse_rootfs(config[disk]).get("size", "0")
     return schema.parse_size(size)
 
 

@@ -420,7 +420,7 @@ class Cluster:
         if owner != vmid:
             raise fail(f"can't resize mount point owned by another container ({owner})")
         token.require(f"/storage/{storage.volume_storage(volid)}", "Datastore.AllocateSpace")
-        current = containers.rootfs_size(ct.config)
+        current = containers.rootfs_size(ct.config, disk)
         new_size = current + requested if relative else requested
         if new_size < current:
             raise fail("unable to shrink disk size")
