@@ -833,31 +833,60 @@ class ProxmoxClient(object):
 
     def clone_container(self, node, source_vmid, timeout, newid=None, max_vmid_attempts=20,
                         on_vmid_taken=None, **clone_params):
-        """Clone ``source_vmid`` to a new VMID and wait for the task; return the new VMID.
+        """Clone ``source_vmid`` to a new VMID and wait for the task; return ``(vmid, created)``.
 
-        ``cluster/nextid`` reserves nothing, so a concurrent create may take the
-        same id: the clone then fails ``CT N already exists`` and we try the next
-        id. ``on_vmid_taken`` is called after such a failure and may return a
-        VMID to adopt instead (the container this very pod created meanwhile).
-        A clone refused because the source is locked (another clone of the same
-        template is running) is retried by request() with backoff.
+        ``cluster/nextid`` reserves nothing, so a concurrent create may take the same id: the
+        clone then fails ``CT N already exists`` and we take a fresh id at once (bounded by
+        ``max_vmid_attempts``). ``on_vmid_taken`` is asked first and may return a VMID to adopt
+        instead (the container this very pod got meanwhile); ``created`` is then False.
+
+        A clone refused because the source is locked (another clone of the same template holds
+        lock ``disk`` for its whole task) is retried with backoff, with a fresh id each time: the
+        refused request created nothing, and the id it named is likely taken by then. After an
+        HTTP 595/596 the request may have gone through, so it is retried with the same id and
+        ends up adopted through ``on_vmid_taken`` if it did.
         """
-        attempts = 0
+        taken = 0
+        backoff = None
+        deadline = None
+        vmid = None
         while True:
-            vmid = newid if newid is not None else self.next_vmid()
+            if newid is not None:
+                vmid = newid
+            elif vmid is None:
+                vmid = self.next_vmid()
             try:
-                upid = self.post(self.container_path(node, source_vmid, 'clone'), newid=vmid, **clone_params)
+                upid = self.request('POST', self.container_path(node, source_vmid, 'clone'), retry=False,
+                                    newid=vmid, **clone_params)
             except ProxmoxApiError as exc:
-                if exc.retry_reason != 'vmid_taken':
+                reason = exc.retry_reason
+                if reason == 'vmid_taken':
+                    if on_vmid_taken is not None:
+                        adopted = on_vmid_taken(vmid)
+                        if adopted is not None:
+                            return adopted, False
+                    taken += 1
+                    if newid is not None or taken >= max_vmid_attempts:
+                        raise
+                    self.retries['vmid_taken'] += 1
+                    vmid = None
+                    continue
+                if reason not in RETRYABLE:
                     raise
-                if on_vmid_taken is not None:
-                    adopted = on_vmid_taken(vmid)
-                    if adopted is not None:
-                        return adopted, False
-                attempts += 1
-                if newid is not None or attempts >= max_vmid_attempts:
-                    raise
-                self.retries['vmid_taken'] += 1
+                now = self._clock()
+                if backoff is None:
+                    backoff = self._backoff_factory()
+                    deadline = now + self.retry_timeout
+                delay = backoff.next()
+                if now + delay > deadline:
+                    raise ProxmoxApiError('%s (still failing after retrying for %d s; timeout=%s)'
+                                          % (exc.msg, self.retry_timeout, self.retry_timeout),
+                                          status_code=exc.status_code, reason=exc.reason,
+                                          method=exc.method, path=exc.path, errors=exc.errors)
+                self.retries[reason] += 1
+                self._sleep(delay)
+                if reason in ('locked', 'lock_timeout'):
+                    vmid = None
                 continue
             if is_upid(upid):
                 self.wait_for_task(upid, timeout, what='clone of CT %s to CT %s' % (source_vmid, vmid))

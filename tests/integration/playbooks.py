@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -112,22 +113,36 @@ class PlaybookRun(object):
 
 
 class PlaybookHandle(object):
-    """A started ansible-playbook process."""
+    """A started ansible-playbook process; its output is collected in the background so that
+    the end time of each of several parallel runs is its own, not when wait() was called."""
 
     def __init__(self, process, started, playbook_path, workdir):
         self.process = process
         self.started = started
         self.playbook_path = playbook_path
         self.workdir = workdir
+        self._output = None
+        self._ended = None
+        self._reader = threading.Thread(target=self._collect)
+        self._reader.daemon = True
+        self._reader.start()
+
+    def _collect(self):
+        self._output = self.process.communicate()
+        self._ended = time.time()
 
     @property
     def pid(self):
         return self.process.pid
 
     def wait(self, timeout=600):
-        stdout, stderr = self.process.communicate(timeout=timeout)
-        ended = time.time()
-        run = PlaybookRun(self.process.returncode, stdout, stderr, self.started, ended, self.playbook_path)
+        self._reader.join(timeout)
+        if self._reader.is_alive():
+            self.process.kill()
+            self._reader.join()
+            raise AssertionError('ansible-playbook %s did not finish within %s s' % (self.playbook_path, timeout))
+        stdout, stderr = self._output
+        run = PlaybookRun(self.process.returncode, stdout, stderr, self.started, self._ended, self.playbook_path)
         self.workdir.cleanup()
         return run
 

@@ -680,3 +680,42 @@ def test_bare_permission_error_lists_requirements_when_permissions_are_unreadabl
 ])
 def test_required_privileges(method, path, params, expected):
     assert px.required_privileges(method, path, params) == expected
+
+
+def test_clone_refused_on_a_locked_template_retries_with_a_fresh_vmid():
+    nextids = ['101', '102']
+    answers = [http_error(500, 'CT is locked (disk)'), UPID]
+    posted = []
+
+    def handler(method, path, params):
+        if path == 'cluster/nextid':
+            return nextids.pop(0)
+        if path.endswith('/clone'):
+            posted.append(params['newid'])
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return {'status': 'stopped', 'exitstatus': 'OK'}
+
+    client, api, clock = make_client(handler)
+    assert client.clone_container('pve', 9000, 60, hostname='p1') == (102, True)
+    assert posted == [101, 102]
+    assert (client.retries['locked'], client.retries['vmid_taken']) == (1, 0)
+    assert clock.sleeps[0] == 0.25
+
+
+def test_clone_after_a_lost_answer_keeps_its_vmid_and_adopts():
+    posted = []
+    answers = [http_error(596, 'Connection timed out'), http_error(500, "CT 101 already exists on node 'pve'")]
+
+    def handler(method, path, params):
+        if path == 'cluster/nextid':
+            return '101'
+        posted.append(params['newid'])
+        raise answers.pop(0)
+
+    client, api, clock = make_client(handler)
+    assert client.clone_container('pve', 9000, 60, on_vmid_taken=lambda vmid: vmid, hostname='p1') == (101, False)
+    assert posted == [101, 101]
+    assert client.retries['http_596'] == 1
