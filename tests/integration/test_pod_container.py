@@ -294,7 +294,8 @@ def test_stop_start_restart(pve):
 
     run, result = pve.pod('power-example-com', state='started')
     assert assert_ok(run)['changed'] is True
-    assert result['status'] == 'running' and result['ip'] == pve.container(vmid)['ip'] is not None
+    assert result['status'] == 'running' and result['ip'] is not None
+    assert result['ip'] == pve.container(vmid)['ip']
 
     since = time.time()
     run, result = pve.pod('power-example-com', state='restarted')
