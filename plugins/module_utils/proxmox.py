@@ -832,19 +832,20 @@ class ProxmoxClient(object):
         return 'nodes/%s/lxc/%s%s' % (node, vmid, ('/' + suffix) if suffix else '')
 
     def clone_container(self, node, source_vmid, timeout, newid=None, max_vmid_attempts=20,
-                        on_vmid_taken=None, **clone_params):
+                        find_existing=None, **clone_params):
         """Clone ``source_vmid`` to a new VMID and wait for the task; return ``(vmid, created)``.
 
         ``cluster/nextid`` reserves nothing, so a concurrent create may take the same id: the
         clone then fails ``CT N already exists`` and we take a fresh id at once (bounded by
-        ``max_vmid_attempts``). ``on_vmid_taken`` is asked first and may return a VMID to adopt
-        instead (the container this very pod got meanwhile); ``created`` is then False.
+        ``max_vmid_attempts``). Before any new attempt ``find_existing`` is asked and may return
+        a VMID to adopt instead: the container this very pod got meanwhile, from a concurrent run
+        or from our own request whose answer was lost. ``created`` is then False.
 
         A clone refused because the source is locked (another clone of the same template holds
         lock ``disk`` for its whole task) is retried with backoff, with a fresh id each time: the
         refused request created nothing, and the id it named is likely taken by then. After an
         HTTP 595/596 the request may have gone through, so it is retried with the same id and
-        ends up adopted through ``on_vmid_taken`` if it did.
+        ends up adopted through ``find_existing`` if it did.
         """
         taken = 0
         backoff = None
@@ -861,10 +862,9 @@ class ProxmoxClient(object):
             except ProxmoxApiError as exc:
                 reason = exc.retry_reason
                 if reason == 'vmid_taken':
-                    if on_vmid_taken is not None:
-                        adopted = on_vmid_taken(vmid)
-                        if adopted is not None:
-                            return adopted, False
+                    adopted = find_existing() if find_existing is not None else None
+                    if adopted is not None:
+                        return adopted, False
                     taken += 1
                     if newid is not None or taken >= max_vmid_attempts:
                         raise
@@ -885,6 +885,9 @@ class ProxmoxClient(object):
                                           method=exc.method, path=exc.path, errors=exc.errors)
                 self.retries[reason] += 1
                 self._sleep(delay)
+                adopted = find_existing() if find_existing is not None else None
+                if adopted is not None:
+                    return adopted, False
                 if reason in ('locked', 'lock_timeout'):
                     vmid = None
                 continue

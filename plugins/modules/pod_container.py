@@ -579,14 +579,14 @@ class PodContainer(ProxmoxModule):
         if p['full'] and p['storage']:
             params['storage'] = p['storage']
 
-        def adopt_if_ours(_vmid):
-            # The VMID was taken. If a container with our host name appeared meanwhile (a concurrent run for
-            # this pod, or our own clone whose answer was lost), take it instead of making a duplicate.
+        def find_existing():
+            # Before another clone attempt: if a container with our host name appeared meanwhile (a concurrent
+            # run for this pod, or our own clone whose answer was lost), take it instead of making a duplicate.
             named = [c for c in self.client.containers() if (c.get('name') or '').lower() == self.hostname.lower()]
             return named[0]['vmid'] if named else None
 
         return self.client.clone_container(self.node, p['template'], self.timeout, newid=p['vmid'],
-                                           on_vmid_taken=adopt_if_ours, **params)
+                                           find_existing=find_existing, **params)
 
     def current_status(self, ct):
         return (self.client.get(self.container_path(ct, 'status/current')) or {}).get('status')

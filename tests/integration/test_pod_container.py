@@ -497,6 +497,40 @@ def test_crash_recovery_waits_for_a_clone_still_running(pve):
     assert list(pve.named('slow-example-com')) == [vmid]
 
 
+def test_playbook_killed_during_the_clone_is_finished_by_the_next_run(pve):
+    pve.control.config(task_durations={'vzclone': 2.0})
+    handle = start_playbook([{'name': 'doomed', MODULE: {'hostname': 'killed-example-com', 'state': 'started'}}],
+                            env=pve.env)
+    deadline = time.time() + 30
+    while not [r for r in pve.requests() if r['path'].endswith('/clone') and r['status'] == 200]:
+        assert time.time() < deadline, 'the first run never cloned'
+        time.sleep(0.05)
+    handle.process.kill()  # as an OOM kill or a lost worker would
+    handle.wait()
+    run, result = pve.pod('killed-example-com', state='started')
+    assert assert_ok(run)['created'] is False and result['ip']
+    assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1
+    assert list(pve.named('killed-example-com')) == [result['vmid']]
+
+
+def test_two_concurrent_runs_for_the_same_pod_make_one_container(pve):
+    pve.control.config(task_durations={'vzclone': 1.0})
+    handles = [start_playbook([{'name': 'twin', MODULE: {'hostname': 'twin-example-com', 'state': 'started'}}],
+                              env=pve.env) for dummy in range(2)]
+    results = [assert_ok(handle.wait()) for handle in handles]
+    assert results[0]['vmid'] == results[1]['vmid']
+    assert sorted(r['created'] for r in results) == [False, True]
+    assert list(pve.named('twin-example-com')) == [results[0]['vmid']]
+
+
+def test_clone_whose_answer_was_lost_is_not_repeated(pve):
+    pve.control.fault(method='POST', path=r'/clone$', status=596, reason='Connection timed out', after=True)
+    run, result = pve.pod('lost-example-com', state='started')
+    assert assert_ok(run)['api_retries']['http_596'] == 1
+    assert list(pve.named('lost-example-com')) == [result['vmid']]
+    assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1
+
+
 def test_container_of_someone_else_is_not_taken_over(pve):
     client = pve.client()
     vmid = client.next_vmid()

@@ -594,7 +594,7 @@ def test_clone_adopts_the_container_found_after_vmid_taken():
         raise AssertionError(path)
 
     client, api, clock = make_client(handler)
-    assert client.clone_container('pve', 9000, 60, on_vmid_taken=lambda vmid: 101, hostname='p1') == (101, False)
+    assert client.clone_container('pve', 9000, 60, find_existing=lambda: 101, hostname='p1') == (101, False)
     assert client.retries['vmid_taken'] == 0
 
 
@@ -705,17 +705,36 @@ def test_clone_refused_on_a_locked_template_retries_with_a_fresh_vmid():
     assert clock.sleeps[0] == 0.25
 
 
-def test_clone_after_a_lost_answer_keeps_its_vmid_and_adopts():
+def test_clone_after_a_lost_answer_adopts_what_it_created():
     posted = []
-    answers = [http_error(596, 'Connection timed out'), http_error(500, "CT 101 already exists on node 'pve'")]
 
     def handler(method, path, params):
         if path == 'cluster/nextid':
             return '101'
         posted.append(params['newid'])
-        raise answers.pop(0)
+        raise http_error(596, 'Connection timed out')  # the clone went through; the answer was lost
 
     client, api, clock = make_client(handler)
-    assert client.clone_container('pve', 9000, 60, on_vmid_taken=lambda vmid: vmid, hostname='p1') == (101, False)
-    assert posted == [101, 101]
+    assert client.clone_container('pve', 9000, 60, find_existing=lambda: 101, hostname='p1') == (101, False)
+    assert posted == [101]
     assert client.retries['http_596'] == 1
+
+
+def test_clone_after_a_lost_request_retries_with_the_same_vmid():
+    posted = []
+    answers = [http_error(596, 'Connection timed out'), UPID]
+
+    def handler(method, path, params):
+        if path == 'cluster/nextid':
+            return '101'
+        if path.endswith('/clone'):
+            posted.append(params['newid'])
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return {'status': 'stopped', 'exitstatus': 'OK'}
+
+    client, api, clock = make_client(handler)
+    assert client.clone_container('pve', 9000, 60, find_existing=lambda: None, hostname='p1') == (101, True)
+    assert posted == [101, 101]
