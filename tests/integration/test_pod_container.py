@@ -448,14 +448,26 @@ def test_other_server_errors_are_not_retried(pve):
 def test_locked_container_is_waited_for(pve):
     vmid = create(pve, 'locked-example-com')['vmid']
     pve.control.set_container(vmid, lock='backup')
-    timer = threading.Timer(1.0, pve.control.set_container, args=(vmid,), kwargs={'lock': None})
-    timer.start()
+
+    def unlock_once_refused():
+        # The backup "ends" once the module has been refused at least once.
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if [r for r in pve.requests() if r['method'] == 'PUT' and 'CT is locked (backup)' in r['reason']]:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        pve.control.set_container(vmid, lock=None)
+
+    unlocker = threading.Thread(target=unlock_once_refused)
+    unlocker.start()
     try:
         run, result = pve.pod('locked-example-com', cores=3)
     finally:
-        timer.join()
+        unlocker.join()
     assert assert_ok(run)['changed'] is True
-    assert result['api_retries']['locked'] >= 1
+    refused = [r for r in pve.requests() if 'CT is locked (backup)' in r['reason']]
+    assert result['api_retries']['locked'] == len(refused) >= 1
     assert pve.container(vmid)['config']['cores'] == 3
 
 
