@@ -8,8 +8,8 @@
 Everything lives in ``.lab/`` at the repository root: a throwaway CA, the server
 certificate, each service's config, pid file and log, and ``.lab/env`` with the
 seed's settings (``set -a; . .lab/env`` exports them). Each service is a small class
-with ``start``/``stop``/``healthy`` and the ``env`` it contributes, so PowerDNS, SMTP
-and PostgreSQL can join the same launcher later.
+with ``start``/``stop``/``healthy`` and the ``env`` it contributes: the Proxmox VE simulator
+(pvesim) and a real PowerDNS Authoritative so far; SMTP and PostgreSQL can join later.
 """
 
 import argparse
@@ -333,12 +333,155 @@ class PveSimService(Service):
         return self.process.log_tail()
 
 
+PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
+
+
+def free_udp_tcp_port(preferred: int | None = None) -> int:
+    """A loopback port free for both UDP and TCP (DNS listens on both)."""
+    for candidate in ([preferred] if preferred else []) + [0] * 20:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                tcp.bind(("127.0.0.1", candidate))
+                udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+            except OSError:
+                continue
+            return tcp.getsockname()[1]
+    raise LabError("no loopback port free for both UDP and TCP")
+
+
+class PowerDnsService(Service):
+    """PowerDNS Authoritative (Debian's pdns-server + pdns-backend-sqlite3) on loopback.
+
+    Its own sqlite database (created from the package's schema on first start, kept across
+    restarts), DNS on a free UDP+TCP port, the HTTP API on another, a random API key. Caches are
+    off so that a test sees a change over DNS at once; ``security-poll-suffix`` is empty so the
+    server makes no outbound query. Every API request is logged (``loglevel=6``), which the tests
+    and the benchmark read to count requests.
+    """
+
+    name = "powerdns"
+    SERVER_ID = "localhost"
+    SOA_CONTENT = "ns1.example.net. hostmaster.@ 0 10800 3600 604800 3600"
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.settings_file = self.directory / "settings.json"
+        self.config_file = self.directory / "pdns.conf"
+        self.database = self.directory / "pdns.sqlite3"
+        # The config dir in the command line is the marker: it names this lab's instance only.
+        self.process = BackgroundProcess(self.directory, "pdns", marker=f"--config-dir={self.directory}")
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("pdns_server") or ("/usr/sbin/pdns_server" if os.path.exists("/usr/sbin/pdns_server")
+                                               else None)
+        if not found:
+            raise LabError("pdns_server not found: install the Debian packages pdns-server and pdns-backend-sqlite3 "
+                           "(tools/install does)")
+        return found
+
+    def _settings(self) -> dict:
+        settings = self._load_settings()
+        settings.setdefault("api_key", secrets.token_urlsafe(24))
+        settings["api_port"] = free_port(settings.get("api_port"))
+        settings["dns_port"] = free_udp_tcp_port(settings.get("dns_port"))
+        if settings["dns_port"] == settings["api_port"]:
+            settings["dns_port"] = free_udp_tcp_port()
+        _write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
+        return settings
+
+    def _load_settings(self) -> dict:
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def _create_database(self) -> None:
+        if self.database.exists():
+            return
+        if not PDNS_SCHEMA.exists():
+            raise LabError(f"{PDNS_SCHEMA} is missing: install the Debian package pdns-backend-sqlite3")
+        import sqlite3  # pylint: disable=import-outside-toplevel
+        partial = self.database.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        connection = sqlite3.connect(partial)
+        try:
+            connection.executescript(PDNS_SCHEMA.read_text())
+            connection.commit()
+        finally:
+            connection.close()
+        partial.rename(self.database)
+
+    def start(self) -> None:
+        binary = self.binary()
+        settings = self._settings()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._create_database()
+        config = "\n".join([
+            "# Written by tests/lab/lab.py",
+            "launch=gsqlite3",
+            f"gsqlite3-database={self.database}",
+            "gsqlite3-pragma-synchronous=0",
+            "local-address=127.0.0.1",
+            f"local-port={settings['dns_port']}",
+            "api=yes",
+            f"api-key={settings['api_key']}",
+            "webserver=yes",
+            "webserver-address=127.0.0.1",
+            f"webserver-port={settings['api_port']}",
+            "webserver-allow-from=127.0.0.1,::1",
+            "webserver-loglevel=normal",
+            "loglevel=6",
+            "security-poll-suffix=",
+            f"socket-dir={self.directory}",
+            f"default-soa-content={self.SOA_CONTENT}",
+            "cache-ttl=0",
+            "negquery-cache-ttl=0",
+            "query-cache-ttl=0",
+            "",
+        ])
+        _write(self.config_file, config.encode(), secret=True)
+        self.process.start([binary, f"--config-dir={self.directory}", "--daemon=no", "--guardian=no",
+                            "--disable-syslog", "--write-pid=no"], cwd=self.directory, env=dict(os.environ))
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        settings = self._load_settings()
+        if not settings or not self.process.running():
+            return False
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{settings['api_port']}/api/v1/servers/{self.SERVER_ID}",
+            headers={"X-API-Key": settings["api_key"], "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as reply:
+                return json.load(reply).get("id") == self.SERVER_ID
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def env(self) -> dict:
+        settings = self._load_settings()
+        return {
+            "POWERDNS_API_URL": f"http://127.0.0.1:{settings['api_port']}",
+            "POWERDNS_API_KEY": settings["api_key"],
+            "POWERDNS_SERVER_ID": self.SERVER_ID,
+            "POWERDNS_DNS_PORT": str(settings["dns_port"]),
+        }
+
+    def describe(self) -> str:
+        settings = self._load_settings()
+        return (f"API http://127.0.0.1:{settings.get('api_port')} DNS 127.0.0.1:{settings.get('dns_port')} "
+                f"pid {self.process.pid()} log {self.process.log_file}")
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
 # ---------------------------------------------------------------- the lab
 
 class Lab:
     """All services, started in order and stopped in reverse."""
 
-    SERVICE_CLASSES = [PveSimService]
+    SERVICE_CLASSES = [PveSimService, PowerDnsService]
 
     def __init__(self, directory: Path = LAB_DIR):
         self.directory = directory
