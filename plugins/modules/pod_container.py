@@ -122,6 +122,8 @@ options:
     description:
       - Seconds to wait for each Proxmox task (clone, resize, start, shutdown, destroy) and for how long transient
         failures (locked container, lock timeouts, HTTP 595/596) are retried.
+      - Proxmox VE locks the template for the whole of a clone, so pods created at the same time from one template
+        are cloned one after another; this timeout must cover the clones queued before this one.
     type: int
     default: 300
   wait_for_ip:

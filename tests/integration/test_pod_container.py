@@ -426,6 +426,24 @@ def test_bad_settings_are_explained(pve):
     assert 'must use https' in assert_failed(run)['msg']
 
 
+def test_missing_template_is_explained(pve):
+    run, result = pve.pod('notemplate-example-com', template=9999)
+    assert 'Template CT 9999 does not exist on node pve' in assert_failed(run)['msg']
+
+
+def test_connection_from_module_defaults_group(pve):
+    """The action group lets a playbook set the connection once, without environment variables."""
+    connection = dict(api_url=pve.env['PROXMOX_API_URL'], api_token_id=pve.env['PROXMOX_API_TOKEN_ID'],
+                      api_token_secret=pve.env['PROXMOX_API_TOKEN_SECRET'], ca_path=pve.env['PROXMOX_CA_BUNDLE'])
+    unset = dict((key, None) for key in pve.env)
+    run = run_playbook([{'name': 'create', MODULE: {'hostname': 'group-example-com', 'state': 'present'}},
+                        {'name': 'list', INFO: {'hostname': 'group-example-com'}}],
+                       env={}, extra_env=unset, module_defaults={'group/mpanel.cloudpods.proxmox': connection})
+    assert assert_ok(run, 0)['created'] is True
+    assert [p['hostname'] for p in assert_ok(run, 1)['pods']] == ['group-example-com']
+    assert pve.env['PROXMOX_API_TOKEN_SECRET'] not in run.stdout
+
+
 def test_transient_proxy_error_is_retried_and_counted(pve):
     vmid = create(pve, 'retry-example-com')['vmid']
     pve.control.fault(method='PUT', path=r'/lxc/\d+/config$', status=596, reason='Connection timed out')
