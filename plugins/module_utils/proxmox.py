@@ -287,6 +287,10 @@ def _format_param_errors(errors):
     return to_text(errors).strip()
 
 
+_GRANT_HINT = ('grant it on that path (or a parent) to the token\'s user, and to the token itself if it was '
+               'created with privilege separation')
+
+
 def describe_api_error(status_code, reason, method, path, token_id, errors=None):
     """Turn an HTTP error from the API into a message a person can act on."""
     reason = to_text(reason or '').strip()
@@ -299,9 +303,8 @@ def describe_api_error(status_code, reason, method, path, token_id, errors=None)
         match = _PERMISSION_RE.search(reason)
         if match:
             return ('Proxmox API permission denied for token %s on %s: %s. The token lacks privilege %s '
-                    'on %s: grant it (for example with the CloudPodsProv role on /), and remember that a '
-                    'token with privilege separation only has the privileges granted to the token itself'
-                    % (token_id, where, reason, match.group('priv').strip(), match.group('path').strip()))
+                    'on %s: %s' % (token_id, where, reason, match.group('priv').strip(),
+                                   match.group('path').strip(), _GRANT_HINT))
         return 'Proxmox API permission denied for token %s on %s: HTTP 403 %s' % (token_id, where, reason)
     if status_code == 400:
         details = _format_param_errors(errors) if errors else ''
@@ -688,8 +691,7 @@ class ProxmoxClient(object):
             return ''
         parts = [' or '.join('%s on %s' % (privilege, acl_path) for acl_path, privilege in group)
                  for group in missing]
-        return '%s %s: grant it to the token (for example with the CloudPodsProv role on /)' % (
-            lead, ', and '.join(parts))
+        return '%s %s: %s' % (lead, ', and '.join(parts), _GRANT_HINT)
 
     def request(self, method, path, retry=True, **params):
         """One API call; retries only RETRYABLE failures, with backoff, for at most retry_timeout s."""
