@@ -413,6 +413,15 @@ def test_token_without_vm_allocate_gets_an_error_naming_the_privilege(pve):
     assert pve.containers() == {}
 
 
+def test_bridge_without_sdn_use_names_path_and_privilege(pve):
+    """PVE 8 checks SDN.Use on the bridge, which the setup guide's CloudPodsProv role lacks."""
+    pve.control.config(require_sdn_use=True)
+    run, result = pve.pod('sdn-example-com')
+    msg = assert_failed(run)['msg']
+    assert 'lacks privilege SDN.Use on /sdn/zones/localnetwork/vmbr0' in msg
+    assert pve.containers() == {}
+
+
 def test_untrusted_certificate_is_explained(pve):
     run, result = pve.pod('tls-example-com', extra_env={'PROXMOX_CA_BUNDLE': None})
     assert_failed(run)
