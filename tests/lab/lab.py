@@ -336,18 +336,24 @@ class PveSimService(Service):
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 
-def free_udp_tcp_port(preferred: int | None = None) -> int:
-    """A loopback port free for both UDP and TCP (DNS listens on both)."""
+def free_listen_port(preferred: int | None = None, udp: bool = False) -> int:
+    """``preferred`` if a server can listen there on loopback (TCP, and UDP too with ``udp``), else a free one.
+
+    The probe sets SO_REUSEADDR as servers do, so a port whose last connections are still in
+    TIME_WAIT (a restart a moment ago) is kept rather than swapped for a new one.
+    """
     for candidate in ([preferred] if preferred else []) + [0] * 20:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dgram:
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 tcp.bind(("127.0.0.1", candidate))
-                udp.bind(("127.0.0.1", tcp.getsockname()[1]))
+                if udp:
+                    dgram.bind(("127.0.0.1", tcp.getsockname()[1]))
             except OSError:
                 continue
             return tcp.getsockname()[1]
-    raise LabError("no loopback port free for both UDP and TCP")
+    raise LabError("no free loopback port")
 
 
 class PowerDnsService(Service):
@@ -384,10 +390,10 @@ class PowerDnsService(Service):
     def _settings(self) -> dict:
         settings = self._load_settings()
         settings.setdefault("api_key", secrets.token_urlsafe(24))
-        settings["api_port"] = free_port(settings.get("api_port"))
-        settings["dns_port"] = free_udp_tcp_port(settings.get("dns_port"))
-        if settings["dns_port"] == settings["api_port"]:
-            settings["dns_port"] = free_udp_tcp_port()
+        settings["api_port"] = free_listen_port(settings.get("api_port"))
+        settings["dns_port"] = free_listen_port(settings.get("dns_port"), udp=True)
+        while settings["dns_port"] == settings["api_port"]:
+            settings["dns_port"] = free_listen_port(udp=True)
         _write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
         return settings
 
