@@ -376,8 +376,8 @@ def _parse_txt_strings(content):
                 if len(digits) == 3 and digits.isdigit():
                     value = int(digits)
                     if value > 255:
-                        raise InvalidRecord('TXT content %r has an invalid escape \\%s' % (_shorten(text, 60),
-                                                                                          digits.decode()))
+                        raise InvalidRecord('TXT content %r has an invalid escape \\%s'
+                                            % (_shorten(text, 60), digits.decode()))
                     current.append(value)
                     pos += 4
                 elif pos + 1 < len(data):

@@ -185,9 +185,9 @@ BAD_NAMES = [
 def test_bad_domain_names_fail_before_any_call_and_idn_works(lab_env, pdns):
     idn_zone = 'bücher.de'
     pdns.delete_zone('xn--bcher-kva.de')
-    tasks = [dict(zone_task(name=name, account='pod-names', rrsets=[{'name': '@', 'type': 'A',
-                                                                       'records': ['192.0.2.1']}]),
-                  ignore_errors=True) for name, dummy in BAD_NAMES]
+    a_record = [{'name': '@', 'type': 'A', 'records': ['192.0.2.1']}]
+    tasks = [dict(zone_task(name=name, account='pod-names', rrsets=a_record), ignore_errors=True)
+             for name, dummy in BAD_NAMES]
     tasks.append(zone_task(name=idn_zone, account='pod-names', rrsets=[
         {'name': '@', 'type': 'A', 'records': ['192.0.2.1']},
         {'name': 'wWw.Bücher.DE.', 'type': 'A', 'records': ['192.0.2.1']}]))

@@ -380,8 +380,9 @@ class PowerDnsService(Service):
 
     @staticmethod
     def binary() -> str:
-        found = shutil.which("pdns_server") or ("/usr/sbin/pdns_server" if os.path.exists("/usr/sbin/pdns_server")
-                                               else None)
+        found = shutil.which("pdns_server")
+        if not found and os.path.exists("/usr/sbin/pdns_server"):
+            found = "/usr/sbin/pdns_server"  # sbin is not on every user's PATH
         if not found:
             raise LabError("pdns_server not found: install the Debian packages pdns-server and pdns-backend-sqlite3 "
                            "(tools/install does)")

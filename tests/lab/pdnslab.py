@@ -210,4 +210,3 @@ class PrivatePowerDns(object):
     def __exit__(self, *exc_info):
         self.stop()
         self.tmp.cleanup()
-
