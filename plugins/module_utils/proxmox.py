@@ -926,6 +926,13 @@ class ProxmoxModule(object):
         if not HAS_PROXMOXER:
             module.fail_json(msg=missing_required_lib('proxmoxer'), exception=PROXMOXER_IMPORT_ERROR)
         self._secrets = [module.params.get('api_token_secret')]
+        token_id = module.params.get('api_token_id') or ''
+        if '=' in token_id:
+            # "id=secret" pasted into api_token_id: keep that secret out of the result's invocation too.
+            pasted = token_id.split('=', 1)[1].strip()
+            if pasted:
+                module.no_log_values.add(pasted)
+                self._secrets.append(pasted)
         self.client = None
         try:
             self.settings = ConnectionSettings.from_params(module.params)

@@ -433,6 +433,10 @@ def test_bad_settings_are_explained(pve):
     assert 'the "!tokenid" part is missing' in assert_failed(run)['msg']
     run, result = pve.pod('cfg-example-com', extra_env={'PROXMOX_API_URL': 'http://127.0.0.1:8006/api2/json'})
     assert 'must use https' in assert_failed(run)['msg']
+    pasted = 'mpanel-api@pve!mpanel-token=' + pve.env['PROXMOX_API_TOKEN_SECRET']
+    run, result = pve.pod('cfg-example-com', extra_env={'PROXMOX_API_TOKEN_ID': pasted})
+    assert 'looks like "id=secret"' in assert_failed(run)['msg']
+    assert pve.env['PROXMOX_API_TOKEN_SECRET'] not in run.stdout + run.stderr
 
 
 def test_missing_template_is_explained(pve):
