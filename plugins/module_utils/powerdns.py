@@ -555,10 +555,6 @@ def current_rrsets(zone_data):
     return result
 
 
-def soa_serial(zone_data):
-    return zone_data.get('serial')
-
-
 def desired_rrsets(zone, rrsets, default_ttl, nameservers=None):
     """Validate the module's ``rrsets`` (and ``nameservers``); return ``(wanted, unwanted)``.
 
