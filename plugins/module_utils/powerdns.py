@@ -739,7 +739,7 @@ class PowerDnsClient(object):
     def zone_path(self, zone):
         return self.server_path('/zones/%s' % quote(zone_id(zone), safe='.=-'))
 
-    def request(self, method, path, body=None, missing_ok=False):
+    def request(self, method, path, body=None, missing_ok=False, params=None):
         """One call; returns the decoded JSON (None for 204, or for 404 when ``missing_ok``)."""
         headers = {'X-API-Key': self.settings.api_key, 'Accept': 'application/json'}
         data = None
@@ -750,7 +750,7 @@ class PowerDnsClient(object):
         self.requests_made[method] += 1
         try:
             # verify= on every request: requests prefers REQUESTS_CA_BUNDLE over a session's verify.
-            response = self.session.request(method, url, data=data, headers=headers,
+            response = self.session.request(method, url, data=data, headers=headers, params=params,
                                             timeout=self.settings.api_timeout, verify=self.settings.verify)
         except requests.exceptions.RequestException as exc:
             raise PowerDnsApiError(self.scrub(self.describe_transport_error(exc, method, path)),
@@ -815,8 +815,18 @@ class PowerDnsClient(object):
             self.server()
         return data
 
-    def list_zones(self):
-        return self.request('GET', self.server_path('/zones')) or []
+    def list_zones(self, name=None):
+        """Zones of the server without rrsets; with ``name``, only that zone (or none)."""
+        return self.request('GET', self.server_path('/zones'), params={'zone': name} if name else None) or []
+
+    def enclosing_zones(self, zone):
+        """Existing zones of which ``zone`` would be a part (``example.com.`` for
+        ``shop.example.com.``), closest first; top-level domains are not asked about."""
+        labels = zone.rstrip('.').split('.')
+        found = []
+        for start in range(1, len(labels) - 1):
+            found.extend(self.list_zones('.'.join(labels[start:]) + '.'))
+        return found
 
     def create_zone(self, body):
         return self.request('POST', self.server_path('/zones'), body=body)

@@ -20,7 +20,8 @@ description:
     TXT is quoted (long strings split at 255 octets), IPv6 addresses are compressed. A second run with the same
     input reports no change.
   - The zone's C(account) records the pod that owns it. A zone owned by another pod is never changed or deleted; the
-    module fails and says so.
+    module fails and says so. Nor is a zone created inside a zone that is not the pod's own (C(shop.example.com)
+    when C(example.com) belongs to another pod or to nobody), which would take over part of that domain.
   - Names are checked before any call to the API; the message says which rule a bad name broke.
 author:
   - mPanel Cloud Pods team (@mpanel)
@@ -52,6 +53,7 @@ options:
       - The pod that owns the zone (stored in the zone's PowerDNS C(account) field), for example the subscription id.
       - When given, a zone whose account names another pod is refused (nothing is changed, the module fails), and so is
         an existing zone with an empty account unless O(take_over=true).
+      - When given, a new zone inside an existing zone of another account (or of none) is refused too.
       - When omitted, the zone's account is neither checked nor changed (for operators, not for pod playbooks).
     type: str
   take_over:
@@ -327,8 +329,25 @@ class PowerDnsZone(PowerDnsModule):
                 raise PowerDnsError('Zone %s was reported as existing (409) but cannot be read back' % zone)
         return self.update(zone, data, wanted, unwanted)
 
+    def check_enclosing(self, zone):
+        """A pod may not create a zone inside a domain that is not its own.
+
+        PowerDNS answers for a name from the closest zone it has, so ``shop.example.com`` created
+        for one pod would take over that part of ``example.com`` from its owner.
+        """
+        if self.account is None:
+            return
+        for parent in self.client.enclosing_zones(zone):
+            owner = (parent.get('account') or '').strip()
+            if owner != self.account:
+                raise PowerDnsError('Zone %s cannot be created for %r: it lies inside zone %s, which belongs to %s. '
+                                    'It would take over that part of the domain, so nothing was changed'
+                                    % (zone, self.account, parent.get('name'),
+                                       ('pod %r' % owner) if owner else 'no pod (an operator\'s zone)'))
+
     def create(self, zone, wanted):
         """Create the zone with all its rrsets in one request; None if it exists after all (409)."""
+        self.check_enclosing(zone)
         kind = self.params['kind'] or 'Native'
         account = self.account or ''
         changes = plan_changes({}, wanted, set(), zone)

@@ -281,6 +281,26 @@ def test_unowned_zone_is_refused_unless_taken_over(lab_env, pdns, new_zone):
     assert pod_answers(pdns, zone) == expected_answers(zone)
 
 
+def test_zone_inside_another_pods_domain_is_refused(lab_env, pdns, new_zone):
+    parent = new_zone('parent')
+    child = 'shop.' + parent
+    assert_ok(*role_run(lab_env, parent, pod_id='pod-p'))
+    try:
+        mark = pdns.log.mark()
+        run, result = role_run(lab_env, child, pod_id='pod-q', ipv4='203.0.113.66')
+        assert_failed(run, result)
+        assert 'lies inside zone %s., which belongs to pod \'pod-p\'' % parent in result['msg']
+        assert writes(pdns.requests_since(mark)) == []
+        assert pdns.zone(child) is None
+        assert pdns.answers(child, 'A') == 'NXDOMAIN'  # still answered from the parent zone
+        # the owner of the domain may split off a zone of its own
+        run, result = role_run(lab_env, child, pod_id='pod-p', ipv4='203.0.113.67')
+        assert_ok(run, result)
+        assert pdns.answers(child, 'A') == ['203.0.113.67']
+    finally:
+        pdns.delete_zone(child)
+
+
 def test_role_requires_an_address_when_present(lab_env, new_zone):
     zone = new_zone('noip')
     run = run_playbook(playbook=[{'hosts': 'localhost', 'gather_facts': False, 'roles': [

@@ -392,6 +392,14 @@ def test_requests_carry_key_accept_and_verify():
     assert api.requests_made == {'GET': 1}
 
 
+def test_enclosing_zones_asks_for_each_parent_but_the_tld():
+    api = client(FakeResponse(200, []), FakeResponse(200, [{'name': 'example.co.uk.', 'account': 'x'}]))
+    assert api.enclosing_zones('shop.example.co.uk.') == [{'name': 'example.co.uk.', 'account': 'x'}]
+    assert [s['params'] for s in api.session.sent] == [{'zone': 'example.co.uk.'}, {'zone': 'co.uk.'}]
+    api = client()
+    assert api.enclosing_zones('example.com.') == [] and api.session.sent == []
+
+
 def test_absent_zone_checks_the_server_once():
     api = client(FakeResponse(404, {'error': 'Not Found'}), FakeResponse(200, {'id': 'localhost'}))
     assert api.get_zone('example.com.') is None

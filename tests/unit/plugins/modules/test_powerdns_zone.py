@@ -27,6 +27,13 @@ class FakeClient(object):
         self.zones = zones or {}
         self.race = race  # a zone that appears when we try to create it
         self.calls = []
+        self.last_patch = None
+
+    def enclosing_zones(self, zone):
+        labels = zone.rstrip('.').split('.')
+        parents = ['.'.join(labels[start:]) + '.' for start in range(1, len(labels) - 1)]  # as the real client asks
+        self.calls.extend(('LIST', parent) for parent in parents)
+        return [self.zones[parent] for parent in parents if parent in self.zones]
 
     def get_zone(self, zone):
         self.calls.append(('GET', zone))
@@ -169,6 +176,20 @@ def test_absent():
     assert result['changed'] and result['diff']['after'] == {}
     result = zone_module(client, state='absent').run()
     assert result['changed'] is False
+
+
+@pytest.mark.parametrize('parent_account, allowed', [('pod-1', True), ('pod-2', False), ('', False)])
+def test_zone_inside_a_zone_of_another_owner_is_refused(parent_account, allowed):
+    client = FakeClient({ZONE: existing(parent_account)})
+    module = zone_module(client, name='shop.example.com', rrsets=A_RRSETS)
+    if allowed:
+        assert module.run()['created'] is True
+        assert client.calls == [('GET', 'shop.example.com.'), ('LIST', ZONE), ('POST', 'shop.example.com.')]
+        return
+    with pytest.raises(pd.PowerDnsError) as err:
+        module.run()
+    assert 'lies inside zone example.com.' in err.value.msg and 'take over' in err.value.msg
+    assert client.calls == [('GET', 'shop.example.com.'), ('LIST', ZONE)]
 
 
 def test_bad_input_fails_before_any_call():
