@@ -20,9 +20,12 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
+from labcontrol import LabControl  # noqa: E402  pylint: disable=wrong-import-position
 
 OURS_POD_TASKS = """\
 - name: Create the pod with pod_container
@@ -45,7 +48,7 @@ COMMUNITY_POD_TASKS = """\
     api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
     node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
     clone: 9000
-    full: true
+    clone_type: full
     storage: local-lvm
     hostname: "{{ pod_name }}"
     state: present
@@ -61,6 +64,7 @@ COMMUNITY_POD_TASKS = """\
     api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
     node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
     vmid: "{{ cloned.vmid }}"
+    hostname: "{{ pod_name }}"
     update: true
     cores: 1
     memory: 1024
@@ -94,28 +98,6 @@ PLAYBOOK = """\
 """
 
 
-def load_lab_env():
-    env = {}
-    for line in (ROOT / ".lab" / "env").read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, value = line.split("=", 1)
-            env[key.strip()] = value.strip().strip("'\"")
-    return env
-
-
-class LabControl:
-    def __init__(self, env):
-        self.url = env["PVESIM_CONTROL_URL"]
-        self.session = requests.Session()
-        self.session.headers["X-Lab-Key"] = env["PVESIM_CONTROL_KEY"]
-        self.session.verify = env["PROXMOX_CA_BUNDLE"]
-
-    def post(self, path, payload=None):
-        response = self.session.post(self.url + path, json=payload or {}, timeout=30)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-
 def task_seconds(result):
     duration = result.get("duration") or {}
     start, end = duration.get("start"), duration.get("end")
@@ -145,26 +127,26 @@ def run_side(label, pod_tasks, pods, env, extra_vars):
              if not task["task"]["name"].startswith("One pod after another")]
     for index in range(len(pods)):
         chunk = timed[index * tasks_per_pod:(index + 1) * tasks_per_pod]
-        per_pod.append(sum(task_seconds(task["hosts"]["localhost"]) for task in chunk))
+        per_pod.append(sum(task_seconds(task["task"]) for task in chunk))
     return per_pod
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=20)
-    parser.add_argument("--clone-seconds", type=float, default=2.0)
-    parser.add_argument("--start-seconds", type=float, default=1.0)
-    parser.add_argument("--dhcp-seconds", type=float, default=1.5)
+    parser.add_argument("--clone-seconds", type=float, default=4.0)
+    parser.add_argument("--start-seconds", type=float, default=1.5)
+    parser.add_argument("--dhcp-seconds", type=float, default=1.0)
+    parser.add_argument("--jitter", type=float, default=0.3,
+                        help="each task takes its duration times uniform(1-j, 1+j), as real tasks vary")
     args = parser.parse_args()
 
-    env = load_lab_env()
-    control = LabControl(env)
-    control.post("/reset")
-    control.post("/config", {
-        "task_durations": {"vzclone": args.clone_seconds, "vzstart": args.start_seconds,
-                           "resize": 0.2, "vzstop": 0.5, "vzdestroy": 0.2},
-        "dhcp_delay": args.dhcp_seconds,
-    })
+    env = read_lab_env()
+    control = LabControl.from_env(env)
+    durations = {"vzclone": args.clone_seconds, "vzstart": args.start_seconds,
+                 "resize": 0.2, "vzstop": 0.5, "vzdestroy": 0.2}
+    control.reset()
+    control.config(task_durations=durations, dhcp_delay=args.dhcp_seconds, task_jitter=args.jitter)
     api = env["PROXMOX_API_URL"].split("//", 1)[1].split("/", 1)[0]
     host, port = api.rsplit(":", 1)
     user, token_name = env["PROXMOX_API_TOKEN_ID"].split("!", 1)
@@ -172,19 +154,15 @@ def main():
 
     ours = run_side("pod_container", OURS_POD_TASKS,
                     [f"bench-ours-{i:02d}" for i in range(args.pods)], env, {})
-    control.post("/reset")
-    control.post("/config", {
-        "task_durations": {"vzclone": args.clone_seconds, "vzstart": args.start_seconds,
-                           "resize": 0.2, "vzstop": 0.5, "vzdestroy": 0.2},
-        "dhcp_delay": args.dhcp_seconds,
-    })
+    control.reset()
+    control.config(task_durations=durations, dhcp_delay=args.dhcp_seconds, task_jitter=args.jitter)
     community = run_side("community.proxmox.proxmox", COMMUNITY_POD_TASKS,
                          [f"bench-comm-{i:02d}" for i in range(args.pods)], env, community_vars)
-    control.post("/reset")
+    control.reset()
 
     ours_median, community_median = statistics.median(ours), statistics.median(community)
-    print(f"simulated task durations: clone {args.clone_seconds}s, start {args.start_seconds}s, "
-          f"DHCP {args.dhcp_seconds}s; {args.pods} pods per side, one after another")
+    print(f"simulated task durations: clone {args.clone_seconds}s, start {args.start_seconds}s "
+          f"(each +-{args.jitter:.0%}), DHCP {args.dhcp_seconds}s; {args.pods} pods per side, one after another")
     print(f"{'':34}{'median s/pod':>14}{'min':>8}{'max':>8}")
     print(f"{'pod_container (clone+config+resize+start+IP)':<34}"[:34]
           + f"{ours_median:>14.2f}{min(ours):>8.2f}{max(ours):>8.2f}")

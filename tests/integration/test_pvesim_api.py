@@ -530,6 +530,20 @@ def test_added_latency(lab_control, pve):
     lab_control.clear_faults()
 
 
+def test_task_jitter_varies_durations_until_reset(lab_control, pve):
+    pve.cloned(101)
+    lab_control.config(task_durations={'resize': 0.3}, task_jitter=0.9)
+    seconds = []
+    for _ in range(6):
+        started = time.monotonic()
+        pve.ok(pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+1G'))
+        seconds.append(time.monotonic() - started)
+    assert all(0.02 <= value <= 0.75 for value in seconds), seconds
+    assert max(seconds) - min(seconds) > 0.05, seconds
+    lab_control.reset()
+    assert lab_control.config()['task_jitter'] == 0.0
+
+
 def test_state_readback_and_request_log(lab_env, lab_control, pve):
     lab_control.clear_requests()
     pve.running(pve.cloned(101))

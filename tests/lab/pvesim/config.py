@@ -6,6 +6,7 @@ Every key is optional; ``DEFAULTS`` documents them. ``task_durations`` and
 
 import copy
 import json
+import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ DEFAULTS = {
     "pools": [],                 # [{"poolid": "...", "comment": "..."}]
     "task_durations": {},        # per task type, seconds
     "default_task_duration": 0.2,
+    # Real task durations vary: each task's duration is drawn uniformly from
+    # duration * (1 - jitter) .. duration * (1 + jitter). 0 keeps them exact.
+    "task_jitter": 0.0,
     "dhcp_delay": 1.0,           # seconds after start until eth0 has its IPv4 lease
     "auth_failure_delay": 0.0,   # real PVE waits 3 s before answering a failed login
     # PVE 8 checks SDN.Use on /sdn/zones/localnetwork/<bridge> when a guest NIC names a
@@ -79,4 +83,10 @@ class SimConfig:
             return cls.from_dict(json.load(handle))
 
     def task_duration(self, task_type: str) -> float:
+        """The configured duration of this task type (exact, without jitter)."""
         return float(self.values["task_durations"].get(task_type, self.default_task_duration))
+
+    def draw_task_duration(self, task_type: str) -> float:
+        """The duration one task of this type takes, jitter applied."""
+        jitter = float(self.values["task_jitter"])
+        return self.task_duration(task_type) * random.uniform(1.0 - jitter, 1.0 + jitter)

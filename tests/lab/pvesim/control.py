@@ -99,7 +99,7 @@ def get_config(app, _body):
 @_control("POST", r"/_lab/config")
 def set_config(app, body):
     unknown = set(body) - {"task_durations", "default_task_duration", "dhcp_delay",
-                           "auth_failure_delay", "require_sdn_use"}
+                           "auth_failure_delay", "require_sdn_use", "task_jitter"}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     values = app.config.values
@@ -110,6 +110,8 @@ def set_config(app, body):
     for key in ("default_task_duration", "auth_failure_delay"):
         if key in body:
             values[key] = max(0.0, float(body[key]))
+    if "task_jitter" in body:
+        values["task_jitter"] = min(1.0, max(0.0, float(body["task_jitter"])))
     if "require_sdn_use" in body:
         values["require_sdn_use"] = bool(body["require_sdn_use"])
     if "dhcp_delay" in body:
@@ -121,6 +123,7 @@ def _runtime_config(app) -> dict:
     values = app.config.values
     return {"task_durations": {kind: app.config.task_duration(kind) for kind in TASK_TYPES},
             "default_task_duration": values["default_task_duration"],
+            "task_jitter": values["task_jitter"],
             "dhcp_delay": values["dhcp_delay"], "auth_failure_delay": values["auth_failure_delay"],
             "require_sdn_use": values["require_sdn_use"], "node": values["node"],
             "template_vmid": values["template_vmid"]}

@@ -42,7 +42,7 @@ class Cluster:
         self.backend = backend
         self.lock = threading.RLock()
         self.faults = FaultInjector()
-        self.tasks = TaskManager(self.node, self.lock, config.task_duration,
+        self.tasks = TaskManager(self.node, self.lock, config.draw_task_duration,
                                  self.faults.take_task_fault)
         self.storages = storage.default_storages(Path(config.storage_root))
         self.reset()
