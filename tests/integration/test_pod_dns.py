@@ -125,7 +125,7 @@ def test_create_zone_answers_over_dns_and_rerun_changes_nothing(lab_env, pdns, n
         '%s. NS' % zone])
     assert after['rrsets']['%s. MX' % zone] == {'ttl': 3600, 'records': ['10 mail.example.net.']}
     # one GET (and the server check of an absent zone), one POST with everything
-    sent = pdns.requests_since(mark)
+    sent = pdns.requests_since(mark, zone)
     assert [r.method for r in writes(sent)] == ['POST']
 
     mark = pdns.log.mark()
@@ -150,7 +150,7 @@ def test_check_mode_on_new_zone_creates_nothing_and_reports_changes(lab_env, pdn
     assert result['diff']['after']['rrsets']['www.%s. A' % zone] == {'ttl': 3600, 'records': ['192.0.2.10']}
     assert pdns.zone(zone) is None
     assert pdns.query(zone, 'A')[0] == 'REFUSED'  # not served: PowerDNS has no such zone
-    assert writes(pdns.requests_since(mark)) == []
+    assert writes(pdns.requests_since(mark, zone)) == []
 
 
 def test_check_mode_on_existing_zone_reports_the_change_and_sends_nothing(lab_env, pdns, new_zone):
