@@ -534,7 +534,7 @@ def test_task_jitter_varies_durations_until_reset(lab_control, pve):
     pve.cloned(101)
     lab_control.config(task_durations={'resize': 0.3}, task_jitter=0.9)
     seconds = []
-    for _ in range(6):
+    for dummy in range(6):
         started = time.monotonic()
         pve.ok(pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+1G'))
         seconds.append(time.monotonic() - started)
