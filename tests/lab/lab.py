@@ -34,6 +34,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from smtplab import SmtpService  # the lab's SMTP server (aiosmtpd)
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 LAB_DIR = REPO_ROOT / ".lab"
@@ -488,7 +490,7 @@ class PowerDnsService(Service):
 class Lab:
     """All services, started in order and stopped in reverse."""
 
-    SERVICE_CLASSES = [PveSimService, PowerDnsService]
+    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService]
 
     def __init__(self, directory: Path = LAB_DIR):
         self.directory = directory

@@ -1,0 +1,204 @@
+"""The lab's mail server: a real SMTP server (aiosmtpd) on loopback that keeps every message.
+
+As a lab service (``SmtpService``, registered in ``lab.py``) it runs this file as a daemon:
+
+    python smtplab.py serve --port 2525 --mailbox .lab/smtp/mailbox
+
+Each message it accepts is written to the mailbox directory as one ``.eml`` file (RFC 5322 as
+received, with ``X-Lab-Mail-From`` and ``X-Lab-Rcpt-To`` headers in front giving the SMTP
+envelope). ``.lab/env`` gets ``SMTP_HOST``, ``SMTP_PORT`` and ``SMTP_MAILBOX_DIR``.
+
+Tests read it with ``Mailbox``:
+
+    box = Mailbox.from_env(lab_env)
+    mark = box.mark()
+    ...
+    [msg] = box.messages(since=mark, to='customer@example.org')
+    msg['Subject'], box.text(msg)
+"""
+
+import argparse
+import email
+import email.policy
+import json
+import os
+import secrets
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _free_port(preferred=None):
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError("no free loopback port")
+
+
+class SmtpService:
+    """The SMTP stand-in for mail-core, as a lab service (same interface as lab.Service)."""
+
+    name = "smtp"
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.directory = lab.directory / self.name
+        self.mailbox = self.directory / "mailbox"
+        self.settings_file = self.directory / "settings.json"
+        self.pid_file = self.directory / "smtp.pid"
+        self.log_file = self.directory / "smtp.log"
+
+    def _load_settings(self):
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def _settings(self):
+        """The port survives a restart, so .lab/env stays valid."""
+        settings = self._load_settings()
+        settings["port"] = _free_port(settings.get("port"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.settings_file.write_text(json.dumps(settings, indent=2))
+        return settings
+
+    def _pid(self):
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            return None
+        # The mailbox path in the command line marks the process as this lab's server.
+        return pid if str(self.mailbox) in cmdline else None
+
+    def start(self):
+        settings = self._settings()
+        self.mailbox.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(HERE / "smtplab.py"), "serve", "--port", str(settings["port"]),
+                 "--mailbox", str(self.mailbox)],
+                cwd=HERE, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(f"{process.pid}\n")
+
+    def stop(self):
+        pid = self._pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while self._pid() == pid and time.monotonic() < deadline:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.1)
+            if self._pid() == pid:
+                os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+    def healthy(self):
+        settings = self._load_settings()
+        if not settings or self._pid() is None:
+            return False
+        try:
+            with smtplib.SMTP("127.0.0.1", settings["port"], timeout=2) as client:
+                return client.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
+
+    def env(self):
+        settings = self._load_settings()
+        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(settings.get("port")),
+                "SMTP_MAILBOX_DIR": str(self.mailbox)}
+
+    def describe(self):
+        return f"smtp://127.0.0.1:{self._load_settings().get('port')} pid {self._pid()} mailbox {self.mailbox}"
+
+    def diagnostics(self):
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return "(no log)"
+
+
+class Mailbox:
+    """The messages the lab's SMTP server received (one ``.eml`` file each)."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    @classmethod
+    def from_env(cls, env):
+        return cls(env["SMTP_MAILBOX_DIR"])
+
+    def files(self):
+        return sorted(self.directory.glob("*.eml")) if self.directory.is_dir() else []
+
+    def mark(self):
+        """The names received so far; pass to messages(since=...) to see only newer ones."""
+        return {path.name for path in self.files()}
+
+    def messages(self, since=None, to=None):
+        found = []
+        for path in self.files():
+            if since is not None and path.name in since:
+                continue
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if to is not None and to.lower() not in message.get("X-Lab-Rcpt-To", "").lower():
+                continue
+            found.append(message)
+        return found
+
+    @staticmethod
+    def text(message):
+        body = message.get_body(preferencelist=("plain", "html"))
+        return body.get_content() if body is not None else ""
+
+
+def serve(port, mailbox):
+    from aiosmtpd.controller import Controller  # pylint: disable=import-outside-toplevel
+
+    mailbox = Path(mailbox)
+    mailbox.mkdir(parents=True, exist_ok=True)
+
+    class Keeper:
+        async def handle_DATA(self, _server, _session, envelope):  # noqa: N802 - aiosmtpd's hook name
+            name = "%s-%s.eml" % (time.strftime("%Y%m%dT%H%M%S"), secrets.token_hex(4))
+            head = ("X-Lab-Mail-From: %s\r\nX-Lab-Rcpt-To: %s\r\n"
+                    % (envelope.mail_from, ", ".join(envelope.rcpt_tos))).encode()
+            partial = mailbox / (name + ".partial")
+            partial.write_bytes(head + envelope.original_content)
+            partial.rename(mailbox / name)
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Keeper(), hostname="127.0.0.1", port=port)
+    controller.start()
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_args: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_args: stopping.append(True))
+    while not stopping:
+        time.sleep(0.2)
+    controller.stop()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The lab's SMTP server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    server = sub.add_parser("serve")
+    server.add_argument("--port", type=int, required=True)
+    server.add_argument("--mailbox", required=True)
+    args = parser.parse_args(argv)
+    serve(args.port, args.mailbox)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
