@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from smtplab import SmtpService  # the lab's SMTP server (aiosmtpd)
+from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's database)
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -490,7 +491,7 @@ class PowerDnsService(Service):
 class Lab:
     """All services, started in order and stopped in reverse."""
 
-    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService]
+    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService]
 
     def __init__(self, directory: Path = LAB_DIR):
         self.directory = directory
