@@ -1,0 +1,55 @@
+"""The Flask application factory: ``create_app(settings)``."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from flask import Flask, jsonify
+
+from .blueprints import admin, customer, public
+from .errors import register_error_handlers
+from .logging_setup import install_secret_filter
+from .plans import PlanCatalogue
+from .repository import Repository, open_pool
+from .settings import Settings
+
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.yaml"
+
+
+@dataclass
+class CloudPods:
+    """What the blueprints share, kept in ``app.extensions["cloudpods"]``."""
+
+    settings: Settings
+    repository: Repository
+    plans: PlanCatalogue
+    openapi: dict
+
+
+def load_openapi():
+    with open(OPENAPI_FILE, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def create_app(settings=None, repository=None):
+    """Build the app; ``settings`` default to the environment (validated), the repository to a pool."""
+    settings = settings or Settings.from_env()
+    install_secret_filter(settings.secrets())
+    app = Flask("runner_api")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    if repository is None:
+        repository = Repository(open_pool(settings, name="runner_api-api"))
+    app.extensions["cloudpods"] = CloudPods(settings, repository, PlanCatalogue(settings.plans_file), load_openapi())
+    register_error_handlers(app)
+    app.register_blueprint(public.blueprint)
+    app.register_blueprint(admin.blueprint)
+    app.register_blueprint(customer.blueprint)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(ok=True)
+
+    logging.getLogger(__name__).info("runner_api ready (%r)", settings)
+    return app

@@ -1,0 +1,144 @@
+"""The ``cloudpods`` command: api, worker, migrate, token, provision."""
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .settings import Settings, SettingsError
+
+LOG = logging.getLogger("runner_api")
+
+
+def _settings(worker=False):
+    try:
+        return Settings.from_env(worker=worker)
+    except SettingsError as exc:
+        print(f"cloudpods: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_migrate(_args):
+    from .repository import migrate  # pylint: disable=import-outside-toplevel
+    applied = migrate(_settings().database_url)
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_token(args):
+    from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
+    from .repository import Repository, open_pool  # pylint: disable=import-outside-toplevel
+    settings = _settings()
+    with open_pool(settings, name="cloudpods-token", min_size=1, max_size=1) as pool:
+        repository = Repository(pool)
+        if args.token_command == "create":
+            if args.role not in ROLES:
+                print(f"cloudpods: role must be one of {', '.join(ROLES)}", file=sys.stderr)
+                return 2
+            if (args.role == "customer") != bool(args.customer):
+                print("cloudpods: --customer is required for (and only for) role customer", file=sys.stderr)
+                return 2
+            token = new_token()
+            row = repository.create_token(args.name, args.role, args.customer, token)
+            # The token is shown once, on stdout only; the database keeps its SHA-256.
+            print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
+                              "customer_id": row["customer_id"], "token": token}) if args.json else token)
+            return 0
+        if args.token_command == "revoke":
+            row = repository.revoke_token(args.id)
+            if row is None:
+                print(f"cloudpods: no active token with id {args.id}", file=sys.stderr)
+                return 1
+            print(f"revoked token {row['id']} ({row['name']}, {row['role']})")
+            return 0
+        for row in repository.list_tokens():
+            state = "revoked" if row["revoked_at"] else "active"
+            print(f"{row['id']}\t{row['role']}\t{row['customer_id'] or '-'}\t{state}\t{row['name']}")
+        return 0
+
+
+def cmd_api(args):
+    from .app import create_app  # pylint: disable=import-outside-toplevel
+    app = create_app(_settings())
+    app.run(host=args.host, port=args.port, threaded=True)
+    return 0
+
+
+def cmd_worker(args):
+    from .worker import Worker  # pylint: disable=import-outside-toplevel
+    settings = _settings(worker=True)
+    return Worker(settings, worker_id=args.worker_id).run(once=args.once)
+
+
+def cmd_provision(args):
+    from .executors import LocalAnsibleRunner, RunRequest  # pylint: disable=import-outside-toplevel
+    from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
+    settings = _settings(worker=True)
+    if PlanCatalogue(settings.plans_file).get(args.plan) is None:
+        print(f"cloudpods: unknown plan {args.plan!r}", file=sys.stderr)
+        return 2
+    if not args.dry_run:
+        print("cloudpods: provision without --dry-run is not offered: order through the API so the pod "
+              "is recorded", file=sys.stderr)
+        return 2
+    pod = args.pod or "dry-run-pod"
+    extra_vars = {"pod": pod, "plan": args.plan, "domain": args.domain or "",
+                  "customer_email": args.email}
+
+    def show(event):
+        if event["status"] in ("changed", "failed", "unreachable"):
+            print(f"{event['status']:>9}  {event['step']}" + (f": {event['message']}" if event["message"] else ""))
+
+    result = LocalAnsibleRunner(settings).run(RunRequest("CREATE_CONTAINER", extra_vars, check=True), show)
+    print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
+    return 0 if result.ok else 1
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="cloudpods", description="Cloud Pods service: API, worker, tools.")
+    parser.add_argument("--log-level", default=os.environ.get("CLOUDPODS_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
+
+    api = sub.add_parser("api", help="run the API with Flask's server (production: gunicorn, see README)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run a provisioning worker")
+    worker.add_argument("--worker-id", help="default: hostname:pid")
+    worker.add_argument("--once", action="store_true", help="run at most one task, then exit")
+    worker.set_defaults(func=cmd_worker)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a token (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=["customer", "service", "admin"])
+    create.add_argument("--customer", help="customer id (role customer)")
+    create.add_argument("--json", action="store_true")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id", type=int)
+    token_sub.add_parser("list", help="list tokens (never their values)")
+    token.set_defaults(func=cmd_token)
+
+    provision = sub.add_parser("provision", help="run the provision playbook in check mode")
+    provision.add_argument("plan")
+    provision.add_argument("--domain")
+    provision.add_argument("--email", default="dry-run@example.com")
+    provision.add_argument("--pod")
+    provision.add_argument("--dry-run", action="store_true")
+    provision.set_defaults(func=cmd_provision)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .logging_setup import configure  # pylint: disable=import-outside-toplevel
+    configure(args.log_level.upper())
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""JSON shapes of pods and tasks, and the provisioning progress a customer sees."""
+
+# The provision playbook's roles in order, with the words a customer reads. Roles the playbook
+# does not run (yet) simply stay "pending" until the task completes.
+PROVISIONING_STEPS = (
+    ("pod_container", "Creating your container"),
+    ("pod_first_boot", "Installing the web stack"),
+    ("pod_dns", "Setting up DNS"),
+    ("pod_backup", "Configuring backups"),
+    ("pod_firewall", "Configuring the firewall"),
+    ("pod_mail", "Sending the welcome email"),
+)
+
+
+def iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def pod(row, admin=False):
+    view = {
+        "id": str(row["id"]), "hostname": row["hostname"], "plan_code": row["plan_code"], "domain": row["domain"],
+        "status": row["status"], "vmid": row["vmid"], "node": row["node"], "ip": row["ip"],
+        "created_at": iso(row["created_at"]), "activated_at": iso(row["activated_at"]),
+        "last_error": row["last_error"],
+    }
+    if admin:
+        view["customer_id"] = row["customer_id"]
+    return view
+
+
+def task(row):
+    return {
+        "id": row["id"], "pod_id": str(row["subscription_id"]), "hostname": row.get("hostname"),
+        "plan_code": row.get("plan_code"), "type": row["task_type"], "status": row["status"],
+        "attempts": row["attempts"], "max_attempts": row["max_attempts"], "worker_id": row["worker_id"],
+        "lease_expires_at": iso(row["lease_expires_at"]), "last_error": row["last_error"],
+        "run_at": iso(row["run_at"]), "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+    }
+
+
+def progress(latest_task, events):
+    """Steps of the latest operation, from the events of its latest attempt."""
+    if latest_task is None:
+        return {"operation": None, "operation_status": None, "attempts": None, "percent": 0, "steps": []}
+    attempt = latest_task["attempts"]
+    seen = {}
+    for event in events:
+        if event["attempt"] != attempt:
+            continue
+        role = event["step"].split(" : ", 1)[0]
+        if event["status"] == "failed":
+            seen[role] = "failed"
+        elif seen.get(role) != "failed":
+            seen[role] = "started" if event["status"] == "started" else "done"
+    finished = latest_task["status"] == "COMPLETED"
+    steps = []
+    roles = [role for role, _label in PROVISIONING_STEPS]
+    last_seen = max((roles.index(role) for role in seen if role in roles), default=-1)
+    for index, (role, label) in enumerate(PROVISIONING_STEPS):
+        state = seen.get(role)
+        if finished or (state and index < last_seen):
+            status = "done"
+        elif state == "failed":
+            status = "failed"
+        elif state:
+            status = "running" if latest_task["status"] == "RUNNING" else "done"
+        else:
+            status = "pending"
+        steps.append({"step": role, "label": label, "status": status})
+    if latest_task["task_type"] != "CREATE_CONTAINER":
+        steps = []
+    done = sum(1 for step in steps if step["status"] == "done")
+    percent = 100 if finished else (int(100 * done / len(steps)) if steps else 0)
+    return {"operation": latest_task["task_type"], "operation_status": latest_task["status"],
+            "attempts": latest_task["attempts"], "percent": percent, "steps": steps}
