@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run the collection's playbooks (``mpanel.cloudpods.provision`` ...) against the lab from tests.
+
+The Proxmox host is ``localhost``; its backup root, cron directory and state directory are the
+temporary directories of a ``HostDirs``; ``vzdump`` is the lab's stand-in (``tests/lab/bin``).
+"""
+
+import os
+import sys
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+for _path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from playbooks import run_playbook, start_playbook  # noqa: E402  pylint: disable=wrong-import-position
+
+VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
+SECRET_KEYS = ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY')
+
+
+class HostDirs(object):
+    """The "Proxmox host" paths of one test, under a temporary directory."""
+
+    def __init__(self, base):
+        self.base = str(base)
+        self.backup_root = os.path.join(self.base, 'backup')
+        self.cron_dir = os.path.join(self.base, 'cron.d')
+        self.state_dir = os.path.join(self.base, 'state')
+        os.makedirs(self.cron_dir)  # /etc/cron.d exists on every host
+
+    def extra_vars(self):
+        return dict(cloudpods_proxmox_hosts='localhost', cloudpods_backup_root=self.backup_root,
+                    cloudpods_cron_dir=self.cron_dir, cloudpods_state_dir=self.state_dir, cloudpods_vzdump=VZDUMP)
+
+    def cron_file(self, pod):
+        return os.path.join(self.cron_dir, 'cloudpod-' + pod.replace('.', '_'))
+
+    def backup_dir(self, pod):
+        return os.path.join(self.backup_root, pod)
+
+    def files(self):
+        """Every file and directory created under the host paths (the cron dir itself excluded)."""
+        found = []
+        for top, dirs, files in os.walk(self.base):
+            found.extend(os.path.join(top, name) for name in dirs + files)
+        return sorted(path for path in found if path != self.cron_dir)
+
+
+def new_pod(prefix='pod'):
+    return '%s-%s' % (prefix, uuid.uuid4().hex[:8])
+
+
+def playbook_args(name, env, dirs, extra_vars, check=False, diff=False):
+    variables = dirs.extra_vars()
+    variables.update(extra_vars)
+    return dict(playbook=[{'import_playbook': 'mpanel.cloudpods.%s' % name}], env=env, check=check, diff=diff,
+                extra_vars=variables, extra_env={'ANSIBLE_SHOW_CUSTOM_STATS': 'true'})
+
+
+def run_pod_playbook(name, env, dirs, check=False, diff=False, timeout=600, **extra_vars):
+    return run_playbook(timeout=timeout, **playbook_args(name, env, dirs, extra_vars, check=check, diff=diff))
+
+
+def start_pod_playbook(name, env, dirs, **extra_vars):
+    return start_playbook(**playbook_args(name, env, dirs, extra_vars))
+
+
+def changed_count(run):
+    """Sum of the PLAY RECAP's changed= over all hosts."""
+    return sum(host.get('changed', 0) for host in run.report.get('stats', {}).values())
+
+
+def failed_count(run):
+    return sum(host.get('failures', 0) + host.get('unreachable', 0) for host in run.report.get('stats', {}).values())
+
+
+def task(run, suffix):
+    """The result of the (last) task whose name ends with ``suffix``."""
+    found = [t['result'] for t in run.tasks if (t['name'] or '').endswith(suffix)]
+    if not found:
+        raise AssertionError('no task %r ran; rc=%s\n%s\n%s' % (suffix, run.rc, run.stdout[-3000:], run.stderr[-3000:]))
+    return found[-1]
+
+
+def ran(run, suffix):
+    return any((t['name'] or '').endswith(suffix) for t in run.tasks)
+
+
+def assert_ok(run):
+    assert run.rc == 0 and failed_count(run) == 0, 'run failed rc=%s\n%s\n%s' % (
+        run.rc, run.stdout[-6000:], run.stderr[-3000:])
+    return run
+
+
+def assert_no_secret(env, *texts):
+    for key in SECRET_KEYS:
+        secret = env.get(key)
+        if secret:
+            for text in texts:
+                assert secret not in text, '%s leaked' % key
+
+
+def pods_named(lab_control, hostname):
+    """VMIDs of the simulator's containers with this host name."""
+    return sorted(int(vmid) for vmid, ct in lab_control.state()['containers'].items()
+                  if ct['config'].get('hostname') == hostname)
+
+
+def container(lab_control, hostname):
+    [vmid] = pods_named(lab_control, hostname)
+    return lab_control.state()['containers'][str(vmid)]
+
+
+def remove_pod(env, hostname):
+    """Cleanup: the container goes (whatever a test left)."""
+    run_playbook([{'mpanel.cloudpods.pod_container': {'hostname': hostname, 'state': 'absent'}}], env=env)
