@@ -302,19 +302,19 @@ class Repository:
                                        "ip": stats.get("ip") or None, "id": task["subscription_id"]})
         return True
 
-    def fail_attempt(self, task, error, retry_delay):
+    def fail_attempt(self, task, error, retry_delay, give_up=False):
         """After a failed attempt: back to PENDING after ``retry_delay`` s, or FAILED (task and pod)
         when the attempts are used up. Returns the new task status, or None if not ours any more."""
         with self.pool.connection() as connection, connection.transaction():
             row = connection.execute("""
                 UPDATE cloud_pod_provisioning_tasks
-                SET status = CASE WHEN attempts >= max_attempts THEN 'FAILED' ELSE 'PENDING' END,
-                    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                SET status = CASE WHEN attempts >= max_attempts OR %s THEN 'FAILED' ELSE 'PENDING' END,
+                    finished_at = CASE WHEN attempts >= max_attempts OR %s THEN now() END,
                     run_at = now() + make_interval(secs => %s), lease_expires_at = NULL,
                     last_error = %s, updated_at = now()
                 WHERE id = %s AND worker_id = %s AND attempts = %s AND status = 'RUNNING'
                 RETURNING id, subscription_id, task_type, status, last_error""",
-                                     (retry_delay, error, task["id"], task["worker_id"],
+                                     (give_up, give_up, retry_delay, error, task["id"], task["worker_id"],
                                       task["attempts"])).fetchone()
             if row is None:
                 return None
