@@ -1,7 +1,10 @@
 """Helpers for runner_api's tests and benchmarks: a throwaway database, OpenAPI response checks."""
 
+import os
 import re
 import secrets
+import subprocess
+import sys
 import urllib.parse
 from contextlib import contextmanager
 
@@ -10,6 +13,7 @@ import psycopg
 
 from .app import load_openapi
 from .repository import migrate
+from .settings import REPO_ROOT
 
 
 def _with_database(url, name):
@@ -77,3 +81,24 @@ class OpenApiChecker:
         for part in ref.lstrip("#/").split("/"):
             node = node[part]
         return node
+
+
+def worker_environment(base_env, database_url, **settings):
+    """os.environ + the lab's settings + a database + CLOUDPODS_* overrides, the venv's bin first on PATH."""
+    env = dict(os.environ)
+    env.update(base_env)
+    env["DATABASE_URL"] = database_url
+    env["PATH"] = os.path.dirname(os.path.abspath(sys.executable)) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in settings.items():
+        env["CLOUDPODS_" + key.upper()] = str(value)
+    return env
+
+
+def start_worker(env, worker_id, log_path):
+    """``cloudpods worker`` as a child process, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "runner_api.cli", "worker", "--worker-id", worker_id],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=str(REPO_ROOT))

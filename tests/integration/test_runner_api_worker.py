@@ -1,0 +1,381 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""runner_api's workers as separate processes against a real PostgreSQL.
+
+The queue tests (races, SIGTERM) run a stub playbook written by the test (fast, and it logs each
+run so "exactly once" can be counted). The lab tests (SIGKILL mid-playbook, retries, the whole
+order) run the collection's provision playbook against a private lab of this module (its own
+simulator, PowerDNS, SMTP and PostgreSQL), since they inject faults.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from runner_api.auth import new_token  # noqa: E402
+from runner_api.repository import Repository, open_pool  # noqa: E402
+from runner_api.settings import Settings  # noqa: E402
+from runner_api.testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from playbooks import PrivateLab  # noqa: E402
+from labcontrol import LabControl  # noqa: E402
+
+VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
+STUB_PLAYBOOK = """
+- name: Stub of provision.yml for the queue tests
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Record the run
+      ansible.builtin.shell: "echo {{ pod }} {{ lookup('env', 'CLOUDPODS_WORKER_PID') }} >> {{ stub_run_log }}"
+      changed_when: true
+    - name: Work for a while
+      ansible.builtin.command: "sleep {{ stub_seconds }}"
+      changed_when: false
+    - name: Report the pod
+      ansible.builtin.set_stats:
+        data: {vmid: 4242, node: stub, ip: 192.0.2.7}
+        per_host: false
+"""
+
+
+# ---------------------------------------------------------------- helpers
+
+class Queue(object):
+    """One scratch database, its repository, and the workers started on it."""
+
+    def __init__(self, database_url, env, tmp_path):
+        self.database_url = database_url
+        self.env = env
+        self.tmp_path = tmp_path
+        self.pool = open_pool(Settings.from_env({'DATABASE_URL': database_url}), name='test-worker', min_size=1,
+                              max_size=4)
+        self.repository = Repository(self.pool)
+        self.workers = {}
+
+    def order(self, domain=None, email='jane@example.org', plan='CLOUD_POD_STARTER', max_attempts=3):
+        row, _created = self.repository.create_order({
+            'customer_id': 'cust-1', 'customer_email': email, 'plan_code': plan, 'domain': domain,
+            'hostname': 'cp-' + uuid.uuid4().hex[:10], 'idempotency_key': None, 'request_digest': 'x'},
+            max_attempts)
+        return row
+
+    def start(self, worker_id, **overrides):
+        env = dict(self.env)
+        env.update(overrides)
+        process = start_worker(env, worker_id, str(self.tmp_path / ('%s.log' % worker_id)))
+        self.workers[worker_id] = process
+        return process
+
+    def log(self, worker_id):
+        return (self.tmp_path / ('%s.log' % worker_id)).read_text()
+
+    def all_logs(self):
+        return ''.join(path.read_text() for path in self.tmp_path.glob('*.log'))
+
+    def rows(self, sql, params=()):
+        with self.pool.connection() as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def subscriptions(self):
+        return dict((str(row['id']), row) for row in self.rows(
+            'SELECT id, hostname, status, vmid, node, host(ip) AS ip, last_error FROM cloud_pod_subscriptions'))
+
+    def wait(self, predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for worker_id, process in self.workers.items():
+                if process.poll() not in (None, 0):
+                    raise AssertionError('worker %s died (rc %s):\n%s' % (worker_id, process.returncode,
+                                                                          self.log(worker_id)[-3000:]))
+            time.sleep(0.1)
+        raise AssertionError('timed out waiting for %s\n%s' % (what, self.all_logs()[-4000:]))
+
+    def wait_all(self, status, timeout):
+        self.wait(lambda: all(row['status'] == status for row in self.subscriptions().values()), timeout,
+                  'every pod %s: %s' % (status, sorted(r['status'] for r in self.subscriptions().values())))
+
+    def stop_all(self):
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.pool.close()
+
+
+@pytest.fixture
+def stub_queue(lab_env, tmp_path):
+    """A queue whose provision playbook is the stub (no lab services needed besides PostgreSQL)."""
+    playbooks = tmp_path / 'playbooks'
+    playbooks.mkdir()
+    (playbooks / 'provision.yml').write_text(STUB_PLAYBOOK)
+    run_log = tmp_path / 'runs.txt'
+    run_log.write_text('')
+    extra_vars = tmp_path / 'vars.json'
+    extra_vars.write_text(json.dumps({'stub_run_log': str(run_log), 'stub_seconds': 0}))
+    with scratch_database(lab_env['DATABASE_URL']) as url:
+        env = worker_environment(lab_env, url, playbook_dir=playbooks, extra_vars_file=extra_vars,
+                                 lease_seconds=5, heartbeat_seconds=1, poll_seconds=2, retry_base_seconds=0.2)
+        queue = Queue(url, env, tmp_path)
+        queue.run_log = run_log
+        queue.extra_vars = extra_vars
+        try:
+            yield queue
+        finally:
+            queue.stop_all()
+
+
+def runs(queue):
+    return [line.split()[0] for line in queue.run_log.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- races
+
+@pytest.mark.parametrize('workers', [2, 8])
+def test_workers_racing_run_every_task_exactly_once(stub_queue, workers):
+    pods = [stub_queue.order() for _ in range(50)]
+    for index in range(workers):
+        stub_queue.start('w%d' % index)
+    stub_queue.wait_all('ACTIVE', timeout=240)
+    ran = runs(stub_queue)
+    assert sorted(ran) == sorted(pod['hostname'] for pod in pods)  # each exactly once
+    tasks = stub_queue.rows('SELECT status, attempts, worker_id FROM cloud_pod_provisioning_tasks')
+    assert all(task['status'] == 'COMPLETED' and task['attempts'] == 1 for task in tasks)
+    assert len(set(task['worker_id'] for task in tasks)) > 1, 'the work was not shared'
+    claimed = stub_queue.rows("SELECT count(*) AS n FROM cloud_pod_events WHERE status = 'claimed'")[0]['n']
+    assert claimed == 50
+    assert all((row['vmid'], row['ip']) == (4242, '192.0.2.7') for row in stub_queue.subscriptions().values())
+
+
+def test_sigterm_lets_the_running_playbook_finish(stub_queue):
+    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 3}))
+    pod = stub_queue.order()
+    worker = stub_queue.start('graceful', CLOUDPODS_SHUTDOWN_GRACE_SECONDS='30')
+    stub_queue.wait(lambda: runs(stub_queue), 30, 'the playbook to start')
+    second = stub_queue.order()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    subs = stub_queue.subscriptions()
+    assert subs[str(pod['id'])]['status'] == 'ACTIVE'
+    assert subs[str(second['id'])]['status'] == 'PROVISIONING'  # not claimed after the signal
+    task = stub_queue.rows('SELECT status, attempts, worker_id FROM cloud_pod_provisioning_tasks '
+                           'WHERE subscription_id = %s', (second['id'],))[0]
+    assert (task['status'], task['attempts'], task['worker_id']) == ('PENDING', 0, None)
+
+
+def test_sigterm_past_the_grace_period_releases_the_task(stub_queue):
+    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 60}))
+    pod = stub_queue.order()
+    worker = stub_queue.start('impatient', CLOUDPODS_SHUTDOWN_GRACE_SECONDS='0.5')
+    stub_queue.wait(lambda: runs(stub_queue), 30, 'the playbook to start')
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - started < 10
+    task = stub_queue.rows('SELECT status, attempts, worker_id FROM cloud_pod_provisioning_tasks')[0]
+    assert (task['status'], task['attempts'], task['worker_id']) == ('PENDING', 0, None)
+    # Nothing lost: another worker picks it up at once and finishes it.
+    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 0}))
+    stub_queue.start('next')
+    stub_queue.wait_all('ACTIVE', timeout=60)
+    assert runs(stub_queue) == [pod['hostname'], pod['hostname']]
+    released = stub_queue.rows("SELECT count(*) AS n FROM cloud_pod_events WHERE status = 'released'")[0]['n']
+    assert released == 1
+
+
+def test_missing_playbook_fails_at_once_with_a_readable_error(stub_queue):
+    pod = stub_queue.order()
+    stub_queue.start('w', CLOUDPODS_PLAYBOOK_DIR=str(stub_queue.tmp_path))
+    stub_queue.wait_all('FAILED', timeout=60)
+    row = stub_queue.subscriptions()[str(pod['id'])]
+    assert 'no playbook for CREATE_CONTAINER' in row['last_error']
+    assert stub_queue.rows('SELECT attempts FROM cloud_pod_provisioning_tasks')[0]['attempts'] == 1
+
+
+def test_notify_wakes_an_idle_worker_at_once(stub_queue):
+    stub_queue.start('idle', CLOUDPODS_POLL_SECONDS='30')
+    stub_queue.wait(lambda: 'ready' in stub_queue.log('idle'), 30, 'the worker to be ready')
+    time.sleep(0.5)
+    pod = stub_queue.order()
+    ordered = time.monotonic()
+    stub_queue.wait(lambda: runs(stub_queue), 20, 'the playbook to start')
+    assert time.monotonic() - ordered < 5, 'picked up by polling, not by NOTIFY'
+    stub_queue.wait_all('ACTIVE', timeout=30)
+    assert runs(stub_queue) == [pod['hostname']]
+
+
+# ---------------------------------------------------------------- against the lab, with the real playbook
+
+@pytest.fixture(scope='module')
+def private_lab():
+    with PrivateLab() as env:
+        yield env
+
+
+@pytest.fixture
+def lab_queue(private_lab, tmp_path):
+    host = tmp_path / 'host'
+    (host / 'cron.d').mkdir(parents=True)
+    extra_vars = tmp_path / 'site.json'
+    extra_vars.write_text(json.dumps({
+        'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
+        'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
+        'cloudpods_vzdump': VZDUMP}))
+    control = LabControl.from_env(private_lab)
+    control.clear_faults()
+    with scratch_database(private_lab['DATABASE_URL']) as url:
+        env = worker_environment(private_lab, url, extra_vars_file=extra_vars, lease_seconds=4, heartbeat_seconds=1,
+                                 poll_seconds=1, retry_base_seconds=0.5, retry_max_seconds=1)
+        queue = Queue(url, env, tmp_path)
+        queue.control = control
+        try:
+            yield queue
+        finally:
+            queue.stop_all()
+            control.clear_faults()
+
+
+def containers_named(control, hostname):
+    return [vmid for vmid, ct in control.state()['containers'].items() if ct['config'].get('hostname') == hostname]
+
+
+def test_sigkilled_worker_its_lease_expires_another_completes_one_container(lab_queue):
+    lab_queue.control.config(task_durations={'vzclone': 3.0})
+    try:
+        pod = lab_queue.order()
+        doomed = lab_queue.start('doomed')
+        lab_queue.wait(lambda: lab_queue.rows(
+            "SELECT 1 FROM cloud_pod_events WHERE step LIKE 'pod_container : Converge%%' AND status = 'started'"),
+            60, 'the container step to start')
+        time.sleep(1.0)
+        doomed.kill()
+        doomed.wait()
+        del lab_queue.workers['doomed']
+        lab_queue.start('rescuer')
+        lab_queue.wait_all('ACTIVE', timeout=120)
+    finally:
+        lab_queue.control.config(task_durations={'vzclone': 0.2})
+    row = lab_queue.subscriptions()[str(pod['id'])]
+    assert containers_named(lab_queue.control, pod['hostname']) == [str(row['vmid'])]
+    task = lab_queue.rows('SELECT attempts, worker_id FROM cloud_pod_provisioning_tasks')[0]
+    assert (task['attempts'], task['worker_id']) == (2, 'rescuer')
+
+
+def test_transient_proxmox_fault_is_retried(lab_queue):
+    lab_queue.control.fault(method='POST', path=r'/clone$', status=500, reason='storage is temporarily offline',
+                            count=1)
+    pod = lab_queue.order()
+    lab_queue.start('w')
+    lab_queue.wait_all('ACTIVE', timeout=120)
+    task = lab_queue.rows('SELECT attempts, status FROM cloud_pod_provisioning_tasks')[0]
+    assert (task['attempts'], task['status']) == (2, 'COMPLETED')
+    retry = lab_queue.rows("SELECT message FROM cloud_pod_events WHERE status = 'retry'")
+    assert len(retry) == 1 and 'storage is temporarily offline' in retry[0]['message']
+    assert len(containers_named(lab_queue.control, pod['hostname'])) == 1
+
+
+def test_permanent_proxmox_fault_ends_failed_after_max_attempts(lab_queue):
+    lab_queue.control.fault(method='POST', path=r'/clone$', status=500, reason='storage local-lvm is full',
+                            count=-1)
+    pod = lab_queue.order(max_attempts=2)
+    lab_queue.start('w')
+    lab_queue.wait_all('FAILED', timeout=120)
+    task = lab_queue.rows('SELECT attempts, status, last_error FROM cloud_pod_provisioning_tasks')[0]
+    assert (task['attempts'], task['status']) == (2, 'FAILED')
+    row = lab_queue.subscriptions()[str(pod['id'])]
+    assert 'storage local-lvm is full' in row['last_error']
+    assert row['last_error'].startswith("Step 'pod_container")
+
+
+def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_lab, tmp_path):
+    token = new_token()
+    lab_queue.repository.create_token('mpanel', 'service', None, token)
+    port = _free_port()
+    api_log = tmp_path / 'api.log'
+    with open(str(api_log), 'ab') as log:
+        api = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'gunicorn'), '-b',
+                                '127.0.0.1:%d' % port, '-w', '2', 'runner_api.app:create_app()'],
+                               env=lab_queue.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        base = 'http://127.0.0.1:%d/api/cloud-pods' % port
+        headers = {'Authorization': 'Bearer ' + token, 'X-Customer-Id': 'cust-42'}
+        _wait_http(base + '/plans')
+        domain = 'shop-%s.example.com' % uuid.uuid4().hex[:6]
+        response = requests.post(base + '/order', json={'plan_code': 'CLOUD_POD_PREMIUM', 'domain': domain,
+                                                        'customer_email': 'jane@example.org'},
+                                 headers=dict(headers, **{'Idempotency-Key': 'order-1'}), timeout=10, verify=False)
+        assert response.status_code == 202, response.text
+        pod_id = response.json()['id']
+        lab_queue.start('w')
+        detail = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            detail = requests.get(base + '/' + pod_id, headers=headers, timeout=10, verify=False).json()
+            if detail['status'] in ('ACTIVE', 'FAILED'):
+                break
+            time.sleep(0.5)
+        assert detail['status'] == 'ACTIVE', detail
+        assert detail['vmid'] and re.match(r'^\d+\.\d+\.\d+\.\d+$', detail['ip'])
+        assert detail['progress']['percent'] == 100
+        container = lab_queue.control.state()['containers'][str(detail['vmid'])]
+        assert container['config']['hostname'] == detail['hostname']
+        assert int(container['config']['cores']) == 2  # the Premium plan's vCPUs, from plans.yml
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+    steps = lab_queue.rows('SELECT step, status, message FROM cloud_pod_events ORDER BY id')
+    assert any(s['step'].startswith('pod_container : ') and s['status'] == 'changed' for s in steps)
+    assert any(s['step'].startswith('pod_dns : ') and s['status'] == 'changed' for s in steps)
+    assert steps[-1]['status'] == 'completed' and 'vmid' in steps[-1]['message']
+    # No secret in the events table, the worker's log or the API's log.
+    dump = json.dumps(lab_queue.rows('SELECT * FROM cloud_pod_events'), default=str)
+    dump += json.dumps(lab_queue.rows('SELECT * FROM cloud_pod_provisioning_tasks'), default=str)
+    dump += json.dumps(lab_queue.rows('SELECT * FROM cloud_pod_subscriptions'), default=str)
+    dump += json.dumps(lab_queue.rows('SELECT * FROM cloud_pod_api_tokens'), default=str)
+    logs = lab_queue.all_logs() + api_log.read_text()
+    for name in ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY'):
+        assert private_lab[name] not in dump and private_lab[name] not in logs, name
+    password = re.match(r'postgresql://[^:]+:([^@]+)@', private_lab['DATABASE_URL']).group(1)
+    assert password not in dump and password not in logs
+    assert token not in dump and token not in logs
+
+
+def _free_port():
+    import socket  # pylint: disable=import-outside-toplevel
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _wait_http(url, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2, verify=False).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError('%s did not answer' % url)
