@@ -120,3 +120,16 @@ def container(lab_control, hostname):
 def remove_pod(env, hostname):
     """Cleanup: the container goes (whatever a test left)."""
     run_playbook([{'mpanel.cloudpods.pod_container': {'hostname': hostname, 'state': 'absent'}}], env=env)
+
+
+def changed_tasks(run):
+    """Names (without the role prefix) of the tasks that reported a change."""
+    return sorted((t['name'] or '').split(' : ')[-1] for t in run.tasks if t['result'].get('changed'))
+
+
+def delete_rrset(pdns, zone, name, rtype):
+    """Delete one rrset behind the playbooks' back (PowerDNS API, changetype DELETE)."""
+    # pylint: disable=protected-access
+    reply = pdns._call('PATCH', '/zones/%s.' % zone.rstrip('.'), dict(rrsets=[dict(
+        name=name, type=rtype, changetype='DELETE')]))
+    assert reply.status_code == 204, reply.text
