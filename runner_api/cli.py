@@ -89,10 +89,29 @@ def cmd_provision(args):
     def show(event):
         if event["status"] in ("changed", "failed", "unreachable"):
             print(f"{event['status']:>9}  {event['step']}" + (f": {event['message']}" if event["message"] else ""))
+            for change in _diff_lines(event.get("diff")):
+                print(f"           {change}")
 
     result = LocalAnsibleRunner(settings).run(RunRequest("CREATE_CONTAINER", extra_vars, check=True), show)
     print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
     return 0 if result.ok else 1
+
+
+def _diff_lines(diff_json):
+    """before -> after of each changed key, from a module's diff (a dict, or a list of them)."""
+    if not diff_json:
+        return []
+    diffs = json.loads(diff_json)
+    lines = []
+    for diff in diffs if isinstance(diffs, list) else [diffs]:
+        before, after = diff.get("before"), diff.get("after")
+        if isinstance(before, dict) and isinstance(after, dict):
+            for key in sorted(set(before) | set(after)):
+                if before.get(key) != after.get(key):
+                    lines.append(f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}")
+        elif before != after:
+            lines.append(f"{json.dumps(before)[:200]} -> {json.dumps(after)[:200]}")
+    return lines
 
 
 def build_parser():

@@ -7,6 +7,7 @@ table, secrets already scrubbed), stop early when ``cancel()`` turns true, and r
 machine; an AWX executor (launch a job template, follow its events) fits the same interface.
 """
 
+import json
 import os
 import shlex
 import shutil
@@ -132,7 +133,7 @@ class LocalAnsibleRunner(Executor):
             with open(guard, "w", encoding="utf-8") as handle:
                 handle.write(f"#!{sys.executable}\n" + GUARD_SOURCE.read_text(encoding="utf-8"))
             os.chmod(guard, 0o700)
-            collector = _EventCollector(self.secrets, on_event)
+            collector = _EventCollector(self.secrets, on_event, with_diff=request.check)
             extra_vars = self._operator_vars()
             extra_vars.update(request.extra_vars)
             # With the guard as "binary" ansible-runner passes no playbook itself: it goes first in cmdline.
@@ -159,8 +160,9 @@ class LocalAnsibleRunner(Executor):
 class _EventCollector:
     """Turns ansible-runner events into event rows; keeps the first failure and the set_stats data."""
 
-    def __init__(self, secrets, on_event):
+    def __init__(self, secrets, on_event, with_diff=False):
         self.secrets = secrets
+        self.with_diff = with_diff
         self.on_event = on_event
         self.first_failure = None
         self.stats = {}
@@ -187,14 +189,20 @@ class _EventCollector:
         message = scrub(_message(result), self.secrets) if status in ("failed", "unreachable", "changed") else None
         duration = data.get("duration")
         duration_ms = int(duration * 1000) if isinstance(duration, (int, float)) else None
-        step = self._emit(data, data.get("host"), status, duration_ms, message)
+        diff = None
+        if self.with_diff and status == "changed" and result.get("diff"):
+            diff = scrub(json.dumps(result["diff"], sort_keys=True, default=str), self.secrets)
+        step = self._emit(data, data.get("host"), status, duration_ms, message, diff)
         if status in ("failed", "unreachable") and self.first_failure is None:
             self.first_failure = f"Step '{step}' failed" + (f": {message}" if message else "")
         return False  # nothing needs to stay in the (soon deleted) artifacts
 
-    def _emit(self, data, host, status, duration_ms, message):
+    def _emit(self, data, host, status, duration_ms, message, diff=None):
         task = data.get("task") or data.get("name") or "?"
         role = data.get("role")
         step = scrub(f"{role} : {task}" if role else task, self.secrets)[:300]
-        self.on_event({"step": step, "host": host, "status": status, "duration_ms": duration_ms, "message": message})
+        event = {"step": step, "host": host, "status": status, "duration_ms": duration_ms, "message": message}
+        if diff is not None:
+            event["diff"] = diff  # dry runs only; never stored
+        self.on_event(event)
         return step

@@ -165,8 +165,8 @@ def test_admin_sees_everything(api):
     assert detail['customer_id'] == BOB and detail['status'] == 'PROVISIONING'
     queue = api.call('GET', '/api/cloud-pods/admin/provisioning-queue', 'admin').get_json()['tasks']
     task = [t for t in queue if t['pod_id'] == pod][0]
-    assert (task['type'], task['status'], task['attempts'], task['worker_id']) == ('CREATE_CONTAINER', 'PENDING', 0,
-                                                                                  None)
+    expected = ('CREATE_CONTAINER', 'PENDING', 0, None)
+    assert (task['type'], task['status'], task['attempts'], task['worker_id']) == expected
 
 
 # ---------------------------------------------------------------- order

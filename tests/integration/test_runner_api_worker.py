@@ -155,7 +155,7 @@ def runs(queue):
 
 @pytest.mark.parametrize('workers', [2, 8])
 def test_workers_racing_run_every_task_exactly_once(stub_queue, workers):
-    pods = [stub_queue.order() for _ in range(50)]
+    pods = [stub_queue.order() for dummy in range(50)]
     for index in range(workers):
         stub_queue.start('w%d' % index)
     stub_queue.wait_all('ACTIVE', timeout=240)
