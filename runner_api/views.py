@@ -59,18 +59,20 @@ def progress(latest_task, events):
     last_seen = max((roles.index(role) for role in seen if role in roles), default=-1)
     for index, (role, label) in enumerate(PROVISIONING_STEPS):
         state = seen.get(role)
-        if finished or (state and index < last_seen):
-            status = "done"
-        elif state == "failed":
+        if state == "failed":
             status = "failed"
+        elif state and (finished or index < last_seen or latest_task["status"] != "RUNNING"):
+            status = "done"
         elif state:
-            status = "running" if latest_task["status"] == "RUNNING" else "done"
+            status = "running"
+        elif finished or index < last_seen:
+            status = "skipped"  # not part of this run (no domain, or a role the playbook does not have)
         else:
             status = "pending"
         steps.append({"step": role, "label": label, "status": status})
     if latest_task["task_type"] != "CREATE_CONTAINER":
         steps = []
-    done = sum(1 for step in steps if step["status"] == "done")
+    done = sum(1 for step in steps if step["status"] in ("done", "skipped"))
     percent = 100 if finished else (int(100 * done / len(steps)) if steps else 0)
     return {"operation": latest_task["task_type"], "operation_status": latest_task["status"],
             "attempts": latest_task["attempts"], "percent": percent, "steps": steps}
