@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The mpanel.cloudpods.pods inventory plugin against the lab simulator, through real
+ansible-inventory and ansible-playbook --limit runs."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from playbooks import VENV_BIN, playbook_env, run_playbook  # pylint: disable=import-error
+from podplays import assert_no_secret, new_pod, pods_named, remove_pod  # pylint: disable=import-error
+
+
+@pytest.fixture(scope='module')
+def two_pods(lab_env):
+    """Two pod containers made as provision makes them (plan tag), one started, one left stopped."""
+    names = [new_pod('inv'), new_pod('inv')]
+    run = run_playbook([
+        {'mpanel.cloudpods.pod_container': {'hostname': names[0], 'pod_id': names[0], 'state': 'started',
+                                            'tags': ['cloud_pod_premium']}},
+        {'mpanel.cloudpods.pod_container': {'hostname': names[1], 'pod_id': names[1], 'state': 'present',
+                                            'tags': ['cloud_pod_student']}},
+    ], env=lab_env)
+    assert run.rc == 0, run.stdout[-3000:]
+    yield names
+    for name in names:
+        remove_pod(lab_env, name)
+
+
+@pytest.fixture
+def inventory_file(tmp_path):
+    path = tmp_path / 'lab.pods.yml'
+    path.write_text('plugin: mpanel.cloudpods.pods\n')
+    return str(path)
+
+
+def plain(value):
+    """ansible-inventory --list marks strings from inventory plugins as unsafe ({"__ansible_unsafe": ...})."""
+    if isinstance(value, dict):
+        if list(value) == ['__ansible_unsafe']:
+            return value['__ansible_unsafe']
+        return dict((k, plain(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def ansible(command, env, *args):
+    result = subprocess.run([os.path.join(VENV_BIN, command)] + list(args), env=playbook_env(env),
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_no_secret(env, result.stdout, result.stderr)
+    return result
+
+
+def test_pods_are_hosts_with_vmid_node_ip_and_plan(lab_env, lab_control, two_pods, inventory_file):
+    listing = plain(json.loads(ansible('ansible-inventory', lab_env, '-i', inventory_file, '--list').stdout))
+    started, stopped = two_pods
+    hostvars = listing['_meta']['hostvars']
+    state = lab_control.state()['containers']
+    [vmid] = pods_named(lab_control, started)
+    assert hostvars[started]['vmid'] == vmid
+    assert hostvars[started]['node'] == 'pve'
+    assert hostvars[started]['ip'] == state[str(vmid)]['ip'] != ''
+    assert hostvars[started]['plan'] == 'CLOUD_POD_PREMIUM'
+    assert hostvars[started]['pod_id'] == started
+    assert hostvars[stopped]['ip'] == '' and hostvars[stopped]['plan'] == 'CLOUD_POD_STUDENT'
+    assert started in listing['cloudpods']['hosts'] and stopped in listing['cloudpods']['hosts']
+    assert started in listing['cloud_pod_premium']['hosts']
+    assert stopped in listing['status_stopped']['hosts']
+    assert 'cloudpod-template' not in hostvars
+
+
+def test_limit_targets_one_pod(lab_env, two_pods, inventory_file, tmp_path):
+    started = two_pods[0]
+    playbook = tmp_path / 'which.yml'
+    playbook.write_text(json.dumps([{
+        'name': 'which pods', 'hosts': 'cloudpods', 'gather_facts': False, 'connection': 'local',
+        'tasks': [{'name': 'show', 'ansible.builtin.debug': {'msg': '{{ inventory_hostname }} {{ vmid }} {{ plan }}'}}],
+    }]))
+    env = dict(lab_env, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json')
+    result = subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory_file, str(playbook),
+                             '--limit', started], env=playbook_env(env), capture_output=True, text=True,
+                            check=False, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.index('{'):])
+    assert list(report['stats']) == [started]
