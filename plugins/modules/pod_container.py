@@ -620,7 +620,7 @@ class PodContainer(ProxmoxModule):
 
     def wait_for_ip(self, ct):
         deadline = time.monotonic() + self.params['ip_timeout']
-        interval = PollInterval(start=0.1, factor=1.5, cap=0.5)
+        interval = PollInterval()
         path = self.container_path(ct, 'interfaces')
         while True:
             interfaces = self.client.get(path)

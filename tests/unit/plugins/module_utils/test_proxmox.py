@@ -535,7 +535,7 @@ def test_wait_for_task_polls_quickly_with_growing_capped_intervals():
     client.wait_for_task(UPID, 60)
     assert clock.sleeps[0] == pytest.approx(0.1)
     assert clock.sleeps == sorted(clock.sleeps)
-    assert max(clock.sleeps) <= 0.5
+    assert max(clock.sleeps) == pytest.approx(0.25)
 
 
 def test_wait_for_task_failure_reports_exit_status_and_log():
