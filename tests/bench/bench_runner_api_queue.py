@@ -102,8 +102,8 @@ def bench_pickup(args):
             stop([worker])
     print('pickup, %d orders, 1 idle worker (poll 30 s: NOTIFY only)' % args.orders)
     print('  order -> claimed:                p50 %6.1f ms  p99 %6.1f ms' % (pct(claim, .5), pct(claim, .99)))
-    print('  order -> first playbook event:   p50 %6.1f ms  p99 %6.1f ms' % (pct(first_event, .5),
-                                                                              pct(first_event, .99)))
+    figures = (pct(first_event, .5), pct(first_event, .99))
+    print('  order -> first playbook event:   p50 %6.1f ms  p99 %6.1f ms' % figures)
 
 
 def bench_scaling(args):
