@@ -38,8 +38,8 @@ def extra_vars_for(task):
     variables = {"pod": task["hostname"]}
     if task["task_type"] == "CREATE_CONTAINER":
         variables.update(plan=task["plan_code"], domain=task["domain"] or "", customer_email=task["customer_email"])
-    else:
-        variables.update(vmid=task["vmid"], node=task["node"])
+    elif task["task_type"] == "TERMINATE" and task["domain"]:
+        variables["domain"] = task["domain"]
     return variables
 
 

@@ -342,6 +342,17 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
         container = lab_queue.control.state()['containers'][str(detail['vmid'])]
         assert container['config']['hostname'] == detail['hostname']
         assert int(container['config']['cores']) == 2  # the Premium plan's vCPUs, from plans.yml
+        # The admin restart goes through the same queue and runs playbooks/restart.yml.
+        admin = new_token()
+        lab_queue.repository.create_token('ops', 'admin', None, admin)
+        restart = requests.post(base + '/admin/%s/restart' % pod_id, headers={'Authorization': 'Bearer ' + admin},
+                                timeout=10, verify=False)
+        assert restart.status_code == 202, restart.text
+        lab_queue.wait(lambda: lab_queue.rows("SELECT 1 FROM cloud_pod_provisioning_tasks WHERE task_type = 'RESTART' "
+                                              "AND status IN ('COMPLETED', 'FAILED')"), 90, 'the restart')
+        task = lab_queue.rows("SELECT status, last_error FROM cloud_pod_provisioning_tasks WHERE task_type = 'RESTART'")
+        assert task[0]['status'] == 'COMPLETED', task
+        assert lab_queue.subscriptions()[pod_id]['status'] == 'ACTIVE'
     finally:
         api.terminate()
         api.wait(timeout=10)
@@ -359,7 +370,7 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
         assert private_lab[name] not in dump and private_lab[name] not in logs, name
     password = re.match(r'postgresql://[^:]+:([^@]+)@', private_lab['DATABASE_URL']).group(1)
     assert password not in dump and password not in logs
-    assert token not in dump and token not in logs
+    assert token not in dump and token not in logs and admin not in dump and admin not in logs
 
 
 def _free_port():
