@@ -1,0 +1,145 @@
+"""The main job's demo: one Cloud Pod ordered over HTTP, provisioned by a worker, shown live.
+
+    python -m runner_api.demo [--plan CLOUD_POD_STARTER] [--domain demo-123.example.com]
+
+Run by ``tools/demo`` with the lab up and ``.lab/env`` loaded. It applies the migrations, creates
+an API token, starts the API (gunicorn) and one worker, orders a pod as mPanel would, prints the
+progress until the pod is ACTIVE, then its VMID and IP and the DNS answers for its domain from the
+lab's PowerDNS. API and worker are stopped at the end; the lab stays up. Logs: ``.lab/demo/``.
+"""
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from .auth import new_token
+from .repository import Repository, migrate, open_pool
+from .settings import REPO_ROOT, Settings
+
+DEMO_DIR = REPO_ROOT / ".lab" / "demo"
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _http(method, url, token, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        "Authorization": f"Bearer {token}", "X-Customer-Id": "demo-customer", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return reply.status, json.load(reply)
+
+
+def _wait_up(url, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"demo: the API did not answer at {url}; see {DEMO_DIR}/api.log")
+
+
+def _dns_answers(domain):
+    import dns.resolver  # pylint: disable=import-outside-toplevel
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = int(os.environ["POWERDNS_DNS_PORT"])
+    lines = []
+    for name, rdtype in ((domain, "A"), ("www." + domain, "A"), (domain, "MX"), (domain, "TXT"),
+                         ("_dmarc." + domain, "TXT")):
+        try:
+            answer = resolver.resolve(name, rdtype)
+            lines.append(f"  {name} {rdtype}: " + ", ".join(sorted(r.to_text() for r in answer)))
+        except Exception as exc:  # pylint: disable=broad-except
+            lines.append(f"  {name} {rdtype}: {type(exc).__name__}")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--plan", default="CLOUD_POD_STARTER")
+    parser.add_argument("--domain", default=f"demo-{int(time.time())}.example.com")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    print("== database: " + (", ".join(migrate(settings.database_url)) or "migrations already applied"))
+    token = new_token()
+    with open_pool(settings, name="cloudpods-demo", min_size=1, max_size=1) as pool:
+        Repository(pool).create_token("demo", "service", None, token)
+    host_dir = DEMO_DIR / "proxmox-host"
+    (host_dir / "cron.d").mkdir(parents=True, exist_ok=True)
+    site = DEMO_DIR / "site.json"
+    site.write_text(json.dumps({
+        "cloudpods_proxmox_hosts": "localhost", "cloudpods_backup_root": str(host_dir / "backup"),
+        "cloudpods_cron_dir": str(host_dir / "cron.d"), "cloudpods_state_dir": str(host_dir / "state"),
+        "cloudpods_vzdump": str(REPO_ROOT / "tests" / "lab" / "bin" / "vzdump")}))
+    env = dict(os.environ, CLOUDPODS_EXTRA_VARS_FILE=str(site), CLOUDPODS_POLL_SECONDS="2")
+    port = _free_port()
+    bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+    processes = []
+    try:
+        with open(DEMO_DIR / "api.log", "ab") as log:
+            processes.append(subprocess.Popen(
+                [os.path.join(bin_dir, "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "2",
+                 "runner_api.app:create_app()"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT))
+        with open(DEMO_DIR / "worker.log", "ab") as log:
+            processes.append(subprocess.Popen([sys.executable, "-m", "runner_api.cli", "worker", "--worker-id", "demo"],
+                                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT))
+        base = f"http://127.0.0.1:{port}/api/cloud-pods"
+        _wait_up(base + "/plans")
+        print(f"== API on 127.0.0.1:{port} (gunicorn), one worker; logs in {DEMO_DIR}")
+        order = {"plan_code": args.plan, "domain": args.domain, "customer_email": "jane@example.org"}
+        status, body = _http("POST", base + "/order", token, order)
+        print(f"== POST /api/cloud-pods/order {json.dumps(order)} -> {status} pod {body['id']} ({body['hostname']})")
+        pod = _follow(base + "/" + body["id"], token, args.timeout)
+        if pod["status"] != "ACTIVE":
+            print(f"demo: the pod ended {pod['status']}: {pod['last_error']}", file=sys.stderr)
+            return 1
+        print(f"== pod {pod['hostname']} is ACTIVE: VMID {pod['vmid']} on node {pod['node']}, IP {pod['ip']}")
+        print(f"== DNS answers from the lab's PowerDNS (127.0.0.1 port {os.environ['POWERDNS_DNS_PORT']}):")
+        print("\n".join(_dns_answers(args.domain)))
+        return 0
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=90)
+
+
+def _follow(url, token, timeout):
+    """Print the pod's status and each step as it changes; return the pod when it settles."""
+    shown = {}
+    deadline = time.monotonic() + timeout
+    pod = {}
+    while time.monotonic() < deadline:
+        _status, pod = _http("GET", url, token)
+        progress = pod["progress"]
+        key = (pod["status"], progress["operation_status"], progress["attempts"])
+        if shown.get("state") != key:
+            print(f"   status {pod['status']}, task {progress['operation_status']} (attempt {progress['attempts']}),"
+                  f" {progress['percent']}%")
+            shown["state"] = key
+        for step in progress["steps"]:
+            if step["status"] in ("running", "done", "failed") and shown.get(step["step"]) != step["status"]:
+                print(f"   - {step['label']}: {step['status']}")
+                shown[step["step"]] = step["status"]
+        if pod["status"] in ("ACTIVE", "FAILED"):
+            return pod
+        time.sleep(0.5)
+    return pod
+
+
+if __name__ == "__main__":
+    sys.exit(main())
