@@ -30,6 +30,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils.redact import scrub_secrets
+
 REQUESTS_IMPORT_ERROR = None
 try:
     import requests
@@ -47,7 +49,6 @@ except ImportError:  # the standard library's IDNA 2003 codec is used instead
     HAS_IDNA = False
 
 
-REDACTED = '********'
 API_PREFIX = '/api/v1'
 ZONE_KINDS = ('Native', 'Master')
 MAX_NAME_LENGTH = 253          # characters of the dotted form without the final dot (255 octets on the wire)
@@ -106,16 +107,6 @@ def powerdns_argument_spec():
         ca_path=dict(type='path', fallback=(env_fallback, ['POWERDNS_CA_BUNDLE'])),
         api_timeout=dict(type='int', default=30, fallback=(env_fallback, ['POWERDNS_API_TIMEOUT'])),
     )
-
-
-def scrub_secrets(text, secrets=()):
-    """Return ``text`` with every secret replaced by ``********``."""
-    if text is None:
-        return text
-    text = to_text(text, errors='surrogate_or_replace')
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def parse_api_url(url):

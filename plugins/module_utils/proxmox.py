@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import redact
+
 PROXMOXER_IMPORT_ERROR = None
 try:
     from proxmoxer import ProxmoxAPI
@@ -56,7 +58,7 @@ except ImportError:
     _REQUEST_ERRORS = ()
 
 
-REDACTED = '********'
+REDACTED = redact.REDACTED
 
 # Tag every pod container carries, and the description line that records the
 # pod it belongs to, so that a container can be found again after a crash.
@@ -141,12 +143,7 @@ def proxmox_argument_spec():
 
 def scrub_secrets(text, secrets=()):
     """Return ``text`` with every secret and any token header value replaced by ``********``."""
-    if text is None:
-        return text
-    text = to_text(text, errors='surrogate_or_replace')
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return _AUTH_HEADER_RE.sub(lambda m: m.group(1) + REDACTED, text)
+    return redact.scrub_secrets(text, secrets, patterns=(_AUTH_HEADER_RE,))
 
 
 def _describe_token_id(value):

@@ -51,7 +51,11 @@ class RequestLog(object):
     def __init__(self, path):
         self.path = Path(path)
 
-    def mark(self):
+    def mark(self, settle=0.3):
+        """The log's end, once the lines of requests answered before now are written
+        (PowerDNS writes a request's line after its answer)."""
+        if settle:
+            time.sleep(settle)
         try:
             return self.path.stat().st_size
         except OSError:
