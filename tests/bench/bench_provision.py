@@ -73,8 +73,8 @@ class Floor:
         self.node = env["PROXMOX_NODE_NAME"]
         self.verify = env["PROXMOX_CA_BUNDLE"]
         self.pve = requests.Session()
-        self.pve.headers["Authorization"] = "PVEAPIToken=%s=%s" % (env["PROXMOX_API_TOKEN_ID"],
-                                                                  env["PROXMOX_API_TOKEN_SECRET"])
+        token = "%s=%s" % (env["PROXMOX_API_TOKEN_ID"], env["PROXMOX_API_TOKEN_SECRET"])
+        self.pve.headers["Authorization"] = "PVEAPIToken=" + token
         self.pdns = requests.Session()
         self.pdns.headers["X-API-Key"] = env["POWERDNS_API_KEY"]
         self.pdns_url = "%s/api/v1/servers/localhost" % env["POWERDNS_API_URL"].rstrip("/")

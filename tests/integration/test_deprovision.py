@@ -69,8 +69,7 @@ def test_deprovision_keeps_a_zone_this_pod_does_not_own(lab_env, lab_control, pd
     assert 'kept' in run.stdout
 
 
-def test_deprovision_stops_before_removing_anything_when_the_final_backup_fails(lab_env, lab_control, pdns, dirs,
-                                                                               request):
+def test_deprovision_removes_nothing_when_the_final_backup_fails(lab_env, lab_control, pdns, dirs, request):
     order = provision(lab_env, dirs, pdns, request)
     name, domain = order['pod'], order['domain']
     run = run_pod_playbook('deprovision', lab_env, dirs, pod=name, cloudpods_vzdump='/bin/false')
