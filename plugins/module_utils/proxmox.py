@@ -612,6 +612,32 @@ class PollInterval(object):
         return value
 
 
+class _RetryBudget(object):
+    """The retries of one call: backoff delays until ``timeout`` s after the first failure.
+
+    ``counters`` (retries by reason) is updated for each retry taken.
+    """
+
+    def __init__(self, backoff, timeout, counters, clock, sleep):
+        self.backoff = backoff
+        self.timeout = timeout
+        self.counters = counters
+        self.clock = clock
+        self.sleep = sleep
+        self.deadline = clock() + timeout
+
+    def wait_before_retry(self, exc, reason):
+        """Count and sleep before retrying ``exc``; raise it, explained, once time is up."""
+        delay = self.backoff.next()
+        if self.clock() + delay > self.deadline:
+            raise ProxmoxApiError('%s (still failing after retrying for %d s; timeout=%s)'
+                                  % (exc.msg, self.timeout, self.timeout),
+                                  status_code=exc.status_code, reason=exc.reason,
+                                  method=exc.method, path=exc.path, errors=exc.errors)
+        self.counters[reason] += 1
+        self.sleep(delay)
+
+
 # --------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------
@@ -632,6 +658,9 @@ class ProxmoxClient(object):
         self._clock = clock
         self._backoff_factory = backoff or Backoff
         self._api = api if api is not None else self._connect()
+
+    def _retry_budget(self):
+        return _RetryBudget(self._backoff_factory(), self.retry_timeout, self.retries, self._clock, self._sleep)
 
     def _connect(self):
         s = self.settings
@@ -699,8 +728,7 @@ class ProxmoxClient(object):
         """One API call; retries only RETRYABLE failures, with backoff, for at most retry_timeout s."""
         params = to_pve_params(params)
         path = path.strip('/')
-        backoff = None
-        deadline = None
+        retry_budget = None
         while True:
             try:
                 return self._call_once(method, path, params)
@@ -708,18 +736,8 @@ class ProxmoxClient(object):
                 reason = exc.retry_reason
                 if not retry or reason not in RETRYABLE:
                     raise
-                now = self._clock()
-                if backoff is None:
-                    backoff = self._backoff_factory()
-                    deadline = now + self.retry_timeout
-                delay = backoff.next()
-                if now + delay > deadline:
-                    raise ProxmoxApiError('%s (still failing after retrying for %d s; timeout=%s)'
-                                          % (exc.msg, self.retry_timeout, self.retry_timeout),
-                                          status_code=exc.status_code, reason=exc.reason,
-                                          method=exc.method, path=exc.path, errors=exc.errors)
-                self.retries[reason] += 1
-                self._sleep(delay)
+                retry_budget = retry_budget or self._retry_budget()
+                retry_budget.wait_before_retry(exc, reason)
 
     def get(self, path, **params):
         return self.request('GET', path, **params)
@@ -852,8 +870,7 @@ class ProxmoxClient(object):
         ends up adopted through ``find_existing`` if it did.
         """
         taken = 0
-        backoff = None
-        deadline = None
+        retry_budget = None
         vmid = None
         while True:
             if newid is not None:
@@ -877,18 +894,8 @@ class ProxmoxClient(object):
                     continue
                 if reason not in RETRYABLE:
                     raise
-                now = self._clock()
-                if backoff is None:
-                    backoff = self._backoff_factory()
-                    deadline = now + self.retry_timeout
-                delay = backoff.next()
-                if now + delay > deadline:
-                    raise ProxmoxApiError('%s (still failing after retrying for %d s; timeout=%s)'
-                                          % (exc.msg, self.retry_timeout, self.retry_timeout),
-                                          status_code=exc.status_code, reason=exc.reason,
-                                          method=exc.method, path=exc.path, errors=exc.errors)
-                self.retries[reason] += 1
-                self._sleep(delay)
+                retry_budget = retry_budget or self._retry_budget()
+                retry_budget.wait_before_retry(exc, reason)
                 adopted = find_existing() if find_existing is not None else None
                 if adopted is not None:
                     return adopted, False
