@@ -12,6 +12,19 @@ Both sides run in the same lab, alternately; medians are printed with their diff
 split comes from the per-task durations of the ansible.posix.json callback (what profile_tasks and
 profile_roles show); "outside tasks" is the rest of the wall time: interpreter and plugin loading,
 playbook parsing, inventory, forks and the gaps between tasks.
+
+Where the time goes (measured 2026-11-26 on this 2-core machine, load about 1.5, 5 rounds):
+provision 5.37 s, floor 0.02 s, difference 5.35 s: the 3 s target is NOT met. The API work itself
+is a few tens of milliseconds; the rest is Ansible's per-module cost (0.33 s per module run here:
+a new Python process, AnsiballZ unpacking, the local connection's temporary directory) times the
+9 module runs of a first provision (pod_container 1, pod_dns 1, pod_backup 3 (directory, template
+= stat + copy), pod_mail 4 (marker directory, stat, mail, marker)) = about 3 s, plus about 25
+controller-side tasks (argument-spec validation, assert, set_fact, include_role, set_stats; 0.3 s
+together) and ansible-playbook's own start (0.6 s). What would cut it: fewer module runs on the
+Proxmox host (one module that owns backup directory, cron file and mail marker: 7 runs become 2,
+about -1.7 s), the mail marker in the backup directory (-1 run), and for runner_api a warm
+ansible-playbook is not possible, so the 0.6 s start stays. ANSIBLE_PIPELINING made no measurable
+difference on the local connection.
 """
 import argparse
 import json
@@ -40,7 +53,8 @@ PLAN = "CLOUD_POD_STARTER"
 
 def seconds(duration):
     def stamp(text):
-        return datetime.strptime(text.replace("Z", ""), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+        text = text.replace("Z", "")
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S").timestamp()
     return stamp(duration["end"]) - stamp(duration["start"]) if duration.get("end") else 0.0
 
 
@@ -152,6 +166,18 @@ def run_floor_side(floor, base, index):
     return time.perf_counter() - started
 
 
+def module_run_cost(env, base, runs=5):
+    """Seconds one trivial module run (ansible.builtin.ping on the local connection) costs here:
+    a playbook of ``runs`` pings against one of none."""
+    from playbooks import run_playbook  # pylint: disable=import-outside-toplevel
+    walls = []
+    for count in (0, runs):
+        tasks = [{"name": "ping %d" % i, "ansible.builtin.ping": {}} for i in range(count)] or \
+            [{"name": "nothing", "ansible.builtin.meta": "noop"}]
+        walls.append(statistics.median(run_playbook(tasks, env=env).duration for dummy in range(3)))
+    return (walls[1] - walls[0]) / runs, walls[0]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -163,6 +189,7 @@ def main():
         # one warm-up of each (first imports, first TLS handshakes, PowerDNS's first zone)
         run_playbook_side(env, base, 0)
         run_floor_side(floor, base, 0)
+        per_module, empty_playbook = module_run_cost(env, base)
         walls, floors, splits = [], [], []
         for index in range(1, args.rounds + 1):
             wall, split = run_playbook_side(env, base, index)
@@ -183,8 +210,11 @@ def main():
         in_tasks += value
         print("  %-28s %6.2f s" % (role, value))
     print("  %-28s %6.2f s" % ("outside tasks", wall - in_tasks))
+    print("this machine: one module run %.2f s, an ansible-playbook run doing nothing %.2f s"
+          % (per_module, empty_playbook))
     print(json.dumps({"wall_median": round(wall, 3), "floor_median": round(low, 3),
-                      "difference": round(wall - low, 3)}))
+                      "difference": round(wall - low, 3),
+                      "module_run": round(per_module, 3), "empty_playbook": round(empty_playbook, 3)}))
 
 
 if __name__ == "__main__":
