@@ -105,6 +105,10 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
     assert mailbox.messages(since=mark) == []
     assert pods_named(lab_control, pod) == [vmid]
 
+    # and a dry run of the same order has nothing to report
+    dry = assert_ok(run_pod_playbook('provision', lab_env, dirs, check=True, diff=True, **order))
+    assert changed_count(dry) == 0, dry.stdout[-5000:]
+
 
 def test_provision_without_domain_makes_no_zone(lab_env, lab_control, pdns, mailbox, dirs, order):
     # Premium: the lab template's 8G root disk is larger than the Student plan's 2G (see plans.yml)
