@@ -8,6 +8,7 @@ ansible-inventory and ansible-playbook --limit runs."""
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -89,3 +90,34 @@ def test_limit_targets_one_pod(lab_env, two_pods, inventory_file, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout[result.stdout.index('{'):])
     assert list(report['stats']) == [started]
+
+
+def run_restart(env, inventory_file, *args):
+    return subprocess.run([os.path.join(VENV_BIN, 'ansible-playbook'), '-i', inventory_file,
+                           'mpanel.cloudpods.restart'] + list(args),
+                          env=playbook_env(dict(env, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json')),
+                          capture_output=True, text=True, check=False, timeout=300)
+
+
+def test_restart_with_limit_reboots_that_pod_only(lab_env, lab_control, two_pods, inventory_file):
+    started, stopped = two_pods
+    since = time.time()
+    result = run_restart(lab_env, inventory_file, '--limit', started)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout[result.stdout.index('{'):])
+    assert list(report['stats']) == [started] and report['stats'][started]['changed'] == 1
+    [vmid] = pods_named(lab_control, started)
+    writes = [r for r in lab_control.requests()
+              if r['time'] >= since and r['method'] != 'GET' and '/lxc/%d/' % vmid in r['path']]
+    assert [r['path'] for r in writes] == ['/nodes/pve/lxc/%d/status/reboot' % vmid]
+    assert_no_secret(lab_env, result.stdout, result.stderr)
+
+
+def test_restart_from_the_inventory_needs_a_limit(lab_env, lab_control, two_pods, inventory_file):
+    since = time.time()
+    result = run_restart(lab_env, inventory_file)
+    assert result.returncode != 0
+    assert '--limit <pod>' in result.stdout
+    vmids = ['/lxc/%d/' % vmid for name in two_pods for vmid in pods_named(lab_control, name)]
+    assert [r for r in lab_control.requests()
+            if r['time'] >= since and r['method'] != 'GET' and any(v in r['path'] for v in vmids)] == []
