@@ -3,6 +3,7 @@
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import sys
 import urllib.parse
@@ -102,3 +103,18 @@ def start_worker(env, worker_id, log_path):
         return subprocess.Popen([sys.executable, "-m", "runner_api.cli", "worker", "--worker-id", worker_id],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO_ROOT))
+
+
+def read_lab_env(path=None):
+    """``.lab/env`` (KEY=shell-quoted value lines) as a dict, without a shell."""
+    path = path or REPO_ROOT / ".lab" / "env"
+    values = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, _sep, value = line.partition("=")
+            parts = shlex.split(value)
+            values[key.strip()] = parts[0] if parts else ""
+    return values

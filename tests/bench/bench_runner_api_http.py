@@ -29,11 +29,10 @@ for _path in (ROOT, os.path.join(ROOT, 'tests')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from conftest import LAB_ENV_FILE, read_lab_env  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import scratch_database, worker_environment  # noqa: E402
+from runner_api.testing import read_lab_env, scratch_database, worker_environment  # noqa: E402
 
 
 def _client(port, method, path, token, seconds, queue):
@@ -92,7 +91,7 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=4, help='gunicorn worker processes')
     parser.add_argument('--threads', type=int, default=4, help='threads per gunicorn worker')
     args = parser.parse_args(argv)
-    lab_env = read_lab_env(LAB_ENV_FILE)
+    lab_env = read_lab_env()
     with scratch_database(lab_env['DATABASE_URL'], prefix='cloudpods_bench') as url:
         token = new_token()
         with open_pool(Settings.from_env({'DATABASE_URL': url}), min_size=1, max_size=1) as pool:

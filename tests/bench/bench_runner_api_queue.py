@@ -35,10 +35,9 @@ for _path in (ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'in
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from conftest import LAB_ENV_FILE, read_lab_env  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from runner_api.testing import read_lab_env, scratch_database, start_worker, worker_environment  # noqa: E402
 
 STUB = """
 - name: Stub provision
@@ -73,7 +72,7 @@ def stop(processes):
 
 
 def bench_pickup(args):
-    lab_env = read_lab_env(LAB_ENV_FILE)
+    lab_env = read_lab_env()
     tmp = Path(tempfile.mkdtemp(prefix='cloudpods-bench-'))
     (tmp / 'provision.yml').write_text(STUB)
     with scratch_database(lab_env['DATABASE_URL'], prefix='cloudpods_bench') as url:
