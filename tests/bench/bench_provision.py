@@ -13,18 +13,18 @@ split comes from the per-task durations of the ansible.posix.json callback (what
 profile_roles show); "outside tasks" is the rest of the wall time: interpreter and plugin loading,
 playbook parsing, inventory, forks and the gaps between tasks.
 
-Where the time goes (measured 2026-11-26 on this 2-core machine, load about 1.5, 5 rounds):
-provision 5.37 s, floor 0.02 s, difference 5.35 s: the 3 s target is NOT met. The API work itself
-is a few tens of milliseconds; the rest is Ansible's per-module cost (0.33 s per module run here:
-a new Python process, AnsiballZ unpacking, the local connection's temporary directory) times the
-9 module runs of a first provision (pod_container 1, pod_dns 1, pod_backup 3 (directory, template
-= stat + copy), pod_mail 4 (marker directory, stat, mail, marker)) = about 3 s, plus about 25
-controller-side tasks (argument-spec validation, assert, set_fact, include_role, set_stats; 0.3 s
-together) and ansible-playbook's own start (0.6 s). What would cut it: fewer module runs on the
-Proxmox host (one module that owns backup directory, cron file and mail marker: 7 runs become 2,
-about -1.7 s), the mail marker in the backup directory (-1 run), and for runner_api a warm
-ansible-playbook is not possible, so the 0.6 s start stays. ANSIBLE_PIPELINING made no measurable
-difference on the local connection.
+Where the time goes (measured 2026-11-26 on this 2-core machine, 5 rounds, with another test run
+sharing the machine, load 2.5-4.5; one module run about 0.3 s): before, 9 module runs of a first
+provision (pod_container 1, pod_dns 1, pod_backup 3 (directory, template = stat + copy), pod_mail
+4 (stat, marker directory, mail, marker)): provision 6.03 s, difference 6.00 s (5.35 s on a quieter
+machine). Now pod_backup and pod_mail make no module run: the actions of
+mpanel.cloudpods.pod_backup_schedule and pod_welcome_mail look and change on the Proxmox host with
+shell commands over its connection (one to look, one to change only when needed) and send the mail
+from the controller; the order's three asserts are one task. Provision 2.67 s and 2.91 s,
+difference 2.65 s and 2.89 s: the 3 s target is met, narrowly on a loaded machine. What is left:
+the two API module runs (pod_container, pod_dns, about 0.65 s each with argument-spec validation),
+about 20 controller-side tasks (0.2 s) and ansible-playbook's own start with its five plays
+(about 0.9 s). ANSIBLE_PIPELINING made no measurable difference on the local connection.
 """
 import argparse
 import json
