@@ -278,6 +278,7 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
     POD_TAG,
     PollInterval,
     ProxmoxApiError,
+    ProxmoxTaskError,
     ProxmoxError,
     ProxmoxModule,
     ProxmoxTimeout,
@@ -610,11 +611,12 @@ class PodContainer(ProxmoxModule):
         try:
             self.client.run_task('POST', self.container_path(ct, 'status/%s' % action), self.timeout,
                                  what='%s of CT %s' % (action, ct['vmid']), retry_locked_task=True, params=params)
-        except ProxmoxApiError as exc:
-            # Somebody else got there first: the container is already in the wanted state.
-            if action == 'start' and 'already running' in exc.reason:
-                return
-            if action in ('shutdown', 'stop') and 'not running' in exc.reason:
+        except (ProxmoxApiError, ProxmoxTaskError) as exc:
+            # Somebody else got there first (a concurrent run, or the module process of a killed
+            # playbook that lives on): the container is already in the wanted state. PVE says so
+            # at once, or, when both requests passed its check, in the second task.
+            text = exc.reason if isinstance(exc, ProxmoxApiError) else exc.exitstatus
+            if _already_in_state(action, text or ''):
                 return
             raise
 
@@ -749,6 +751,15 @@ class PodContainer(ProxmoxModule):
                     and not self.client.guests_by_vmid(ct['vmid'])):
                 raise
         return self.result(True, ct, {}, 'absent', diff=diff)
+
+
+def _already_in_state(action, message):
+    """True when a power action failed only because the container is already where it should be."""
+    if action == 'start':
+        return 'already running' in message
+    if action in ('shutdown', 'stop'):
+        return 'not running' in message
+    return False
 
 
 def _describe_cts(cts):

@@ -143,3 +143,17 @@ def test_argument_spec_env_fallbacks():
     assert spec['bridge']['default'] == 'vmbr0'
     assert spec['state']['default'] == 'present'
     assert spec['full']['default'] is True
+
+
+@pytest.mark.parametrize('action, message, expected', [
+    ('start', 'CT 100 already running', True),
+    ('start', 'startup for container \'100\' failed', False),
+    ('stop', 'CT 100 not running', True),
+    ('shutdown', 'CT 100 not running', True),
+    ('shutdown', 'CT is locked (backup)', False),
+    ('reboot', 'CT 100 not running', False),
+])
+def test_power_action_refused_only_because_already_in_state(action, message, expected):
+    # A concurrent run (or a killed playbook's module that lives on) may start the pod first;
+    # PVE then refuses the second start, at once or inside its task.
+    assert pc._already_in_state(action, message) is expected  # pylint: disable=protected-access
