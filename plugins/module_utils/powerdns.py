@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils.base import SecretSafeModule
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.redact import scrub_secrets
 
 REQUESTS_IMPORT_ERROR = None
@@ -836,15 +837,17 @@ class PowerDnsClient(object):
 # Module base class
 # --------------------------------------------------------------------------
 
-class PowerDnsModule(object):
+class PowerDnsModule(SecretSafeModule):
     """Base class of the PowerDNS modules: connects, and turns PowerDnsError into fail_json.
 
     Subclasses implement ``run()`` returning the result dict. Nothing in any result,
     success or failure, can contain the API key.
     """
 
+    expected_error = PowerDnsError
+
     def __init__(self, module):
-        self.module = module
+        super(PowerDnsModule, self).__init__(module)
         self._secrets = [module.params.get('api_key')]
         if not HAS_REQUESTS:
             module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
@@ -854,19 +857,3 @@ class PowerDnsModule(object):
             self.client = PowerDnsClient(self.settings)
         except PowerDnsError as exc:
             self.fail(exc.msg)
-
-    def fail(self, msg, **result):
-        self.module.fail_json(msg=scrub_secrets(msg, self._secrets), **result)
-
-    def run(self):
-        raise NotImplementedError
-
-    def execute(self):
-        try:
-            result = self.run()
-        except PowerDnsError as exc:
-            self.fail(exc.msg)
-        except Exception as exc:  # a bug: report it, but never with the key in it
-            self.fail('Unexpected error: %s: %s' % (type(exc).__name__, to_text(exc)),
-                      exception=scrub_secrets(traceback.format_exc(), self._secrets))
-        self.module.exit_json(**result)

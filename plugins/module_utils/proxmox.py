@@ -32,6 +32,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import redact
+from ansible_collections.mpanel.cloudpods.plugins.module_utils.base import SecretSafeModule
 
 PROXMOXER_IMPORT_ERROR = None
 try:
@@ -918,7 +919,7 @@ def _int_or_none(value):
 # Module base class
 # --------------------------------------------------------------------------
 
-class ProxmoxModule(object):
+class ProxmoxModule(SecretSafeModule):
     """Base class of the Proxmox modules: connects, and turns ProxmoxError into fail_json.
 
     Subclasses implement ``run()`` returning the result dict; ``execute()``
@@ -927,9 +928,10 @@ class ProxmoxModule(object):
     """
 
     retry_timeout_param = 'timeout'
+    expected_error = ProxmoxError
 
     def __init__(self, module):
-        self.module = module
+        super(ProxmoxModule, self).__init__(module)
         if not HAS_REQUESTS:
             module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
         if not HAS_PROXMOXER:
@@ -957,20 +959,8 @@ class ProxmoxModule(object):
     def api_retries(self):
         return dict(self.client.retries) if self.client else dict((r, 0) for r in RETRY_REASONS)
 
-    def fail(self, msg, **result):
-        result['api_retries'] = self.api_retries()
-        self.module.fail_json(msg=scrub_secrets(msg, self._secrets), **result)
+    def scrub(self, text):
+        return scrub_secrets(text, self._secrets)
 
-    def run(self):
-        raise NotImplementedError
-
-    def execute(self):
-        try:
-            result = self.run()
-        except ProxmoxError as exc:
-            self.fail(exc.msg)
-        except Exception as exc:  # a bug: report it, but never with a secret in it
-            self.fail('Unexpected error: %s: %s' % (type(exc).__name__, to_text(exc)),
-                      exception=scrub_secrets(traceback.format_exc(), self._secrets))
-        result['api_retries'] = self.api_retries()
-        self.module.exit_json(**result)
+    def result_extras(self):
+        return {'api_retries': self.api_retries()}
