@@ -597,12 +597,21 @@ class PodContainer(ProxmoxModule):
     def apply(self, ct, plan):
         if plan.changes:
             self.client.put(self.container_path(ct, 'config'), **plan.changes)
-        if plan.resize:
-            self.client.run_task('PUT', self.container_path(ct, 'resize'), self.timeout,
-                                 what='resize of CT %s to %s' % (ct['vmid'], plan.resize),
-                                 params=dict(disk='rootfs', size=plan.resize))
+        if plan.power == 'start':
+            # A container's root disk grows online: start first, so the pod boots and gets its
+            # DHCP lease while the resize task runs instead of after it.
+            self.power(ct, 'start')
+            self.resize(ct, plan.resize)
+            return
+        self.resize(ct, plan.resize)
         if plan.power:
             self.power(ct, plan.power)
+
+    def resize(self, ct, size):
+        if size:
+            self.client.run_task('PUT', self.container_path(ct, 'resize'), self.timeout,
+                                 what='resize of CT %s to %s' % (ct['vmid'], size),
+                                 params=dict(disk='rootfs', size=size))
 
     def power(self, ct, action):
         params = {}

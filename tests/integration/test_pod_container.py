@@ -178,6 +178,10 @@ def test_create_from_template(pve):
     assert (clones[0]['params']['full'], clones[0]['params']['storage']) == ('1', 'local-lvm')
     for request in pve.requests(started):
         assert not set(map(str, request['params'].values())) & {'True', 'False', 'true', 'false'}, request
+    # the disk grows online after the start, so boot and DHCP overlap the resize task
+    writes = [(r['method'], r['path']) for r in pve.mutations(started) if '/lxc/%s/' % vmid in r['path']]
+    assert writes.index(('POST', '/nodes/pve/lxc/%s/status/start' % vmid)) < \
+        writes.index(('PUT', '/nodes/pve/lxc/%s/resize' % vmid)), writes
 
 
 def test_second_run_changes_nothing(pve):
