@@ -40,49 +40,41 @@ OURS_POD_TASKS = """\
 """
 
 COMMUNITY_POD_TASKS = """\
-- name: Clone the template with community.proxmox
-  community.proxmox.proxmox:
-    api_host: "{{ api_host }}"
-    api_port: "{{ api_port }}"
-    api_user: "{{ api_user }}"
-    api_token_id: "{{ api_token_name }}"
-    api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
-    node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
-    clone: 9000
-    clone_type: full
-    storage: local-lvm
-    hostname: "{{ pod_name }}"
-    state: present
-    timeout: 120
-  register: cloned
+- name: Clone, configure and start with community.proxmox
+  module_defaults:
+    community.proxmox.proxmox:
+      api_host: "{{ api_host }}"
+      api_port: "{{ api_port }}"
+      api_user: "{{ api_user }}"
+      api_token_id: "{{ api_token_name }}"
+      api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
+      node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
+  block:
+    - name: Clone the template with community.proxmox
+      community.proxmox.proxmox:
+        clone: 9000
+        clone_type: full
+        storage: local-lvm
+        hostname: "{{ pod_name }}"
+        state: present
+        timeout: 120
+      register: cloned
 
-- name: Configure the clone with community.proxmox
-  community.proxmox.proxmox:
-    api_host: "{{ api_host }}"
-    api_port: "{{ api_port }}"
-    api_user: "{{ api_user }}"
-    api_token_id: "{{ api_token_name }}"
-    api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
-    node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
-    vmid: "{{ cloned.vmid }}"
-    hostname: "{{ pod_name }}"
-    update: true
-    cores: 1
-    memory: 1024
-    swap: 512
-    state: present
+    - name: Configure the clone with community.proxmox
+      community.proxmox.proxmox:
+        vmid: "{{ cloned.vmid }}"
+        hostname: "{{ pod_name }}"
+        update: true
+        cores: 1
+        memory: 1024
+        swap: 512
+        state: present
 
-- name: Start the clone with community.proxmox
-  community.proxmox.proxmox:
-    api_host: "{{ api_host }}"
-    api_port: "{{ api_port }}"
-    api_user: "{{ api_user }}"
-    api_token_id: "{{ api_token_name }}"
-    api_token_secret: "{{ lookup('ansible.builtin.env', 'PROXMOX_API_TOKEN_SECRET') }}"
-    node: "{{ lookup('ansible.builtin.env', 'PROXMOX_NODE_NAME') }}"
-    vmid: "{{ cloned.vmid }}"
-    state: started
-    timeout: 120
+    - name: Start the clone with community.proxmox
+      community.proxmox.proxmox:
+        vmid: "{{ cloned.vmid }}"
+        state: started
+        timeout: 120
 """
 
 PLAYBOOK = """\
@@ -123,7 +115,8 @@ def run_side(label, pod_tasks, pods, env, extra_vars):
         sys.exit(f"{label} playbook failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
     report = json.loads(proc.stdout)
     per_pod = []
-    tasks_per_pod = pod_tasks.count("- name:")
+    # a block is not a task in the report: only its tasks are
+    tasks_per_pod = pod_tasks.count("- name:") - pod_tasks.count("  block:")
     timed = [task for task in report["plays"][0]["tasks"]
              if not task["task"]["name"].startswith("One pod after another")]
     for index in range(len(pods)):
