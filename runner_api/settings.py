@@ -13,7 +13,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Variables the playbooks read (module defaults); handed to ansible-runner as environment.
-PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_")
+PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT")
 # Never handed to a playbook even though a prefix would match.
 PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)

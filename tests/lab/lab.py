@@ -36,6 +36,7 @@ from pathlib import Path
 
 from smtplab import SmtpService  # the lab's SMTP server (aiosmtpd)
 from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's database)
+import lxclab  # the real-container part (--lxc)
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -291,10 +292,15 @@ class PveSimService(Service):
                         "privs": CLOUDPODS_PROV}],
             "default_task_duration": 0.2, "dhcp_delay": 1.0,
         }
+        config.update(self.extra_config())
         _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
         env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.process.start([sys.executable, "-m", "pvesim", "--config", str(self.config_file)],
                            cwd=HERE, env=env)
+
+    def extra_config(self) -> dict:
+        """Simulator settings a subclass adds (the LXC one: its backend)."""
+        return {}
 
     def stop(self) -> None:
         self.process.stop()
@@ -325,6 +331,9 @@ class PveSimService(Service):
             "PROXMOX_CA_BUNDLE": str(self.lab.pki.ca_cert),
             "PVESIM_CONTROL_URL": f"{base}/_lab",
             "PVESIM_CONTROL_KEY": settings["control_key"],
+            # The simulator's containers are records, there is nothing to enter: the playbooks
+            # skip pod_first_boot here (the LXC lab, .lab/env.lxc, turns it on).
+            "CLOUDPODS_FIRST_BOOT": "false",
         }
 
     def describe(self) -> str:
@@ -488,20 +497,158 @@ class PowerDnsService(Service):
 
 # ---------------------------------------------------------------- the lab
 
+class LxcNetService(Service):
+    """The lab bridge (cpbr0, 10.98.0.1/24) with dnsmasq answering DHCP on it, nothing else."""
+
+    name = "lxcnet"
+    lxc_only = True
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.leases = self.directory / "leases"
+        self.process = BackgroundProcess(self.directory, "dnsmasq", marker=f"--dhcp-leasefile={self.leases}")
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lxclab.bridge_up()
+        self.process.start(lxclab.dnsmasq_argv(self.directory), cwd=self.directory, env=dict(os.environ))
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        return self.process.running() and Path(f"/sys/class/net/{lxclab.LXC_BRIDGE}").exists()
+
+    def env(self) -> dict:
+        return {"LAB_BRIDGE": lxclab.LXC_BRIDGE, "LAB_BRIDGE_NETWORK": lxclab.LXC_NETWORK,
+                "LAB_DHCP_LEASES": str(self.leases)}
+
+    def describe(self) -> str:
+        return f"bridge {lxclab.LXC_BRIDGE} {lxclab.LXC_NETWORK}, dnsmasq pid {self.process.pid()}"
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
+class SshdService(Service):
+    """OpenSSH on loopback: the 'Proxmox host' login for pct (forced command, lab key only)."""
+
+    name = "sshd"
+    lxc_only = True
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.settings_file = self.directory / "settings.json"
+        self.config_file = self.directory / "sshd_config"
+        self.process = BackgroundProcess(self.directory, "sshd", marker=str(self.config_file))
+
+    def _load_settings(self) -> dict:
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def start(self) -> None:
+        settings = self._load_settings()
+        settings["port"] = free_port(settings.get("port"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _write(self.settings_file, json.dumps(settings).encode())
+        lxclab.sshd_config(self.directory, settings["port"], self.lab.lxc_path)
+        self.process.start(["/usr/sbin/sshd", "-D", "-e", "-f", str(self.config_file)], cwd=self.directory,
+                           env=dict(os.environ))
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        port = self._load_settings().get("port")
+        if not port or not self.process.running():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+                return connection.recv(64).startswith(b"SSH-2.0-")
+        except OSError:
+            return False
+
+    def env(self) -> dict:
+        return {"PROXMOX_SSH_HOST": "127.0.0.1", "PROXMOX_SSH_PORT": str(self._load_settings().get("port")),
+                "PROXMOX_SSH_USER": "root", "PROXMOX_SSH_KEY_FILE": str(self.directory / "id_ed25519"),
+                # The lab's host key is new on every machine; a real site keeps checking on.
+                "PROXMOX_SSH_HOST_KEY_CHECKING": "false"}
+
+    def describe(self) -> str:
+        return f"127.0.0.1:{self._load_settings().get('port')} pid {self.process.pid()} log {self.process.log_file}"
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
+class PveSimLxcService(PveSimService):
+    """A second simulator whose containers are real LXC containers (tests/lab/pvesim/lxcbackend.py)."""
+
+    name = "pvesim-lxc"
+    lxc_only = True
+
+    def extra_config(self) -> dict:
+        return {
+            "backend": "lxc", "seed_template": False,
+            "vztmpl_dir": str(self.lab.vztmpl_dir),
+            "lxc": {"lxc_path": str(self.lab.lxc_path), "bridge": lxclab.LXC_BRIDGE,
+                    "leases_file": str(self.lab.directory / "lxcnet" / "leases")},
+            # Real tasks take real time now; no artificial durations on top.
+            "default_task_duration": 0.0, "dhcp_delay": 0.0,
+        }
+
+    def env(self) -> dict:
+        values = super().env()
+        values["LAB_LXC_PATH"] = str(self.lab.lxc_path)
+        values["CLOUDPODS_FIRST_BOOT"] = "true"
+        values["CLOUDPODS_TEMPLATE_OSTEMPLATE"] = f"local:vztmpl/{lxclab.OS_TEMPLATE_NAME}"
+        return values
+
+    def stop(self) -> None:
+        super().stop()
+
+    def stop_containers(self) -> None:
+        """Stop every lab container (``down``): nothing may keep the lab's files busy."""
+        if not self.lab.lxc_path.is_dir():
+            return
+        for entry in self.lab.lxc_path.iterdir():
+            if entry.name.isdigit():
+                subprocess.run(["lxc-stop", "-P", str(self.lab.lxc_path), "-n", entry.name, "-k"],
+                               capture_output=True, check=False, timeout=60)
+
+
 class Lab:
-    """All services, started in order and stopped in reverse."""
+    """All services, started in order and stopped in reverse.
+
+    With ``lxc`` (``lab up --lxc``, remembered in ``.lab/lxc.enabled``), three more services make
+    containers real: the bridge with DHCP, an sshd for pct, and the LXC-backed simulator, whose
+    settings go to ``.lab/env.lxc`` (the same file as ``.lab/env`` with PROXMOX_* pointing to it).
+    """
 
     SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService]
+    LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PveSimLxcService]
 
-    def __init__(self, directory: Path = LAB_DIR):
+    def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):
         self.directory = directory
         self.pki = CertificateAuthority(directory)
-        self.services = [cls(self) for cls in self.SERVICE_CLASSES]
+        self.lxc_marker = directory / "lxc.enabled"
+        self.lxc = self.lxc_marker.exists() if lxc is None else lxc
+        self.lxc_path = directory / "lxc" / "containers"
+        self.vztmpl_dir = directory / "lxc" / "vztmpl"
+        classes = self.SERVICE_CLASSES + (self.LXC_SERVICE_CLASSES if self.lxc else [])
+        self.services = [cls(self) for cls in classes]
 
     def up(self) -> bool:
         """Start what is not healthy; return True if everything already was."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pki.ensure()
+        if self.lxc:
+            missing = lxclab.lxc_missing()
+            if missing:
+                raise LabError(f"--lxc: {missing}")
+            self.lxc_marker.touch()
+            self.lxc_path.mkdir(parents=True, exist_ok=True)
+            lxclab.ensure_os_template(self.vztmpl_dir, log=lambda text: print(f"lab: {text}", flush=True))
+            lxclab.restore_template(self.lxc_path)
         already = True
         for service in self.services:
             if service.healthy():
@@ -511,6 +658,9 @@ class Lab:
             service.start()
             self._wait_healthy(service)
         self.write_env()
+        if self.lxc:
+            lxclab.ensure_template(self.directory / "env.lxc", self.lxc_path,
+                                   log=lambda text: print(f"lab: {text}", flush=True))
         return already
 
     def _wait_healthy(self, service: Service) -> None:
@@ -535,23 +685,30 @@ class Lab:
 
     def down(self) -> None:
         for service in reversed(self.services):
+            if isinstance(service, PveSimLxcService):
+                service.stop_containers()
             service.stop()
+        if self.lxc:
+            lxclab.bridge_down()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def status(self) -> dict:
         return {service.name: service.healthy() for service in self.services}
 
-    def env(self) -> dict:
+    def env(self, lxc: bool = False) -> dict:
+        """Every service's settings; with ``lxc`` the LXC services' override (PROXMOX_* of pvesim-lxc)."""
         values = {}
         for service in self.services:
-            values.update(service.env())
+            if lxc or not getattr(service, "lxc_only", False):
+                values.update(service.env())
         return values
 
     def write_env(self) -> None:
-        lines = ["# Written by tests/lab/lab up; load with: set -a; . .lab/env; set +a"]
-        lines += [f"{key}={shlex.quote(value)}" for key, value in self.env().items()]
-        _write(ENV_FILE if self.directory == LAB_DIR else self.directory / "env",
-               ("\n".join(lines) + "\n").encode(), secret=True)
+        files = [("env", False)] + ([("env.lxc", True)] if self.lxc else [])
+        for name, lxc in files:
+            lines = [f"# Written by tests/lab/lab up; load with: set -a; . .lab/{name}; set +a"]
+            lines += [f"{key}={shlex.quote(value)}" for key, value in self.env(lxc).items()]
+            _write(self.directory / name, ("\n".join(lines) + "\n").encode(), secret=True)
 
 
 def read_env_file(path: Path) -> dict:
@@ -582,12 +739,15 @@ def exclusive(directory: Path):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--lxc", action="store_true",
+                        help="also run real LXC containers (root, Linux): bridge+DHCP, sshd for pct, "
+                             "the LXC-backed simulator, template CT 9000; remembered until 'down'")
     args = parser.parse_args(argv)
-    lab = Lab()
+    lab = Lab(lxc=True if args.lxc else None)
     try:
         with exclusive(lab.directory):
             return COMMANDS[args.command](lab)
-    except LabError as exc:
+    except (LabError, RuntimeError) as exc:
         print(f"lab: {exc}", file=sys.stderr)
         return 1
 

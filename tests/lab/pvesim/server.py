@@ -296,7 +296,13 @@ def make_backend(config: SimConfig) -> Backend:
     """The container backend named by ``config.backend``."""
     if config.backend == "memory":
         return MemoryBackend(config.dhcp_delay)
-    raise ValueError(f"unknown backend '{config.backend}' (available: memory)")
+    if config.backend == "lxc":
+        from .lxcbackend import LxcBackend  # pylint: disable=import-outside-toplevel
+        settings = config.lxc
+        if not settings.get("lxc_path") or not settings.get("bridge"):
+            raise ValueError("the lxc backend needs config lxc.lxc_path and lxc.bridge")
+        return LxcBackend(settings["lxc_path"], settings["bridge"], settings.get("leases_file"))
+    raise ValueError(f"unknown backend '{config.backend}' (available: memory, lxc)")
 
 
 def create_server(config: SimConfig, backend: Backend | None = None) -> SimulatorServer:
