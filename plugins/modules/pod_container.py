@@ -205,6 +205,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+timings:
+  description:
+    - Seconds this run spent in each phase it went through, to see where a provision's time goes.
+    - C(clone) (clone task, template lock retries included), C(config), C(start), C(resize), C(address) (from the
+      end of the start until the DHCP address showed), C(reboot), C(stop). Phases that did not happen are left out.
+  returned: always
+  type: dict
+  sample: {clone: 2.41, config: 0.05, start: 0.62, resize: 0.31, address: 3.12}
 vmid:
   description: VMID of the container (null in check mode when it would be created, or when absent).
   returned: always
@@ -269,6 +277,7 @@ diff:
     after: {"hostname": "shop-example-com", "cores": 1, "memory": 1024, "disk": "30G", "status": "running"}
 """
 
+import contextlib
 import copy
 import re
 import time
@@ -397,6 +406,7 @@ class PodContainer(ProxmoxModule):
         self.state = self.params['state']
         self.timeout = self.params['timeout']
         self.pod_id = self.params['pod_id']
+        self.timings = {}
 
     # -- validation -----------------------------------------------------
 
@@ -596,16 +606,30 @@ class PodContainer(ProxmoxModule):
 
     def apply(self, ct, plan):
         if plan.changes:
-            self.client.put(self.container_path(ct, 'config'), **plan.changes)
+            with self.timed('config'):
+                self.client.put(self.container_path(ct, 'config'), **plan.changes)
         if plan.power == 'start':
             # A container's root disk grows online: start first, so the pod boots and gets its
             # DHCP lease while the resize task runs instead of after it.
-            self.power(ct, 'start')
-            self.resize(ct, plan.resize)
+            with self.timed('start'):
+                self.power(ct, 'start')
+            with self.timed('resize'):
+                self.resize(ct, plan.resize)
             return
-        self.resize(ct, plan.resize)
+        with self.timed('resize'):
+            self.resize(ct, plan.resize)
         if plan.power:
-            self.power(ct, plan.power)
+            with self.timed(plan.power if plan.power in ('start', 'reboot') else 'stop'):
+                self.power(ct, plan.power)
+
+    @contextlib.contextmanager
+    def timed(self, phase):
+        """Seconds spent in each phase, returned as ``timings`` (where a provision's time goes)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - started, 3)
 
     def resize(self, ct, size):
         if size:
@@ -669,7 +693,7 @@ class PodContainer(ProxmoxModule):
         result = dict(changed=changed, vmid=ct.get('vmid') if ct else None,
                       node=ct.get('node') if ct else self.node, hostname=self.hostname,
                       pod_id=self.pod_id or self.hostname, created=created, status=status, ip=ip,
-                      config=conf or {})
+                      config=conf or {}, timings=dict(self.timings))
         if result['vmid'] is not None:
             result['vmid'] = int(result['vmid'])
         if diff is not None and self.module._diff:
@@ -689,7 +713,8 @@ class PodContainer(ProxmoxModule):
                 after, status = plan.predict(predicted, 'stopped')
                 return self.result(True, new_ct, after, status, created=True,
                                    diff=dict(before={}, after=config_view(after, status)))
-            vmid, created = self.clone()
+            with self.timed('clone'):
+                vmid, created = self.clone()
             if created:
                 ct = dict(vmid=vmid, node=self.node)
             else:
@@ -715,7 +740,8 @@ class PodContainer(ProxmoxModule):
         ip = None
         if status == 'running':
             if self.state in ('started', 'restarted') and self.params['wait_for_ip']:
-                ip = self.wait_for_ip(ct)
+                with self.timed('address'):
+                    ip = self.wait_for_ip(ct)
             else:
                 ip = self.read_ip(ct)
         final = self.read_config(ct) if (plan.changes or plan.resize or created) else conf
