@@ -207,6 +207,23 @@ def get_config(call: Call):
     return call.cluster.config_view(call.params["vmid"])
 
 
+CREATE_SPEC = dict(
+    containers.CONFIG_SPEC, vmid=VMID, ostemplate=required(max_length=255),
+    password=P(min_length=5), storage=STORAGE_ID, force=P(type="boolean"),
+    restore=P(type="boolean"), unique=P(type="boolean"), pool=P(pattern=r"[A-Za-z0-9\-_/]+"),
+    bwlimit=P(type="number", minimum=0), start=P(type="boolean"),
+    **{"ignore-unpack-errors": P(type="boolean"), "ssh-public-keys": P()},
+)
+
+
+@route("POST", "/nodes/{node}/lxc", CREATE_SPEC)
+def create_container(call: Call):
+    """Permissions are checked inside (PVE: ``user => 'all'``), against the pool too."""
+    if call.params.get("unique") and not call.params.get("restore"):
+        raise ParamError({"restore": "missing property - 'unique' requires this property"})
+    return call.cluster.create(call.token, call.params["vmid"], call.params)
+
+
 CONFIG_PUT_SPEC = dict(containers.CONFIG_SPEC, delete=P(format=schema.configid_list),
                        revert=P(format=schema.configid_list), digest=DIGEST)
 

@@ -5,6 +5,9 @@ records its result; a backend *does* it. ``MemoryBackend`` only pretends, so the
 runs anywhere as any user. A later ``LxcBackend`` implements the same methods with
 real LXC containers. Backend methods run in task threads outside the state lock, and
 signal failure by raising ``BackendError`` (its text becomes the task's exitstatus).
+
+Configs handed to a backend are copies of PVE configs (``pct.conf`` keys: ``rootfs``,
+``net0``, ``hostname``, ...; ``template: 1`` for a template); a backend may keep them.
 """
 
 import gzip
@@ -28,6 +31,17 @@ class Backend:
     answer API reads and must be quick)."""
 
     name = "abstract"
+
+    def create(self, vmid: int, archive: Path, config: dict) -> None:
+        """Make the root filesystem of the new CT ``vmid`` from an OS template archive.
+
+        ``archive`` is the template file (``.tar.gz``/``.tar.xz``/``.tar.zst``/``.tar.bz2``),
+        known to exist; ``config`` is the CT's final config (``rootfs`` with its new volume
+        and size, NICs with their MAC addresses, no ``lock``). Called in the ``vzcreate``
+        task's thread without the state lock. On ``BackendError`` the state machine calls
+        ``destroy(vmid)`` to clean up and the task fails ``unable to create CT <vmid> - <text>``.
+        """
+        raise NotImplementedError
 
     def clone(self, src_vmid: int, new_vmid: int, full: bool, storage: str | None,
               config: dict) -> None:
@@ -69,11 +83,47 @@ class Backend:
         """Write the backup archive of ``vmid`` to ``archive``."""
         raise NotImplementedError
 
+    def make_template(self, vmid: int, config: dict) -> None:
+        """Turn the stopped CT ``vmid`` into a template (``POST .../template``).
+
+        Called in the ``vztemplate`` task's thread without the state lock; ``config`` is
+        the config the CT will have: rootfs volume ``base-N-disk-M`` instead of
+        ``vm-N-disk-M`` and ``template: 1``. When it returns, the state machine commits that
+        config and calls ``save_config``; on ``BackendError`` the CT stays as it was.
+        The default does nothing.
+        """
+
+    def save_config(self, vmid: int, config: dict) -> None:
+        """Persist the committed config of CT ``vmid`` (a copy; the backend may keep it).
+
+        Called by the state machine after every committed change of a CT's config: a
+        finished create, a finished clone (the new CT), ``PUT .../config``, a finished
+        resize, a template conversion. Not after destroy (``destroy`` is the signal).
+        It may be called with the state lock held, so it must be cheap and must not call
+        back into the state machine; an exception is logged and otherwise ignored.
+        The default does nothing.
+        """
+
+    def existing(self) -> list[dict]:
+        """The CTs this backend already has, for start-up and ``reset``.
+
+        Each entry is ``{"vmid": int, "config": dict}`` with the PVE config as last given
+        to ``save_config`` (``template: 1`` for a template). ``Cluster.reset()`` calls
+        ``reset()`` first, then this, and registers each CT as stopped; the built-in
+        template CT is seeded only when the config's ``seed_template`` is true and no
+        entry has ``template_vmid``. The default has none.
+        """
+        return []
+
     def set_dhcp_delay(self, seconds: float) -> None:
         """How long after start a DHCP lease appears (simulated backends only)."""
 
     def reset(self) -> None:
-        """Forget every container except what the state machine recreates."""
+        """Forget every container except what the state machine recreates.
+
+        Called first by ``Cluster.reset()`` (start-up and ``POST /_lab/reset``); a backend
+        that keeps CTs across resets reports them afterwards through ``existing()``.
+        """
 
 
 class MemoryBackend(Backend):
@@ -92,8 +142,20 @@ class MemoryBackend(Backend):
         self._leases: dict[str, ipaddress.IPv4Address] = {}
         self._dhcp_delay = dhcp_delay
 
+    def create(self, vmid, archive, config):
+        return None
+
     def clone(self, src_vmid, new_vmid, full, storage, config):
         return None
+
+    def make_template(self, vmid, config):
+        return None
+
+    def save_config(self, vmid, config):
+        return None
+
+    def existing(self):
+        return []
 
     def destroy(self, vmid):
         with self._lock:

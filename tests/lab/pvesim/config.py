@@ -20,7 +20,7 @@ CLOUDPODS_PROV_PRIVILEGES = [
 
 TASK_TYPES = [
     "vzclone", "vzstart", "vzstop", "vzshutdown", "vzreboot", "vzdestroy", "vzdump",
-    "vzsuspend", "vzresume", "resize",
+    "vzsuspend", "vzresume", "resize", "vzcreate", "vztemplate",
 ]
 
 DEFAULTS = {
@@ -36,6 +36,13 @@ DEFAULTS = {
     "bridge": "vmbr0",
     "control_key": None,         # X-Lab-Key for /_lab; None disables the control API
     "storage_root": None,        # directory for dir-type storages (backups); temp dir if None
+    # Where the OS templates (content vztmpl) of the 'local' storage are: files named like
+    # ubuntu-22.04-standard_22.04-1_amd64.tar.zst. None: <storage_root>/local/template/cache,
+    # PVE's layout, where the simulator puts a small stand-in Ubuntu template.
+    "vztmpl_dir": None,
+    # Whether a fresh (or reset) simulator has the Cloud Pods template CT template_vmid.
+    # It is not seeded either when the backend already has a CT with that vmid.
+    "seed_template": True,
     "tokens": [],                # [{"token_id", "secret", "privs": [...], "acl": {path: [...]}}]
     "pools": [],                 # [{"poolid": "...", "comment": "..."}]
     "task_durations": {},        # per task type, seconds
@@ -50,7 +57,9 @@ DEFAULTS = {
     # turn it on to see what a stock PVE 8 would answer that role.
     "require_sdn_use": False,
     "log_file": None,
-    "backend": "memory",         # the only one so far; an "lxc" backend is planned
+    "backend": "memory",         # "memory" (pretend) or "lxc" (real containers, root only)
+    # The lxc backend: {"lxc_path": dir of the CTs, "bridge": host bridge, "leases_file": dnsmasq leases}
+    "lxc": {},
 }
 
 

@@ -2,12 +2,17 @@
 the status views (status/current, cluster/resources) derived from them.
 """
 
+import base64
+import binascii
 import hashlib
 import random
+import re
+import struct
 import time
 from dataclasses import dataclass, field
 
 from . import schema
+from .errors import fail
 from .firewall import Firewall
 from .schema import P
 
@@ -62,6 +67,56 @@ _KEY_PRIVILEGE = {
 ROOT_ONLY_KEYS = {"hookscript": "changing the hookscript is only allowed for root@pam"}
 CONFIG_PRIVILEGES = ["VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory",
                      "VM.Config.Network", "VM.Config.Options"]
+
+
+# A mount point volume PVE allocates: ``[STORAGE:]SIZE_IN_GiB`` (pve-container's NEW_DISK_RE).
+NEW_DISK_RE = re.compile(r"(?:([^\s:]+):)?(\d+(?:\.\d+)?)")
+# What POST /nodes/{node}/lxc takes besides the config keys; none of it is stored.
+CREATE_ONLY_KEYS = ("ostemplate", "password", "storage", "force", "restore", "unique", "pool",
+                    "ignore-unpack-errors", "ssh-public-keys", "bwlimit", "start")
+_SSH_KEY_TYPES = ("ssh-rsa", "ssh-dss", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                  "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                  "sk-ecdsa-sha2-nistp256@openssh.com")
+
+
+def check_ssh_public_keys(text: str) -> None:
+    """PVE runs ``ssh-keygen -l`` on each non-blank line; the same verdict, without it."""
+    for line in text.split("\n"):
+        if line.strip() and not _is_public_key_line(line.strip()):
+            raise fail("SSH public key validation error")
+
+
+def _is_public_key_line(line: str) -> bool:
+    fields = line.split()
+    for index, word in enumerate(fields[:-1]):  # an authorized_keys line may start with options
+        if word in _SSH_KEY_TYPES:
+            try:
+                blob = base64.b64decode(fields[index + 1], validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            if len(blob) < 4:
+                return False
+            (length,) = struct.unpack(">I", blob[:4])
+            return blob[4:4 + length].decode("ascii", "replace") == word
+    return False
+
+
+def guess_ostype(template_name: str) -> str:
+    """PVE detects the distribution inside the unpacked template; the simulator reads it
+    from the template's name (``debian-12-standard_...``), ``unmanaged`` when unknown."""
+    prefix = re.split(r"[-_.]", template_name.lower(), maxsplit=1)[0]
+    aliases = {"rockylinux": "centos", "almalinux": "centos", "rocky": "centos", "alma": "centos",
+               "arch": "archlinux", "opensuse": "opensuse"}
+    prefix = aliases.get(prefix, prefix)
+    return prefix if prefix in OSTYPES else "unmanaged"
+
+
+def guess_arch(template_name: str) -> str:
+    """The architecture PVE would detect: from the template's name, amd64 otherwise."""
+    for arch in ("arm64", "armhf", "i386", "riscv64", "riscv32"):
+        if f"_{arch}." in template_name or f"-{arch}." in template_name:
+            return arch
+    return "amd64"
 
 
 def key_privilege(key: str) -> str:

@@ -8,6 +8,7 @@ the same error PVE would give first.
 """
 
 import copy
+import logging
 import shutil
 import threading
 import time
@@ -22,6 +23,8 @@ from .containers import Container
 from .errors import ApiError, ParamError, PermissionDenied, fail
 from .faults import FaultInjector
 from .tasks import Task, TaskError, TaskManager
+
+LOG = logging.getLogger("pvesim.state")
 
 
 @dataclass
@@ -44,25 +47,30 @@ class Cluster:
         self.faults = FaultInjector()
         self.tasks = TaskManager(self.node, self.lock, config.draw_task_duration,
                                  self.faults.take_task_fault)
-        self.storages = storage.default_storages(Path(config.storage_root))
+        self.storages = storage.default_storages(Path(config.storage_root), config.vztmpl_dir)
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
 
     def reset(self) -> None:
-        """Back to a fresh install: only the template, no faults, no tasks, no backups."""
+        """Back to a fresh install: the backend's own CTs (``backend.existing()``, stopped)
+        and the seeded template, no faults, no tasks, no backups."""
         with self.lock:
-            self.tasks.reset()
             self.backend.reset()
+            self.tasks.reset()
             self.backend.set_dhcp_delay(self.config.dhcp_delay)
             self.faults.clear()
             self.containers: dict[int, Container] = {}
             self.pools = {pool["poolid"]: {"comment": pool.get("comment"), "members": set()}
                           for pool in self.config.pools}
             self.backup_jobs = backups.BackupJobs()
+            for item in self.backend.existing():
+                vmid = int(item["vmid"])
+                self.containers[vmid] = Container(vmid, copy.deepcopy(item["config"]))
             template_id = int(self.config.template_vmid)
-            self.containers[template_id] = Container(template_id, containers.template_config(
-                self.config.template_hostname, self.config.bridge, template_id))
+            if self.config.seed_template and template_id not in self.containers:
+                self.containers[template_id] = Container(template_id, containers.template_config(
+                    self.config.template_hostname, self.config.bridge, template_id))
             for item in self.storages.values():
                 if item.path is not None:
                     shutil.rmtree(item.dump_dir, ignore_errors=True)
@@ -100,6 +108,13 @@ class Cluster:
             bridge = containers.net_settings(value).get("bridge")
             if bridge:
                 token.require(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use")
+
+    def _save_config(self, ct: Container) -> None:
+        """Hand the committed config to the backend (a copy; errors only logged)."""
+        try:
+            self.backend.save_config(ct.vmid, copy.deepcopy(ct.config))
+        except Exception:  # persisting is the backend's business; the change stands
+            LOG.exception("backend could not save the config of CT %s", ct.vmid)
 
     def _start_task(self, token: Token, task_type: str, task_id, work, on_success=None,
                     on_failure=None, error_prefix: str = "", prepare=None,
@@ -189,6 +204,193 @@ class Cluster:
                 "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
                 "pveversion": f"pve-manager/{self.config.pve_version}/faa83925c9641325"}
 
+    # ------------------------------------------------------------------ create
+
+    def create(self, token: Token, vmid: int, params: dict) -> str:
+        """POST /nodes/{node}/lxc: a new CT from an OS template (pve-container's create_vm).
+
+        Checked at once, in PVE's order: the vmid is unused, the ssh keys parse, the pool
+        exists, VM.Allocate on the CT (or its pool), the privileges of each config key, the
+        template volume (content type, Datastore.Audit|AllocateSpace), the rootfs storage
+        (rootdir content, Datastore.AllocateSpace). Then the config exists with
+        ``lock: create`` and a ``vzcreate`` task unpacks the template through the backend;
+        a failed task removes the CT again. ``password`` is dropped unseen: PVE only
+        sets root's password inside the CT.
+        """
+        params = {key: value for key, value in params.items()
+                  if key not in ("node", "vmid", "password", "ignore-unpack-errors", "bwlimit",
+                                 "unique", "template")}
+        options = {key: params.pop(key, None) for key in containers.CREATE_ONLY_KEYS
+                   if key != "password"}
+        unprivileged = bool(params.pop("unprivileged", 0))  # PVE 8's API default: privileged
+        pool = options["pool"]
+        default_storage = options["storage"] or "local"
+        with self.lock:
+            if vmid in self.containers:
+                raise fail(f"CT {vmid} already exists on node '{self.node}'")
+            if options["restore"]:
+                raise fail("pvesim does not simulate restoring a backup (restore=1)")
+            if options["ssh-public-keys"] is not None:
+                containers.check_ssh_public_keys(options["ssh-public-keys"])
+            if pool is not None and pool not in self.pools:
+                raise PermissionDenied(f"pool '{pool}' does not exist")
+            if not (token.has(f"/vms/{vmid}", "VM.Allocate")
+                    or (pool and token.has(f"/pool/{pool}", "VM.Allocate"))):
+                raise PermissionDenied()
+            self._check_create_privileges(token, vmid, pool, params, unprivileged, default_storage)
+            ostemplate = options["ostemplate"]
+            archive = self._template_archive(token, ostemplate)
+            rootfs = self._new_rootfs(token, vmid, params.pop("rootfs", None), default_storage)
+            config = self._create_config(vmid, params, rootfs, unprivileged, archive.name)
+            self.containers[vmid] = Container(vmid, dict(config, lock="create"))
+            return self._create_task(token, vmid, config, archive, ostemplate, pool,
+                                     bool(options["start"]))
+
+    def _create_task(self, token: Token, vmid: int, config: dict, archive: Path, ostemplate: str,
+                     pool: str | None, start: bool) -> str:
+        def work(task: Task):
+            volume = containers.parse_rootfs(config["rootfs"])
+            task.log(f"  Logical volume \"{volume['volume'].split(':', 1)[1]}\" created.")
+            if not archive.is_file():
+                raise TaskError(f"can't find file '{ostemplate}'")
+            task.log(f"extracting archive '{archive}'")
+            try:
+                self.backend.create(vmid, archive, copy.deepcopy(config))
+            except BackendError:
+                self._discard_created(task, vmid)
+                raise
+            task.log(f"Total bytes read: {archive.stat().st_size}")
+            task.log(f"Detected container architecture: {config['arch']}")
+
+        def on_success(task: Task, _result):
+            ct = self.containers.get(vmid)
+            if ct is None or ct.lock != "create":
+                raise TaskError("lost 'create' config lock, aborting")
+            ct.config.pop("lock")
+            if pool:
+                self._add_to_pool(ct, pool)
+            self._save_config(ct)
+            if start:  # PVE starts it from the create worker: a vzstart task of its own
+                self._power_start(token, vmid, {})
+
+        def on_failure(task: Task, _error):
+            ct = self.containers.get(vmid)
+            if ct is not None and ct.lock == "create":
+                del self.containers[vmid]
+
+        return self._start_task(token, "vzcreate", vmid, work, on_success, on_failure,
+                                error_prefix=f"unable to create CT {vmid} - ")
+
+    def _discard_created(self, task: Task, vmid: int) -> None:
+        """What PVE's destroy_disks does after a failed create: the backend forgets it."""
+        try:
+            self.backend.destroy(vmid)
+        except Exception as exc:  # cleanup problems are warnings in PVE too
+            task.warn(f"unable to clean up CT {vmid}: {exc}")
+
+    def _require_vm_perm(self, token: Token, vmid: int, pool: str | None, privilege: str) -> None:
+        """PVE's check_vm_perm: the pool's ACL may grant it, else /vms/<vmid> must."""
+        if pool and token.has(f"/pool/{pool}", privilege):
+            return
+        token.require(f"/vms/{vmid}", privilege)
+
+    def _check_create_privileges(self, token: Token, vmid: int, pool: str | None, params: dict,
+                                 unprivileged: bool, default_storage: str) -> None:
+        """check_ct_modify_config_perm for a new CT: one privilege per config key."""
+        if token.is_root:
+            return
+        for key in sorted(params):
+            if key in containers.ROOT_ONLY_KEYS:
+                raise PermissionDenied(containers.ROOT_ONLY_KEYS[key])
+            if key == "features":
+                self._check_new_features(token, vmid, pool, params[key], unprivileged)
+                continue
+            self._require_vm_perm(token, vmid, pool, containers.key_privilege(key))
+            if key == "rootfs":
+                volume = str(containers.parse_rootfs(str(params[key]))["volume"])
+                match = containers.NEW_DISK_RE.fullmatch(volume)
+                if match:
+                    token.require(f"/storage/{match.group(1) or default_storage}",
+                                  "Datastore.AllocateSpace")
+            elif key.startswith("net"):
+                self._check_bridges(token, params[key])
+
+    def _check_new_features(self, token: Token, vmid: int, pool: str | None, value: str,
+                            unprivileged: bool) -> None:
+        if not unprivileged:
+            raise PermissionDenied("changing feature flags for privileged container is only allowed for root@pam")
+        features = schema.parse_property_string(value, schema.FEATURE_PROPS, "features")
+        if len(features) == 1 and features.get("nesting"):
+            self._require_vm_perm(token, vmid, pool, "VM.Allocate")
+        elif features:
+            raise PermissionDenied("changing feature flags (except nesting) is only allowed for root@pam")
+
+    def _template_archive(self, token: Token, ostemplate: str) -> Path:
+        """PVE's check_volume_access(..., 'vztmpl'): the file an ``ostemplate`` names."""
+        if ":" not in ostemplate:
+            if not token.is_root:
+                raise fail("Only root can pass arbitrary filesystem paths.")
+            return Path(ostemplate)
+        storage_id, volname = ostemplate.split(":", 1)
+        item = self._storage(storage_id)
+        vtype = storage.parse_volname(item, volname)[0]
+        if vtype != "vztmpl":
+            raise fail(f"unable to use volume {ostemplate} - content type needs to be 'vztmpl'")
+        if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
+            token.require_any(f"/storage/{storage_id}", ["Datastore.AllocateSpace", "Datastore.Audit"])
+        return storage.template_path(item, volname)
+
+    def _new_rootfs(self, token: Token, vmid: int, value, default_storage: str) -> dict:
+        """The rootfs to allocate: ``STORAGE:SIZE`` (GiB), a bare size on the default
+        storage, or 4 GiB there when not given; the storage must hold container dirs."""
+        if value is None:
+            rootfs = {"volume": f"{default_storage}:4"}
+        elif containers.NEW_DISK_RE.fullmatch(str(value)) and ":" not in str(value):
+            rootfs = {"volume": f"{default_storage}:{value}"}
+        else:
+            rootfs = containers.parse_rootfs(str(value))
+        match = containers.NEW_DISK_RE.fullmatch(str(rootfs["volume"]))
+        if match is None:
+            raise fail(f"pvesim only allocates new rootfs volumes (STORAGE:SIZE_IN_GiB), "
+                       f"not '{rootfs['volume']}'")
+        storage_id = match.group(1) or default_storage
+        target = self.storages.get(storage_id)
+        if target is None:
+            raise fail(f"storage '{storage_id}' does not exist")
+        if not target.supports("rootdir"):
+            raise ParamError({"storage": f"storage '{storage_id}' does not support container directories"})
+        token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
+        size = int(float(match.group(2)) * storage.GIB)
+        if size <= 0:
+            raise fail(f"pvesim cannot allocate a rootfs of size 0 on storage '{storage_id}'")
+        taken = {containers.parse_rootfs(ct.config["rootfs"])["volume"].split(":", 1)[-1].split("/")[-1]
+                 for ct in self.containers.values() if "rootfs" in ct.config}
+        rootfs["volume"] = storage.new_volume_name(target, vmid, taken)
+        rootfs["size"] = schema.format_size(size)
+        return rootfs
+
+    def _create_config(self, vmid: int, params: dict, rootfs: dict, unprivileged: bool,
+                       template_name: str) -> dict:
+        """update_pct_config on an empty config, plus the defaults PVE's worker sets."""
+        config = {}
+        for key, value in params.items():
+            if key.startswith("net"):
+                value = containers.normalize_net(value, key)
+            elif key == "tags":
+                value = schema.normalize_tags(value)
+            elif key == "description":
+                value = normalize_description(value)
+            config[key] = containers.store_value(key, value)
+        config["rootfs"] = containers.print_rootfs(rootfs)
+        if unprivileged:
+            config["unprivileged"] = 1
+        config.setdefault("arch", containers.guess_arch(template_name))
+        config.setdefault("ostype", containers.guess_ostype(template_name))
+        config["hostname"] = config.get("hostname") or f"CT{vmid}"
+        config["memory"] = config.get("memory") or 512
+        config.setdefault("swap", 512)
+        return config
+
     # ------------------------------------------------------------------ clone
 
     def clone(self, token: Token, vmid: int, params: dict) -> str:
@@ -228,6 +430,7 @@ class Cluster:
                 clone.config.pop("lock")
                 if pool:
                     self._add_to_pool(clone, pool)
+                self._save_config(clone)
 
             def on_failure(task: Task, _error):
                 self._unlock(vmid, "disk")
@@ -310,6 +513,7 @@ class Cluster:
             self._check_bridges(token, *(new_config.get(k) for k in params if k.startswith("net")))
             ct.config = new_config
             self.backend.apply_config(vmid, copy.deepcopy(new_config))
+            self._save_config(ct)
 
     def _check_config_privileges(self, token: Token, ct: Container, params: dict, deleted: list) -> None:
         if token.is_root:
@@ -405,6 +609,7 @@ class Cluster:
                 rootfs = containers.parse_rootfs(ct.config[disk])
                 rootfs["size"] = schema.format_size(new_size)
                 ct.config[disk] = containers.print_rootfs(rootfs)
+                self._save_config(ct)
 
             return self._start_task(token, "resize", vmid, work, on_success, prepare=prepare)
 
@@ -602,13 +807,13 @@ class Cluster:
                 raise fail("you can't convert a CT to template if the CT is running")
 
             def work(task: Task):
-                return None
+                with self.lock:
+                    config = _template_config(vmid, self._ct(vmid).config)
+                self.backend.make_template(vmid, copy.deepcopy(config))
 
             def on_success(task: Task, _result):
-                rootfs = containers.parse_rootfs(ct.config["rootfs"])
-                rootfs["volume"] = rootfs["volume"].replace(f"vm-{vmid}-", f"base-{vmid}-")
-                ct.config["rootfs"] = containers.print_rootfs(rootfs)
-                ct.config["template"] = 1
+                ct.config = _template_config(vmid, ct.config)
+                self._save_config(ct)
 
             return self._start_task(token, "vztemplate", vmid, work, on_success)
 
@@ -835,6 +1040,16 @@ class Cluster:
 
 
 _BOOT = time.time() - 3600
+
+
+def _template_config(vmid: int, config: dict) -> dict:
+    """The config of a CT converted to a template: base volume, ``template: 1``."""
+    config = dict(config)
+    rootfs = containers.parse_rootfs(config["rootfs"])
+    rootfs["volume"] = rootfs["volume"].replace(f"vm-{vmid}-", f"base-{vmid}-")
+    config["rootfs"] = containers.print_rootfs(rootfs)
+    config["template"] = 1
+    return config
 
 
 def _can_see_storage(token: Token, storage_id: str) -> bool:

@@ -4,10 +4,17 @@ container volumes), as on a fresh PVE install.
 Directory storages are real directories under ``storage_root``, so backup archives are
 real files a test (or an operator) can look at; LVM-thin volumes exist only as the
 ``rootfs`` entries of container configs.
+
+OS templates (content ``vztmpl``) of ``local`` are the files in its template directory:
+``<storage_root>/local/template/cache`` as on PVE, or the directory named by the config
+key ``vztmpl_dir``. Only in the default directory does the simulator put a stand-in
+template of its own (a tiny but valid ``.tar.zst``), so a fresh lab can create CTs.
 """
 
+import io
 import os
 import re
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +24,15 @@ from .errors import fail
 
 GIB = 1024 ** 3
 VZTMPL = "ubuntu-22.04-standard_22.04-1_amd64.tar.zst"
+# PVE's VZTMPL_EXT_RE_1: the archive formats an OS template may have.
+VZTMPL_RE = re.compile(r"([^/]+\.tar\.(gz|xz|zst|bz2))")
+_DIR_VOLNAME_RES = (
+    ("vztmpl", re.compile(r"vztmpl/([^/]+\.tar\.(?:gz|xz|zst|bz2))")),
+    ("iso", re.compile(r"iso/([^/]+\.(?:iso|img))", re.IGNORECASE)),
+    ("backup", re.compile(r"backup/([^/]+\.(?:tgz|tar|tar\.(?:gz|lzo|zst)|vma(?:\.(?:gz|lzo|zst))?))")),
+    ("images", re.compile(r"(\d+)/([^/]+\.(?:raw|qcow2|vmdk|subvol))")),
+)
+_LVM_VOLNAME_RE = re.compile(r"(?:(base-\d+-disk-\d+)/)?((vm|base)-(\d+)-disk-\d+)")
 
 
 @dataclass
@@ -28,6 +44,7 @@ class Storage:
     path: Path | None = None
     prune_backups: str | None = None
     extra: dict | None = None
+    template_dir: Path | None = None  # where vztmpl files live (dir storages only)
 
     def supports(self, content: str) -> bool:
         return content in self.content
@@ -54,21 +71,92 @@ class Storage:
                 "used_fraction": round(used / self.total, 6) if self.total else 0}
 
 
-def default_storages(root: Path) -> dict:
+def default_storages(root: Path, vztmpl_dir: str | Path | None = None) -> dict:
+    """``local`` (dir: backups, ISOs, OS templates) and ``local-lvm`` (LVM-thin: CT volumes).
+
+    ``vztmpl_dir`` replaces ``local``'s ``template/cache`` as the place of its OS templates.
+    """
     local = Storage("local", "dir", ("backup", "iso", "vztmpl"), 100 * GIB,
                     path=root / "local", prune_backups="keep-all=1")
+    local.template_dir = Path(vztmpl_dir) if vztmpl_dir else local.path / "template" / "cache"
     local_lvm = Storage("local-lvm", "lvmthin", ("images", "rootdir"), 200 * GIB,
                         extra={"vgname": "pve", "thinpool": "data"})
-    _prepare_dir_storage(local)
+    _prepare_dir_storage(local, seed_template=not vztmpl_dir)
     return {storage.storage: storage for storage in (local, local_lvm)}
 
 
-def _prepare_dir_storage(storage: Storage) -> None:
+def _prepare_dir_storage(storage: Storage, seed_template: bool) -> None:
     for sub in ("dump", "template/cache", "template/iso", "images", "private"):
         (storage.path / sub).mkdir(parents=True, exist_ok=True)
-    template = storage.path / "template" / "cache" / VZTMPL
-    if not template.exists():
-        template.write_bytes(b"")
+    if not seed_template:
+        return
+    template = storage.template_dir / VZTMPL
+    if not template.exists() or template.stat().st_size == 0:
+        template.write_bytes(_standin_template())
+
+
+def _standin_template() -> bytes:
+    """A minimal Ubuntu 22.04 root filesystem tree as a (raw-block) ``.tar.zst``."""
+    from .backend import zstd_store
+    os_release = (b'PRETTY_NAME="Ubuntu 22.04.4 LTS (pvesim stand-in)"\nNAME="Ubuntu"\n'
+                  b'VERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n')
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in ("./etc", "./root", "./tmp", "./var"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if name == "./tmp" else 0o755
+            info.mtime = int(time.time())
+            tar.addfile(info)
+        for name, data in (("./etc/os-release", os_release), ("./etc/hostname", b"localhost\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return zstd_store(buffer.getvalue())
+
+
+def parse_volname(storage: Storage, volname: str) -> tuple[str, str, int | None]:
+    """``(content type, name, owner vmid)`` of a volume name, or PVE's parse error."""
+    if storage.type == "dir":
+        for vtype, pattern in _DIR_VOLNAME_RES:
+            match = pattern.fullmatch(volname)
+            if match is None:
+                continue
+            owner = None
+            if vtype == "backup":
+                owner = backups.archive_owner(volname)
+            elif vtype == "images":
+                owner = int(match.group(1))
+            return vtype, match.group(match.lastindex), owner
+        raise fail(f"unable to parse directory volume name '{volname}'")
+    match = _LVM_VOLNAME_RE.fullmatch(volname)
+    if match is None:
+        raise fail(f"unable to parse lvm volume name '{volname}'")
+    return "images", match.group(2), int(match.group(4))
+
+
+def template_path(storage: Storage, volname: str) -> Path:
+    """Where the file of a ``vztmpl/<file>`` volume is (it need not exist)."""
+    return storage.template_dir / volname.split("/", 1)[1]
+
+
+def template_content(storage: Storage) -> list:
+    """The OS templates of a dir storage, as ``GET .../content`` lists them."""
+    entries = []
+    directory = storage.template_dir
+    if directory is None or not directory.is_dir():
+        return entries
+    for path in sorted(directory.iterdir()):
+        match = VZTMPL_RE.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        stat = path.stat()
+        entries.append({"volid": f"{storage.storage}:vztmpl/{path.name}", "content": "vztmpl",
+                        "format": "t" + match.group(2), "size": stat.st_size,
+                        "ctime": int(stat.st_mtime)})
+    return entries
 
 
 def volume_storage(volid: str) -> str:
@@ -103,13 +191,7 @@ def dir_content(storage: Storage) -> list:
     """Backups (real files in dump/) and container templates of a directory storage."""
     entries = [dict(entry, volid=f"{storage.storage}:{entry['volid']}")
                for entry in backups.list_archives(storage.dump_dir)]
-    cache = storage.path / "template" / "cache"
-    for path in sorted(cache.glob("*.tar.*")):
-        stat = path.stat()
-        entries.append({"volid": f"{storage.storage}:vztmpl/{path.name}", "content": "vztmpl",
-                        "format": "t" + path.suffixes[-1].lstrip("."), "size": stat.st_size,
-                        "ctime": int(stat.st_mtime)})
-    return entries
+    return entries + template_content(storage)
 
 
 def rootdir_content(storage: Storage, containers) -> list:

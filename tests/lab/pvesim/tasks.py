@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .backend import BackendError
+
 LOG = logging.getLogger("pvesim.tasks")
 MAX_FINISHED_TASKS = 2000
 _BOOT_TIME = time.time() - 3600  # pretend the node booted an hour ago
@@ -212,7 +214,7 @@ class _Runner:
             if self.fault is not None and self.fault.message:
                 raise TaskError(self.fault.message)
             return self.work(self.task), None
-        except TaskError as exc:
+        except (TaskError, BackendError) as exc:  # the text is the exitstatus, as in PVE
             return None, str(exc)
         except Exception as exc:  # a backend bug must still end the task visibly
             LOG.exception("task %s crashed", self.task.upid)
