@@ -479,7 +479,7 @@ def test_pvesim_backend_hooks_create_save_template_existing(sim):
     dummy, vmid, archive, config = created[0]
     assert (vmid, archive) == (131, os.path.join(server.config.storage_root, 'local', 'template', 'cache', UBUNTU))
     assert config['rootfs'] == 'local-lvm:vm-131-disk-0,size=8G' and 'lock' not in config
-    assert config == {k: v for k, v in server.ct(131)['config'].items()}
+    assert config == server.ct(131)['config']
     assert backend.named('save_config')[-1] == ('save_config', 131, config)
 
     pve.data('PUT', '/nodes/{node}/lxc/131/config', memory=2048)
