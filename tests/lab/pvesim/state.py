@@ -53,7 +53,7 @@ class Cluster:
     # ------------------------------------------------------------------ lifecycle
 
     def reset(self) -> None:
-        """Back to a fresh install: the backend's own CTs (``backend.existing()``, stopped)
+        """Back to a fresh install: the backend's own CTs (``backend.existing()``, running if it says so)
         and the seeded template, no faults, no tasks, no backups."""
         with self.lock:
             self.backend.reset()
@@ -67,6 +67,9 @@ class Cluster:
             for item in self.backend.existing():
                 vmid = int(item["vmid"])
                 self.containers[vmid] = Container(vmid, copy.deepcopy(item["config"]))
+                if item.get("running"):  # a restarted simulator finds a running CT running
+                    self.containers[vmid].status = "running"
+                    self.containers[vmid].started_at = time.time()
             template_id = int(self.config.template_vmid)
             if self.config.seed_template and template_id not in self.containers:
                 self.containers[template_id] = Container(template_id, containers.template_config(
