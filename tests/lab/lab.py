@@ -4,6 +4,8 @@
     tests/lab/lab status   report each service's health (exit 1 if one is down)
     tests/lab/lab restart  restart the services (same ports and secrets, so .lab/env holds)
     tests/lab/lab down     stop what ``up`` started and remove .lab/
+    tests/lab/lab up --lxc also real LXC containers (root on Linux): see lxclab.py
+    tests/lab/lab lxc-check  exit 0 if this machine can run the lab's real containers
 
 Everything lives in ``.lab/`` at the repository root: a throwaway CA, the server
 certificate, each service's config, pid file and log, and ``.lab/env`` with the
@@ -792,7 +794,13 @@ def _cmd_env(lab: Lab) -> int:
     return 0
 
 
-COMMANDS = {"up": _cmd_up, "down": _cmd_down, "restart": _cmd_restart, "status": _cmd_status,
+def _cmd_lxc_check(_lab: Lab) -> int:
+    missing = lxclab.lxc_missing()
+    print(f"no real containers here: {missing}" if missing else "real containers: yes (root, lxc, dnsmasq, debootstrap, sshd)")
+    return 1 if missing else 0
+
+
+COMMANDS = {"lxc-check": _cmd_lxc_check, "up": _cmd_up, "down": _cmd_down, "restart": _cmd_restart, "status": _cmd_status,
             "env": _cmd_env}
 
 if __name__ == "__main__":

@@ -207,6 +207,9 @@ def build_os_template(archive: Path, log) -> None:
         partial = archive.with_suffix(".partial")
         run(["tar", "--numeric-owner", "-I", "zstd -T0 -3", "-C", str(rootfs), "-cf", str(partial), "."])
         partial.rename(archive)
+        for stale in archive.parent.glob("os-template-*.tar.zst"):
+            if stale != archive:
+                stale.unlink()
     finally:
         run(["umount", "-R", str(rootfs / "proc")], check=False)
         shutil.rmtree(work, ignore_errors=True)
@@ -308,6 +311,9 @@ def ensure_template(env_file: Path, lxc_path: Path, log) -> None:
     run(["tar", "--numeric-owner", "-I", "zstd -T0 -3", "-C", str(lxc_path / str(TEMPLATE_VMID)),
          "-cf", str(partial), "."])
     partial.rename(cached)
+    for stale in cache_dir().glob(f"template-{TEMPLATE_VMID}-*.tar.zst"):
+        if stale != cached:
+            stale.unlink()  # built from inputs that changed since
     log(f"template CT 9000 built in {time.monotonic() - started:.0f}s, cached in {cached}")
 
 

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Cloud Pod first boot: the customer's MariaDB database and user, inside the pod.
 #
 #   first-boot.sh --pod NAME [--domain DOMAIN] [--check]
