@@ -11,6 +11,7 @@ lab's PowerDNS. API and worker are stopped at the end; the lab stays up. Logs: `
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -110,12 +111,30 @@ def main(argv=None):
         print(f"== pod {pod['hostname']} is ACTIVE: VMID {pod['vmid']} on node {pod['node']}, IP {pod['ip']}")
         print(f"== DNS answers from the lab's PowerDNS (127.0.0.1 port {os.environ['POWERDNS_DNS_PORT']}):")
         print("\n".join(_dns_answers(args.domain)))
+        if os.environ.get("LAB_LXC_PATH"):  # real containers (.lab/env.lxc): the site must answer
+            return _show_site(pod["ip"], "www." + args.domain)
         return 0
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(timeout=90)
+
+
+def _show_site(ip, host):
+    """The pod's site over HTTP on its own address, as a browser asks for www.<domain>."""
+    request = urllib.request.Request(f"http://{ip}/", headers={"Host": host})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            body = reply.read().decode(errors="replace")
+            status = reply.status
+    except OSError as exc:
+        print(f"demo: the site of the pod does not answer on http://{ip}/ (Host: {host}): {exc}", file=sys.stderr)
+        return 1
+    text = " ".join(re.sub(r"<[^>]+>", " ", body).split())
+    print(f"== http://{ip}/ with Host: {host} -> HTTP {status}, {len(body)} bytes:")
+    print(f"   {text[:300]}")
+    return 0 if status == 200 else 1
 
 
 def _follow(url, token, timeout):

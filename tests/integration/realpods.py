@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Helpers for the real-container tests and benchmark (the lab's ``--lxc`` part, ``.lab/env.lxc``):
+runner_api as a service on a scratch database, pct, the site, DNS, cgroups and DHCP leases."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from runner_api.auth import new_token  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.repository import Repository, open_pool  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.settings import Settings  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.testing import scratch_database, worker_environment  # noqa: E402  pylint: disable=wrong-import-position
+from podplays import HostDirs  # noqa: E402  pylint: disable=wrong-import-position
+
+ENV_LXC = os.path.join(ROOT, '.lab', 'env.lxc')
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def pct(env, vmid, *command, check=True):
+    result = subprocess.run([os.path.join(ROOT, 'tests', 'lab', 'bin', 'pct'), 'exec', str(vmid), '--'] + list(command),
+                            env=dict(os.environ, LAB_LXC_PATH=env['LAB_LXC_PATH']), capture_output=True, text=True,
+                            timeout=60, check=False)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def site(ip, host, timeout=3.0):
+    return requests.get('http://%s/' % ip, headers={'Host': host}, timeout=timeout)
+
+
+def dns_a(env, name):
+    import dns.resolver  # pylint: disable=import-outside-toplevel
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ['127.0.0.1']
+    resolver.port = int(env['POWERDNS_DNS_PORT'])
+    try:
+        return sorted(record.to_text() for record in resolver.resolve(name, 'A'))
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+        return []
+
+
+def pve(env, path):
+    reply = requests.get(env['PROXMOX_API_URL'] + path, verify=env['PROXMOX_CA_BUNDLE'], timeout=10, headers={
+        'Authorization': 'PVEAPIToken=%s=%s' % (env['PROXMOX_API_TOKEN_ID'], env['PROXMOX_API_TOKEN_SECRET'])})
+    return reply
+
+
+def cgroup(env, vmid, key):
+    result = subprocess.run(['lxc-cgroup', '-P', env['LAB_LXC_PATH'], '-n', str(vmid), key], capture_output=True,
+                            text=True, check=False, timeout=20)
+    return result.stdout.strip()
+
+
+def leases(env):
+    with open(env['LAB_DHCP_LEASES']) as handle:
+        return {parts[1].lower(): parts[2] for parts in (line.split() for line in handle) if len(parts) >= 3}
+
+
+def drop_zone(env, zone):
+    """A zone left by an interrupted earlier run would belong to another pod: remove it first."""
+    requests.delete('%s/api/v1/servers/%s/zones/%s.' % (env['POWERDNS_API_URL'], env['POWERDNS_SERVER_ID'], zone),
+                    headers={'X-API-Key': env['POWERDNS_API_KEY']}, timeout=10)
+
+
+class Service(object):
+    """runner_api as mPanel meets it: gunicorn with the API, one worker, a scratch database."""
+
+    def __init__(self, env, tmp_path):
+        self.tmp_path = tmp_path
+        self.dirs = HostDirs(tmp_path / 'proxmox-host')
+        site = tmp_path / 'site.json'
+        site.write_text(json.dumps(self.dirs.extra_vars()))
+        self._database = scratch_database(env['DATABASE_URL'], prefix='cloudpods_e2e')
+        self.database_url = self._database.__enter__()  # pylint: disable=unnecessary-dunder-call
+        self.env = worker_environment(env, self.database_url, extra_vars_file=str(site), poll_seconds=1)
+        self.token = new_token()
+        self.pool = open_pool(Settings.from_env({'DATABASE_URL': self.database_url}), name='e2e', min_size=1, max_size=2)
+        Repository(self.pool).create_token('e2e', 'service', None, self.token)
+        port = free_port()
+        bin_dir = os.path.dirname(os.path.abspath(sys.executable))
+        self.processes = []
+        with open(str(tmp_path / 'api.log'), 'ab') as log:
+            self.processes.append(subprocess.Popen(
+                [os.path.join(bin_dir, 'gunicorn'), '-b', '127.0.0.1:%d' % port, '-w', '2', 'runner_api.app:create_app()'],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        with open(str(tmp_path / 'worker.log'), 'ab') as log:
+            self.processes.append(subprocess.Popen(
+                [sys.executable, '-m', 'runner_api.cli', 'worker', '--worker-id', 'e2e'],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        self.base = 'http://127.0.0.1:%d/api/cloud-pods' % port
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.base + '/plans', timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+
+    def restart_worker(self):
+        """A new worker with ``self.env`` as it is now (site variables changed)."""
+        worker = self.processes.pop()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=90)
+        with open(str(self.tmp_path / 'worker.log'), 'ab') as log:
+            self.processes.append(subprocess.Popen(
+                [sys.executable, '-m', 'runner_api.cli', 'worker', '--worker-id', 'e2e'],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+
+    def call(self, method, path, body=None):
+        reply = requests.request(method, self.base + path, json=body, timeout=30, headers={
+            'Authorization': 'Bearer ' + self.token, 'X-Customer-Id': 'cust-e2e'})
+        return reply.status_code, reply.json()
+
+    def close(self):
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.pool.close()
+        self._database.__exit__(None, None, None)
+
+    def logs(self):
+        return '\n'.join(open(str(self.tmp_path / name), errors='replace').read()[-3000:]
+                         for name in ('worker.log', 'api.log'))

@@ -1,0 +1,190 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""End to end with real containers: an order over HTTP becomes a pod whose site answers.
+
+Runs against the LXC part of the lab (``tests/lab/lab up --lxc``, settings in ``.lab/env.lxc``):
+the LXC-backed simulator, the lab bridge with DHCP, the sshd for pct, and the lab's PowerDNS,
+SMTP and PostgreSQL. runner_api (gunicorn + one worker) runs on a scratch database. The tests
+share one pod and run in order: order -> checks, repair, deprovision.
+"""
+
+import email
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from podplays import changed_count, run_pod_playbook  # noqa: E402
+from realpods import ENV_LXC, Service, cgroup, dns_a, drop_zone, leases, pct, pve, site  # noqa: E402
+from runner_api.testing import read_lab_env  # noqa: E402
+
+DOMAIN = 'example-shop.test'
+PLAN = 'CLOUD_POD_STARTER'
+CUSTOMER = 'jane@example-shop.test'
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(ENV_LXC),
+    reason='no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)')
+
+
+@pytest.fixture(scope='module')
+def lxc_env():
+    return read_lab_env(ENV_LXC)
+
+
+@pytest.fixture(scope='module')
+def service(lxc_env, tmp_path_factory):
+    drop_zone(lxc_env, DOMAIN)
+    running = Service(lxc_env, tmp_path_factory.mktemp('e2e'))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope='module')
+def active_pod(lxc_env, service):
+    """The order, followed to its end. Every later test starts from this pod (and the last one
+    removes it; if a test failed before, the pod is removed here)."""
+    pod = _order(service)
+    yield pod
+    if os.path.exists(os.path.join(lxc_env['LAB_LXC_PATH'], str(pod['vmid']))):
+        run_pod_playbook('deprovision', lxc_env, service.dirs, pod=pod['hostname'], timeout=600)
+
+
+def _order(service):
+    status, body = service.call('POST', '/order', {'plan_code': PLAN, 'domain': DOMAIN, 'customer_email': CUSTOMER})
+    assert status in (201, 202), body
+    started = time.monotonic()
+    deadline = started + 600
+    pod = body
+    while time.monotonic() < deadline:
+        _status, pod = service.call('GET', '/' + body['id'])
+        if pod['status'] in ('ACTIVE', 'FAILED'):
+            break
+        time.sleep(0.5)
+    assert pod['status'] == 'ACTIVE', 'pod ended %s: %s\n%s' % (pod['status'], pod.get('last_error'), service.logs())
+    pod['seconds_to_active'] = time.monotonic() - started
+    return pod
+
+
+def test_order_becomes_a_working_pod(lxc_env, service, active_pod):
+    vmid, ip = active_pod['vmid'], active_pod['ip']
+    hostname = active_pod['hostname']
+
+    # The container runs, with the Starter plan's limits (1 vCPU, 1024 MiB).
+    state = subprocess.run(['lxc-info', '-P', lxc_env['LAB_LXC_PATH'], '-n', str(vmid), '-sH'],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    assert state == 'RUNNING'
+    memory_key = 'memory.max' if os.path.exists('/sys/fs/cgroup/cgroup.controllers') else 'memory.limit_in_bytes'
+    assert int(cgroup(lxc_env, vmid, memory_key)) == 1024 * 1024 * 1024
+    assert cgroup(lxc_env, vmid, 'cpuset.cpus') == '0'
+    config = pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data']
+    assert (config['cores'], config['memory'], config['hostname']) == (1, 1024, hostname)
+
+    # Its address came from the lab's DHCP server, for the container's own MAC address.
+    mac = re.search(r'hwaddr=([0-9A-Fa-f:]{17})', config['net0']).group(1).lower()
+    assert leases(lxc_env).get(mac) == ip
+    assert ip.startswith('10.98.0.')
+
+    # The lab's PowerDNS answers for the domain with that address, over DNS.
+    assert dns_a(lxc_env, 'www.' + DOMAIN) == [ip]
+    assert dns_a(lxc_env, DOMAIN) == [ip]
+
+    # The site answers on that address for www.<domain>, rendered by PHP.
+    reply = site(ip, 'www.' + DOMAIN)
+    assert reply.status_code == 200
+    assert hostname in reply.text
+    assert '<?php' not in reply.text
+    assert re.search(r'PHP \d+\.\d+', reply.text), reply.text[:500]
+
+    # MariaDB inside accepts the customer's user, with the password that exists only in the pod.
+    who = pct(lxc_env, vmid, 'mariadb', '--defaults-extra-file=/root/.cloudpod/mariadb.cnf', '-N', '-e',
+              'SELECT CURRENT_USER(), DATABASE()')
+    user, database = who.stdout.split()
+    assert not user.startswith('root@') and database
+    mode = pct(lxc_env, vmid, 'stat', '-c', '%a %U', '/root/.cloudpod/mariadb.cnf').stdout.split()
+    assert mode == ['600', 'root']
+    password = pct(lxc_env, vmid, 'sed', '-n', 's/^password *= *//p', '/root/.cloudpod/mariadb.cnf').stdout.strip()
+    assert len(password) >= 16
+    assert password not in service.logs()
+    with service.pool.connection() as connection:
+        rows = connection.execute('SELECT * FROM cloud_pod_events').fetchall()
+        tasks = connection.execute('SELECT * FROM cloud_pod_provisioning_tasks').fetchall()
+    assert rows and password not in json.dumps([list(row) for row in rows + tasks], default=str)
+
+    # The backup cron entry, run once by hand, writes a real archive of the container.
+    cron_file = service.dirs.cron_file(hostname)
+    line = [text for text in open(cron_file).read().splitlines() if text and not text.startswith('#') and 'vzdump' in text][0]
+    command = line.split(None, 6)[6]  # minute hour day month weekday user command
+    result = subprocess.run(['/bin/sh', '-c', command], env=service.env, capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    archives = glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-lxc-%s-*' % vmid), recursive=True)
+    assert archives, os.listdir(service.dirs.backup_dir(hostname))
+    listing = subprocess.run(['tar', '-tf', archives[0]], capture_output=True, text=True, check=True).stdout
+    assert './etc/vzdump/pct.conf' in listing and './var/www/cloudpod/public/index.php' in listing
+
+    # The welcome mail arrived, with the pod and its address and no secret.
+    mails = []
+    for path in glob.glob(os.path.join(lxc_env['SMTP_MAILBOX_DIR'], '*.eml')):
+        with open(path, 'rb') as handle:
+            message = email.message_from_binary_file(handle)
+        if CUSTOMER in message.get('To', '') and hostname in message.get('Subject', '') + message.as_string():
+            mails.append(message)
+    assert len(mails) == 1
+    body = mails[0].get_payload(decode=True) if not mails[0].is_multipart() else mails[0].get_payload(0).get_payload(decode=True)
+    text = body.decode()
+    assert hostname in text and ip in text and password not in text
+
+
+def test_repair_brings_the_site_back(lxc_env, service, active_pod):
+    vmid, ip, hostname = active_pod['vmid'], active_pod['ip'], active_pod['hostname']
+    pct(lxc_env, vmid, 'systemctl', 'stop', 'nginx')
+    pct(lxc_env, vmid, 'rm', '/etc/nginx/conf.d/cloudpod.conf')  # the pod's server block (pod_first_boot_vhost)
+    with pytest.raises(requests.ConnectionError):
+        site(ip, 'www.' + DOMAIN)
+
+    run = run_pod_playbook('repair', lxc_env, service.dirs, pod=hostname, timeout=600)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert changed_count(run) >= 2  # the vhost written again, nginx started
+    reply = site(ip, 'www.' + DOMAIN)
+    assert reply.status_code == 200 and hostname in reply.text
+
+    again = run_pod_playbook('repair', lxc_env, service.dirs, pod=hostname, timeout=600)
+    assert again.rc == 0 and changed_count(again) == 0, again.stdout[-3000:] + again.stderr[-2000:]
+
+
+def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_pod):
+    vmid, ip, hostname = active_pod['vmid'], active_pod['ip'], active_pod['hostname']
+    config = pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data']
+    mac = re.search(r'hwaddr=([0-9A-Fa-f:]{17})', config['net0']).group(1).lower()
+    before = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*'), recursive=True))
+
+    run = run_pod_playbook('deprovision', lxc_env, service.dirs, pod=hostname, timeout=600)
+    assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+    assert pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).status_code != 200
+    assert not os.path.exists(os.path.join(lxc_env['LAB_LXC_PATH'], str(vmid)))
+    deadline = time.monotonic() + 10
+    while mac in leases(lxc_env) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mac not in leases(lxc_env)
+    assert dns_a(lxc_env, 'www.' + DOMAIN) == []
+    zone = requests.get('%s/api/v1/servers/%s/zones/%s.' % (lxc_env['POWERDNS_API_URL'], lxc_env['POWERDNS_SERVER_ID'], DOMAIN),
+                        headers={'X-API-Key': lxc_env['POWERDNS_API_KEY']}, timeout=10)
+    assert zone.status_code == 404
+    after = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*'), recursive=True))
+    assert before <= after and len(after) > len(before)  # the final backup, and the earlier one kept
+    with pytest.raises(requests.ConnectionError):
+        site(ip, 'www.' + DOMAIN, timeout=2)
