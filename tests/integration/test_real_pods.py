@@ -12,6 +12,7 @@ share one pod and run in order: order -> checks, repair, deprovision.
 
 import email
 import glob
+import ipaddress
 import json
 import os
 import re
@@ -95,7 +96,7 @@ def test_order_becomes_a_working_pod(lxc_env, service, active_pod):
     # Its address came from the lab's DHCP server, for the container's own MAC address.
     mac = re.search(r'hwaddr=([0-9A-Fa-f:]{17})', config['net0']).group(1).lower()
     assert leases(lxc_env).get(mac) == ip
-    assert ip.startswith('10.98.0.')
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(lxc_env['LAB_BRIDGE_NETWORK'])
 
     # The lab's PowerDNS answers for the domain with that address, over DNS.
     assert dns_a(lxc_env, 'www.' + DOMAIN) == [ip]

@@ -500,7 +500,7 @@ class PowerDnsService(Service):
 # ---------------------------------------------------------------- the lab
 
 class LxcNetService(Service):
-    """The lab bridge (cpbr0, 10.98.0.1/24) with dnsmasq answering DHCP on it, nothing else."""
+    """The lab bridge (lxclab.LabNetwork: cpXXXXXX, 10.98.N.1/24) with dnsmasq answering DHCP on it, nothing else."""
 
     name = "lxcnet"
     lxc_only = True
@@ -512,21 +512,22 @@ class LxcNetService(Service):
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        lxclab.bridge_up()
-        self.process.start(lxclab.dnsmasq_argv(self.directory), cwd=self.directory, env=dict(os.environ))
+        lxclab.bridge_up(self.lab.network)
+        self.process.start(lxclab.dnsmasq_argv(self.directory, self.lab.network), cwd=self.directory,
+                           env=dict(os.environ))
 
     def stop(self) -> None:
         self.process.stop()
 
     def healthy(self) -> bool:
-        return self.process.running() and Path(f"/sys/class/net/{lxclab.LXC_BRIDGE}").exists()
+        return self.process.running() and Path(f"/sys/class/net/{self.lab.network.bridge}").exists()
 
     def env(self) -> dict:
-        return {"LAB_BRIDGE": lxclab.LXC_BRIDGE, "LAB_BRIDGE_NETWORK": lxclab.LXC_NETWORK,
+        return {"LAB_BRIDGE": self.lab.network.bridge, "LAB_BRIDGE_NETWORK": self.lab.network.network,
                 "LAB_DHCP_LEASES": str(self.leases)}
 
     def describe(self) -> str:
-        return f"bridge {lxclab.LXC_BRIDGE} {lxclab.LXC_NETWORK}, dnsmasq pid {self.process.pid()}"
+        return f"bridge {self.lab.network.bridge} {self.lab.network.network}, dnsmasq pid {self.process.pid()}"
 
     def diagnostics(self) -> str:
         return self.process.log_tail()
@@ -592,7 +593,7 @@ class PveSimLxcService(PveSimService):
         return {
             "backend": "lxc", "seed_template": False,
             "vztmpl_dir": str(self.lab.vztmpl_dir),
-            "lxc": {"lxc_path": str(self.lab.lxc_path), "bridge": lxclab.LXC_BRIDGE,
+            "lxc": {"lxc_path": str(self.lab.lxc_path), "bridge": self.lab.network.bridge,
                     "leases_file": str(self.lab.directory / "lxcnet" / "leases")},
             # Real tasks take real time now; no artificial durations on top.
             "default_task_duration": 0.0, "dhcp_delay": 0.0,
@@ -636,6 +637,7 @@ class Lab:
         self.lxc = self.lxc_marker.exists() if lxc is None else lxc
         self.lxc_path = directory / "lxc" / "containers"
         self.vztmpl_dir = directory / "lxc" / "vztmpl"
+        self.network = lxclab.LabNetwork(directory)
         classes = self.SERVICE_CLASSES + (self.LXC_SERVICE_CLASSES if self.lxc else [])
         self.services = [cls(self) for cls in classes]
 
@@ -691,7 +693,7 @@ class Lab:
                 service.stop_containers()
             service.stop()
         if self.lxc:
-            lxclab.bridge_down()
+            lxclab.bridge_down(self.network)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def status(self) -> dict:

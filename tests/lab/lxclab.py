@@ -3,9 +3,9 @@
 Only used when the lab is brought up with ``--lxc`` (root on Linux with Debian's ``lxc``,
 ``dnsmasq-base``, ``openssh-server`` and ``debootstrap``). It adds three services to the lab:
 
-- ``lxcnet``: the bridge ``cpbr0`` (10.98.0.1/24) in the host's network namespace and a
-  dnsmasq that only does DHCP on it (``--port=0``: no DNS). Containers lease from
-  10.98.0.10-10.98.0.250; the lease file is ``.lab/lxcnet/leases``. The bridge has no route
+- ``lxcnet``: a bridge (``cp`` + 6 hex digits, 10.98.N.1/24, both derived from the lab's directory)
+  in the host's network namespace and a dnsmasq that only does DHCP on it (``--port=0``: no DNS).
+  Containers lease from .10-.250 of that subnet; the lease file is ``.lab/lxcnet/leases``. The bridge has no route
   anywhere else and no NAT: containers can reach the host and each other, nothing more.
 - ``sshd``: an OpenSSH server on a free loopback port with a key the lab generates, standing in
   for SSH to the Proxmox host. Its ForceCommand (``bin/pct-ssh-command``) runs only ``pct``
@@ -28,10 +28,17 @@ import sys
 import time
 from pathlib import Path
 
-LXC_BRIDGE = "cpbr0"
-LXC_NETWORK = "10.98.0.0/24"
-LXC_GATEWAY = "10.98.0.1"
-DHCP_RANGE = ("10.98.0.10", "10.98.0.250")
+class LabNetwork:
+    """The bridge and subnet of one lab: ``cp<6 hex>`` and 10.98.N.0/24, both derived from the lab's
+    directory, so two checkouts' labs on one machine (a CI run beside a session) do not collide."""
+
+    def __init__(self, lab_directory: Path):
+        digest = hashlib.sha256(str(Path(lab_directory).resolve()).encode()).hexdigest()
+        self.bridge = f"cp{digest[:6]}"
+        third = int(digest[6:10], 16) % 250
+        self.network = f"10.98.{third}.0/24"
+        self.gateway = f"10.98.{third}.1"
+        self.dhcp_range = (f"10.98.{third}.10", f"10.98.{third}.250")
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 BIN = HERE / "bin"
@@ -81,27 +88,27 @@ def run(argv: list[str], check: bool = True, **kwargs) -> subprocess.CompletedPr
 
 # ---------------------------------------------------------------- bridge + DHCP
 
-def bridge_up(name: str = LXC_BRIDGE, gateway: str = LXC_GATEWAY, prefix: int = 24) -> None:
-    if run(["ip", "link", "show", name], check=False).returncode != 0:
-        run(["ip", "link", "add", name, "type", "bridge"])
-    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", name]).stdout
-    if f" {gateway}/" not in addresses:
-        run(["ip", "addr", "add", f"{gateway}/{prefix}", "dev", name])
-    run(["ip", "link", "set", name, "up"])
+def bridge_up(net: LabNetwork) -> None:
+    if run(["ip", "link", "show", net.bridge], check=False).returncode != 0:
+        run(["ip", "link", "add", net.bridge, "type", "bridge"])
+    addresses = run(["ip", "-4", "-o", "addr", "show", "dev", net.bridge]).stdout
+    if f" {net.gateway}/" not in addresses:
+        run(["ip", "addr", "add", f"{net.gateway}/24", "dev", net.bridge])
+    run(["ip", "link", "set", net.bridge, "up"])
 
 
-def bridge_down(name: str = LXC_BRIDGE) -> None:
-    if run(["ip", "link", "show", name], check=False).returncode == 0:
-        run(["ip", "link", "del", name], check=False)
+def bridge_down(net: LabNetwork) -> None:
+    if run(["ip", "link", "show", net.bridge], check=False).returncode == 0:
+        run(["ip", "link", "del", net.bridge], check=False)
 
 
-def dnsmasq_argv(directory: Path, bridge: str = LXC_BRIDGE) -> list[str]:
+def dnsmasq_argv(directory: Path, net: LabNetwork) -> list[str]:
     return [
         shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-        "--port=0", f"--interface={bridge}", "--bind-interfaces", "--except-interface=lo",
-        f"--dhcp-range={DHCP_RANGE[0]},{DHCP_RANGE[1]},255.255.255.0,12h",
+        "--port=0", f"--interface={net.bridge}", "--bind-interfaces", "--except-interface=lo",
+        f"--dhcp-range={net.dhcp_range[0]},{net.dhcp_range[1]},255.255.255.0,12h",
         f"--dhcp-leasefile={directory / 'leases'}", "--dhcp-authoritative",
-        f"--dhcp-option=option:router,{LXC_GATEWAY}", "--dhcp-option=option:dns-server",
+        f"--dhcp-option=option:router,{net.gateway}", "--dhcp-option=option:dns-server",
         "--log-dhcp", "--log-facility=-",
     ]
 

@@ -14,7 +14,8 @@ what may happen, this class makes it happen with Debian's ``lxc`` tools:
   A running CT gets new limits at once, as PVE applies them hot.
 - disk size: the lab's storage is a directory with no quota, so ``resize`` only records the new
   size (as PVE's config does); nothing stops a CT from writing more. This is the one emulation.
-- network: ``netN`` with ``bridge=`` is a veth pair ``veth<vmid>i<N>`` on the lab bridge;
+- network: ``netN`` with ``bridge=`` is a veth pair on the lab bridge (named by LXC, not
+  ``veth<vmid>i<N>`` as on PVE, so two labs on one machine do not collide);
   before each start the backend writes what PVE's setup writes into the CT: ``/etc/hostname``,
   ``/etc/hosts`` and the interface configuration (systemd-networkd, DHCP or static).
   ``interfaces`` reads the addresses really configured inside the CT's network namespace, so a
@@ -329,7 +330,6 @@ class LxcBackend(Backend):
                 f"lxc.net.{index}.link = {self.bridge}",
                 f"lxc.net.{index}.flags = up",
                 f"lxc.net.{index}.name = {net.get('name', f'eth{index}')}",
-                f"lxc.net.{index}.veth.pair = veth{vmid}i{index}",
             ]
             if net.get("hwaddr"):
                 lines.append(f"lxc.net.{index}.hwaddr = {net['hwaddr'].lower()}")
