@@ -131,7 +131,8 @@ def test_order_becomes_a_working_pod(lxc_env, service, active_pod):
     result = subprocess.run(['/bin/sh', '-c', command], env=service.env, capture_output=True, text=True, timeout=600,
                             check=False)
     assert result.returncode == 0, result.stderr
-    archives = glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-lxc-%s-*' % vmid), recursive=True)
+    archives = [path for path in glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-lxc-%s-*' % vmid),
+                                           recursive=True) if re.search(r'\.tar(\.zst|\.gz|\.lzo)?$', path)]
     assert archives, os.listdir(service.dirs.backup_dir(hostname))
     listing = subprocess.run(['tar', '-tf', archives[0]], capture_output=True, text=True, check=True).stdout
     assert './etc/vzdump/pct.conf' in listing and './var/www/cloudpod/public/index.php' in listing
@@ -170,7 +171,7 @@ def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_
     vmid, ip, hostname = active_pod['vmid'], active_pod['ip'], active_pod['hostname']
     config = pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data']
     mac = re.search(r'hwaddr=([0-9A-Fa-f:]{17})', config['net0']).group(1).lower()
-    before = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*'), recursive=True))
+    before = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*.tar*'), recursive=True))
 
     run = run_pod_playbook('deprovision', lxc_env, service.dirs, pod=hostname, timeout=600)
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
@@ -185,7 +186,7 @@ def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_
     zone = requests.get('%s/api/v1/servers/%s/zones/%s.' % (lxc_env['POWERDNS_API_URL'], lxc_env['POWERDNS_SERVER_ID'], DOMAIN),
                         headers={'X-API-Key': lxc_env['POWERDNS_API_KEY']}, timeout=10)
     assert zone.status_code == 404
-    after = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*'), recursive=True))
+    after = set(glob.glob(os.path.join(service.dirs.backup_dir(hostname), '**', 'vzdump-*.tar*'), recursive=True))
     assert before <= after and len(after) > len(before)  # the final backup, and the earlier one kept
     with pytest.raises(requests.ConnectionError):
         site(ip, 'www.' + DOMAIN, timeout=2)

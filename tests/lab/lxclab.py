@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+
 class LabNetwork:
     """The bridge and subnet of one lab: ``cp<6 hex>`` and 10.98.N.0/24, both derived from the lab's
     directory, so two checkouts' labs on one machine (a CI run beside a session) do not collide."""
@@ -39,6 +40,8 @@ class LabNetwork:
         self.network = f"10.98.{third}.0/24"
         self.gateway = f"10.98.{third}.1"
         self.dhcp_range = (f"10.98.{third}.10", f"10.98.{third}.250")
+
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 BIN = HERE / "bin"

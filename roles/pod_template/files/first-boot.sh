@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Cloud Pod first boot: the customer's MariaDB database and user, inside the pod.
+# Cloud Pod first boot, inside the pod: what the pod needs besides its site's files.
 #
-#   first-boot.sh --pod NAME [--domain DOMAIN] [--check]
+#   first-boot.sh --pod NAME [--domain DOMAIN] [--web-root DIR] [--marker FILE]
+#                 [--php-version X.Y] [--reload-nginx] [--check]
 #
-# Creates (when missing) a database and a user named after the pod, with ALL privileges on that
-# database, and keeps the credentials in ONE place: /root/.cloudpod/mariadb.cnf (root, 0600,
-# a [client] section with user, password and database). The password is generated here from
-# /dev/urandom and never printed. An existing user whose password is in that file keeps it.
-# Talks to MariaDB over the unix socket as root (unix_socket authentication).
+# In this order, each step only when the pod is not already so:
+#   - host name: /etc/hostname and the running name are the pod's (PVE writes the same at start);
+#   - web root: DIR (default /var/www/cloudpod/public) exists, owned by www-data, mode 0755;
+#   - services: PHP-FPM (the newest under /etc/php, or --php-version), MariaDB and Nginx enabled
+#     and running; --reload-nginx (the caller changed Nginx's configuration) tests the
+#     configuration and reloads a running Nginx;
+#   - MariaDB: a database and a user named after the pod, with ALL privileges on that database,
+#     credentials kept in ONE place: /root/.cloudpod/mariadb.cnf (root, 0600, a [client] section
+#     with user, password and database). The password is generated here from /dev/urandom and
+#     never printed. An existing user whose password is in that file keeps it. Root talks to
+#     MariaDB over the unix socket (unix_socket authentication);
+#   - marker: FILE (default /etc/cloudpod/first-boot.json) says pod, domain and version.
 #
 # Output: what was done, one line each; exactly "unchanged" as the last line when nothing had
 # to be done. --check reports what would be done ("...: would be ...") and changes nothing.
@@ -27,9 +35,16 @@ pod=""
 domain=""
 check=0
 password=""
+web_root=/var/www/cloudpod/public
+marker=/etc/cloudpod/first-boot.json
+php_version=""
+reload_nginx=0
 
 die() { printf 'first-boot.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
-usage() { printf 'usage: first-boot.sh --pod NAME [--domain DOMAIN] [--check]\n' >&2; exit 2; }
+usage() {
+    printf 'usage: first-boot.sh --pod NAME [--domain DOMAIN] [--web-root DIR] [--marker FILE] [--php-version X.Y] [--reload-nginx] [--check]\n' >&2
+    exit 2
+}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -37,6 +52,10 @@ while [ $# -gt 0 ]; do
         --pod=*) pod="${1#--pod=}"; shift ;;
         --domain) [ $# -ge 2 ] || usage; domain="$2"; shift 2 ;;
         --domain=*) domain="${1#--domain=}"; shift ;;
+        --web-root) [ $# -ge 2 ] || usage; web_root="$2"; shift 2 ;;
+        --marker) [ $# -ge 2 ] || usage; marker="$2"; shift 2 ;;
+        --php-version) [ $# -ge 2 ] || usage; php_version="$2"; shift 2 ;;
+        --reload-nginx) reload_nginx=1; shift ;;
         --check) check=1; shift ;;
         -h|--help) usage ;;
         *) printf 'first-boot.sh: unknown argument: %s\n' "$1" >&2; usage ;;
@@ -47,6 +66,9 @@ case "$pod" in *[!A-Za-z0-9._-]*) die "invalid pod name '$pod': letters, digits,
 if [ -n "$domain" ]; then
     case "$domain" in *[!A-Za-z0-9.-]*|.*|*..*) die "invalid domain '$domain'" 2 ;; esac
 fi
+case "$web_root" in /*) ;; *) die "--web-root must be an absolute path" 2 ;; esac
+case "$marker" in /*) ;; *) die "--marker must be an absolute path" 2 ;; esac
+case "$php_version" in ""|[0-9]*.[0-9]*) ;; *) die "invalid --php-version '$php_version' (like 8.2)" 2 ;; esac
 [ "$(id -u)" -eq 0 ] || die "must run as root (MariaDB's root login is the unix socket)"
 command -v mariadb >/dev/null 2>&1 || die "the mariadb client is not installed"
 
@@ -113,6 +135,54 @@ did() {
 exec 9>"$LOCK"
 flock -w 60 9 || die "another first-boot.sh is running (lock $LOCK)"
 
+# -- host name ---------------------------------------------------------------------------
+if [ "$(cat /etc/hostname 2>/dev/null)" != "$pod" ]; then
+    [ "$check" = 1 ] || printf '%s\n' "$pod" >/etc/hostname
+    did "/etc/hostname" "set to $pod"
+fi
+if [ "$(hostname)" != "$pod" ]; then
+    [ "$check" = 1 ] || hostname "$pod"
+    did "host name" "set to $pod"
+fi
+
+# -- web root ------------------------------------------------------------------------------
+if [ ! -d "$web_root" ]; then
+    [ "$check" = 1 ] || install -d -m 0755 -o www-data -g www-data "$web_root"
+    did "$web_root" "created"
+elif [ "$(stat -c '%U:%G:%a' "$web_root")" != "www-data:www-data:755" ]; then
+    [ "$check" = 1 ] || { chown www-data:www-data "$web_root"; chmod 0755 "$web_root"; }
+    did "$web_root" "made www-data's, mode 0755"
+fi
+
+# -- services ------------------------------------------------------------------------------
+if [ -z "$php_version" ]; then
+    php_version="$(find /etc/php -mindepth 2 -maxdepth 2 -name fpm -type d 2>/dev/null \
+                   | cut -d/ -f4 | sort -V | tail -n 1)"
+fi
+[ -n "$php_version" ] || die "no PHP-FPM under /etc/php: was the pod cloned from the Cloud Pod template?"
+nginx_started=0
+for unit in "php$php_version-fpm" mariadb nginx; do
+    if ! systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+        [ "$check" = 1 ] || systemctl enable --quiet "$unit" 2>/dev/null || die "cannot enable $unit"
+        did "service $unit" "enabled"
+    fi
+    if ! systemctl is-active --quiet "$unit"; then
+        if [ "$unit" = nginx ] && [ "$check" = 0 ]; then
+            nginx -t -q 2>/dev/null || die "Nginx's configuration does not pass 'nginx -t': $(nginx -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+        fi
+        [ "$check" = 1 ] || systemctl start "$unit" || die "cannot start $unit: $(systemctl status --no-pager --lines=3 "$unit" 2>&1 | tail -n 3 | tr '\n' ' ')"
+        did "service $unit" "started"
+        [ "$unit" != nginx ] || nginx_started=1
+    fi
+done
+if [ "$reload_nginx" = 1 ] && [ "$nginx_started" = 0 ]; then
+    if [ "$check" = 0 ]; then
+        nginx -t -q 2>/dev/null || die "Nginx's configuration does not pass 'nginx -t': $(nginx -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+        systemctl reload nginx || die "cannot reload nginx"
+    fi
+    did "service nginx" "reloaded"
+fi
+
 # MariaDB may have been started a moment ago: give it time to open its socket.
 for _ in $(seq 1 30); do
     if [ -S "$SOCKET" ] && printf 'SELECT 1;\n' | sql >/dev/null 2>&1; then
@@ -123,6 +193,7 @@ for _ in $(seq 1 30); do
 done
 if ! printf 'SELECT 1;\n' | sql >/dev/null 2>&1 && [ "$check" = 1 ]; then
     # A dry run right after a start that was only pretended: report, do not wait.
+    [ "${#changes[@]}" -eq 0 ] || printf '%s\n' "${changes[@]}"
     printf 'database %s, user %s: would be created if missing (MariaDB does not answer: not looked at)\n' "$DB" "$DB_USER"
     exit 0
 fi
@@ -189,6 +260,19 @@ fi
 if [ -f "$CNF" ] && [ "$(stat -c '%u:%g:%a' "$CNF")" != "0:0:600" ]; then
     [ "$check" = 1 ] || { chown root:root "$CNF"; chmod 0600 "$CNF"; }
     did "$CNF" "made root's, mode 0600"
+fi
+
+# -- marker --------------------------------------------------------------------------------
+# The same text Ansible's to_nice_json wrote for version 1 of the role (sorted keys, 4 spaces).
+marker_text="$(printf '{\n    "domain": "%s",\n    "pod": "%s",\n    "version": 1\n}' "$domain" "$pod")"
+if [ "$(cat "$marker" 2>/dev/null)" != "$marker_text" ]; then
+    if [ "$check" = 0 ]; then
+        install -d -m 0755 -o root -g root "$(dirname "$marker")"
+        printf '%s\n' "$marker_text" >"$marker.tmp"
+        chmod 0644 "$marker.tmp"
+        mv -f "$marker.tmp" "$marker"
+    fi
+    did "$marker" "written"
 fi
 
 if [ "${#changes[@]}" -eq 0 ]; then
