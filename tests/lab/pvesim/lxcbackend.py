@@ -277,8 +277,18 @@ class LxcBackend(Backend):
                 return
             self._write_lxc_config(vmid, config)
             if self._running(vmid):
-                for key, value in self._cgroup_settings(config):
-                    _run(self._lxc("lxc-cgroup", str(vmid)) + [key, value], check=False, timeout=20)
+                # Two passes: cgroup v1 refuses a memory limit above memory+swap's (and the reverse), so
+                # growing needs memsw first and shrinking memory first; what failed once goes again.
+                pending = self._cgroup_settings(config)
+                for _attempt in range(2):
+                    failed = []
+                    for key, value in pending:
+                        result = _run(self._lxc("lxc-cgroup", str(vmid)) + [key, value], check=False, timeout=20)
+                        if result.returncode != 0:
+                            failed.append((key, value))
+                    pending = failed
+                if pending:
+                    raise BackendError(f"CT {vmid}: could not set {', '.join(key for key, _value in pending)} live")
 
     def resize(self, vmid, disk, new_size):
         """Directory storage has no size: the new size lives in the config only (see module doc)."""

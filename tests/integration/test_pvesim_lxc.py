@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The simulator's LXC backend through the Proxmox API: what each call does to a real container.
+
+Against the lab's LXC part (``tests/lab/lab up --lxc``, ``.lab/env.lxc``), straight over HTTP as
+Proxmox's API clients do: linked and full clones, limits applied to a running container, the
+address from DHCP, vzdump through the lab's stand-in, destroy releasing the lease.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from realpods import ENV_LXC, ROOT, cgroup, leases, pct  # noqa: E402
+from runner_api.testing import read_lab_env  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(ENV_LXC),
+    reason='no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)')
+
+MEMORY_KEY = 'memory.max' if os.path.exists('/sys/fs/cgroup/cgroup.controllers') else 'memory.limit_in_bytes'
+
+
+class Api(object):
+    def __init__(self, env):
+        self.env = env
+        self.url = env['PROXMOX_API_URL']
+        self.headers = {'Authorization': 'PVEAPIToken=%s=%s' % (env['PROXMOX_API_TOKEN_ID'], env['PROXMOX_API_TOKEN_SECRET'])}
+
+    def call(self, method, path, **params):
+        reply = requests.request(method, self.url + path, headers=self.headers, verify=self.env['PROXMOX_CA_BUNDLE'],
+                                 timeout=30, **({'params': params} if method in ('GET', 'DELETE') else {'data': params}))
+        assert reply.status_code == 200, '%s %s: %s %s' % (method, path, reply.status_code, reply.reason)
+        return reply.json()['data']
+
+    def task(self, method, path, timeout=300, **params):
+        upid = self.call(method, path, **params)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.call('GET', '/nodes/pve/tasks/%s/status' % upid)
+            if status['status'] == 'stopped':
+                assert status['exitstatus'] == 'OK', status
+                return status
+            time.sleep(0.2)
+        raise AssertionError('task %s did not end' % upid)
+
+    def address(self, vmid, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for iface in self.call('GET', '/nodes/pve/lxc/%d/interfaces' % vmid) or []:
+                if iface.get('name') == 'eth0' and iface.get('inet'):
+                    return iface['inet'].split('/')[0], iface['hwaddr']
+            time.sleep(0.2)
+        raise AssertionError('CT %d has no address' % vmid)
+
+
+@pytest.fixture(scope='module')
+def api():
+    return Api(read_lab_env(ENV_LXC))
+
+
+@pytest.fixture
+def new_ct(api):
+    """Clones made by a test, destroyed afterwards whatever happened."""
+    made = []
+
+    def clone(full):
+        vmid = int(api.call('GET', '/cluster/nextid'))
+        api.task('POST', '/nodes/pve/lxc/9000/clone', newid=vmid, hostname='lxc-test-%s' % uuid.uuid4().hex[:6],
+                 full=1 if full else 0)
+        made.append(vmid)
+        return vmid
+    yield clone
+    for vmid in made:
+        status = requests.get(api.url + '/nodes/pve/lxc/%d/status/current' % vmid, headers=api.headers,
+                              verify=api.env['PROXMOX_CA_BUNDLE'], timeout=30)
+        if status.status_code == 200:
+            if status.json()['data']['status'] == 'running':
+                api.task('POST', '/nodes/pve/lxc/%d/status/stop' % vmid)
+            api.task('DELETE', '/nodes/pve/lxc/%d' % vmid, purge=1)
+
+
+def test_lxc_linked_clone_is_an_overlay_and_full_clone_a_copy(api, new_ct):
+    lxc_path = api.env['LAB_LXC_PATH']
+    linked, full = new_ct(False), new_ct(True)
+    layout = json.load(open(os.path.join(lxc_path, str(linked), 'storage.json')))
+    assert layout == {'kind': 'overlay', 'lower': os.path.join(lxc_path, '9000', 'rootfs')}
+    assert os.listdir(os.path.join(lxc_path, str(linked), 'delta')) == []
+    assert json.load(open(os.path.join(lxc_path, str(full), 'storage.json'))) == {'kind': 'dir'}
+    assert os.path.exists(os.path.join(lxc_path, str(full), 'rootfs', 'opt', 'cloudpod-bootstrap', 'first-boot.sh'))
+    config = api.call('GET', '/nodes/pve/lxc/%d/config' % linked)
+    assert re.match(r'local-lvm:base-9000-disk-0/vm-%d-disk-0' % linked, config['rootfs']), config['rootfs']
+
+
+def test_lxc_limits_follow_the_config_even_while_running(api, new_ct):
+    vmid = new_ct(False)
+    api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, memory=768, cores=1)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    assert int(cgroup(api.env, vmid, MEMORY_KEY)) == 768 * 1024 * 1024
+    assert cgroup(api.env, vmid, 'cpuset.cpus') == '0'
+    api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, memory=1536)  # hot, as PVE applies it
+    assert int(cgroup(api.env, vmid, MEMORY_KEY)) == 1536 * 1024 * 1024
+    inside = pct(api.env, vmid, 'hostname').stdout.strip()
+    assert inside == api.call('GET', '/nodes/pve/lxc/%d/config' % vmid)['hostname']
+
+
+def test_lxc_address_comes_from_the_lab_dhcp_and_destroy_releases_it(api, new_ct):
+    vmid = new_ct(False)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    ip, mac = api.address(vmid)
+    assert leases(api.env).get(mac.lower()) == ip
+    assert pct(api.env, vmid, 'ip', '-4', '-o', 'addr', 'show', 'eth0').stdout.split()[3].startswith(ip + '/')
+
+    api.task('POST', '/nodes/pve/lxc/%d/status/stop' % vmid)
+    api.task('DELETE', '/nodes/pve/lxc/%d' % vmid, purge=1)
+    deadline = time.monotonic() + 10
+    while mac.lower() in leases(api.env) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mac.lower() not in leases(api.env)
+    assert not os.path.exists(os.path.join(api.env['LAB_LXC_PATH'], str(vmid)))
+
+
+def test_lxc_vzdump_writes_a_real_archive_of_the_running_container(api, new_ct, tmp_path):
+    vmid = new_ct(False)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    pct(api.env, vmid, 'sh', '-c', 'echo written-inside > /root/proof.txt')
+    env = dict(os.environ, **api.env)
+    result = subprocess.run([os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump'), str(vmid), '--dumpdir', str(tmp_path),
+                             '--mode', 'snapshot', '--compress', 'zstd'], env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    archives = [name for name in os.listdir(str(tmp_path)) if name.endswith('.tar.zst')]
+    assert len(archives) == 1
+    archive = str(tmp_path / archives[0])
+    listing = subprocess.run(['tar', '-tf', archive], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert './etc/vzdump/pct.conf' in listing and './root/proof.txt' in listing
+    assert not [name for name in listing if name.startswith('./proc/') and name != './proc/']  # one file system only
+    proof = subprocess.run(['tar', '-xOf', archive, './root/proof.txt'], capture_output=True, text=True, check=True)
+    assert proof.stdout == 'written-inside\n'
