@@ -762,6 +762,8 @@ def _cmd_up(lab: Lab) -> int:
     for service in lab.services:
         print(f"  {service.name}: {service.describe()}")
     print(f"  env: {ENV_FILE}  (set -a; . {ENV_FILE.relative_to(REPO_ROOT)}; set +a)")
+    if lab.lxc:
+        print(f"  env with real containers: {lab.directory / 'env.lxc'}  (PROXMOX_* of pvesim-lxc, PROXMOX_SSH_*)")
     return 0
 
 
