@@ -11,8 +11,8 @@
 #     and running; --reload-nginx (the caller changed Nginx's configuration) tests the
 #     configuration and reloads a running Nginx;
 #   - MariaDB: a database and a user named after the pod, with ALL privileges on that database,
-#     credentials kept in ONE place: /root/.cloudpod/mariadb.cnf (root, 0600, a [client] section
-#     with user, password and database). The password is generated here from /dev/urandom and
+#     credentials kept in ONE place: /root/.cloudpod/mariadb.cnf (root, 0600, [client] with user
+#     and password, [mysql] with database). The password is generated here from /dev/urandom and
 #     never printed. An existing user whose password is in that file keeps it. Root talks to
 #     MariaDB over the unix socket (unix_socket authentication);
 #   - marker: FILE (default /etc/cloudpod/first-boot.json) says pod, domain and version.
@@ -119,7 +119,9 @@ write_cnf() {
         printf '# Cloud Pod %s%s: MariaDB credentials written by %s.\n' \
             "$pod" "${domain:+ ($domain)}" /opt/cloudpod-bootstrap/first-boot.sh
         printf '# Use: mariadb --defaults-extra-file=%s\n' "$CNF"
-        printf '[client]\nuser=%s\npassword=%s\ndatabase=%s\n' "$DB_USER" "$password" "$DB"
+        # database= only for the mariadb/mysql client ([mysql]): in [client], mariadb-dump would
+        # read it as a prefix of its --databases option and warn.
+        printf '[client]\nuser=%s\npassword=%s\n[mysql]\ndatabase=%s\n' "$DB_USER" "$password" "$DB"
     } >"$tmp"
     chmod 0600 "$tmp"
     chown root:root "$tmp"
@@ -227,9 +229,9 @@ if [ "$new_password" = 1 ]; then
         write_cnf
     fi
     did "$CNF" "written with a new password"
-elif [ "$file_db" != "$DB" ]; then
+elif [ "$file_db" != "$DB" ] || ! grep -q '^\[mysql\]' "$CNF"; then
     [ "$check" = 1 ] || write_cnf
-    did "$CNF" "given the database name"
+    did "$CNF" "given the database name (in [mysql])"
 fi
 
 if [ "$user_exists" = 0 ]; then
