@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import requests
@@ -27,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from podplays import changed_count, run_pod_playbook  # noqa: E402
+from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
 from realpods import ENV_LXC, Service, cgroup, dns_a, drop_zone, leases, pct, pve, site  # noqa: E402
 from runner_api.testing import read_lab_env  # noqa: E402
 
@@ -190,3 +191,26 @@ def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_
     assert before <= after and len(after) > len(before)  # the final backup, and the earlier one kept
     with pytest.raises(requests.ConnectionError):
         site(ip, 'www.' + DOMAIN, timeout=2)
+
+
+def test_unreachable_pod_publishes_nothing(lxc_env, tmp_path):
+    """SSH to the Proxmox host refused (a wrong address for the pod's node): the run fails at the
+    first boot and nothing is published after it: no zone, no backup cron entry, no mail."""
+    dirs = HostDirs(tmp_path / 'proxmox-host')
+    pod = 'unreach-%s' % uuid.uuid4().hex[:6]
+    domain = pod + '.test'
+    run = run_pod_playbook('provision', lxc_env, dirs, pod=pod, plan=PLAN, domain=domain, customer_email=CUSTOMER,
+                           cloudpods_linked_clones=True, cloudpods_pct_hosts={'pve': '127.0.0.2'})
+    try:
+        assert run.rc != 0
+        assert 'did not complete' in run.stdout
+        assert dns_a(lxc_env, domain) == []
+        zone_url = '%s/api/v1/servers/%s/zones/%s.' % (lxc_env['POWERDNS_API_URL'], lxc_env['POWERDNS_SERVER_ID'], domain)
+        zone = requests.get(zone_url, headers={'X-API-Key': lxc_env['POWERDNS_API_KEY']}, timeout=10)
+        assert zone.status_code == 404
+        assert not os.path.exists(dirs.cron_file(pod))
+        for path in glob.glob(os.path.join(lxc_env['SMTP_MAILBOX_DIR'], '*.eml')):
+            with open(path, 'rb') as handle:
+                assert pod not in email.message_from_binary_file(handle).as_string()
+    finally:
+        run_pod_playbook('deprovision', lxc_env, dirs, pod=pod, domain=domain, timeout=600)
