@@ -51,13 +51,13 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, ROOT / "tests" / "lab", ROOT / "tests" / "integration"):
+for _path in (ROOT, ROOT / "tests" / "lab", ROOT / "tests" / "integration", ROOT / "tests" / "bench"):
     sys.path.insert(0, str(_path))
 
+from bench_provision import role_of, seconds  # noqa: E402  pylint: disable=wrong-import-position
 from podplays import HostDirs, run_pod_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from realpods import ENV_LXC, Service, drop_zone  # noqa: E402  pylint: disable=wrong-import-position
 from runner_api.testing import read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
@@ -65,19 +65,6 @@ from runner_api.testing import read_lab_env  # noqa: E402  pylint: disable=wrong
 PLAN = "CLOUD_POD_STARTER"
 STEPS = ["clone", "start", "DHCP", "container (rest)", "first boot", "DNS", "backup", "mail", "outside tasks"]
 ROLE_STEP = {"pod_first_boot": "first boot", "pod_dns": "DNS", "pod_backup": "backup", "pod_mail": "mail"}
-
-
-def seconds(duration):
-    def stamp(text):
-        text = text.replace("Z", "")
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f" if "." in text else "%Y-%m-%dT%H:%M:%S").timestamp()
-    return stamp(duration["end"]) - stamp(duration["start"]) if duration.get("end") else 0.0
-
-
-def role_of(task_name):
-    if " : " in (task_name or ""):
-        return task_name.split(" : ", 1)[0].rsplit(".", 1)[-1]
-    return None
 
 
 def provision_split(env, base, linked):
@@ -93,6 +80,7 @@ def provision_split(env, base, linked):
         took = seconds(task["duration"])
         in_tasks += took
         role = role_of(task["name"])
+        role = None if role == "playbook tasks" else role
         timings = (task["result"] or {}).get("timings")
         if role == "pod_container" and timings:
             split["clone"] += timings.get("clone", 0.0)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -24,8 +25,9 @@ for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
 from runner_api.auth import new_token  # noqa: E402  pylint: disable=wrong-import-position
 from runner_api.repository import Repository, open_pool  # noqa: E402  pylint: disable=wrong-import-position
 from runner_api.settings import Settings  # noqa: E402  pylint: disable=wrong-import-position
-from runner_api.testing import scratch_database, worker_environment  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.testing import scratch_database, start_worker, worker_environment  # noqa: E402  pylint: disable=wrong-import-position
 from podplays import HostDirs  # noqa: E402  pylint: disable=wrong-import-position
+from lxclab import read_leases  # noqa: E402  pylint: disable=wrong-import-position
 
 ENV_LXC = os.path.join(ROOT, '.lab', 'env.lxc')
 
@@ -73,8 +75,8 @@ def cgroup(env, vmid, key):
 
 
 def leases(env):
-    with open(env['LAB_DHCP_LEASES']) as handle:
-        return {parts[1].lower(): parts[2] for parts in (line.split() for line in handle) if len(parts) >= 3}
+    """dnsmasq's leases of the lab bridge as {mac: ip} (lxclab.read_leases)."""
+    return read_leases(Path(env['LAB_DHCP_LEASES']))
 
 
 def drop_zone(env, zone):
@@ -104,10 +106,7 @@ class Service(object):
             self.processes.append(subprocess.Popen(
                 [os.path.join(bin_dir, 'gunicorn'), '-b', '127.0.0.1:%d' % port, '-w', '2', 'runner_api.app:create_app()'],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
-        with open(str(tmp_path / 'worker.log'), 'ab') as log:
-            self.processes.append(subprocess.Popen(
-                [sys.executable, '-m', 'runner_api.cli', 'worker', '--worker-id', 'e2e'],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        self.processes.append(start_worker(self.env, 'e2e', str(self.tmp_path / 'worker.log')))
         self.base = 'http://127.0.0.1:%d/api/cloud-pods' % port
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -122,10 +121,7 @@ class Service(object):
         worker = self.processes.pop()
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=90)
-        with open(str(self.tmp_path / 'worker.log'), 'ab') as log:
-            self.processes.append(subprocess.Popen(
-                [sys.executable, '-m', 'runner_api.cli', 'worker', '--worker-id', 'e2e'],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
+        self.processes.append(start_worker(self.env, 'e2e', str(self.tmp_path / 'worker.log')))
 
     def call(self, method, path, body=None):
         reply = requests.request(method, self.base + path, json=body, timeout=30, headers={

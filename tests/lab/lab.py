@@ -663,7 +663,7 @@ class Lab:
             self._wait_healthy(service)
         self.write_env()
         if self.lxc:
-            lxclab.ensure_template(self.directory / "env.lxc", self.lxc_path,
+            lxclab.ensure_template(self.env(lxc=True), self.lxc_path, self.directory / "lxc",
                                    log=lambda text: print(f"lab: {text}", flush=True))
         return already
 

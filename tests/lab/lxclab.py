@@ -20,7 +20,6 @@ containers have no route to a mirror. It is cached in ``.lab-cache/`` (or ``CLOU
 
 import hashlib
 import json
-import shlex
 import os
 import shutil
 import subprocess
@@ -290,14 +289,14 @@ def restore_template(lxc_path: Path) -> bool:
     return True
 
 
-def ensure_template(env_file: Path, lxc_path: Path, log) -> None:
+def ensure_template(lab_env: dict, lxc_path: Path, log_dir: Path, log) -> None:
     """CT 9000 exists as a template: restored from the cache, or built by playbooks/build_template.yml."""
     if template_built(lxc_path):
         return
     started = time.monotonic()
     log("building template CT 9000 with playbooks/build_template.yml (cached afterwards)")
     env = dict(os.environ)
-    env.update(_read_env(env_file))
+    env.update(lab_env)
     collections = REPO_ROOT / ".build" / "collections"
     link = collections / "ansible_collections" / "mpanel" / "cloudpods"
     if not link.exists():
@@ -306,7 +305,7 @@ def ensure_template(env_file: Path, lxc_path: Path, log) -> None:
     env["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("ANSIBLE_STDOUT_CALLBACK", "default")
-    log_file = env_file.parent / "lxc" / "build_template.log"
+    log_file = log_dir / "build_template.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as handle:
         result = subprocess.run(
@@ -325,13 +324,3 @@ def ensure_template(env_file: Path, lxc_path: Path, log) -> None:
         if stale != cached:
             stale.unlink()  # built from inputs that changed since
     log(f"template CT 9000 built in {time.monotonic() - started:.0f}s, cached in {cached}")
-
-
-def _read_env(path: Path) -> dict:
-    values = {}
-    for line in path.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, _sep, value = line.partition("=")
-            parts = shlex.split(value)
-            values[key.strip()] = parts[0] if parts else ""
-    return values
