@@ -12,14 +12,14 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .settings import REPO_ROOT, scrub
+from .runscope import RunScope
+from .settings import REPO_ROOT, SECRET_NAME_PATTERN, scrub
 
 PLAYBOOKS = {
     "CREATE_CONTAINER": "provision.yml",
@@ -34,6 +34,16 @@ RESULT_EVENTS = {
     "runner_on_unreachable": "unreachable", "runner_item_on_failed": None,
 }
 GUARD_SOURCE = Path(__file__).resolve().parent / "playbook_guard.py"
+# The playbook's environment besides our own variables (see playbook_environment).
+BASE_ENV_NAMES = ("HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE", "SSL_CERT_DIR",
+                  "REQUESTS_CA_BUNDLE")
+BASE_ENV_PREFIXES = ("LC_", "ANSIBLE_")
+RUNNER_ENV_PREFIXES = ("AWX_", "RUNNER_", "ANSIBLE_")
+RUNNER_ENV_NAMES = ("ORIGINAL_STDOUT_CALLBACK", "AD_HOC_COMMAND_ID")
+# A failed assert in a play named "Check ..." is a precondition of the playbook (bad input, missing
+# settings): retrying cannot help, so the task fails at once.
+PRECONDITION_PLAY_PREFIX = "Check "
+PRECONDITION_ACTIONS = ("ansible.builtin.assert", "assert", "ansible.builtin.fail", "fail")
 
 
 @dataclass
@@ -75,18 +85,68 @@ def _message(result):
     return None
 
 
+class _UntrustedDumper(yaml.SafeDumper):
+    """YAML where every string is ``!unsafe``: Ansible carries it as data and never templates it."""
+
+
+def _unsafe_str(dumper, value):
+    return dumper.represent_scalar("!unsafe", value, style='"')
+
+
+_UntrustedDumper.add_representer(str, _unsafe_str)
+
+
+def write_untrusted_vars(path, variables):
+    """Write extra vars that came from outside (an order, a caller) as ``!unsafe`` YAML (mode 0600).
+
+    ansible-core 2.19 trusts templates in values loaded with ``-e @file`` and on the command line:
+    a ``{{ lookup('pipe', ...) }}`` in an order field would run on the worker. Tagged unsafe, a
+    value is carried literally through every template, filter and module argument.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        yaml.dump(dict(variables), handle, Dumper=_UntrustedDumper, allow_unicode=False, default_flow_style=False)
+    return path
+
+
+def playbook_environment(runner_env, ours):
+    """The environment ansible-playbook gets: ours, what ansible-runner set up, a few basics; nothing else.
+
+    ``runner_env`` is ansible-runner's (seeded from the worker's whole environment); anything the
+    worker's environment holds besides the allow-list (another service's password, a variable
+    planted for a probe) stays out of the playbook and out of ansible-runner's artifacts.
+    """
+    env = {}
+    for name, value in runner_env.items():
+        inherited = os.environ.get(name) == value and name not in ours
+        if (name in ours or name in BASE_ENV_NAMES or name.startswith(BASE_ENV_PREFIXES)
+                or (not inherited and name.startswith(RUNNER_ENV_PREFIXES)) or name in RUNNER_ENV_NAMES):
+            env[name] = value
+    return env
+
+
 class LocalAnsibleRunner(Executor):
-    """ansible-runner in a fresh private directory per run (mode 0700, deleted afterwards)."""
+    """ansible-runner in a private directory per run (``runscope.RunScope``), removed afterwards.
+
+    Order data reaches the playbook only as ``!unsafe`` extra vars; the playbook's environment is
+    an allow-list; secrets reach ansible-playbook through the guard's hand-off, never a file; the
+    whole run lives in a cgroup that is killed with the worker.
+    """
 
     def __init__(self, settings):
         self.settings = settings
         self.secrets = settings.secrets()
+        self.secret_env = {name: value for name, value in settings.playbook_env.items()
+                           if SECRET_NAME_PATTERN.search(name)}
+        self.public_env = {name: value for name, value in settings.playbook_env.items()
+                           if name not in self.secret_env}
 
-    def _environment(self, private_dir):
+    def _environment(self, private_dir, scope):
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         path = bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
         collections = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or str(REPO_ROOT / ".build" / "collections")
-        env = dict(self.settings.playbook_env)  # secrets as environment, never as extra vars
+        env = dict(self.public_env)  # secrets go through the guard's hand-off, never as variables
+        env.update(scope.env())
         env.update({
             "PATH": path,
             "ANSIBLE_COLLECTIONS_PATH": collections,
@@ -112,49 +172,53 @@ class LocalAnsibleRunner(Executor):
         return path
 
     @staticmethod
-    def _operator_vars():
-        """Site settings for the playbooks (not secrets, not per order): CLOUDPODS_EXTRA_VARS_FILE."""
+    def _operator_vars_args():
+        """Site settings for the playbooks (the operator's file, trusted): CLOUDPODS_EXTRA_VARS_FILE."""
         path = os.environ.get("CLOUDPODS_EXTRA_VARS_FILE")
-        if not path:
-            return {}
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle) or {}
+        return ["-e", "@" + os.path.abspath(path)] if path else []
 
     def run(self, request, on_event, cancel=lambda: False):
-        import ansible_runner  # pylint: disable=import-outside-toplevel
+        from ansible_runner.interface import init_runner  # pylint: disable=import-outside-toplevel
         name = PLAYBOOKS.get(request.operation)
         playbook = self.settings.playbook_dir / name if name else None
         if playbook is None or not playbook.is_file():
             return RunResult("error", None, error=f"no playbook for {request.operation} ({playbook})",
                              retryable=False)
-        private_dir = tempfile.mkdtemp(prefix="cloudpods-run-")
+        scope = RunScope(self.settings.run_dir, secret_env=self.secret_env)
         try:
+            private_dir = str(scope.path)
             guard = os.path.join(private_dir, "ansible-playbook-guard")
             with open(guard, "w", encoding="utf-8") as handle:
                 handle.write(f"#!{sys.executable}\n" + GUARD_SOURCE.read_text(encoding="utf-8"))
             os.chmod(guard, 0o700)
             collector = _EventCollector(self.secrets, on_event, with_diff=request.check)
-            extra_vars = self._operator_vars()
-            extra_vars.update(request.extra_vars)
+            order_vars = write_untrusted_vars(os.path.join(private_dir, "order-vars.yml"), request.extra_vars)
             # With the guard as "binary" ansible-runner passes no playbook itself: it goes first in cmdline.
-            cmdline = [str(playbook)] + (["--check", "--diff"] if request.check else [])
-            runner = ansible_runner.run(
+            # Operator settings first, then the order's (untrusted) values, which win as before.
+            cmdline = ([str(playbook)] + self._operator_vars_args() + ["-e", "@" + order_vars]
+                       + (["--check", "--diff"] if request.check else []))
+            ours = self._environment(private_dir, scope)
+            runner = init_runner(
                 private_data_dir=private_dir, inventory=self._inventory(private_dir),
-                extravars=extra_vars, envvars=self._environment(private_dir), binary=guard,
-                cmdline=shlex.join(cmdline), quiet=True,
-                event_handler=collector.handle, cancel_callback=cancel,
+                envvars=ours, binary=guard, cmdline=shlex.join(cmdline), quiet=True,
+                suppress_env_files=True, event_handler=collector.handle, cancel_callback=cancel,
                 timeout=self.settings.playbook_timeout_seconds,
                 settings={"pexpect_timeout": 0.5, "suppress_ansible_output": True})
+            runner.config.env = playbook_environment(runner.config.env, ours)
+            runner.run()
             status = runner.status
             error = None
+            retryable = True
             if status != "successful":
                 error = collector.first_failure or f"the playbook ended {status} (rc {runner.rc})"
                 if status == "failed" and not collector.first_failure:
                     tail = scrub(runner.stdout.read()[-600:], self.secrets) if runner.stdout else ""
                     error += ": " + " ".join(tail.split())[-400:] if tail else ""
-            return RunResult(status, runner.rc, collector.stats, error)
+                if collector.precondition_failed:
+                    retryable = False
+            return RunResult(status, runner.rc, collector.stats, error, retryable)
         finally:
-            shutil.rmtree(private_dir, ignore_errors=True)
+            scope.close()
 
 
 class _EventCollector:
@@ -165,6 +229,7 @@ class _EventCollector:
         self.with_diff = with_diff
         self.on_event = on_event
         self.first_failure = None
+        self.precondition_failed = False
         self.stats = {}
         self.started = {}
 
@@ -195,6 +260,9 @@ class _EventCollector:
         step = self._emit(data, data.get("host"), status, duration_ms, message, diff)
         if status in ("failed", "unreachable") and self.first_failure is None:
             self.first_failure = f"Step '{step}' failed" + (f": {message}" if message else "")
+            action = data.get("resolved_action") or data.get("task_action")
+            self.precondition_failed = (status == "failed" and action in PRECONDITION_ACTIONS
+                                        and str(data.get("play") or "").startswith(PRECONDITION_PLAY_PREFIX))
         return False  # nothing needs to stay in the (soon deleted) artifacts
 
     def _emit(self, data, host, status, duration_ms, message, diff=None):
