@@ -44,6 +44,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     poll_seconds: float = 5.0
     shutdown_grace_seconds: float = 60.0
     playbook_timeout_seconds: int = 3600
+    run_dir: Path | None = None
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -78,6 +79,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             poll_seconds=reader.number("CLOUDPODS_POLL_SECONDS", 5.0, minimum=0.1),
             shutdown_grace_seconds=reader.number("CLOUDPODS_SHUTDOWN_GRACE_SECONDS", 60.0, minimum=0.0),
             playbook_timeout_seconds=reader.integer("CLOUDPODS_PLAYBOOK_TIMEOUT_SECONDS", 3600, minimum=10),
+            run_dir=reader.path("CLOUDPODS_RUN_DIR", None),
         )
         if worker:
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):

@@ -20,6 +20,7 @@ import time
 
 import psycopg
 
+from . import runscope
 from .executors import LocalAnsibleRunner, RunRequest
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, open_pool
@@ -65,6 +66,8 @@ class Worker:
         install_secret_filter(self.settings.secrets())
         # The playbooks must not inherit the database credentials.
         os.environ.pop("DATABASE_URL", None)
+        for run_id in runscope.sweep(self.settings.run_dir):
+            LOG.info("removed run %s left behind by a worker that died", run_id)
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         pool = None
