@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 
 from .blueprints import admin, customer, public
 from .errors import register_error_handlers
@@ -14,6 +14,7 @@ from .plans import PlanCatalogue
 from .repository import Repository, open_pool
 from .settings import Settings
 
+PRIVATE_BLUEPRINTS = ("customer", "admin")
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.yaml"
 
 
@@ -46,6 +47,14 @@ def create_app(settings=None, repository=None):
     app.register_blueprint(public.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(customer.blueprint)
+
+    @app.after_request
+    def _security_headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if request.blueprint in PRIVATE_BLUEPRINTS or "Authorization" in request.headers:
+            # Pods, tasks and errors of one customer: no shared or browser cache keeps them.
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.get("/healthz")
     def healthz():

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
+from . import grammar
 from .errors import Problem
 
 ROLES = ("customer", "service", "admin")
 CUSTOMER_HEADER = "X-Customer-Id"
 TOKEN_PREFIX = "cpt_"
+QUERY_TOKEN_NAMES = ("access_token", "token", "api_key", "apikey", "bearer")
 
 
 def new_token():
@@ -27,6 +29,11 @@ class Principal:
 
 def authenticate():
     """Set ``g.principal`` from the Authorization header or raise 401."""
+    if any(name.lower() in QUERY_TOKEN_NAMES for name in request.args):
+        # Refused, never looked at: a URL ends up in logs and browser histories (the access log
+        # formats in deploy/ leave the query string out).
+        raise Problem(400, "Bad Request", "Send the token in the Authorization header (Bearer), never in the "
+                      "URL; this token is now in somebody's logs, so revoke it.", "token-in-url")
     header = request.headers.get("Authorization", "")
     scheme, _sep, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -57,6 +64,7 @@ def acting_customer(required=True):
             raise Problem(400, "Bad Request", f"A {principal.role} token must name the customer in the "
                           f"{CUSTOMER_HEADER} header.", "customer-required")
         return None
-    if len(customer) > 128:
-        raise Problem(400, "Bad Request", f"{CUSTOMER_HEADER} is longer than 128 characters.", "invalid-customer")
+    if not grammar.printable_token(customer):
+        raise Problem(400, "Bad Request", f"{CUSTOMER_HEADER} must be 1 to 128 printable ASCII characters "
+                      "without spaces.", "invalid-customer")
     return customer

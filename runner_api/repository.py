@@ -22,7 +22,8 @@ MIGRATION_LOCK = 0x636C6F7564706F64  # advisory lock key: one migrate at a time
 
 SUBSCRIPTION_COLUMNS = """
     s.id, s.customer_id, s.customer_email, s.plan_code, s.domain, s.hostname, s.status, s.vmid, s.node,
-    host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at
+    host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at,
+    (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id) AS latest_task_id
 """
 TASK_COLUMNS = """
     t.id, t.subscription_id, t.task_type, t.status, t.worker_id, t.attempts, t.max_attempts, t.run_at,
@@ -112,9 +113,15 @@ class Repository:
                             FROM cloud_pod_api_tokens ORDER BY id""")
 
     def token_by_secret(self, token):
+        """The live token with this secret; records its use (``last_used_at``, to the minute: one
+        write per token and minute, not per request)."""
         return self._one("""
-            SELECT id, name, role, customer_id FROM cloud_pod_api_tokens
-            WHERE token_sha256 = %s AND revoked_at IS NULL""", (token_digest(token),))
+            WITH found AS (SELECT id, name, role, customer_id, last_used_at FROM cloud_pod_api_tokens
+                           WHERE token_sha256 = %s AND revoked_at IS NULL),
+                 used AS (UPDATE cloud_pod_api_tokens t SET last_used_at = now() FROM found
+                          WHERE t.id = found.id
+                            AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '1 minute'))
+            SELECT id, name, role, customer_id FROM found""", (token_digest(token),))
 
     # ------------------------------------------------------------------ subscriptions
 

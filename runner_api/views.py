@@ -16,12 +16,24 @@ def iso(value):
     return value.isoformat() if value is not None else None
 
 
+def customer_error(row):
+    """What a customer reads instead of the error itself (internal URLs, token ids, step names stay
+    with the admins): a plain sentence and a reference support finds in the provisioning queue."""
+    if not row.get("last_error"):
+        return None
+    reference = f"task-{row['latest_task_id']}" if row.get("latest_task_id") else f"pod-{row['id']}"
+    if row["status"] == "FAILED":
+        return (f"Setting up your pod did not succeed and our team has been told. If you contact support, "
+                f"quote reference {reference}.")
+    return f"A step did not succeed the first time and is being retried automatically (reference {reference})."
+
+
 def pod(row, admin=False):
     view = {
         "id": str(row["id"]), "hostname": row["hostname"], "plan_code": row["plan_code"], "domain": row["domain"],
         "status": row["status"], "vmid": row["vmid"], "node": row["node"], "ip": row["ip"],
         "created_at": iso(row["created_at"]), "activated_at": iso(row["activated_at"]),
-        "last_error": row["last_error"],
+        "last_error": row["last_error"] if admin else customer_error(row),
     }
     if admin:
         view["customer_id"] = row["customer_id"]

@@ -2,22 +2,18 @@
 
 import hashlib
 import json
-import re
 import secrets
 
 import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import views
+from .. import grammar, views
 from ..auth import acting_customer, authenticate, require_role
 from ..errors import Problem
 from ..repository import DomainTaken, IdempotencyMismatch
 
 blueprint = Blueprint("customer", __name__, url_prefix="/api/cloud-pods")
-
-LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 @blueprint.before_request
@@ -30,16 +26,22 @@ def _state():
 
 
 def normalise_domain(value):
-    """Lower-case, no trailing dot; None if not a valid DNS domain name of two labels or more."""
-    domain = value.strip().lower()
-    if domain.endswith("."):
-        domain = domain[:-1]
-    labels = domain.split(".")
-    if len(domain) > 253 or len(labels) < 2 or not all(LABEL.match(label) for label in labels):
-        return None
-    if not TLD.match(labels[-1]):
-        return None
-    return domain
+    """Lower case, IDN in its xn-- form, no trailing dot; None if not a domain name of two labels or more."""
+    return grammar.domain(value)
+
+
+def _strings(value):
+    """Every string in a parsed JSON value, keys too (iterative: the nesting may be deep)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 @blueprint.get("/my-pods")
@@ -68,17 +70,34 @@ def pod_detail(pod_id):
     return jsonify(body)
 
 
+def _read_body(limit):
+    """The raw body, at most ``limit`` bytes: 413 past it, chunked bodies included (never cut short)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise RequestEntityTooLarge()
+    return raw
+
+
 def _order_body(state):
     if not request.is_json:
         raise Problem(415, "Unsupported Media Type", "The order must be sent as application/json.",
                       "unsupported-media-type")
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "Bad Request", "The request body is not valid JSON.", "malformed-json") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(400, "Bad Request", "The request body is not valid JSON (or nested too deeply).",
+                      "malformed-json") from None
     if not isinstance(body, dict):
         raise Problem(400, "Bad Request", "The request body must be a JSON object.", "malformed-json")
+    for text in _strings(body):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Problem(400, "Bad Request", "The request body holds a string that is not valid Unicode text "
+                          "(a lone surrogate escape).", "malformed-json") from None
     schema = dict(state.openapi, **{"$ref": "#/components/schemas/OrderRequest"})
     problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
     if problems:
@@ -94,7 +113,7 @@ def order():
     require_role("customer", "service", "admin")
     customer = acting_customer()
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.match(key):
+    if key is not None and not grammar.printable_token(key):
         raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 128 printable ASCII characters.",
                       "invalid-idempotency-key")
     body = _order_body(state)
@@ -105,9 +124,16 @@ def order():
     if body.get("domain"):
         domain = normalise_domain(body["domain"])
         if domain is None:
-            raise Problem(422, "Unprocessable Content", f"{body['domain']!r} is not a valid domain name.",
-                          "invalid-domain")
-    email = body["customer_email"].strip()
+            raise Problem(422, "Unprocessable Content", f"domain: {json.dumps(body['domain'])} is not a domain "
+                          "name (letters, digits and '-' in labels of at most 63 characters, two labels or more; "
+                          "no spaces or control characters).", "invalid-domain", errors=["domain: not a domain name"])
+    email = grammar.email(body["customer_email"])
+    if email is None:
+        raise Problem(422, "Unprocessable Content", f"customer_email: {json.dumps(body['customer_email'])} is not "
+                      "a mail address we can send to: an ASCII local part (letters, digits and "
+                      "!#$&'*+/=?^_`|~- separated by single dots), '@' and a domain name; no spaces, control "
+                      "characters, quotes, brackets, commas, '{', '}' or '%'.", "invalid-email",
+                      errors=["customer_email: not a mail address"])
     digest = hashlib.sha256(json.dumps([body["plan_code"], domain, email.lower()]).encode()).hexdigest()
     order_row = {"customer_id": customer, "customer_email": email, "plan_code": body["plan_code"],
                  "domain": domain, "hostname": "cp-" + secrets.token_hex(5), "idempotency_key": key,

@@ -10,6 +10,7 @@ Every response is checked against the OpenAPI document the service serves.
 import json
 import os
 import sys
+import uuid
 
 import pytest
 
@@ -222,6 +223,23 @@ BAD_ORDERS = [
     ('domain is an address', {'domain': '10.1.10.70'}, 422),
     ('domain with a path', {'domain': 'example.com/x'}, 422),
     ('unknown field', {'vmid': 101}, 422),
+    # what an independent probe got accepted (202, then five failed attempts) or answered with 500
+    ('email with a comma', {'customer_email': 'a,b@example.org'}, 422),
+    ('email with brackets', {'customer_email': 'a<b>@example.org'}, 422),
+    ('email with ESC', {'customer_email': 'a\x1b@example.org'}, 422),
+    ('email with NUL', {'customer_email': 'a\x00b@example.org'}, 422),
+    ('email non-ASCII local part', {'customer_email': 'j\u00e4ne@ex\u00e4mple.org'}, 422),
+    ('email with a trailing newline', {'customer_email': 'jane@example.org\n'}, 422),
+    ('email with a space', {'customer_email': 'jane doe@example.org'}, 422),
+    ('email template', {'customer_email': "{{ lookup('pipe','id') }}@example.org"}, 422),
+    ('email template without spaces', {'customer_email': "{{lookup('pipe','id')}}@example.org"}, 422),
+    ('email percent', {'customer_email': 'a%b@example.org'}, 422),
+    ('email quoted local part', {'customer_email': '"a b"@example.org'}, 422),
+    ('domain label ending in a newline', {'domain': 'shop.example.org\n'}, 422),
+    ('domain newline inside', {'domain': 'shop\n.example.org'}, 422),
+    ('domain template', {'domain': "{{ lookup('env','HOME') }}.example.org"}, 422),
+    ('domain block tag', {'domain': "{% raw %}x{% endraw %}.example.org"}, 422),
+    ('domain comment tag', {'domain': '{#x#}.example.org'}, 422),
 ]
 
 
@@ -244,6 +262,13 @@ RAW_BAD = [
     ('not JSON', 'plan_code=CLOUD_POD_STARTER', 'application/x-www-form-urlencoded', 415),
     ('oversized', json.dumps({'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'a@example.com',
                               'domain': 'x' * 8000}), 'application/json', 413),
+    ('nested arrays (RecursionError)', '[' * 2000 + ']' * 2000, 'application/json', 400),
+    ('nested deep in a field', '{"plan_code": "CLOUD_POD_STARTER", "customer_email": "a@example.com", "domain": '
+     + '[' * 900 + '"\\ud800"' + ']' * 900 + '}', 'application/json', 400),
+    ('lone surrogate', '{"plan_code": "CLOUD_POD_STARTER", "customer_email": "a\\ud800@example.com"}',
+     'application/json', 400),
+    ('lone surrogate in a key', '{"plan_code": "CLOUD_POD_STARTER", "customer_email": "a@example.com", '
+     '"\\udfff": 1}', 'application/json', 400),
 ]
 
 
@@ -255,9 +280,85 @@ def test_malformed_bodies_write_nothing(api, case, data, content_type, status):
     assert api.rows() == before
 
 
+GOOD_EMAILS = [
+    ('jane@example.org', 'jane@example.org'),
+    ("o'brien+shop@Example.ORG", "o'brien+shop@example.org"),
+    ('jane@ex\u00e4mple.org', 'jane@xn--exmple-cua.org'),
+    ('jane@b\u00fccher.example', 'jane@xn--bcher-kva.example'),
+]
+
+
+@pytest.mark.parametrize('raw,stored', GOOD_EMAILS, ids=[case[1] for case in GOOD_EMAILS])
+def test_mail_address_is_stored_normalised(api, raw, stored):
+    response = api.order('alice', customer_email=raw)
+    assert response.status_code == 202, response.get_json()
+    with api.repository.pool.connection() as connection:
+        row = connection.execute('SELECT customer_email FROM cloud_pod_subscriptions WHERE id = %s',
+                                 (response.get_json()['id'],)).fetchone()
+    assert row['customer_email'] == stored
+
+
+def test_idn_domain_is_stored_in_its_ascii_form(api):
+    response = api.order('alice', domain='B\u00fccher-%s.example' % uuid.uuid4().hex[:6])
+    assert response.status_code == 202, response.get_json()
+    assert api.repository.get_subscription(response.get_json()['id'])['domain'].startswith('xn--bcher-')
+
+
+def test_customer_header_must_be_printable(api):
+    before = api.rows()
+    for value in ('cust 1', 'x' * 129, "{{ lookup('pipe','id') }}"):
+        assert api.order('service', customer=value).status_code == 400, value
+    assert api.rows() == before
+
+
+def test_token_in_the_url_is_refused(api):
+    response = api.client.get('/api/cloud-pods/my-pods?access_token=' + api.tokens['alice'])
+    assert response.status_code == 400 and 'Authorization header' in response.get_json()['detail']
+
+
+def test_security_headers(api):
+    private = api.call('GET', '/api/cloud-pods/my-pods', 'alice')
+    assert private.headers['Cache-Control'] == 'no-store'
+    assert private.headers['X-Content-Type-Options'] == 'nosniff'
+    public = api.call('GET', '/api/cloud-pods/plans')
+    assert public.headers['X-Content-Type-Options'] == 'nosniff' and 'Cache-Control' not in public.headers
+    assert api.client.get('/api/cloud-pods/my-pods').headers['Cache-Control'] == 'no-store'  # 401 too
+
+
+def test_token_use_is_recorded(api):
+    token = new_token()
+    row = api.repository.create_token('recorded', 'customer', 'cust-rec', token)
+    unused = [t for t in api.repository.list_tokens() if t['id'] == row['id']][0]
+    assert unused['last_used_at'] is None
+    api.call('GET', '/api/cloud-pods/my-pods', token)
+    used = [t for t in api.repository.list_tokens() if t['id'] == row['id']][0]
+    assert used['last_used_at'] is not None
+    api.call('GET', '/api/cloud-pods/my-pods', token)  # within the minute: not written again
+    again = [t for t in api.repository.list_tokens() if t['id'] == row['id']][0]
+    assert again['last_used_at'] == used['last_used_at']
+
+
+def test_customers_read_no_internal_error(api):
+    pod = api.order('alice').get_json()['id']
+    internal = "Step 'pod_container : Converge' failed: 403 Permission check failed (mpanel-api@pve!mpanel-token)"
+    with api.repository.pool.connection() as connection:
+        connection.execute("UPDATE cloud_pod_subscriptions SET status = 'FAILED', last_error = %s WHERE id = %s",
+                           (internal, pod))
+        task = connection.execute('SELECT max(id) AS id FROM cloud_pod_provisioning_tasks WHERE subscription_id = %s',
+                                  (pod,)).fetchone()['id']
+    mine = api.call('GET', '/api/cloud-pods/%s' % pod, 'alice').get_json()
+    listed = [p for p in api.call('GET', '/api/cloud-pods/my-pods', 'alice').get_json()['pods'] if p['id'] == pod][0]
+    for view in (mine, listed):
+        assert 'mpanel-api' not in view['last_error'] and 'pod_container' not in view['last_error']
+        assert 'task-%s' % task in view['last_error']
+    admin = api.call('GET', '/api/cloud-pods/%s' % pod, 'admin').get_json()
+    assert admin['last_error'] == internal
+
+
 def test_bad_idempotency_key(api):
     before = api.rows()
     assert api.order('alice', key='x' * 200).status_code == 400
+    assert api.order('alice', key="{{ lookup('pipe','id') }}").status_code == 400  # spaces: not a key
     assert api.rows() == before
 
 
