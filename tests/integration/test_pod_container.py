@@ -221,7 +221,7 @@ def test_check_mode_on_an_existing_pod_changes_nothing(pve):
     assert result['diff']['before']['status'] == 'running' and result['diff']['after']['status'] == 'stopped'
     assert result['diff']['after']['disk'] == '16G'
     ct = pve.container(first['vmid'])
-    assert (ct['config']['cores'], ct['status'], disk_size(ct['config'])) == (1, 'running', '8G')
+    assert (ct['config']['cores'], ct['status'], disk_size(ct['config'])) == (1, 'running', '2G')
     assert pve.mutations(since) == []
 
 
@@ -244,12 +244,12 @@ def test_diff_shows_before_and_after(pve):
 
 def test_grow_disk(pve):
     first = create(pve, 'grow-example-com')
-    assert disk_size(pve.container(first['vmid'])['config']) == '8G'  # the template's size
+    assert disk_size(pve.container(first['vmid'])['config']) == '2G'  # the template's size
     since = time.time()
     run, result = pve.pod('grow-example-com', disk=30, diff=True)
     assert_ok(run)
     assert result['changed'] is True
-    assert (result['diff']['before']['disk'], result['diff']['after']['disk']) == ('8G', '30G')
+    assert (result['diff']['before']['disk'], result['diff']['after']['disk']) == ('2G', '30G')
     assert disk_size(pve.container(first['vmid'])['config']) == '30G'
     resizes = [r for r in pve.requests(since) if r['path'].endswith('/resize')]
     assert [(r['method'], r['params']['disk'], r['params']['size']) for r in resizes] == [('PUT', 'rootfs', '30G')]
@@ -270,9 +270,9 @@ def test_shrink_is_refused_and_changes_nothing(pve):
 
 
 def test_new_pod_smaller_than_the_template_is_refused_before_cloning(pve):
-    run, result = pve.pod('tiny-example-com', disk=4)
+    run, result = pve.pod('tiny-example-com', disk=1)
     assert_failed(run)
-    assert 'Refusing to shrink the root disk of the new container (template CT 9000) from 8G to 4G' in result['msg']
+    assert 'Refusing to shrink the root disk of the new container (template CT 9000) from 2G to 1G' in result['msg']
     assert pve.containers() == {}
     assert pve.mutations() == []
 

@@ -111,7 +111,7 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
 
 
 def test_provision_without_domain_makes_no_zone(lab_env, lab_control, pdns, mailbox, dirs, order):
-    # Premium: the lab template's 8G root disk is larger than the Student plan's 2G (see plans.yml)
+    # Premium: another plan than the other tests' (sizes and backup schedule differ)
     order = dict(order, plan='CLOUD_POD_PREMIUM')
     domain = order.pop('domain')
     mark = mailbox.mark()

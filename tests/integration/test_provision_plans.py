@@ -5,8 +5,8 @@
 """Every plan of playbooks/vars/plans.yml provisioned end to end: the container has the plan's
 sizes and the cron entry its schedule and retention.
 
-A private lab whose template has a 2G root disk: Proxmox VE only grows disks, so the template must
-not be larger than the smallest plan (Student, 2 GB); the shared lab's template has 8G.
+A private lab whose template has a 2G root disk (as the shared lab's since it has one too): Proxmox VE
+only grows disks, so the template must not be larger than the smallest plan (Student, 2 GB).
 """
 
 import os

@@ -262,7 +262,7 @@ def test_clone_locks_source_and_target_while_it_runs(lab_control, pve):
     assert 'lock' not in source and 'lock' not in clone
     assert 'template' not in clone and clone['hostname'] == 'pod-101'
     assert clone['description'] == 'order 42\n'
-    assert clone['rootfs'] == 'local-lvm:base-9000-disk-0/vm-101-disk-0,size=8G'
+    assert clone['rootfs'] == 'local-lvm:base-9000-disk-0/vm-101-disk-0,size=2G'
     assert re.search(r'hwaddr=BC:24:11:[0-9A-F:]{8}', clone['net0'])
     assert clone['net0'] != template_mac
     assert re.fullmatch(r'[0-9a-f]{40}', clone['digest'])
@@ -270,7 +270,7 @@ def test_clone_locks_source_and_target_while_it_runs(lab_control, pve):
 
 def test_full_clone_and_storage_rules(pve):
     pve.cloned(101, full=1)
-    assert pve.config(101)['rootfs'] == 'local-lvm:vm-101-disk-0,size=8G'
+    assert pve.config(101)['rootfs'] == 'local-lvm:vm-101-disk-0,size=2G'
     expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102, storage='local-lvm'), 500,
                  "parameter 'storage' not allowed for linked clones")
     expect_error(pve.call('POST', '/nodes/{node}/lxc/101/clone', newid=102, full=0), 500,

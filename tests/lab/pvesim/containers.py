@@ -262,12 +262,16 @@ class Container:
 
 
 def template_config(hostname: str, bridge: str, vmid: int) -> dict:
-    """CT 9000 as the seed's setup step 2 leaves it: an Ubuntu template."""
+    """CT 9000 as the seed's setup step 2 leaves it: an Ubuntu template.
+
+    Its root disk is 2G, the smallest plan's (Student): Proxmox VE only grows a clone's disk, so a
+    larger template could not serve every plan (build_template.yml makes it 2 GB for that reason).
+    """
     net = f"name=eth0,bridge={bridge},hwaddr={random_mac()},ip=dhcp,type=veth"
     return {
         "arch": "amd64", "cores": 1, "features": "nesting=1", "hostname": hostname,
         "memory": 512, "net0": net, "ostype": "ubuntu",
-        "rootfs": f"local-lvm:base-{vmid}-disk-0,size=8G", "swap": 512, "template": 1,
+        "rootfs": f"local-lvm:base-{vmid}-disk-0,size=2G", "swap": 512, "template": 1,
         "unprivileged": 1,
         "description": "Cloud Pods base: Ubuntu 22.04, nginx, PHP-FPM 8.2, MariaDB 10.11\n",
     }
