@@ -38,6 +38,7 @@ from pathlib import Path
 
 from smtplab import SmtpService  # the lab's SMTP server (aiosmtpd)
 from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's database)
+from nginxlab import NginxService  # the shipped nginx site in front of a test's gunicorn
 import lxclab  # the real-container part (--lxc)
 
 HERE = Path(__file__).resolve().parent
@@ -627,7 +628,7 @@ class Lab:
     settings go to ``.lab/env.lxc`` (the same file as ``.lab/env`` with PROXMOX_* pointing to it).
     """
 
-    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService]
+    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService]
     LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PveSimLxcService]
 
     def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):
