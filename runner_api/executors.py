@@ -27,6 +27,7 @@ PLAYBOOKS = {
     "SUSPEND": "suspend.yml",
     "RESUME": "resume.yml",
     "TERMINATE": "deprovision.yml",
+    "REPAIR": "repair.yml",
 }
 MESSAGE_LIMIT = 1000
 RESULT_EVENTS = {
@@ -90,6 +91,9 @@ class _UntrustedDumper(yaml.SafeDumper):
 
 
 def _unsafe_str(dumper, value):
+    if not value:
+        # ansible-core 2.19 loads `!unsafe ""` as None; an empty string holds no template anyway.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     return dumper.represent_scalar("!unsafe", value, style='"')
 
 
