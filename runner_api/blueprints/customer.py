@@ -74,7 +74,12 @@ def _read_body(limit):
     """The raw body, at most ``limit`` bytes: 413 past it, chunked bodies included (never cut short)."""
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
-    raw = request.stream.read(limit + 1)
+    stream = request.stream
+    if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+        # Chunked: Werkzeug's stream stops quietly at the limit, which would cut the body and accept
+        # what is left. The server's own stream (gunicorn decodes the chunks) tells what is past it.
+        stream = request.environ["wsgi.input"]
+    raw = stream.read(limit + 1)
     if len(raw) > limit:
         raise RequestEntityTooLarge()
     return raw

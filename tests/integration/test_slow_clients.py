@@ -447,6 +447,37 @@ def test_body_limit_is_the_apis(api):
     assert gunicorn.new().count('"POST /api/cloud-pods/order HTTP/1.1"') == 1
 
 
+def _chunked(port, body, token, context=None):
+    """POST /order with a chunked body (no Content-Length): (status, JSON body)."""
+    if context is None:
+        connection = http.client.HTTPConnection('127.0.0.1', port, timeout=REQUEST_TIMEOUT)
+    else:
+        connection = http.client.HTTPSConnection('127.0.0.1', port, timeout=REQUEST_TIMEOUT, context=context)
+    try:
+        pieces = [body[i:i + 1000] for i in range(0, len(body), 1000)]
+        connection.request('POST', '/api/cloud-pods/order', body=iter(pieces), encode_chunked=True,
+                           headers={'Content-Type': 'application/json', 'Authorization': 'Bearer ' + token,
+                                    'Transfer-Encoding': 'chunked'})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read() or b'null')
+    finally:
+        connection.close()
+
+
+def test_chunked_body_past_the_limit_is_refused_not_cut(api):
+    """A chunked body has no Content-Length: gunicorn alone and nginx must both answer 413, not cut it."""
+    upstream = int(api['front']['CLOUDPODS_NGINX_UPSTREAM_PORT'])
+    big = json.dumps({'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'jane@example.org',
+                      'domain': 'a.example.org', 'pad': 'x' * 20000}).encode()
+    status, body = _chunked(upstream, big, api['customer'])
+    assert status == 413 and body['status'] == 413, body
+    status, body = _chunked(api['nginx'].port, big, api['customer'], api['nginx'].context)
+    assert status == 413, body
+    small = json.dumps({'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'jane@example.org'}).encode()
+    status, body = _chunked(upstream, small, api['customer'])
+    assert status == 202, body
+
+
 # ---------------------------------------------------------------- by hand: without nginx
 
 def _measure_straight_to_gunicorn():
