@@ -7,6 +7,8 @@ renewed by heartbeat, reclaim of expired leases, retries with backoff, one open 
 """
 
 import hashlib
+import logging
+import math
 from pathlib import Path
 
 import psycopg
@@ -19,6 +21,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 NOTIFY_CHANNEL = "cloud_pod_tasks"
 LIVE_STATUSES = ("PROVISIONING", "ACTIVE", "SUSPENDED")
 MIGRATION_LOCK = 0x636C6F7564706F64  # advisory lock key: one migrate at a time
+# A lease counts as expired only once the server has been up for a lease period: a lease that ran
+# out while PostgreSQL was down (restart) gives its worker, which may just be waiting to write the
+# outcome of a finished playbook, the time to renew it before another worker takes the task over.
+LEASE_EXPIRED = ("lease_expires_at < now() "
+                 "AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_seconds)s)")
 
 SUBSCRIPTION_COLUMNS = """
     s.id, s.customer_id, s.customer_email, s.plan_code, s.domain, s.hostname, s.status, s.vmid, s.node,
@@ -75,10 +82,45 @@ def migrate(database_url):
     return applied
 
 
+class _PoolReconnectNoise(logging.Filter):
+    """psycopg_pool warns at every failed connection attempt: a dozen lines per pool during a short
+    outage. The API (errors.py) and the worker (worker.DatabaseOutage) report an outage themselves."""
+
+    NOISE = ("error connecting in ", "reconnection attempt in pool ")
+
+    def filter(self, record):
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.NOISE))
+
+
+_POOL_LOG_FILTER = _PoolReconnectNoise()
+
+
+def connect_timeout(settings):
+    """libpq's connect_timeout (whole seconds, at least 2) for a connection attempt."""
+    return max(2, math.ceil(settings.db_timeout_seconds))
+
+
 def open_pool(settings, name="runner_api", min_size=None, max_size=None):
+    """A pool that fails fast while the database is away and recovers by itself when it is back.
+
+    - ``timeout``: a caller waits at most ``db_timeout_seconds`` for a connection, then gets
+      ``PoolTimeout`` (an ``OperationalError``: the API answers 503, the worker backs off).
+    - ``check``: a connection is tested before it is handed out, so one the server closed (a
+      restart) is replaced instead of failing the request.
+    - ``reconnect_timeout``: the pool's own reconnection backoff (1, 2, 4 ... s) stops after
+      ``db_retry_max_seconds``; the next request then tries afresh at once, so the pool notices
+      a database that is back within seconds, not after a long doubling delay.
+    - ``connect_timeout``: an attempt to an address that does not answer does not hang.
+    """
+    pool_logger = logging.getLogger("psycopg.pool")
+    if _POOL_LOG_FILTER not in pool_logger.filters:
+        pool_logger.addFilter(_POOL_LOG_FILTER)
     return ConnectionPool(settings.database_url, min_size=settings.pool_min if min_size is None else min_size,
                           max_size=settings.pool_max if max_size is None else max_size,
-                          kwargs={"row_factory": dict_row, "application_name": name}, open=True, name=name)
+                          kwargs={"row_factory": dict_row, "application_name": name,
+                                  "connect_timeout": connect_timeout(settings)},
+                          timeout=settings.db_timeout_seconds, check=ConnectionPool.check_connection,
+                          reconnect_timeout=settings.db_retry_max_seconds, open=True, name=name)
 
 
 class Repository:
@@ -223,17 +265,18 @@ class Repository:
 
     # ------------------------------------------------------------------ the worker's side
 
-    def fail_exhausted_leases(self):
+    def fail_exhausted_leases(self, lease_seconds=30.0):
         """Tasks whose worker vanished on their last attempt: FAILED (their pods too, for creates)."""
         with self.pool.connection() as connection, connection.transaction():
-            rows = connection.execute("""
+            rows = connection.execute(f"""
                 UPDATE cloud_pod_provisioning_tasks
                 SET status = 'FAILED', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
                     last_error = concat_ws(': ', 'worker ' || worker_id || ' stopped responding', last_error)
                 WHERE id IN (SELECT id FROM cloud_pod_provisioning_tasks
-                             WHERE status = 'RUNNING' AND lease_expires_at < now() AND attempts >= max_attempts
+                             WHERE status = 'RUNNING' AND {LEASE_EXPIRED} AND attempts >= max_attempts
                              FOR UPDATE SKIP LOCKED)
-                RETURNING id, subscription_id, task_type, last_error""").fetchall()
+                RETURNING id, subscription_id, task_type, last_error""",
+                                      {"lease_seconds": lease_seconds}).fetchall()
             for row in rows:
                 self._fail_subscription(connection, row)
         return rows
@@ -254,18 +297,18 @@ class Repository:
                 SELECT id FROM cloud_pod_provisioning_tasks
                 WHERE status IN ('PENDING', 'RUNNING')
                   AND ((status = 'PENDING' AND run_at <= now())
-                       OR (status = 'RUNNING' AND lease_expires_at < now() AND attempts < max_attempts))
+                       OR (status = 'RUNNING' AND {LEASE_EXPIRED} AND attempts < max_attempts))
                 ORDER BY run_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
             UPDATE cloud_pod_provisioning_tasks t
-            SET status = 'RUNNING', worker_id = %s, attempts = t.attempts + 1,
-                lease_expires_at = now() + make_interval(secs => %s),
+            SET status = 'RUNNING', worker_id = %(worker_id)s, attempts = t.attempts + 1,
+                lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
                 started_at = now(), updated_at = now()
             FROM next, cloud_pod_subscriptions s
             WHERE t.id = next.id AND s.id = t.subscription_id
             RETURNING {TASK_COLUMNS}, s.plan_code, s.domain, s.hostname, s.customer_email, s.vmid, s.node""",
-                         (worker_id, lease_seconds))
+                         {"worker_id": worker_id, "lease_seconds": lease_seconds})
 
     def heartbeat(self, task, lease_seconds):
         """Extend our lease; False if the task is no longer ours (lease lost to another worker)."""
@@ -349,10 +392,12 @@ class Repository:
                                    (task["id"], task["subscription_id"], task["attempts"], task["worker_id"], reason))
         return row is not None
 
-    def seconds_until_next_task(self):
+    def seconds_until_next_task(self, lease_seconds=30.0):
         """Seconds until the earliest pending task is due or a lease expires (None: queue empty)."""
         row = self._one("""
-            SELECT extract(epoch FROM min(CASE WHEN status = 'PENDING' THEN run_at ELSE lease_expires_at END)
+            SELECT extract(epoch FROM min(CASE WHEN status = 'PENDING' THEN run_at
+                                               ELSE greatest(lease_expires_at, pg_postmaster_start_time()
+                                                             + make_interval(secs => %s)) END)
                                       - now()) AS wait
-            FROM cloud_pod_provisioning_tasks WHERE status IN ('PENDING', 'RUNNING')""")
+            FROM cloud_pod_provisioning_tasks WHERE status IN ('PENDING', 'RUNNING')""", (lease_seconds,))
         return None if row["wait"] is None else max(0.0, float(row["wait"]))

@@ -45,6 +45,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     shutdown_grace_seconds: float = 60.0
     playbook_timeout_seconds: int = 3600
     run_dir: Path | None = None
+    db_timeout_seconds: float = 2.0
+    db_retry_max_seconds: float = 10.0
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -80,6 +82,10 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             shutdown_grace_seconds=reader.number("CLOUDPODS_SHUTDOWN_GRACE_SECONDS", 60.0, minimum=0.0),
             playbook_timeout_seconds=reader.integer("CLOUDPODS_PLAYBOOK_TIMEOUT_SECONDS", 3600, minimum=10),
             run_dir=reader.path("CLOUDPODS_RUN_DIR", None),
+            # How long a request (or a worker's query) waits for a database connection before it
+            # gives up (the API answers 503), and the cap of the backoff while the database is away.
+            db_timeout_seconds=reader.number("CLOUDPODS_DB_TIMEOUT_SECONDS", 2.0, minimum=0.1),
+            db_retry_max_seconds=reader.number("CLOUDPODS_DB_RETRY_MAX_SECONDS", 10.0, minimum=0.1),
         )
         if worker:
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):
