@@ -8,8 +8,16 @@ fence every update). Idle workers sleep on ``LISTEN cloud_pod_tasks`` and poll a
 SIGTERM/SIGINT: stop claiming; a running playbook gets ``CLOUDPODS_SHUTDOWN_GRACE_SECONDS`` to
 finish, after which it is cancelled and its task released to the queue (the attempt does not
 count). Either way nothing is lost.
+
+The database going away (a restart, a failover, a network cut) stops nothing for good: the loop
+backs off (capped exponential delay with jitter, ``CLOUDPODS_DB_RETRY_MAX_SECONDS``) and goes on
+when it is back; a running playbook goes on meanwhile, its event rows are kept in memory and
+written later, and its outcome is written as soon as the database answers again (still fenced by
+the lease: if another worker took the task over meanwhile, the write finds it is not ours). One
+warning when the database goes away, one line when it is back.
 """
 
+import collections
 import logging
 import os
 import random
@@ -23,9 +31,14 @@ import psycopg
 from . import runscope
 from .executors import LocalAnsibleRunner, RunRequest
 from .logging_setup import install_secret_filter
-from .repository import NOTIFY_CHANNEL, Repository, open_pool
+from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
 
 LOG = logging.getLogger(__name__)
+# Connection refused or lost, server shutting down, no pooled connection in time (PoolTimeout).
+DB_ERRORS = (psycopg.OperationalError,)
+DB_RETRY_BASE_SECONDS = 0.5
+PENDING_EVENTS_LIMIT = 10000  # event rows kept in memory during an outage
+GAVE_UP = object()  # _until_written: the database stayed away past the shutdown grace period
 
 
 def retry_delay(attempt, base, cap):
@@ -53,6 +66,8 @@ class Worker:
         self.stopping = threading.Event()
         self.stop_requested_at = None
         self.listener = None
+        self.outage = DatabaseOutage(self.worker_id, settings.db_retry_max_seconds)
+        self.events = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -74,33 +89,58 @@ class Worker:
         if self.repository is None:
             pool = open_pool(self.settings, name=f"cloudpods-worker {self.worker_id}"[:60], min_size=1, max_size=3)
             self.repository = Repository(pool)
+        ready = False
         try:
-            self._listen()
-            LOG.info("worker %s ready", self.worker_id)
             while not self.stopping.is_set():
-                if self.run_one():
+                try:
+                    if self.listener is None:
+                        self._listen()
+                        if not ready:
+                            LOG.info("worker %s ready", self.worker_id)
+                            ready = True
+                    if self.run_one():
+                        if once:
+                            break
+                        continue
                     if once:
                         break
-                    continue
-                if once:
-                    break
-                self._idle()
+                    self._idle()
+                except DB_ERRORS as exc:
+                    # Claim, lease sweep, LISTEN or the idle query failed: nothing is lost (a
+                    # claimed task's lease expires); wait, then start the round again.
+                    self._close_listener()
+                    self.outage.failed(exc)
+                    self.stopping.wait(self.outage.delay())
         finally:
-            if self.listener is not None:
-                self.listener.close()
+            self._close_listener()
             if pool is not None:
                 pool.close()
         LOG.info("worker %s stopped", self.worker_id)
         return 0
 
     def _listen(self):
-        self.listener = psycopg.connect(self.settings.database_url, autocommit=True,
-                                        application_name=f"cloudpods-listen {self.worker_id}"[:60])
-        self.listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        listener = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=connect_timeout(
+            self.settings), application_name=f"cloudpods-listen {self.worker_id}"[:60])
+        try:
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        except BaseException:
+            listener.close()
+            raise
+        self.listener = listener
+        self.outage.recovered()
+
+    def _close_listener(self):
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except psycopg.Error:
+                pass
 
     def _idle(self):
         """Sleep until a NOTIFY, the next due task, or the poll interval; wake for a stop within 1 s."""
-        due = self.repository.seconds_until_next_task()
+        due = self.repository.seconds_until_next_task(self.settings.lease_seconds)
+        self.outage.recovered()
         wait = self.settings.poll_seconds if due is None else min(self.settings.poll_seconds, due)
         deadline = time.monotonic() + wait
         while not self.stopping.is_set():
@@ -110,26 +150,33 @@ class Worker:
             try:
                 for _notify in self.listener.notifies(timeout=min(remaining, 1.0), stop_after=1):
                     return
-            except psycopg.OperationalError:
-                LOG.warning("worker %s: LISTEN connection lost; reconnecting", self.worker_id)
-                time.sleep(1)
-                self._listen()
+            except DB_ERRORS as exc:
+                # The run loop connects again (and backs off if the database is away).
+                LOG.info("worker %s: LISTEN connection lost (%s); reconnecting", self.worker_id,
+                         " ".join(str(exc).split())[:200])
+                self._close_listener()
                 return
 
     # ------------------------------------------------------------------ one task
 
     def run_one(self):
         """Claim and run one task; False if there was none."""
-        for lost in self.repository.fail_exhausted_leases():
+        for lost in self.repository.fail_exhausted_leases(self.settings.lease_seconds):
             LOG.warning("task %s FAILED: %s", lost["id"], lost["last_error"])
         task = self.repository.claim(self.worker_id, self.settings.lease_seconds)
+        self.outage.recovered()
         if task is None:
             return False
         LOG.info("task %s %s for %s: attempt %s/%s", task["id"], task["task_type"], task["hostname"],
                  task["attempts"], task["max_attempts"])
-        self.repository.add_event(task, "worker", "claimed",
-                                  message=f"attempt {task['attempts']} of {task['max_attempts']} on {self.worker_id}")
-        self._execute(task)
+        # From here on the task is ours: a database outage must not lose it (see TaskEvents and _until_written).
+        self.events = TaskEvents(self, task)
+        self.events.add(step="worker", status="claimed",
+                        message=f"attempt {task['attempts']} of {task['max_attempts']} on {self.worker_id}")
+        try:
+            self._execute(task)
+        finally:
+            self.events = None
         return True
 
     def _execute(self, task):
@@ -145,7 +192,7 @@ class Worker:
                     time.monotonic() - self.stop_requested_at > self.settings.shutdown_grace_seconds)
 
         def on_event(event):
-            self.repository.add_event(task, **event)
+            self.events.add(**event)  # never raises for an outage; kept in order until written
 
         try:
             result = self.executor.run(RunRequest(task["task_type"], extra_vars_for(task)), on_event, cancel)
@@ -156,12 +203,15 @@ class Worker:
         finally:
             done.set()
             heartbeat.join()
+        if self._until_written(task, "its event rows", self.events.flush) is GAVE_UP:
+            return
         if lease_lost.is_set():
             LOG.warning("task %s: lease lost; another worker owns it now", task["id"])
             return
         if result is not None and result.status == "canceled" and self.stopping.is_set():
-            self.repository.release(task, f"worker {self.worker_id} shut down before the playbook finished")
-            LOG.info("task %s released", task["id"])
+            if self._until_written(task, "its release", self.repository.release, task,
+                                   f"worker {self.worker_id} shut down before the playbook finished") is True:
+                LOG.info("task %s released", task["id"])
             return
         if result is not None and result.ok:
             self._succeeded(task, result)
@@ -174,35 +224,148 @@ class Worker:
     def _heartbeat(self, task, lease_lost, done):
         while not done.wait(self.settings.heartbeat_seconds):
             try:
-                if not self.repository.heartbeat(task, self.settings.lease_seconds):
-                    lease_lost.set()
-                    return
-            except psycopg.Error:
-                LOG.warning("task %s: heartbeat failed; retrying", task["id"])
+                renewed = self.repository.heartbeat(task, self.settings.lease_seconds)
+            except DB_ERRORS as exc:
+                self.outage.failed(exc)  # the lease may expire meanwhile; the fenced writes tell
+                continue
+            except psycopg.Error as exc:
+                LOG.warning("task %s: heartbeat failed (%s); retrying", task["id"], exc)
+                continue
+            self.outage.recovered()
+            if not renewed:
+                lease_lost.set()
+                return
 
     def _succeeded(self, task, result):
         stats = {key: result.stats.get(key) for key in ("vmid", "node", "ip") if result.stats.get(key) not in
                  (None, "")}
         if "vmid" in stats:
             stats["vmid"] = int(stats["vmid"])
-        if not self.repository.complete(task, stats):
+        completed = self._until_written(task, "its outcome (COMPLETED)", self.repository.complete, task, stats)
+        if completed is GAVE_UP:
+            return
+        if not completed:
             LOG.warning("task %s finished but is no longer ours", task["id"])
             return
         summary = ", ".join(f"{key} {value}" for key, value in stats.items())
         message = {"CREATE_CONTAINER": "pod is ACTIVE"}.get(task["task_type"], f"{task['task_type']} done")
-        self.repository.add_event(task, "worker", "completed", message=f"{message}" + (f": {summary}" if summary
-                                                                                       else ""))
+        self.events.add(step="worker", status="completed", message=message + (f": {summary}" if summary else ""))
+        self._until_written(task, "its event rows", self.events.flush)
         LOG.info("task %s COMPLETED (%s)", task["id"], summary)
 
     def _failed(self, task, error, retryable):
         delay = retry_delay(task["attempts"], self.settings.retry_base_seconds, self.settings.retry_max_seconds)
-        status = self.repository.fail_attempt(task, error, delay, give_up=not retryable)
+        status = self._until_written(task, "its outcome (failed attempt)", self.repository.fail_attempt, task, error,
+                                     delay, give_up=not retryable)
+        if status is GAVE_UP:
+            return
         if status is None:
             LOG.warning("task %s failed but is no longer ours", task["id"])
             return
         if status == "FAILED":
-            self.repository.add_event(task, "worker", "failed", message=error)
+            self.events.add(step="worker", status="failed", message=error)
             LOG.warning("task %s FAILED after %s attempts: %s", task["id"], task["attempts"], error)
         else:
-            self.repository.add_event(task, "worker", "retry", message=f"retry in {delay:.1f} s: {error}")
+            self.events.add(step="worker", status="retry", message=f"retry in {delay:.1f} s: {error}")
             LOG.info("task %s: attempt %s failed, retry in %.1f s: %s", task["id"], task["attempts"], delay, error)
+        self._until_written(task, "its event rows", self.events.flush)
+
+    def _until_written(self, task, what, call, *args, **kwargs):
+        """``call(*args, **kwargs)``, retried through a database outage until it succeeds: the
+        outcome of a playbook that ran must not be lost. The writes are fenced (worker id and
+        attempt), so a task another worker took over meanwhile is not overwritten. Gives up
+        (returns GAVE_UP) only when a stop was requested and the shutdown grace period is over;
+        the lease then expires and the task runs again (the playbooks are convergent)."""
+        while True:
+            try:
+                result = call(*args, **kwargs)
+            except DB_ERRORS as exc:
+                self.outage.failed(exc)
+                if self.stopping.is_set() and (time.monotonic() - self.stop_requested_at >
+                                               self.settings.shutdown_grace_seconds):
+                    LOG.error("task %s: stopping while the database is unavailable; %s not written, the task "
+                              "runs again once its lease expires", task["id"], what)
+                    return GAVE_UP
+                # At least as often as a heartbeat: the lease must be ours when the database is back.
+                time.sleep(min(self.outage.delay(), self.settings.heartbeat_seconds))
+                continue
+            self.outage.recovered()
+            return result
+
+
+class DatabaseOutage:
+    """Whether the database is away, shared by the worker's threads: one warning when it goes away,
+    one line when it is back (and how long it was away), and the backoff delay meanwhile."""
+
+    def __init__(self, worker_id, cap):
+        self.worker_id = worker_id
+        self.cap = cap
+        self.lock = threading.Lock()
+        self.since = None
+        self.failures = 0
+
+    def failed(self, exc):
+        with self.lock:
+            self.failures += 1
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        LOG.warning("worker %s: database unavailable (%s: %s); retrying with backoff (at most %.1f s apart)",
+                    self.worker_id, type(exc).__name__, " ".join(str(exc).split())[:300], self.cap)
+
+    def recovered(self):
+        if self.since is None:  # the usual case: no lock needed
+            return
+        with self.lock:
+            if self.since is None:
+                return
+            away, self.since, self.failures = time.monotonic() - self.since, None, 0
+        LOG.info("worker %s: database reachable again after %.1f s; going on", self.worker_id, away)
+
+    def delay(self):
+        """Capped exponential backoff with jitter, by the failures of this outage so far."""
+        return retry_delay(max(1, self.failures), DB_RETRY_BASE_SECONDS, self.cap)
+
+
+class TaskEvents:
+    """A task's event rows, in order. Written at once while the database answers; while it is away
+    they wait in memory (the playbook goes on, and a write is tried again after the backoff delay,
+    not at every event) until ``flush()`` gets them through."""
+
+    def __init__(self, worker, task):
+        self.worker = worker
+        self.task = task
+        self.pending = collections.deque()
+        self.dropped = 0
+        self.retry_at = 0.0
+
+    def add(self, **event):
+        if len(self.pending) >= PENDING_EVENTS_LIMIT:
+            self.dropped += 1
+        else:
+            self.pending.append(event)
+        if time.monotonic() < self.retry_at:
+            return
+        try:
+            self.flush()
+        except DB_ERRORS as exc:
+            self.worker.outage.failed(exc)
+            self.retry_at = time.monotonic() + self.worker.outage.delay()
+            return
+        self.worker.outage.recovered()
+
+    def flush(self):
+        """Write the waiting rows, oldest first; an outage error propagates (the rest keep waiting)."""
+        while self.pending:
+            try:
+                self.worker.repository.add_event(self.task, **self.pending[0])
+            except DB_ERRORS:
+                raise
+            except psycopg.Error as exc:  # this row cannot be stored (bad data): skip it, keep the rest
+                LOG.warning("task %s: event row not stored (%s: %s)", self.task["id"], type(exc).__name__, exc)
+            self.pending.popleft()
+        if self.dropped:
+            self.worker.repository.add_event(self.task, "worker", "events-lost", message=(
+                f"{self.dropped} event rows were dropped while the database was unavailable"))
+            self.dropped = 0
+        self.retry_at = 0.0
