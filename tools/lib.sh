@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the tools/ scripts: repository paths and the project's venv on PATH.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

@@ -127,6 +127,7 @@ class Probe(object):
 
     def get(self, path):
         started = time.monotonic()
+        error = None
         try:
             response = requests.get(self.base + path, headers=self.headers, timeout=30, verify=False)
         except requests.RequestException as exc:

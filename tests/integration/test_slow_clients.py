@@ -202,7 +202,6 @@ class Trickler(threading.Thread):
             finally:
                 sock.close()
 
-
     @staticmethod
     def _dropped(sock):
         """Readable: the server closed or reset the connection, or answered before closing it (it
@@ -267,7 +266,7 @@ def attack_and_measure(target, normal_requests, clients=4):
 
     try:
         stop.wait(WARMUP_SECONDS)
-        threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+        threads = [threading.Thread(target=client, daemon=True) for dummy in range(clients)]
         for thread in threads:
             thread.start()
         while any(thread.is_alive() for thread in threads):
@@ -408,9 +407,8 @@ def test_no_query_token_in_logs_and_the_client_address_reaches_gunicorn(api):
 
     # The client address nginx saw (127.0.0.2 here; nginx itself connects to gunicorn from
     # 127.0.0.1) reaches gunicorn; the one a client claims does not.
-    status = nginx.request('GET', PLANS + '/CLOUD_POD_STARTER', {'X-Forwarded-For': '203.0.113.9',
-                                                                'X-Real-IP': '203.0.113.9'},
-                           source='127.0.0.2')[0]
+    forged = {'X-Forwarded-For': '203.0.113.9', 'X-Real-IP': '203.0.113.9'}
+    status = nginx.request('GET', PLANS + '/CLOUD_POD_STARTER', forged, source='127.0.0.2')[0]
     assert status == 200
     # The header token is used, and logged nowhere.
     status, _type, body, _seconds = nginx.request('GET', '/api/cloud-pods/my-pods',

@@ -20,7 +20,6 @@
 import glob
 import json
 import os
-import signal
 import sys
 import time
 import uuid
@@ -38,7 +37,6 @@ from runner_api import executors  # noqa: E402
 from runner_api.app import create_app  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.executors import LocalAnsibleRunner, RunRequest  # noqa: E402
-from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from runner_api.testing import scratch_database, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402

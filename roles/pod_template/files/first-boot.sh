@@ -74,7 +74,7 @@ command -v mariadb >/dev/null 2>&1 || die "the mariadb client is not installed"
 
 # Names: the pod name with every character MariaDB would need quoting for replaced by '_',
 # lower case; databases hold at most 64 characters, user names 80.
-base="$(printf '%s' "$pod" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9_' '_')"
+base="$(printf '%s' "$pod" | LC_ALL=C tr '[:upper:]' '[:lower:]' | LC_ALL=C tr -c 'a-z0-9_' '_')"
 case "$RESERVED" in *" $base "*) base="pod_$base" ;; esac
 readonly DB="${base:0:64}"
 readonly DB_USER="${base:0:80}"
@@ -216,6 +216,7 @@ else
 fi
 
 if [ "$db_exists" = 0 ]; then
+    # shellcheck disable=SC2016  # the backticks quote the SQL identifier: no shell expansion wanted
     [ "$check" = 1 ] || printf 'CREATE DATABASE IF NOT EXISTS `%s` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n' "$DB" | sql
     did "database $DB" "created"
 fi
