@@ -1,5 +1,8 @@
 """Admin endpoints: every pod, the provisioning queue, operations on a pod."""
 
+import re
+import uuid
+
 from flask import Blueprint, current_app, jsonify, request
 
 from .. import views
@@ -8,6 +11,11 @@ from ..errors import Problem
 from ..repository import OperationInProgress
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/cloud-pods/admin")
+
+# The values of a boolean query parameter (openapi.yaml, components/schemas/QueryBoolean), in any case.
+QUERY_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# A pod id as the OpenAPI document has it: format uuid, the hyphenated form.
+POD_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @blueprint.before_request
@@ -20,6 +28,28 @@ def _state():
     return current_app.extensions["cloudpods"]
 
 
+def query_boolean(name, default=False):
+    """A boolean query parameter: absent is ``default``; anything but one of QUERY_BOOLEANS, given once, is a 400."""
+    values = request.args.getlist(name)
+    if not values:
+        return default
+    if len(values) > 1:
+        raise Problem(400, "Bad Request", f"The query parameter {name!r} is given {len(values)} times; give it once.",
+                      "invalid-parameter", parameter=name)
+    value = QUERY_BOOLEANS.get(values[0].lower())
+    if value is None:
+        raise Problem(400, "Bad Request", f"The query parameter {name!r} must be one of "
+                      f"{', '.join(QUERY_BOOLEANS)}; got {values[0][:64]!r}.", "invalid-parameter", parameter=name)
+    return value
+
+
+def pod_id_from_path(value):
+    if not POD_ID.match(value):
+        raise Problem(400, "Bad Request", f"The pod id {value[:64]!r} is not a UUID.", "invalid-pod-id",
+                      parameter="id")
+    return uuid.UUID(value)
+
+
 @blueprint.get("/all")
 def all_pods():
     rows = _state().repository.list_subscriptions()
@@ -28,12 +58,13 @@ def all_pods():
 
 @blueprint.get("/provisioning-queue")
 def provisioning_queue():
-    include_finished = request.args.get("all", "").lower() in ("1", "true", "yes")
+    include_finished = query_boolean("all")
     return jsonify(tasks=[views.task(row) for row in _state().repository.queue(include_finished)])
 
 
-@blueprint.post("/<uuid:pod_id>/restart")
+@blueprint.post("/<pod_id>/restart")
 def restart(pod_id):
+    pod_id = pod_id_from_path(pod_id)
     state = _state()
     pod = state.repository.get_subscription(pod_id)
     if pod is None:
