@@ -61,7 +61,8 @@ def acting_customer(required=True):
     customer = request.headers.get(CUSTOMER_HEADER, "").strip()
     if not customer:
         if required:
-            raise Problem(400, "Bad Request", f"A {principal.role} token must name the customer in the "
+            article = "An" if principal.role[0] in "aeiou" else "A"
+            raise Problem(400, "Bad Request", f"{article} {principal.role} token must name the customer in the "
                           f"{CUSTOMER_HEADER} header.", "customer-required")
         return None
     if not grammar.printable_token(customer):
