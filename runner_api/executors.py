@@ -15,20 +15,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 
+from . import operations
 from .runscope import RunScope
 from .settings import REPO_ROOT, SECRET_NAME_PATTERN, scrub
 
-PLAYBOOKS = {
-    "CREATE_CONTAINER": "provision.yml",
-    "RESTART": "restart.yml",
-    "SUSPEND": "suspend.yml",
-    "RESUME": "resume.yml",
-    "TERMINATE": "deprovision.yml",
-    "REPAIR": "repair.yml",
-}
+# Operation -> playbook file, from the registry (runner_api/operations.py); read-only.
+PLAYBOOKS = MappingProxyType(operations.playbooks())
 MESSAGE_LIMIT = 1000
 RESULT_EVENTS = {
     "runner_on_ok": "ok", "runner_on_failed": "failed", "runner_on_skipped": "skipped",
@@ -182,12 +178,15 @@ class LocalAnsibleRunner(Executor):
         return ["-e", "@" + os.path.abspath(path)] if path else []
 
     def run(self, request, on_event, cancel=lambda: False):
-        from ansible_runner.interface import init_runner  # pylint: disable=import-outside-toplevel
-        name = PLAYBOOKS.get(request.operation)
-        playbook = self.settings.playbook_dir / name if name else None
-        if playbook is None or not playbook.is_file():
+        operation = operations.find(request.operation)
+        if operation is None:
+            return RunResult("error", None, error=str(operations.UnknownOperation(request.operation)),
+                             retryable=False)
+        playbook = self.settings.playbook_dir / operation.playbook
+        if not playbook.is_file():
             return RunResult("error", None, error=f"no playbook for {request.operation} ({playbook})",
                              retryable=False)
+        from ansible_runner.interface import init_runner  # pylint: disable=import-outside-toplevel
         scope = RunScope(self.settings.run_dir, secret_env=self.secret_env)
         try:
             private_dir = str(scope.path)

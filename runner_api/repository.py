@@ -17,6 +17,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from . import operations
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 NOTIFY_CHANNEL = "cloud_pod_tasks"
 LIVE_STATUSES = ("PROVISIONING", "ACTIVE", "SUSPENDED")
@@ -283,12 +285,12 @@ class Repository:
 
     @staticmethod
     def _fail_subscription(connection, task):
-        if task["task_type"] == "CREATE_CONTAINER":
-            connection.execute("""UPDATE cloud_pod_subscriptions SET status = 'FAILED', last_error = %s,
-                                  updated_at = now() WHERE id = %s""", (task["last_error"], task["subscription_id"]))
-        else:
-            connection.execute("UPDATE cloud_pod_subscriptions SET last_error = %s, updated_at = now() WHERE id = %s",
-                               (task["last_error"], task["subscription_id"]))
+        """A task failed for good: the pod takes its operation's failure status (operations.py;
+        unchanged if it has none) and the error."""
+        connection.execute("""UPDATE cloud_pod_subscriptions SET status = coalesce(%s, status), last_error = %s,
+                              updated_at = now() WHERE id = %s""",
+                           (operations.failure_status(task["task_type"]), task["last_error"],
+                            task["subscription_id"]))
 
     def claim(self, worker_id, lease_seconds):
         """Claim the next runnable task (pending and due, or running with an expired lease)."""
@@ -339,8 +341,7 @@ class Repository:
                                      (Jsonb(stats), task["id"], task["worker_id"], task["attempts"])).fetchone()
             if row is None:
                 return False
-            new_status = {"CREATE_CONTAINER": "ACTIVE", "RESUME": "ACTIVE", "SUSPEND": "SUSPENDED",
-                          "TERMINATE": "TERMINATED"}.get(task["task_type"])
+            new_status = operations.success_status(task["task_type"])  # None: unchanged
             connection.execute("""
                 UPDATE cloud_pod_subscriptions
                 SET status = coalesce(%(status)s, status),

@@ -1,15 +1,6 @@
 """JSON shapes of pods and tasks, and the provisioning progress a customer sees."""
 
-# The provision playbook's roles in order, with the words a customer reads. Roles the playbook
-# does not run (yet) simply stay "pending" until the task completes.
-PROVISIONING_STEPS = (
-    ("pod_container", "Creating your container"),
-    ("pod_first_boot", "Installing the web stack"),
-    ("pod_dns", "Setting up DNS"),
-    ("pod_backup", "Configuring backups"),
-    ("pod_firewall", "Configuring the firewall"),
-    ("pod_mail", "Sending the welcome email"),
-)
+from . import operations
 
 
 def iso(value):
@@ -52,7 +43,8 @@ def task(row):
 
 
 def progress(latest_task, events):
-    """Steps of the latest operation, from the events of its latest attempt."""
+    """Steps of the latest operation, from the events of its latest attempt (its operation's
+    ``progress_steps`` in runner_api/operations.py; none: no steps)."""
     if latest_task is None:
         return {"operation": None, "operation_status": None, "attempts": None, "percent": 0, "steps": []}
     attempt = latest_task["attempts"]
@@ -67,9 +59,10 @@ def progress(latest_task, events):
             seen[role] = "started" if event["status"] == "started" else "done"
     finished = latest_task["status"] == "COMPLETED"
     steps = []
-    roles = [role for role, _label in PROVISIONING_STEPS]
+    known_steps = operations.progress_steps(latest_task["task_type"])
+    roles = [role for role, _label in known_steps]
     last_seen = max((roles.index(role) for role in seen if role in roles), default=-1)
-    for index, (role, label) in enumerate(PROVISIONING_STEPS):
+    for index, (role, label) in enumerate(known_steps):
         state = seen.get(role)
         if state == "failed":
             status = "failed"
@@ -82,8 +75,6 @@ def progress(latest_task, events):
         else:
             status = "pending"
         steps.append({"step": role, "label": label, "status": status})
-    if latest_task["task_type"] != "CREATE_CONTAINER":
-        steps = []
     done = sum(1 for step in steps if step["status"] in ("done", "skipped"))
     percent = 100 if finished else (int(100 * done / len(steps)) if steps else 0)
     return {"operation": latest_task["task_type"], "operation_status": latest_task["status"],

@@ -28,8 +28,8 @@ import time
 
 import psycopg
 
-from . import runscope
-from .executors import LocalAnsibleRunner, RunRequest
+from . import operations, runscope
+from .executors import LocalAnsibleRunner, RunRequest, RunResult
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
 
@@ -48,13 +48,10 @@ def retry_delay(attempt, base, cap):
 
 
 def extra_vars_for(task):
-    """The playbook's extra vars for a task (the same names ops use by hand and AWX passes)."""
-    variables = {"pod": task["hostname"]}
-    if task["task_type"] == "CREATE_CONTAINER":
-        variables.update(plan=task["plan_code"], domain=task["domain"] or "", customer_email=task["customer_email"])
-    elif task["task_type"] == "TERMINATE" and task["domain"]:
-        variables["domain"] = task["domain"]
-    return variables
+    """The playbook's extra vars for a task (the same names ops use by hand and AWX passes), as its
+    operation builds them (runner_api/operations.py); ``operations.UnknownOperation`` for a type
+    the registry does not define."""
+    return operations.extra_vars(task)
 
 
 class Worker:
@@ -196,6 +193,9 @@ class Worker:
 
         try:
             result = self.executor.run(RunRequest(task["task_type"], extra_vars_for(task)), on_event, cancel)
+        except operations.UnknownOperation as exc:
+            # No playbook to run: retrying cannot help.
+            result = RunResult("error", None, error=str(exc), retryable=False)
         except Exception as exc:  # pylint: disable=broad-except
             LOG.exception("task %s: executor error", task["id"])
             result = None
@@ -248,7 +248,8 @@ class Worker:
             LOG.warning("task %s finished but is no longer ours", task["id"])
             return
         summary = ", ".join(f"{key} {value}" for key, value in stats.items())
-        message = {"CREATE_CONTAINER": "pod is ACTIVE"}.get(task["task_type"], f"{task['task_type']} done")
+        operation = operations.find(task["task_type"])
+        message = operation.success_message if operation else f"{task['task_type']} done"
         self.events.add(step="worker", status="completed", message=message + (f": {summary}" if summary else ""))
         self._until_written(task, "its event rows", self.events.flush)
         LOG.info("task %s COMPLETED (%s)", task["id"], summary)

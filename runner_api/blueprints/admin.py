@@ -5,7 +5,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import views
+from .. import operations, views
 from ..auth import authenticate, require_role
 from ..errors import Problem
 from ..repository import OperationInProgress
@@ -64,16 +64,17 @@ def provisioning_queue():
 
 @blueprint.post("/<pod_id>/restart")
 def restart(pod_id):
+    operation = operations.get("RESTART")
+    require_role(*operation.roles)
     pod_id = pod_id_from_path(pod_id)
     state = _state()
     pod = state.repository.get_subscription(pod_id)
     if pod is None:
         raise Problem(404, "Not Found", "There is no such pod.", "unknown-pod")
-    if pod["status"] != "ACTIVE":
-        raise Problem(409, "Conflict", f"Only an ACTIVE pod can be restarted; this one is {pod['status']}.",
-                      "pod-not-active")
+    if not operation.may_start_from(pod["status"]):
+        raise Problem(409, "Conflict", operation.not_startable(pod["status"]), "pod-not-active")
     try:
-        task = state.repository.enqueue_operation(pod_id, "RESTART", state.settings.max_attempts)
+        task = state.repository.enqueue_operation(pod_id, operation.name, state.settings.max_attempts)
     except OperationInProgress:
         raise Problem(409, "Conflict", "Another operation on this pod is queued or running; retry when it is "
                       "done.", "operation-in-progress") from None

@@ -1,0 +1,145 @@
+"""The operations runner_api runs on a pod, in one place.
+
+An operation is defined here and nowhere else: its playbook (in ``playbooks/``), how its extra
+vars are built from a task row, the pod states it may start from, what it does to the pod's
+status when it succeeds and when it fails for good, the message its success leaves in the
+events, the progress steps a customer sees while it runs, and the roles that may ask for it.
+``executors`` (the playbook), ``worker`` (extra vars, success message), ``repository``
+(statuses), ``views`` (progress steps) and ``blueprints.admin`` (start states, roles) read it.
+
+Adding an operation: an ``Operation`` in ``OPERATIONS`` with its playbook; if it is queued
+(``queued=True``), its name must also be allowed by the ``task_type`` CHECK constraint of the
+tasks table (migration 0001 allows CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE; any
+other name needs a new migration ``0002_*.sql``: an applied migration is never edited).
+
+The extra vars built here are order data: the executor writes them as ``!unsafe`` YAML
+(``executors.write_untrusted_vars``); nothing here reaches a playbook any other way.
+"""
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable, Mapping, Optional
+
+
+class UnknownOperation(ValueError):
+    """A task or request names an operation this registry does not define."""
+
+    def __init__(self, name):
+        self.name = name
+        super().__init__(f"unknown operation {str(name)[:64]!r}: runner_api/operations.py defines "
+                         f"{', '.join(sorted(OPERATIONS))}")
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    playbook: str  # a file in the playbook directory (CLOUDPODS_PLAYBOOK_DIR, default playbooks/)
+    extra_vars: Callable[[Mapping], dict]  # task row -> the playbook's extra vars (untrusted data)
+    start_states: tuple  # pod statuses it may start from
+    success_status: Optional[str]  # the pod's status once it succeeds; None: unchanged
+    failure_status: Optional[str]  # the pod's status once it failed for good; None: unchanged
+    success_message: str  # the worker's last event row ("completed"); the run's stats follow it
+    verb: str  # "Only an ACTIVE pod can be <verb>"
+    progress_steps: tuple = ()  # (role, what a customer reads), in playbook order
+    roles: tuple = ()  # the API roles that may ask for it; () = no endpoint queues it
+    queued: bool = True  # runs through the queue (its name is an allowed task_type)
+
+    def may_start_from(self, status):
+        return status in self.start_states
+
+    def not_startable(self, status):
+        """The sentence for a pod whose status this operation cannot start from."""
+        allowed = " or ".join(self.start_states)
+        article = "an" if allowed[:1] in "AEIOU" else "a"
+        return f"Only {article} {allowed} pod can be {self.verb}; this one is {status}."
+
+
+def _create_vars(task):
+    return {"pod": task["hostname"], "plan": task["plan_code"], "domain": task["domain"] or "",
+            "customer_email": task["customer_email"]}
+
+
+def _pod_vars(task):
+    return {"pod": task["hostname"]}
+
+
+def _terminate_vars(task):
+    variables = {"pod": task["hostname"]}
+    if task["domain"]:
+        variables["domain"] = task["domain"]  # the zone to remove when the container is already gone
+    return variables
+
+
+OPERATIONS = MappingProxyType({operation.name: operation for operation in (
+    Operation(
+        "CREATE_CONTAINER", "provision.yml", _create_vars,
+        # The order writes the PROVISIONING pod and this task in one transaction.
+        start_states=("PROVISIONING",), success_status="ACTIVE", failure_status="FAILED",
+        success_message="pod is ACTIVE", verb="provisioned",
+        # The provision playbook's roles in order, with the words a customer reads.
+        progress_steps=(
+            ("pod_container", "Creating your container"),
+            ("pod_first_boot", "Installing the web stack"),
+            ("pod_dns", "Setting up DNS"),
+            ("pod_backup", "Configuring backups"),
+            ("pod_mail", "Sending the welcome email"),
+        ),
+        # POST /order (blueprints/customer.py).
+        roles=("customer", "service", "admin")),
+    Operation(
+        "RESTART", "restart.yml", _pod_vars,
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="RESTART done", verb="restarted",
+        roles=("admin",)),  # POST /admin/{id}/restart
+    Operation(
+        "TERMINATE", "deprovision.yml", _terminate_vars,
+        # No endpoint queues it yet.
+        start_states=("ACTIVE", "SUSPENDED", "FAILED"), success_status="TERMINATED", failure_status=None,
+        success_message="TERMINATE done", verb="terminated"),
+    Operation(
+        "REPAIR", "repair.yml", _pod_vars,
+        # Not queued (migration 0001's task_type CHECK does not allow it); run by hand or by
+        # LocalAnsibleRunner.run(RunRequest("REPAIR", ...)).
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="REPAIR done", verb="repaired", queued=False),
+)})
+
+
+def find(name):
+    """The operation called ``name``, or None."""
+    return OPERATIONS.get(name) if isinstance(name, str) else None
+
+
+def get(name):
+    """The operation called ``name``; ``UnknownOperation`` if there is none."""
+    operation = find(name)
+    if operation is None:
+        raise UnknownOperation(name)
+    return operation
+
+
+def extra_vars(task):
+    """The playbook's extra vars for a task row (``task_type`` names the operation)."""
+    return get(task["task_type"]).extra_vars(task)
+
+
+def playbooks():
+    """Operation name -> playbook file name."""
+    return {name: operation.playbook for name, operation in OPERATIONS.items()}
+
+
+def success_status(task_type):
+    """The pod's status after a successful task of this type (None: unchanged, or unknown type)."""
+    operation = find(task_type)
+    return operation.success_status if operation else None
+
+
+def failure_status(task_type):
+    """The pod's status after a task of this type failed for good (None: unchanged, or unknown type)."""
+    operation = find(task_type)
+    return operation.failure_status if operation else None
+
+
+def progress_steps(task_type):
+    operation = find(task_type)
+    return operation.progress_steps if operation else ()
