@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The logic of mpanel.cloudpods.pod_backup_schedule, used by its action plugin (private to this collection).
+
+The action looks at the host with one shell command (``probe_command()``, read by ``parse_probe()``),
+decides with ``plan()`` and, only when something changes, runs ``script()`` of the planned actions.
+"""
+
+from __future__ import (absolute_import, division, print_function)
+__metaclass__ = type
+
+import shlex
+
+# Paths are on the target, so type str: a controller-side ``path`` would expand ``~`` there.
+ARGUMENT_SPEC = dict(
+    cron_file=dict(type='str', required=True),
+    content=dict(type='str'),
+    cron_mode=dict(type='str', default='0644'),
+    backup_dir=dict(type='str'),
+    backup_dir_mode=dict(type='str', default='0750'),
+    state=dict(type='str', default='present', choices=['present', 'absent']),
+)
+REQUIRED_IF = [('state', 'present', ('content', 'backup_dir'))]
+
+_PROBE = ('if [ -d {d} ]; then stat -c %a {d}; else echo -; fi; '
+          'if [ -f {f} ]; then stat -c %a {f}; cat {f}; else echo -; fi')
+
+
+def mode_error(params):
+    """The message for a mode option that is not octal, or None."""
+    for key in ('cron_mode', 'backup_dir_mode'):
+        try:
+            int(params[key], 8)
+        except ValueError:
+            return '%s must be an octal mode such as 0644, got %r' % (key, params[key])
+    return None
+
+
+def probe_command(params):
+    """One command printing the backup directory's mode, the cron file's mode and its content."""
+    return _PROBE.format(d=shlex.quote(params['backup_dir'] or '/nonexistent/'), f=shlex.quote(params['cron_file']))
+
+
+def parse_probe(stdout):
+    """'750\\n644\\n<content>' -> (dir mode or None, cron mode or None, content or None)."""
+    dir_line, rest = stdout.split('\n', 1)
+    cron_line, content = rest.split('\n', 1) if '\n' in rest else (rest, '')
+    dir_mode = None if dir_line.strip() == '-' else int(dir_line.strip(), 8)
+    if cron_line.strip() == '-':
+        return dir_mode, None, None
+    return dir_mode, int(cron_line.strip(), 8), content
+
+
+def plan(params, dir_mode, cron_mode, before_content):
+    """What to do, given what the probe found (None for what is missing): (changes, diff, actions).
+
+    ``actions`` are tuples for ``script()``.
+    """
+    cron_file = params['cron_file']
+    changes, actions = [], []
+    if params['state'] == 'absent':
+        if before_content is not None:
+            changes.append('cron file removed')
+            actions.append(('remove', cron_file))
+        diff = dict(before=before_content or '', after='',
+                    before_header=cron_file, after_header=cron_file)
+        return changes, diff, actions
+
+    backup_dir = params['backup_dir']
+    wanted_dir_mode = int(params['backup_dir_mode'], 8)
+    wanted_cron_mode = int(params['cron_mode'], 8)
+    dir_exists = dir_mode is not None
+    if not dir_exists:
+        changes.append('backup directory created')
+        actions.append(('mkdir', backup_dir, wanted_dir_mode))
+    elif dir_mode != wanted_dir_mode:
+        changes.append('backup directory mode set')
+        actions.append(('chmod', backup_dir, wanted_dir_mode))
+    content = params['content']
+    if before_content != content:
+        changes.append('cron file written')
+        actions.append(('write', cron_file, content, wanted_cron_mode))
+    elif cron_mode != wanted_cron_mode:
+        changes.append('cron file mode set')
+        actions.append(('chmod', cron_file, wanted_cron_mode))
+    diff = [
+        dict(before_header='%s (directory)' % backup_dir, after_header='%s (directory)' % backup_dir,
+             before='present\n' if dir_exists else 'absent\n', after='present\n'),
+        dict(before_header=cron_file, after_header=cron_file, before=before_content or '', after=content),
+    ]
+    return changes, diff, actions
+
+
+def script(actions):
+    """The shell commands doing ``actions`` (see ``plan()``)."""
+    quote = shlex.quote
+    lines = ['set -e']
+    for action in actions:
+        if action[0] == 'mkdir':
+            lines.append('mkdir -p %s; chmod %o %s' % (quote(action[1]), action[2], quote(action[1])))
+        elif action[0] == 'chmod':
+            lines.append('chmod %o %s' % (action[2], quote(action[1])))
+        elif action[0] == 'remove':
+            lines.append('rm -f %s' % quote(action[1]))
+        elif action[0] == 'write':
+            path, content, mode = action[1:]
+            tmp = quote('%s.tmp%d' % (path, abs(hash(content)) % 100000))
+            lines.append("printf '%%s' %s > %s; chmod %o %s; mv -f %s %s"
+                         % (quote(content), tmp, mode, tmp, tmp, quote(path)))
+    return '\n'.join(lines)
