@@ -11,7 +11,9 @@ Everything lives in ``.lab/`` at the repository root: a throwaway CA, the server
 certificate, each service's config, pid file and log, and ``.lab/env`` with the
 seed's settings (``set -a; . .lab/env`` exports them). Each service is a small class
 with ``start``/``stop``/``healthy`` and the ``env`` it contributes: the Proxmox VE simulator
-(pvesim) and a real PowerDNS Authoritative so far; SMTP and PostgreSQL can join later.
+(pvesim), a real PowerDNS Authoritative (pdnslab.py), an SMTP server that keeps what it receives
+(smtplab.py), a private PostgreSQL (pglab.py) and nginx in front of runner_api (nginxlab.py);
+with ``--lxc`` a second simulator whose containers are real (lxclab.py).
 """
 
 import argparse
