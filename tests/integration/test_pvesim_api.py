@@ -336,7 +336,7 @@ def test_resize_grows_only(pve):
     upid = pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='+5G')
     assert UPID_RE.match(upid).group(5) == 'resize'
     pve.ok(upid)
-    assert pve.config(101)['rootfs'].endswith(',size=13G')
+    assert pve.config(101)['rootfs'].endswith(',size=7G')
     pve.ok(pve.data('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='30G'))
     assert pve.get('/nodes/{node}/lxc/101/status/current')['maxdisk'] == 30 * 1024 ** 3
     expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/resize', disk='rootfs', size='10G'), 500,
