@@ -14,8 +14,11 @@ description:
   - One inventory host per Cloud Pod container (LXC containers carrying the O(tag) tag, templates left out), named by
     the container's host name (the pod id), so that C(--limit <pod>) targets one pod.
   - 'Host variables: C(vmid), C(node), C(ip) (first global IPv4 address, empty when stopped or before DHCP),
-    C(plan) (the plan code from the container''s C(cloud_pod_*) tag, empty when none), C(status), C(pod_id),
-    C(pod_tags), and C(ansible_host) set to C(ip) when there is one.'
+    C(plan) (the plan code from the container''s C(cloud_pod_*) tag, else from the C(cloudpods-plan) line of its
+    description, empty when none), C(status), C(pod_id), C(pod_tags), C(pod_record) (the pod record of the container:
+    C(pod), C(plan) and C(domain), as M(mpanel.cloudpods.pod_container_info) returns it, null where a value is
+    missing; text as found on the container, to be checked before use), and C(ansible_host) set to C(ip) when there
+    is one.'
   - 'Groups: C(cloudpods) (every pod), one group per plan (C(cloud_pod_starter) ...), one per node
     (C(node_<node>)) and one per run state (C(status_running), C(status_stopped)); more with O(keyed_groups),
     O(groups) and O(compose).'
@@ -98,6 +101,7 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
     HAS_PROXMOXER,
     ConnectionSettings,
@@ -105,30 +109,23 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
     ProxmoxError,
     first_global_ipv4,
     parse_tags,
-    pod_id_from_description,
 )
-
-PLAN_TAG_PREFIX = 'cloud_pod_'
-
-
-def plan_from_tags(tags):
-    """The plan code (CLOUD_POD_STARTER) from a container's tags, or '' when none names a plan."""
-    plans = sorted(tag.upper() for tag in tags if tag.startswith(PLAN_TAG_PREFIX))
-    return plans[0] if plans else ''
 
 
 def pod_hostvars(guest, ip=None, description=None):
     """Host variables of one pod from its cluster/resources entry (and its address and description)."""
     tags = parse_tags(guest.get('tags'))
     ip = ip or ''
+    record = pod_record.read(description, tags)
     hostvars = {
         'vmid': int(guest['vmid']),
         'node': guest.get('node'),
         'ip': ip,
-        'plan': plan_from_tags(tags),
+        'plan': record['plan'] or '',
         'status': guest.get('status'),
         'pod_tags': tags,
-        'pod_id': pod_id_from_description(description) if description is not None else None,
+        'pod_id': record['pod'],
+        'pod_record': record,
     }
     if ip:
         hostvars['ansible_host'] = ip

@@ -61,12 +61,6 @@ except ImportError:
 
 REDACTED = redact.REDACTED
 
-# Tag every pod container carries, and the description line that records the
-# pod it belongs to, so that a container can be found again after a crash.
-POD_TAG = 'cloudpod'
-POD_MARKER = 'cloudpods-pod'
-_POD_MARKER_RE = re.compile(r'^%s:[ \t]*(\S+)[ \t]*$' % POD_MARKER, re.MULTILINE)
-
 # Retry reasons. Only RETRYABLE ones are retried by ProxmoxClient.request();
 # 'vmid_taken' is retried by the VMID allocator alone, with a fresh nextid.
 RETRY_REASONS = ('locked', 'lock_timeout', 'vmid_taken', 'http_595', 'http_596')
@@ -498,24 +492,6 @@ def format_tags(tags):
 def invalid_tags(tags):
     """The tags that Proxmox VE would reject."""
     return [t for t in parse_tags(tags) if not _TAG_RE.match(t)]
-
-
-def pod_id_from_description(description):
-    """The pod id recorded in a container description, or None."""
-    match = _POD_MARKER_RE.search(description or '')
-    return match.group(1) if match else None
-
-
-def strip_pod_marker(description):
-    """The description without its ``cloudpods-pod:`` line."""
-    return _POD_MARKER_RE.sub('', description or '').strip()
-
-
-def compose_description(text, pod_id):
-    """The description text followed by the ``cloudpods-pod: <pod_id>`` line."""
-    text = strip_pod_marker(text)
-    marker = '%s: %s' % (POD_MARKER, pod_id)
-    return '%s\n%s' % (text, marker) if text else marker
 
 
 def normalize_description(description):

@@ -14,9 +14,11 @@ version_added: 0.1.0
 description:
   - Creates a Cloud Pod container by cloning the pod template, sizes it from the plan (cores, memory,
     swap, root disk), attaches it to the pod bridge with DHCP, and starts, stops, restarts or removes it.
-  - The pod is identified by O(hostname) (and O(vmid) when given). The pod id is recorded in the container's
-    description (a C(cloudpods-pod) line naming the pod id, written by the clone itself) and the container carries the
-    C(cloudpod) tag, so a run that crashed halfway is finished by the next run instead of cloning twice.
+  - The pod is identified by O(hostname) (and O(vmid) when given). The container carries the pod record, written by
+    the clone itself, so a run that crashed halfway is finished by the next run instead of cloning twice; the
+    C(cloudpod) tag, the plan tag (the lower-case O(plan) code, C(cloud_pod_starter)), and the description lines
+    C(cloudpods-plan), C(cloudpods-domain) (only when the pod has a domain) and C(cloudpods-pod) with the plan code,
+    the domain and the pod id. The record lines are rewritten in place; text written by hand around them is kept.
   - A container that is still being cloned by an earlier (crashed) run is waited for, not cloned again.
   - VMIDs come from C(cluster/nextid), which reserves nothing; when a concurrent run takes the same VMID the clone is
     repeated with the next free one. Clones refused because the template is locked by another clone are retried with
@@ -44,6 +46,19 @@ options:
       - Pod identifier recorded in the container description, for example the subscription id.
       - When omitted, an existing container keeps the pod id it has, and a new one gets O(hostname).
       - When given and the container found by O(hostname) belongs to another pod, the module fails.
+    type: str
+  plan:
+    description:
+      - Plan code of the pod (C(CLOUD_POD_) followed by letters, digits and C(_), for example V(CLOUD_POD_STARTER)),
+        recorded in the C(cloudpods-plan) line of the description and as the plan tag (the code in lower case), which
+        replaces any other C(cloud_pod_*) tag.
+      - When omitted, the plan recorded on the container is kept.
+    type: str
+  domain:
+    description:
+      - Domain of the pod, recorded in the C(cloudpods-domain) line of the description. V('') means the pod has no
+        domain (the line is removed).
+      - When omitted, the domain recorded on the container is kept.
     type: str
   state:
     description:
@@ -109,13 +124,16 @@ options:
     type: bool
   description:
     description:
-      - Free text description. The C(cloudpods-pod) line is always appended to it.
-      - When omitted, the existing text is kept.
+      - Free text of the description, around which the pod record lines are kept (see O(pod_id), O(plan),
+        O(domain)); record lines in it are rewritten with the record's values.
+      - When omitted, the existing text is kept, including text edited by hand around the record lines.
     type: str
   tags:
     description:
-      - Tags of the container (lower case letters, digits, C(_), C(-), C(+), C(.)). The C(cloudpod) tag is always added.
-      - When given, the container has exactly these tags (plus C(cloudpod)); when omitted, existing tags are kept.
+      - Tags of the container (lower case letters, digits, C(_), C(-), C(+), C(.)). The C(cloudpod) tag is always added,
+        and the plan tag when O(plan) is given.
+      - When given, the container has exactly these tags (plus the record's); when omitted, existing tags are kept.
+      - With O(plan), a plan tag (C(cloud_pod_*)) of another plan is an error.
     type: list
     elements: str
   timeout:
@@ -170,7 +188,8 @@ EXAMPLES = r"""
     swap: 512
     disk: 30
     onboot: true
-    tags: [starter]
+    plan: CLOUD_POD_STARTER
+    domain: shop.example.com
     description: Cloud Pod for shop.example.com
   register: pod
 
@@ -233,6 +252,26 @@ pod_id:
   returned: always
   type: str
   sample: sub-1042
+record:
+  description:
+    - The pod record on the container after the run (predicted in check mode), read back from its description and
+      tags as M(mpanel.cloudpods.pod_container_info) returns it. Values are text as found on the container.
+    - Empty when the container is absent.
+  returned: always
+  type: dict
+  contains:
+    pod:
+      description: Pod id, from the C(cloudpods-pod) line.
+      type: str
+      sample: sub-1042
+    plan:
+      description: Plan code, from the plan tag (else the C(cloudpods-plan) line); null when there is none.
+      type: str
+      sample: CLOUD_POD_STARTER
+    domain:
+      description: Domain, from the C(cloudpods-domain) line; null when the pod has none.
+      type: str
+      sample: shop.example.com
 created:
   description: Whether the container was cloned by this run.
   returned: always
@@ -260,8 +299,12 @@ config:
     swap: 512
     rootfs: local-lvm:vm-101-disk-0,size=30G
     net0: name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:2A:3B:4C,ip=dhcp,type=veth
-    tags: cloudpod;starter
-    description: "Cloud Pod for shop.example.com\ncloudpods-pod: sub-1042\n"
+    tags: cloud_pod_starter;cloudpod
+    description: |
+      Cloud Pod for shop.example.com
+      cloudpods-plan: CLOUD_POD_STARTER
+      cloudpods-domain: shop.example.com
+      cloudpods-pod: sub-1042
 api_retries:
   description: Retries made for transient Proxmox failures, by reason (C(locked), C(lock_timeout), C(vmid_taken),
     C(http_595), C(http_596)).
@@ -283,15 +326,14 @@ import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
-    POD_TAG,
     PollInterval,
     ProxmoxApiError,
     ProxmoxTaskError,
     ProxmoxError,
     ProxmoxModule,
     ProxmoxTimeout,
-    compose_description,
     describe_interfaces,
     first_global_ipv4,
     format_property_string,
@@ -302,7 +344,6 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
     parse_property_string,
     parse_size,
     parse_tags,
-    pod_id_from_description,
     proxmox_argument_spec,
     pve_bool,
 )
@@ -320,6 +361,8 @@ def argument_spec():
         hostname=dict(type='str', required=True),
         vmid=dict(type='int'),
         pod_id=dict(type='str'),
+        plan=dict(type='str'),
+        domain=dict(type='str'),
         state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'restarted', 'absent']),
         template=dict(type='int', default=9000, fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_ID'])),
         full=dict(type='bool', default=True),
@@ -415,7 +458,7 @@ class PodContainer(ProxmoxModule):
         if not _HOSTNAME_RE.match(self.hostname):
             raise ProxmoxError('hostname %r is not a valid DNS host name (letters, digits and "-", labels of at most '
                                '63 characters separated by ".")' % self.hostname)
-        if p['pod_id'] is not None and not _POD_ID_RE.match(p['pod_id']):
+        if p['pod_id'] is not None and not _POD_ID_RE.fullmatch(p['pod_id']):
             raise ProxmoxError('pod_id %r must be one word of letters, digits and "_ . : @ + -"' % p['pod_id'])
         if p['vmid'] is not None and not 100 <= p['vmid'] <= 999999999:
             raise ProxmoxError('vmid must be between 100 and 999999999; got %s' % p['vmid'])
@@ -424,11 +467,21 @@ class PodContainer(ProxmoxModule):
                 raise ProxmoxError('%s must be a positive number; got %s' % (name, p[name]))
         if p['swap'] is not None and p['swap'] < 0:
             raise ProxmoxError('swap must be 0 or more MiB; got %s' % p['swap'])
+        if p['plan'] is not None and not pod_record.is_plan_code(p['plan']):
+            raise ProxmoxError('plan %r must be a plan code: CLOUD_POD_ followed by letters, digits and "_"'
+                               % p['plan'])
+        if p['domain'] and not _HOSTNAME_RE.fullmatch(p['domain']):
+            raise ProxmoxError('domain %r must be empty or a DNS name (letters, digits and "-", labels separated '
+                               'by ".")' % p['domain'])
         if p['tags'] is not None:
             bad = invalid_tags(p['tags'])
             if bad:
                 raise ProxmoxError('invalid tags %s: a tag is lower case letters, digits and "_ - + ." and does not '
                                    'start with "-", "+" or "."' % ', '.join(bad))
+            other_plans = [t for t in parse_tags(p['tags']) if pod_record.is_plan_tag(t)
+                           and p['plan'] is not None and t != pod_record.plan_tag(p['plan'])]
+            if other_plans:
+                raise ProxmoxError('tags %s name another plan than plan %s' % (', '.join(other_plans), p['plan']))
         if not p['bridge']:
             raise ProxmoxError('bridge must not be empty (PROXMOX_CLOUDPOD_BRIDGE)')
 
@@ -491,7 +544,7 @@ class PodContainer(ProxmoxModule):
 
     def check_owner(self, ct, conf):
         """Refuse containers of another pod, or not made by this module unless vmid was given."""
-        owner = pod_id_from_description(conf.get('description'))
+        owner = pod_record.parse_description(conf.get('description'))['pod']
         if owner is None:
             if self.params['vmid'] is None:
                 raise ProxmoxError(
@@ -530,15 +583,39 @@ class PodContainer(ProxmoxModule):
         net0 = self.desired_net0(conf.get('net0'))
         if net0 is not None:
             changes['net0'] = net0
-        text = p['description'] if p['description'] is not None else conf.get('description')
-        description = compose_description(text, self.pod_id)
+        description = self.desired_description(conf.get('description'))
         if normalize_description(description) != normalize_description(conf.get('description')):
             changes['description'] = description
         tags = parse_tags(p['tags'] if p['tags'] is not None else conf.get('tags'))
-        tags = sorted(set(tags) | set([POD_TAG]))
+        tags = pod_record.tags_with_plan(tags, self.plan_code)
         if tags != parse_tags(conf.get('tags')):
             changes['tags'] = format_tags(tags)
         return Plan(changes, self.plan_resize(ct, conf), self.plan_power(status))
+
+    def desired_description(self, current):
+        """The description with the pod record written into it, around the free text.
+
+        The free text is the description option, else the container's own (hand edits included);
+        record values not given as options stay as the container has them.
+        """
+        p = self.params
+        record = dict(pod=self.pod_id, plan=self.plan_code, domain=p['domain'])
+        text = current
+        if p['description'] is not None:
+            text = p['description']
+            for source in (pod_record.parse_description(text), pod_record.parse_description(current)):
+                for field, value in source.items():
+                    if record[field] is None:
+                        record[field] = value
+        try:
+            return pod_record.compose(text, **record)
+        except ValueError as exc:
+            # Options are checked up front: this value was read from the container (edited by hand).
+            raise ProxmoxError('CT of %s: %s; pass it as an option to correct it' % (self.hostname, exc))
+
+    @property
+    def plan_code(self):
+        return self.params['plan'].upper() if self.params['plan'] is not None else None
 
     def plan_resize(self, ct, conf):
         disk = self.params['disk']
@@ -588,7 +665,7 @@ class PodContainer(ProxmoxModule):
     def clone(self):
         p = self.params
         params = dict(hostname=self.hostname, full=p['full'], pool=p['pool'],
-                      description=compose_description(p['description'], self.pod_id))
+                      description=self.desired_description(None))
         if p['full'] and p['storage']:
             params['storage'] = p['storage']
 
@@ -693,7 +770,8 @@ class PodContainer(ProxmoxModule):
         result = dict(changed=changed, vmid=ct.get('vmid') if ct else None,
                       node=ct.get('node') if ct else self.node, hostname=self.hostname,
                       pod_id=self.pod_id or self.hostname, created=created, status=status, ip=ip,
-                      config=conf or {}, timings=dict(self.timings))
+                      config=conf or {}, timings=dict(self.timings),
+                      record=pod_record.read(conf.get('description'), parse_tags(conf.get('tags'))) if conf else {})
         if result['vmid'] is not None:
             result['vmid'] = int(result['vmid'])
         if diff is not None and self.module._diff:
@@ -755,7 +833,7 @@ class PodContainer(ProxmoxModule):
     def predicted_clone_config(self, template_conf):
         conf = dict((k, v) for k, v in template_conf.items() if k not in ('template', 'digest', 'lock'))
         conf['hostname'] = self.hostname
-        conf['description'] = compose_description(self.params['description'], self.pod_id)
+        conf['description'] = self.desired_description(None)
         if conf.get('net0'):
             net0 = parse_property_string(conf['net0'])
             net0.pop('hwaddr', None)  # a clone gets a new MAC address

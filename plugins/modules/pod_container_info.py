@@ -12,8 +12,8 @@ module: pod_container_info
 short_description: List Cloud Pod containers on Proxmox VE
 version_added: 0.1.0
 description:
-  - Lists the pod containers of the cluster with their VMID, node, host name, run state, IPv4 address, tags and
-    pod id.
+  - Lists the pod containers of the cluster with their VMID, node, host name, run state, IPv4 address, tags, pod id
+    and pod record (pod id, plan and domain, as M(mpanel.cloudpods.pod_container) wrote them).
   - Filters by O(hostname), O(vmid) and O(tag); all given filters must match. Without any filter, the containers
     tagged C(cloudpod) are listed.
 author:
@@ -112,6 +112,26 @@ pods:
       description: Pod id from the C(cloudpods-pod) line of the description; null when there is none.
       type: str
       sample: sub-1042
+    record:
+      description:
+        - The pod record of the container, parsed from its tags and description.
+        - Values are text as found on the container, which anyone allowed to edit it can change; check them
+          before use (the repair playbook checks the domain against C(cloudpods_domain_pattern)).
+      type: dict
+      contains:
+        pod:
+          description: Pod id, from the C(cloudpods-pod) line; null when there is none.
+          type: str
+          sample: sub-1042
+        plan:
+          description: Plan code, from the plan tag (C(cloud_pod_*), upper-cased), else from the C(cloudpods-plan)
+            line; null when there is neither.
+          type: str
+          sample: CLOUD_POD_STARTER
+        domain:
+          description: Domain, from the C(cloudpods-domain) line; null when the pod has none.
+          type: str
+          sample: shop.example.com
     lock:
       description: Lock held on the container (for example V(create) while it is being cloned); null when none.
       type: str
@@ -129,13 +149,12 @@ api_retries:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
-    POD_TAG,
     ProxmoxApiError,
     ProxmoxModule,
     first_global_ipv4,
     parse_tags,
-    pod_id_from_description,
     proxmox_argument_spec,
 )
 
@@ -171,9 +190,11 @@ class PodContainerInfo(ProxmoxModule):
                 ip = first_global_ipv4(self.client.get(path + '/interfaces'))
             except ProxmoxApiError:
                 ip = None  # interfaces needs PVE 8.1+; the rest of the answer is still useful
+        tags = parse_tags(conf.get('tags', ct.get('tags')))
+        record = pod_record.read(conf.get('description'), tags)
         pod = dict(vmid=int(ct['vmid']), node=ct.get('node'), hostname=ct.get('name') or conf.get('hostname'),
-                   status=ct.get('status'), ip=ip, tags=parse_tags(conf.get('tags', ct.get('tags'))),
-                   pod_id=pod_id_from_description(conf.get('description')), lock=ct.get('lock') or None)
+                   status=ct.get('status'), ip=ip, tags=tags, pod_id=record['pod'], record=record,
+                   lock=ct.get('lock') or None)
         if self.module.params['details']:
             pod['config'] = conf
         return pod
@@ -182,7 +203,7 @@ class PodContainerInfo(ProxmoxModule):
         p = self.module.params
         tag = p['tag']
         if p['hostname'] is None and p['vmid'] is None and tag is None:
-            tag = POD_TAG
+            tag = pod_record.POD_TAG
         containers = [ct for ct in self.client.containers() if self.matches(ct, p['hostname'], p['vmid'], tag)]
         pods = [self.describe(ct) for ct in sorted(containers, key=lambda c: int(c['vmid']))]
         return dict(changed=False, pods=pods)

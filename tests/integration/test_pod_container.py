@@ -33,6 +33,7 @@ from labcontrol import LabControl  # noqa: E402
 from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, TASK_TYPES  # noqa: E402
 
 ensure_collection_link()
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import proxmox as px  # noqa: E402
 
 MODULE = 'mpanel.cloudpods.pod_container'
@@ -157,7 +158,7 @@ def test_create_from_template(pve):
     assert (config['cores'], config['memory'], config['swap'], config['onboot']) == (2, 2048, 256, 1)
     assert disk_size(config) == '20G'
     assert px.parse_tags(config['tags']) == ['cloudpod', 'premium']
-    assert px.pod_id_from_description(config['description']) == 'sub-1042'
+    assert pod_record.parse_description(config['description'])['pod'] == 'sub-1042'
     assert 'Cloud Pod for shop.example.com' in config['description']
     nic = net0(config)
     assert (nic['bridge'], nic['ip'], nic['firewall'], nic['name']) == ('vmbr0', 'dhcp', '1', 'eth0')
@@ -515,7 +516,7 @@ def clone_like_a_crashed_run(pve, hostname, pod_id, wait=True):
     client = pve.client()
     vmid = client.next_vmid()
     upid = client.post('nodes/pve/lxc/9000/clone', newid=vmid, hostname=hostname, full=True,
-                       description=px.compose_description(None, pod_id))
+                       description=pod_record.compose(None, pod=pod_id))
     if wait:
         client.wait_for_task(upid, 30)
     return vmid
@@ -588,7 +589,38 @@ def test_container_of_someone_else_is_not_taken_over(pve):
     # naming the vmid takes it over
     run, result = pve.pod('ops-example-com', vmid=vmid, cores=2)
     assert assert_ok(run)['changed'] is True
-    assert px.pod_id_from_description(pve.container(vmid)['config']['description']) == 'ops-example-com'
+    assert pod_record.parse_description(pve.container(vmid)['config']['description'])['pod'] == 'ops-example-com'
+
+
+def test_the_record_is_rewritten_around_text_written_by_hand(pve):
+    made = create(pve, 'rec-example-com', pod_id='sub-5', plan='CLOUD_POD_STARTER', domain='rec.example.com',
+                  description='Cloud Pod rec-example-com', state='present')
+    vmid = made['vmid']
+    config = pve.container(vmid)['config']
+    assert config['description'].strip() == ('Cloud Pod rec-example-com\ncloudpods-plan: CLOUD_POD_STARTER\n'
+                                             'cloudpods-domain: rec.example.com\ncloudpods-pod: sub-5')
+    assert px.parse_tags(config['tags']) == ['cloud_pod_starter', 'cloudpod']
+    assert made['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_STARTER', 'domain': 'rec.example.com'}
+    hand = ('Ticket 4711: customer moved\n' + config['description'].strip().replace(
+        'cloudpods-domain', 'between the lines\ncloudpods-domain') + '\nafter the record\n')
+    pve.client().put('nodes/pve/lxc/%s/config' % vmid, description=hand, tags='cloud_pod_starter;cloudpod;vip')
+    since = time.time()
+    run, result = pve.pod('rec-example-com', plan='CLOUD_POD_PREMIUM', domain='', check=True, diff=True)
+    assert assert_ok(run)['changed'] is True and pve.mutations(since) == []
+    expected = (hand.strip().replace('CLOUD_POD_STARTER', 'CLOUD_POD_PREMIUM')
+                .replace('cloudpods-domain: rec.example.com\n', ''))
+    assert result['diff']['after']['description'] == expected
+    assert result['diff']['after']['tags'] == 'cloud_pod_premium;cloudpod;vip'
+    assert result['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_PREMIUM', 'domain': None}
+    run, result = pve.pod('rec-example-com', plan='CLOUD_POD_PREMIUM', domain='')
+    assert assert_ok(run)['changed'] is True
+    config = pve.container(vmid)['config']
+    assert config['description'].strip() == expected
+    assert px.parse_tags(config['tags']) == ['cloud_pod_premium', 'cloudpod', 'vip']
+    run = pve.run({'name': 'info', INFO: {'hostname': 'rec-example-com'}})
+    assert run.result(0)['pods'][0]['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_PREMIUM', 'domain': None}
+    run, result = pve.pod('rec-example-com', plan='CLOUD_POD_PREMIUM', domain='')
+    assert assert_ok(run)['changed'] is False
 
 
 def test_pod_of_another_pod_id_is_refused(pve):
@@ -631,6 +663,7 @@ def test_pod_container_info(pve):
     assert (pod['vmid'], pod['node'], pod['hostname'], pod['status'], pod['pod_id']) == \
         (a['vmid'], 'pve', 'info-a-example-com', 'running', 'sub-a')
     assert pod['ip'] == a['ip'] and pod['tags'] == ['cloudpod', 'premium']
+    assert pod['record'] == {'pod': 'sub-a', 'plan': None, 'domain': None}
     assert pod['config']['hostname'] == 'info-a-example-com'
     assert [(p['vmid'], p['status'], p['ip']) for p in by_vmid] == [(b['vmid'], 'stopped', None)]
     assert 'config' not in by_vmid[0]

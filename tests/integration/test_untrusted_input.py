@@ -259,6 +259,8 @@ def test_hand_edited_description_before_repair_is_data(lab_env, lab_control, tmp
                                   'CLOUD_POD_STARTER\n%s\n' % (pod, prose[0], pod, prose[2]))
         repaired = runner.run(RunRequest('REPAIR', {'pod': pod}), events.append)
         assert repaired.ok, repaired
+        kept = lab_control.state()['containers'][str(vmid)]['config']['description']
+        assert prose[0] in kept and prose[2] in kept, kept  # repair rewrites the record lines only
         # The record lines themselves: the domain read from the CT fails the domain check at once.
         for payload in canary.payloads('record', spaces=False)[:3]:
             lab_control.set_container(vmid, description='cloudpods-pod: %s\ncloudpods-plan: CLOUD_POD_STARTER\n'

@@ -306,16 +306,12 @@ def test_tags():
     assert px.invalid_tags(['fine', 'bad!']) == ['bad!']
 
 
-def test_description_marker():
-    desc = px.compose_description('Cloud Pod for shop.example.com', 'sub-1042')
-    assert desc == 'Cloud Pod for shop.example.com\ncloudpods-pod: sub-1042'
-    assert px.pod_id_from_description(desc + '\n') == 'sub-1042'
-    assert px.compose_description(desc, 'sub-1042') == desc  # idempotent
-    assert px.compose_description(None, 'p1') == 'cloudpods-pod: p1'
-    assert px.compose_description(desc, 'other') == 'Cloud Pod for shop.example.com\ncloudpods-pod: other'
-    assert px.pod_id_from_description('no marker') is None
-    assert px.pod_id_from_description(None) is None
-    assert px.normalize_description(desc + '\n') == px.normalize_description(desc)
+def test_normalize_description():
+    # The pod record inside a description: test_pod_record.py.
+    desc = 'Cloud Pod for shop.example.com\ncloudpods-pod: sub-1042'
+    assert px.normalize_description(desc + '\n') == px.normalize_description(desc) == desc
+    assert px.normalize_description('a  \r\nb\n\n') == 'a\nb'
+    assert px.normalize_description(None) == ''
 
 
 def test_to_pve_params_sends_booleans_as_integers():

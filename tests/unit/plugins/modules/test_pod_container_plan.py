@@ -27,7 +27,8 @@ CT = {'vmid': 101, 'node': 'pve'}
 
 
 def planner(**params):
-    defaults = dict(hostname='shop-example-com', vmid=None, pod_id=None, state='present', template=9000, full=True,
+    defaults = dict(hostname='shop-example-com', vmid=None, pod_id=None, plan=None, domain=None, state='present',
+                    template=9000, full=True,
                     storage=None, bridge='vmbr0', pool=None, cores=None, memory=None, swap=None, disk=None,
                     onboot=None, description=None, tags=None, timeout=300, wait_for_ip=True, ip_timeout=120)
     defaults.update(params)
@@ -76,6 +77,42 @@ def test_description_and_tags():
     assert plan.changes == {'description': 'hand written\ncloudpods-pod: sub-1', 'tags': 'cloudpod;web'}
 
 
+RECORDED = dict(CONF, tags='cloud_pod_starter;cloudpod;web', description=(
+    'note before\nCloud Pod\ncloudpods-plan: CLOUD_POD_STARTER\nnote between\ncloudpods-domain: shop.test\n'
+    'cloudpods-pod: sub-1\nnote after\n'))
+
+
+def test_the_record_is_written_around_hand_written_text():
+    assert not planner(plan='CLOUD_POD_STARTER', domain='shop.test').plan(CT, RECORDED, 'stopped')
+    plan = planner(plan='cloud_pod_premium', domain='').plan(CT, RECORDED, 'stopped')
+    assert plan.changes == {
+        'description': 'note before\nCloud Pod\ncloudpods-plan: CLOUD_POD_PREMIUM\nnote between\n'
+                       'cloudpods-pod: sub-1\nnote after',
+        'tags': 'cloud_pod_premium;cloudpod;web'}
+
+
+def test_a_new_free_text_keeps_the_record_of_the_container():
+    plan = planner(description='Cloud Pod shop').plan(CT, RECORDED, 'stopped')
+    assert plan.changes == {'description': 'Cloud Pod shop\ncloudpods-plan: CLOUD_POD_STARTER\n'
+                                           'cloudpods-domain: shop.test\ncloudpods-pod: sub-1'}
+
+
+def test_a_new_pod_gets_the_description_the_playbooks_always_wrote():
+    module = planner(description='Cloud Pod shop', plan='CLOUD_POD_STARTER', domain='shop.test')
+    conf = module.predicted_clone_config(dict(CONF, template=1, description='the template'))
+    assert conf['description'] == ('Cloud Pod shop\ncloudpods-plan: CLOUD_POD_STARTER\ncloudpods-domain: shop.test\n'
+                                   'cloudpods-pod: sub-1')
+    assert module.plan(CT, conf, 'stopped').changes == {'tags': 'cloud_pod_starter;cloudpod;starter'}
+
+
+def test_a_malformed_record_line_on_the_container_fails_with_a_message():
+    conf = dict(RECORDED, description='Cloud Pod\ncloudpods-domain: a b\ncloudpods-pod: sub-1')
+    assert not planner().plan(CT, dict(conf, tags='cloudpod'), 'stopped')  # not rewritten: left as it is
+    with pytest.raises(ProxmoxError) as err:
+        planner(description='new text').plan(CT, conf, 'stopped')
+    assert "domain of a pod record must be one word; got 'a b'" in err.value.msg
+
+
 def test_disk_grow_and_same_size():
     assert planner(disk=30).plan(CT, CONF, 'stopped').resize == '30G'
     assert planner(disk=8).plan(CT, CONF, 'stopped').resize is None
@@ -122,10 +159,18 @@ def test_config_view_normalises():
     (dict(hostname='bad_name'), 'not a valid DNS host name'),
     (dict(hostname='-x'), 'not a valid DNS host name'),
     (dict(pod_id='two words'), 'pod_id'),
+    (dict(pod_id='sub-1\n'), 'pod_id'),
     (dict(vmid=99), 'vmid must be between 100'),
     (dict(cores=0), 'cores must be a positive number'),
     (dict(swap=-1), 'swap must be 0 or more'),
     (dict(tags=['ok', 'Not!Ok']), 'invalid tags not!ok'),
+    (dict(plan='STARTER'), "plan 'STARTER' must be a plan code"),
+    (dict(plan='CLOUD_POD_STARTER\n'), 'must be a plan code'),
+    (dict(domain='a b.test'), "domain 'a b.test' must be empty or a DNS name"),
+    (dict(domain='a.test\n'), 'must be empty or a DNS name'),
+    (dict(domain='a.test\ncloudpods-pod: x'), 'must be empty or a DNS name'),
+    (dict(tags=['cloud_pod_premium'], plan='CLOUD_POD_STARTER'),
+     'tags cloud_pod_premium name another plan than plan CLOUD_POD_STARTER'),
 ])
 def test_validation(params, expected):
     module = planner(**params)
