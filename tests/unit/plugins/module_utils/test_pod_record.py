@@ -78,7 +78,7 @@ def test_values_read_back_are_plain_strings_as_written():
     payload = "{{ lookup('pipe', 'touch /tmp/CANARY') }}"
     record = rec.parse_description('cloudpods-pod: p\ncloudpods-domain: %s\ncloudpods-plan:\t x y \n' % payload)
     assert record == {'pod': 'p', 'domain': payload, 'plan': 'x y'}
-    assert all(type(value) is str for value in record.values())
+    assert all(value.__class__ is str for value in record.values())  # str itself, no subclass carrying trust
     assert rec.parse_description('cloudpods-domain:   \n')['domain'] is None
 
 
@@ -116,8 +116,8 @@ def test_plan_from_tags(tags, plan):
 
 
 def test_tags_with_plan():
-    assert rec.tags_with_plan(['web', 'cloud_pod_starter'], 'CLOUD_POD_PREMIUM') == ['cloud_pod_premium', 'cloudpod',
-                                                                                    'web']
+    premium = rec.tags_with_plan(['web', 'cloud_pod_starter'], 'CLOUD_POD_PREMIUM')
+    assert premium == ['cloud_pod_premium', 'cloudpod', 'web']
     assert rec.tags_with_plan(['web', 'cloud_pod_starter'], None) == ['cloud_pod_starter', 'cloudpod', 'web']
     assert rec.tags_with_plan(None, 'CLOUD_POD_STARTER') == ['cloud_pod_starter', 'cloudpod']
 
