@@ -37,7 +37,7 @@ from runner_api.settings import Settings  # noqa: E402
 from runner_api.testing import scratch_database, worker_environment  # noqa: E402
 from playbooks import PrivateLab  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
-from test_runner_api_worker import VZDUMP, Queue, _free_port, _wait_http  # noqa: E402
+from test_runner_api_worker import Queue, _free_port, _wait_http, site_vars  # noqa: E402
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 OUTAGE_SECONDS = 20
@@ -154,13 +154,7 @@ def test_api_and_worker_ride_out_a_postgres_outage(outage_lab, tmp_path):
     env, postgres = outage_lab
     control = LabControl.from_env(env)
     control.clear_faults()
-    host = tmp_path / 'host'
-    (host / 'cron.d').mkdir(parents=True)
-    extra_vars = tmp_path / 'site.json'
-    extra_vars.write_text(json.dumps({
-        'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
-        'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP}))
+    extra_vars = site_vars(tmp_path)
     api = None
     with scratch_database(env['DATABASE_URL']) as url:
         worker_env = worker_environment(env, url, extra_vars_file=extra_vars, lease_seconds=4, heartbeat_seconds=1,

@@ -236,13 +236,7 @@ def private_lab():
 
 @pytest.fixture
 def lab_queue(private_lab, tmp_path):
-    host = tmp_path / 'host'
-    (host / 'cron.d').mkdir(parents=True)
-    extra_vars = tmp_path / 'site.json'
-    extra_vars.write_text(json.dumps({
-        'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
-        'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP}))
+    extra_vars = site_vars(tmp_path)
     control = LabControl.from_env(private_lab)
     control.clear_faults()
     with scratch_database(private_lab['DATABASE_URL']) as url:
@@ -255,6 +249,19 @@ def lab_queue(private_lab, tmp_path):
         finally:
             queue.stop_all()
             control.clear_faults()
+
+
+def site_vars(tmp_path):
+    """The operator's site settings for the playbooks (CLOUDPODS_EXTRA_VARS_FILE): the Proxmox host is
+    localhost, its backup, cron and state directories under ``tmp_path``, vzdump the lab's stand-in."""
+    host = tmp_path / 'host'
+    (host / 'cron.d').mkdir(parents=True)
+    path = tmp_path / 'site.json'
+    path.write_text(json.dumps({
+        'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
+        'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
+        'cloudpods_vzdump': VZDUMP}))
+    return path
 
 
 def containers_named(control, hostname):

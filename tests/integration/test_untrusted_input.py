@@ -41,7 +41,7 @@ from runner_api.settings import Settings  # noqa: E402
 from runner_api.testing import scratch_database, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 from playbooks import PrivateLab  # noqa: E402
-from test_runner_api_worker import VZDUMP, Queue, containers_named  # noqa: E402
+from test_runner_api_worker import Queue, containers_named, site_vars  # noqa: E402
 
 SECRET_NAMES = ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY')
 
@@ -73,17 +73,6 @@ class Canary(object):
 
     def found(self):
         return sorted(os.path.basename(p) for p in glob.glob(os.path.join(self.directory, 'CANARY-*')))
-
-
-def site_vars(tmp_path):
-    host = tmp_path / 'host'
-    (host / 'cron.d').mkdir(parents=True)
-    path = tmp_path / 'site.json'
-    path.write_text(json.dumps({
-        'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
-        'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP}))
-    return path
 
 
 def secrets_of(env):
