@@ -8,7 +8,7 @@ import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import grammar, views
+from .. import grammar, operations, views
 from ..auth import acting_customer, authenticate, require_role
 from ..errors import Problem
 from ..repository import DomainTaken, IdempotencyMismatch
@@ -115,7 +115,7 @@ def _order_body(state):
 @blueprint.post("/order")
 def order():
     state = _state()
-    require_role("customer", "service", "admin")
+    require_role(*operations.get("CREATE_CONTAINER").roles)
     customer = acting_customer()
     key = request.headers.get("Idempotency-Key")
     if key is not None and not grammar.printable_token(key):

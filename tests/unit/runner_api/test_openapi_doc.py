@@ -18,6 +18,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from runner_api.app import create_app, load_openapi  # noqa: E402
+from runner_api import operations as registry  # noqa: E402
 from runner_api.blueprints import admin  # noqa: E402
 from runner_api.plans import PlanCatalogue  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
@@ -58,6 +59,12 @@ def refs(node):
 def test_plan_code_enum_is_the_catalogue():
     # The document is hard-coded; the catalogue is playbooks/vars/plans.yml. Add a plan to both.
     assert DOC['components']['schemas']['PlanCode']['enum'] == list(PlanCatalogue(Path(PLANS_FILE)).plans())
+
+
+def test_task_type_enum_is_the_queued_operations():
+    # A task's type is a queued operation of runner_api/operations.py, and nothing else.
+    queued = [name for name, operation in registry.OPERATIONS.items() if operation.queued]
+    assert sorted(DOC['components']['schemas']['Task']['properties']['type']['enum']) == sorted(queued)
 
 
 def test_query_boolean_enum_is_what_the_admin_endpoint_accepts():
