@@ -212,9 +212,14 @@ def build_os_template(archive: Path, log) -> None:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"debootstrap failed ({result.returncode}):\n{result.stdout[-2000:]}")
+        # debootstrap can leave the host's /proc mounted in the rootfs (seen once: tar then read
+        # the live /proc and failed); unmount it before packing, and never cross into another
+        # file system while packing.
+        run(["umount", "-R", str(rootfs / "proc")], check=False)
         _trim_rootfs(rootfs)
         partial = archive.with_suffix(".partial")
-        run(["tar", "--numeric-owner", "-I", "zstd -T0 -3", "-C", str(rootfs), "-cf", str(partial), "."])
+        run(["tar", "--numeric-owner", "--one-file-system", "-I", "zstd -T0 -3", "-C", str(rootfs),
+             "-cf", str(partial), "."])
         partial.rename(archive)
         for stale in archive.parent.glob("os-template-*.tar.zst"):
             if stale != archive:
