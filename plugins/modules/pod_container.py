@@ -58,6 +58,8 @@ options:
     description:
       - Domain of the pod, recorded in the C(cloudpods-domain) line of the description. V('') means the pod has no
         domain (the line is removed).
+      - A domain in lower case, at least two labels, the last of letters; an internationalized domain in its C(xn--)
+        form (the rule of the playbooks' C(cloudpods_domain_pattern)).
       - When omitted, the domain recorded on the container is kept.
     type: str
   state:
@@ -321,37 +323,30 @@ diff:
 """
 
 import contextlib
-import copy
-import re
-import time
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
-from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
-    PollInterval,
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._polling import PENDING, PollInterval, poll
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pod_container import (
+    WantedPod,
+    check_options,
+    config_view,
+)
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import (
     ProxmoxApiError,
-    ProxmoxTaskError,
     ProxmoxError,
-    ProxmoxModule,
+    ProxmoxTaskError,
     ProxmoxTimeout,
+)
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_module import ProxmoxModule
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import proxmox_argument_spec
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import (
     describe_interfaces,
     first_global_ipv4,
-    format_property_string,
-    format_size,
-    format_tags,
-    invalid_tags,
-    normalize_description,
-    parse_property_string,
-    parse_size,
     parse_tags,
-    proxmox_argument_spec,
     pve_bool,
 )
 
-GIB = 1024 ** 3
-_HOSTNAME_RE = re.compile(r'^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$',
-                          re.IGNORECASE)
-_POD_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$')
 _SHUTDOWN_TIMEOUT = 60
 
 
@@ -383,63 +378,6 @@ def argument_spec():
     return spec
 
 
-def config_view(conf, status=None):
-    """The settings this module manages, normalised for comparison and diffs."""
-    if not conf:
-        return {}
-    rootfs = parse_property_string(conf.get('rootfs'), 'volume')
-    view = {
-        'hostname': conf.get('hostname'),
-        'cores': _int(conf.get('cores')),
-        'memory': _int(conf.get('memory')),
-        'swap': _int(conf.get('swap')),
-        'onboot': pve_bool(conf.get('onboot')),
-        'net0': conf.get('net0'),
-        'disk': rootfs.get('size'),
-        'description': normalize_description(conf.get('description')),
-        'tags': format_tags(conf.get('tags')),
-    }
-    if status is not None:
-        view['status'] = status
-    return view
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-class Plan(object):
-    """What must change on one container: config keys, a disk grow, a power action."""
-
-    def __init__(self, changes=None, resize=None, power=None):
-        self.changes = changes or {}
-        self.resize = resize
-        self.power = power
-
-    def __bool__(self):
-        return bool(self.changes or self.resize or self.power)
-
-    __nonzero__ = __bool__
-
-    def predict(self, conf, status):
-        """Config and status after the plan is applied (for check mode and diffs)."""
-        conf = copy.deepcopy(conf)
-        for key, value in self.changes.items():
-            conf[key] = (1 if value else 0) if isinstance(value, bool) else value
-        if self.resize:
-            rootfs = parse_property_string(conf.get('rootfs'), 'volume')
-            rootfs['size'] = self.resize
-            conf['rootfs'] = format_property_string(rootfs, 'volume')
-        if self.power in ('start', 'reboot'):
-            status = 'running'
-        elif self.power in ('shutdown', 'stop'):
-            status = 'stopped'
-        return conf, status
-
-
 class PodContainer(ProxmoxModule):
 
     def __init__(self, module):
@@ -454,36 +392,11 @@ class PodContainer(ProxmoxModule):
     # -- validation -----------------------------------------------------
 
     def validate(self):
-        p = self.params
-        if not _HOSTNAME_RE.match(self.hostname):
-            raise ProxmoxError('hostname %r is not a valid DNS host name (letters, digits and "-", labels of at most '
-                               '63 characters separated by ".")' % self.hostname)
-        if p['pod_id'] is not None and not _POD_ID_RE.fullmatch(p['pod_id']):
-            raise ProxmoxError('pod_id %r must be one word of letters, digits and "_ . : @ + -"' % p['pod_id'])
-        if p['vmid'] is not None and not 100 <= p['vmid'] <= 999999999:
-            raise ProxmoxError('vmid must be between 100 and 999999999; got %s' % p['vmid'])
-        for name in ('cores', 'memory', 'disk', 'timeout', 'ip_timeout'):
-            if p[name] is not None and p[name] <= 0:
-                raise ProxmoxError('%s must be a positive number; got %s' % (name, p[name]))
-        if p['swap'] is not None and p['swap'] < 0:
-            raise ProxmoxError('swap must be 0 or more MiB; got %s' % p['swap'])
-        if p['plan'] is not None and not pod_record.is_plan_code(p['plan']):
-            raise ProxmoxError('plan %r must be a plan code: CLOUD_POD_ followed by letters, digits and "_"'
-                               % p['plan'])
-        if p['domain'] and not _HOSTNAME_RE.fullmatch(p['domain']):
-            raise ProxmoxError('domain %r must be empty or a DNS name (letters, digits and "-", labels separated '
-                               'by ".")' % p['domain'])
-        if p['tags'] is not None:
-            bad = invalid_tags(p['tags'])
-            if bad:
-                raise ProxmoxError('invalid tags %s: a tag is lower case letters, digits and "_ - + ." and does not '
-                                   'start with "-", "+" or "."' % ', '.join(bad))
-            other_plans = [t for t in parse_tags(p['tags']) if pod_record.is_plan_tag(t)
-                           and p['plan'] is not None and t != pod_record.plan_tag(p['plan'])]
-            if other_plans:
-                raise ProxmoxError('tags %s name another plan than plan %s' % (', '.join(other_plans), p['plan']))
-        if not p['bridge']:
-            raise ProxmoxError('bridge must not be empty (PROXMOX_CLOUDPOD_BRIDGE)')
+        check_options(self.params)
+
+    def wanted(self):
+        """What the options ask of the container, for the pod it belongs to (known once it is found)."""
+        return WantedPod(self.params, self.pod_id)
 
     # -- finding the container --------------------------------------------
 
@@ -525,19 +438,19 @@ class PodContainer(ProxmoxModule):
         """A container with lock 'create' is still being cloned (e.g. by a crashed run): wait for it."""
         if ct.get('lock') != 'create':
             return ct
-        deadline = time.monotonic() + self.timeout
-        interval = PollInterval(start=0.2, factor=1.5, cap=2.0)
-        while True:
-            time.sleep(interval.next())
+
+        def clone_over():
             found = [c for c in self.client.guests_by_vmid(ct['vmid']) if c.get('type') == 'lxc']
             if not found:
                 return None  # the clone failed and Proxmox removed the half-made container
-            if found[0].get('lock') != 'create':
-                return found[0]
-            if time.monotonic() > deadline:
-                raise ProxmoxTimeout('CT %s (%s) is still locked by its clone after %s s (timeout); wait for the clone '
-                                     'task on node %s to finish' % (ct['vmid'], self.hostname, self.timeout,
-                                                                    ct.get('node')))
+            return PENDING if found[0].get('lock') == 'create' else found[0]
+
+        def still_locked():
+            raise ProxmoxTimeout('CT %s (%s) is still locked by its clone after %s s (timeout); wait for the clone '
+                                 'task on node %s to finish' % (ct['vmid'], self.hostname, self.timeout, ct.get('node')))
+
+        return poll(clone_over, self.timeout, PollInterval(start=0.2, factor=1.5, cap=2.0), self.client.clock,
+                    still_locked)
 
     def read_config(self, ct):
         return self.client.get(self.container_path(ct, 'config')) or {}
@@ -557,99 +470,6 @@ class PodContainer(ProxmoxModule):
         if self.pod_id is None:
             self.pod_id = owner or self.hostname
 
-    # -- planning ---------------------------------------------------------
-
-    def desired_net0(self, current):
-        props = parse_property_string(current)
-        wanted = parse_property_string(current)
-        wanted.setdefault('name', 'eth0')
-        wanted['bridge'] = self.params['bridge']
-        wanted['firewall'] = '1'
-        wanted['ip'] = 'dhcp'
-        wanted.setdefault('type', 'veth')
-        if props == wanted:
-            return None
-        return format_property_string(wanted)
-
-    def plan(self, ct, conf, status):
-        """Compare the container with the options; fail (changing nothing) on a disk shrink."""
-        p = self.params
-        changes = {}
-        for key in ('cores', 'memory', 'swap'):
-            if p[key] is not None and _int(conf.get(key)) != p[key]:
-                changes[key] = p[key]
-        if p['onboot'] is not None and pve_bool(conf.get('onboot')) != p['onboot']:
-            changes['onboot'] = p['onboot']
-        net0 = self.desired_net0(conf.get('net0'))
-        if net0 is not None:
-            changes['net0'] = net0
-        description = self.desired_description(conf.get('description'))
-        if normalize_description(description) != normalize_description(conf.get('description')):
-            changes['description'] = description
-        tags = parse_tags(p['tags'] if p['tags'] is not None else conf.get('tags'))
-        tags = pod_record.tags_with_plan(tags, self.plan_code)
-        if tags != parse_tags(conf.get('tags')):
-            changes['tags'] = format_tags(tags)
-        return Plan(changes, self.plan_resize(ct, conf), self.plan_power(status))
-
-    def desired_description(self, current):
-        """The description with the pod record written into it, around the free text.
-
-        The free text is the description option, else the container's own (hand edits included);
-        record values not given as options stay as the container has them.
-        """
-        p = self.params
-        record = dict(pod=self.pod_id, plan=self.plan_code, domain=p['domain'])
-        text = current
-        if p['description'] is not None:
-            text = p['description']
-            for source in (pod_record.parse_description(text), pod_record.parse_description(current)):
-                for field, value in source.items():
-                    if record[field] is None:
-                        record[field] = value
-        try:
-            return pod_record.compose(text, **record)
-        except ValueError as exc:
-            # Options are checked up front: this value was read from the container (edited by hand).
-            raise ProxmoxError('CT of %s: %s; pass it as an option to correct it' % (self.hostname, exc))
-
-    @property
-    def plan_code(self):
-        return self.params['plan'].upper() if self.params['plan'] is not None else None
-
-    def plan_resize(self, ct, conf):
-        disk = self.params['disk']
-        if disk is None:
-            return None
-        rootfs = parse_property_string(conf.get('rootfs'), 'volume')
-        if not rootfs.get('size'):
-            raise ProxmoxError('Cannot tell the root disk size of %s: its rootfs (%r) has no size'
-                               % (self._label(ct), conf.get('rootfs')))
-        current = parse_size(rootfs['size'])
-        wanted = disk * GIB
-        if wanted < current:
-            raise ProxmoxError(
-                'Refusing to shrink the root disk of %s from %s to %sG: Proxmox VE can only grow disks. Nothing was '
-                'changed; use disk: %s or more' % (self._label(ct), rootfs['size'], disk, -(-current // GIB)))
-        if wanted > current:
-            return format_size(wanted)
-        return None
-
-    def plan_power(self, status):
-        running = status == 'running'
-        if self.state == 'started' and not running:
-            return 'start'
-        if self.state == 'stopped' and running:
-            return 'shutdown'
-        if self.state == 'restarted':
-            return 'reboot' if running else 'start'
-        return None
-
-    def _label(self, ct):
-        if ct.get('vmid') is None:
-            return 'the new container (template CT %s)' % self.params['template']
-        return 'CT %s' % ct['vmid']
-
     # -- applying ---------------------------------------------------------
 
     def template_config(self):
@@ -665,7 +485,7 @@ class PodContainer(ProxmoxModule):
     def clone(self):
         p = self.params
         params = dict(hostname=self.hostname, full=p['full'], pool=p['pool'],
-                      description=self.desired_description(None))
+                      description=self.wanted().description(None))
         if p['full'] and p['storage']:
             params['storage'] = p['storage']
 
@@ -681,32 +501,33 @@ class PodContainer(ProxmoxModule):
     def current_status(self, ct):
         return (self.client.get(self.container_path(ct, 'status/current')) or {}).get('status')
 
-    def apply(self, ct, plan):
-        if plan.changes:
+    def apply(self, ct, changes):
+        if changes.config:
             with self.timed('config'):
-                self.client.put(self.container_path(ct, 'config'), **plan.changes)
-        if plan.power == 'start':
+                self.client.put(self.container_path(ct, 'config'), **changes.config)
+        if changes.power == 'start':
             # A container's root disk grows online: start first, so the pod boots and gets its
             # DHCP lease while the resize task runs instead of after it.
             with self.timed('start'):
                 self.power(ct, 'start')
             with self.timed('resize'):
-                self.resize(ct, plan.resize)
+                self.resize(ct, changes.resize)
             return
         with self.timed('resize'):
-            self.resize(ct, plan.resize)
-        if plan.power:
-            with self.timed(plan.power if plan.power in ('start', 'reboot') else 'stop'):
-                self.power(ct, plan.power)
+            self.resize(ct, changes.resize)
+        if changes.power:
+            with self.timed(changes.power if changes.power in ('start', 'reboot') else 'stop'):
+                self.power(ct, changes.power)
 
     @contextlib.contextmanager
     def timed(self, phase):
         """Seconds spent in each phase, returned as ``timings`` (where a provision's time goes)."""
-        started = time.monotonic()
+        now = self.client.clock.now
+        started = now()
         try:
             yield
         finally:
-            self.timings[phase] = round(self.timings.get(phase, 0.0) + time.monotonic() - started, 3)
+            self.timings[phase] = round(self.timings.get(phase, 0.0) + now() - started, 3)
 
     def resize(self, ct, size):
         if size:
@@ -731,21 +552,20 @@ class PodContainer(ProxmoxModule):
             raise
 
     def wait_for_ip(self, ct):
-        deadline = time.monotonic() + self.params['ip_timeout']
-        interval = PollInterval()
         path = self.container_path(ct, 'interfaces')
-        while True:
-            interfaces = self.client.get(path)
-            ip = first_global_ipv4(interfaces)
-            if ip:
-                return ip
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProxmoxTimeout(
-                    'CT %s (%s) is running but has no global IPv4 address after %s s (ip_timeout); interfaces: %s. '
-                    'Check DHCP on bridge %s' % (ct['vmid'], self.hostname, self.params['ip_timeout'],
-                                                 describe_interfaces(interfaces), self.params['bridge']))
-            time.sleep(min(interval.next(), remaining))
+        seen = [None]
+
+        def address():
+            seen[0] = self.client.get(path)
+            return first_global_ipv4(seen[0]) or PENDING
+
+        def no_address():
+            raise ProxmoxTimeout(
+                'CT %s (%s) is running but has no global IPv4 address after %s s (ip_timeout); interfaces: %s. '
+                'Check DHCP on bridge %s' % (ct['vmid'], self.hostname, self.params['ip_timeout'],
+                                             describe_interfaces(seen[0]), self.params['bridge']))
+
+        return poll(address, self.params['ip_timeout'], PollInterval(), self.client.clock, no_address)
 
     def read_ip(self, ct):
         try:
@@ -784,11 +604,12 @@ class PodContainer(ProxmoxModule):
             if self.pod_id is None:
                 self.pod_id = self.hostname
             template_conf = self.template_config()
-            predicted = self.predicted_clone_config(template_conf)
+            wanted = self.wanted()
+            predicted = wanted.clone_config(template_conf)
             new_ct = dict(vmid=self.params['vmid'], node=self.node)
-            plan = self.plan(new_ct, predicted, 'stopped')  # fails on a too small disk before cloning
+            changes = wanted.changes(new_ct, predicted, 'stopped')  # fails on a too small disk before cloning
             if self.module.check_mode:
-                after, status = plan.predict(predicted, 'stopped')
+                after, status = changes.predict(predicted, 'stopped')
                 return self.result(True, new_ct, after, status, created=True,
                                    diff=dict(before={}, after=config_view(after, status)))
             with self.timed('clone'):
@@ -805,16 +626,16 @@ class PodContainer(ProxmoxModule):
                 self.check_owner(ct, conf)
 
         status = 'stopped' if created else self.current_status(ct)  # a fresh clone is stopped
-        plan = self.plan(ct, conf, status)
+        changes = self.wanted().changes(ct, conf, status)
         before = {} if created else config_view(conf, self._shown_status(status))
         if self.module.check_mode:
-            after_conf, after_status = plan.predict(conf, status)
+            after_conf, after_status = changes.predict(conf, status)
             ip = self.read_ip(ct) if after_status == 'running' and status == 'running' else None
-            return self.result(bool(plan), ct, after_conf, after_status, ip=ip,
+            return self.result(bool(changes), ct, after_conf, after_status, ip=ip,
                                diff=dict(before=before, after=config_view(after_conf, self._shown_status(after_status))))
 
-        self.apply(ct, plan)
-        status = self.current_status(ct) if plan.power else status
+        self.apply(ct, changes)
+        status = self.current_status(ct) if changes.power else status
         ip = None
         if status == 'running':
             if self.state in ('started', 'restarted') and self.params['wait_for_ip']:
@@ -822,27 +643,13 @@ class PodContainer(ProxmoxModule):
                     ip = self.wait_for_ip(ct)
             else:
                 ip = self.read_ip(ct)
-        final = self.read_config(ct) if (plan.changes or plan.resize or created) else conf
-        return self.result(created or bool(plan), ct, final, status, ip=ip, created=created,
+        final = self.read_config(ct) if (changes.config or changes.resize or created) else conf
+        return self.result(created or bool(changes), ct, final, status, ip=ip, created=created,
                            diff=dict(before=before, after=config_view(final, self._shown_status(status))))
 
     def _shown_status(self, status):
         # The run state belongs in the diff only when the state option manages it.
         return status if self.state in ('started', 'stopped', 'restarted') else None
-
-    def predicted_clone_config(self, template_conf):
-        conf = dict((k, v) for k, v in template_conf.items() if k not in ('template', 'digest', 'lock'))
-        conf['hostname'] = self.hostname
-        conf['description'] = self.desired_description(None)
-        if conf.get('net0'):
-            net0 = parse_property_string(conf['net0'])
-            net0.pop('hwaddr', None)  # a clone gets a new MAC address
-            conf['net0'] = format_property_string(net0)
-        if self.params['full'] and self.params['storage'] and conf.get('rootfs'):
-            rootfs = parse_property_string(conf['rootfs'], 'volume')
-            rootfs['volume'] = '%s:(new volume)' % self.params['storage']
-            conf['rootfs'] = format_property_string(rootfs, 'volume')
-        return conf
 
     def ensure_absent(self, ct, conf):
         if ct is None:

@@ -41,15 +41,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.proxmox
   - mpanel.cloudpods.proxmox.actiongroup_proxmox
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reads only; runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: Changes nothing, so there is no diff.
-  platform:
-    platforms: all
+  - mpanel.cloudpods.attributes.info_module
 seealso:
   - module: mpanel.cloudpods.pod_container
 """
@@ -150,13 +142,10 @@ api_retries:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
-from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
-    ProxmoxApiError,
-    ProxmoxModule,
-    first_global_ipv4,
-    parse_tags,
-    proxmox_argument_spec,
-)
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import ProxmoxApiError
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_module import ProxmoxModule
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import proxmox_argument_spec
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import first_global_ipv4, parse_tags
 
 
 def argument_spec():

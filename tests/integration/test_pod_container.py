@@ -34,7 +34,13 @@ from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, TASK_TYPES  # noqa: E402
 
 ensure_collection_link()
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record  # noqa: E402
-from ansible_collections.mpanel.cloudpods.plugins.module_utils import proxmox as px  # noqa: E402
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # noqa: E402
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import RETRY_REASONS  # noqa: E402
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import (  # noqa: E402
+    parse_property_string,
+    parse_tags,
+)
 
 MODULE = 'mpanel.cloudpods.pod_container'
 INFO = 'mpanel.cloudpods.pod_container_info'
@@ -94,10 +100,10 @@ class Pve(object):
 
     def client(self, token_id=None, secret=None):
         """The collection's own client, to act on the server as a crashed run or an operator would."""
-        settings = px.ConnectionSettings(self.env['PROXMOX_API_URL'], token_id or self.env['PROXMOX_API_TOKEN_ID'],
-                                         secret or self.env['PROXMOX_API_TOKEN_SECRET'],
-                                         ca_path=self.env['PROXMOX_CA_BUNDLE'])
-        return px.ProxmoxClient(settings, retry_timeout=30)
+        settings = ConnectionSettings(self.env['PROXMOX_API_URL'], token_id or self.env['PROXMOX_API_TOKEN_ID'],
+                                      secret or self.env['PROXMOX_API_TOKEN_SECRET'],
+                                      ca_path=self.env['PROXMOX_CA_BUNDLE'])
+        return ProxmoxClient(settings, retry_timeout=30)
 
 
 @pytest.fixture
@@ -122,11 +128,11 @@ def assert_failed(run, index=0):
 
 
 def net0(config):
-    return px.parse_property_string(config['net0'])
+    return parse_property_string(config['net0'])
 
 
 def disk_size(config):
-    return px.parse_property_string(config['rootfs'], 'volume')['size']
+    return parse_property_string(config['rootfs'], 'volume')['size']
 
 
 def no_retries(result):
@@ -157,7 +163,7 @@ def test_create_from_template(pve):
     assert config['hostname'] == 'shop-example-com'
     assert (config['cores'], config['memory'], config['swap'], config['onboot']) == (2, 2048, 256, 1)
     assert disk_size(config) == '20G'
-    assert px.parse_tags(config['tags']) == ['cloudpod', 'premium']
+    assert parse_tags(config['tags']) == ['cloudpod', 'premium']
     assert pod_record.parse_description(config['description'])['pod'] == 'sub-1042'
     assert 'Cloud Pod for shop.example.com' in config['description']
     nic = net0(config)
@@ -361,7 +367,7 @@ def test_ten_parallel_playbooks_create_ten_pods(pve):
     locked = [r for r in refused if re.search(r'CT is locked \(disk\)', r['reason'])]
     taken = [r for r in refused if re.search(r'CT \d+ already exists', r['reason'])]
     assert len(locked) + len(taken) == len(refused)
-    totals = dict((reason, sum(result['api_retries'][reason] for result in results)) for reason in px.RETRY_REASONS)
+    totals = dict((reason, sum(result['api_retries'][reason] for result in results)) for reason in RETRY_REASONS)
     assert totals['locked'] == len(locked)
     assert totals['vmid_taken'] == len(taken)
     assert totals['http_595'] == totals['http_596'] == totals['lock_timeout'] == 0
@@ -530,7 +536,7 @@ def test_crash_recovery_adopts_the_container_left_behind(pve):
     assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1  # the crashed run's only
     assert list(pve.named('crash-example-com')) == [vmid]
     config = pve.container(vmid)['config']
-    assert config['cores'] == 2 and 'cloudpod' in px.parse_tags(config['tags'])
+    assert config['cores'] == 2 and 'cloudpod' in parse_tags(config['tags'])
 
 
 def test_crash_recovery_waits_for_a_clone_still_running(pve):
@@ -599,7 +605,7 @@ def test_the_record_is_rewritten_around_text_written_by_hand(pve):
     config = pve.container(vmid)['config']
     assert config['description'].strip() == ('Cloud Pod rec-example-com\ncloudpods-plan: CLOUD_POD_STARTER\n'
                                              'cloudpods-domain: rec.example.com\ncloudpods-pod: sub-5')
-    assert px.parse_tags(config['tags']) == ['cloud_pod_starter', 'cloudpod']
+    assert parse_tags(config['tags']) == ['cloud_pod_starter', 'cloudpod']
     assert made['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_STARTER', 'domain': 'rec.example.com'}
     hand = ('Ticket 4711: customer moved\n' + config['description'].strip().replace(
         'cloudpods-domain', 'between the lines\ncloudpods-domain') + '\nafter the record\n')
@@ -616,7 +622,7 @@ def test_the_record_is_rewritten_around_text_written_by_hand(pve):
     assert assert_ok(run)['changed'] is True
     config = pve.container(vmid)['config']
     assert config['description'].strip() == expected
-    assert px.parse_tags(config['tags']) == ['cloud_pod_premium', 'cloudpod', 'vip']
+    assert parse_tags(config['tags']) == ['cloud_pod_premium', 'cloudpod', 'vip']
     run = pve.run({'name': 'info', INFO: {'hostname': 'rec-example-com'}})
     assert run.result(0)['pods'][0]['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_PREMIUM', 'domain': None}
     run, result = pve.pod('rec-example-com', plan='CLOUD_POD_PREMIUM', domain='')

@@ -11,11 +11,22 @@ import pytest
 import requests
 from proxmoxer.core import ResourceException
 
-from ansible_collections.mpanel.cloudpods.plugins.module_utils import proxmox as px
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _polling as polling
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _proxmox_client as proxmox_client
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _proxmox_errors as errors
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _proxmox_settings as proxmox_settings
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _pve_formats as formats
 
 SECRET = '5f0b1d9e-0c1a-4a6e-9d55-7d3c2b1a0f99'
 TOKEN_ID = 'mpanel-api@pve!mpanel-token'
 UPID = 'UPID:pve:0000A1B2:00C0FFEE:6553F00D:vzclone:9000:mpanel-api@pve!mpanel-token:'
+
+
+def error_of(function, *args, **kwargs):
+    """The message of the ProxmoxError that ``function(*args, **kwargs)`` raises."""
+    with pytest.raises(errors.ProxmoxError) as err:
+        function(*args, **kwargs)
+    return err.value.msg
 
 
 # --------------------------------------------------------------------------
@@ -29,7 +40,7 @@ UPID = 'UPID:pve:0000A1B2:00C0FFEE:6553F00D:vzclone:9000:mpanel-api@pve!mpanel-t
     ('  mpanel-api@pve!mpanel-token  ', 'mpanel-api@pve', 'mpanel-token'),
 ])
 def test_parse_token_id_good(token_id, user, name):
-    assert px.parse_token_id(token_id) == (user, name)
+    assert proxmox_settings.parse_token_id(token_id) == (user, name)
 
 
 @pytest.mark.parametrize('token_id, expected', [
@@ -44,18 +55,16 @@ def test_parse_token_id_good(token_id, user, name):
     ('mpanel-api@pve!mpanel-token=' + SECRET, 'looks like "id=secret"'),
 ])
 def test_parse_token_id_bad(token_id, expected):
-    with pytest.raises(px.ProxmoxError) as err:
-        px.parse_token_id(token_id)
-    assert expected in err.value.msg
-    assert 'user@realm!tokenid' in err.value.msg
-    assert SECRET not in err.value.msg
+    msg = error_of(proxmox_settings.parse_token_id, token_id)
+    assert expected in msg
+    assert 'user@realm!tokenid' in msg
+    assert SECRET not in msg
 
 
 def test_token_id_with_pasted_secret_is_redacted_in_message():
-    with pytest.raises(px.ProxmoxError) as err:
-        px.parse_token_id('mpanel-api@pve!mpanel-token=' + SECRET)
-    assert SECRET not in err.value.msg
-    assert 'mpanel-api@pve!mpanel-token=********' in err.value.msg
+    msg = error_of(proxmox_settings.parse_token_id, 'mpanel-api@pve!mpanel-token=' + SECRET)
+    assert SECRET not in msg
+    assert 'mpanel-api@pve!mpanel-token=********' in msg
 
 
 @pytest.mark.parametrize('url, expected', [
@@ -66,7 +75,7 @@ def test_token_id_with_pasted_secret_is_redacted_in_message():
     ('https://proxy.example.com/pve/api2/json', ('proxy.example.com', 8006, 'pve')),
 ])
 def test_parse_api_url_good(url, expected):
-    assert px.parse_api_url(url) == expected
+    assert proxmox_settings.parse_api_url(url) == expected
 
 
 @pytest.mark.parametrize('url, expected', [
@@ -80,36 +89,30 @@ def test_parse_api_url_good(url, expected):
     ('https://10.1.10.70:8006/api2/json?x=1', 'query or fragment'),
 ])
 def test_parse_api_url_bad(url, expected):
-    with pytest.raises(px.ProxmoxError) as err:
-        px.parse_api_url(url)
-    assert expected in err.value.msg
+    assert expected in error_of(proxmox_settings.parse_api_url, url)
 
 
 def test_api_url_with_credentials_is_refused_without_echoing_them():
-    with pytest.raises(px.ProxmoxError) as err:
-        px.parse_api_url('https://root:%s@10.1.10.70:8006/api2/json' % SECRET)
-    assert SECRET not in err.value.msg
-    assert 'credentials' in err.value.msg
+    msg = error_of(proxmox_settings.parse_api_url, 'https://root:%s@10.1.10.70:8006/api2/json' % SECRET)
+    assert SECRET not in msg
+    assert 'credentials' in msg
 
 
 def test_connection_settings(tmp_path):
     ca = tmp_path / 'ca.pem'
     ca.write_text('-----BEGIN CERTIFICATE-----\n')
-    s = px.ConnectionSettings('https://10.1.10.70:8006/api2/json', TOKEN_ID, SECRET, ca_path=str(ca))
+    s = proxmox_settings.ConnectionSettings('https://10.1.10.70:8006/api2/json', TOKEN_ID, SECRET, ca_path=str(ca))
     assert (s.user, s.token_name, s.node, s.port) == ('mpanel-api@pve', 'mpanel-token', 'pve', 8006)
     assert s.verify == str(ca)
-    assert px.ConnectionSettings('https://h/api2/json', TOKEN_ID, SECRET, validate_certs=False).verify is False
-    assert px.ConnectionSettings('https://h/api2/json', TOKEN_ID, SECRET).verify is True
-    with pytest.raises(px.ProxmoxError) as err:
-        px.ConnectionSettings('https://h/api2/json', TOKEN_ID, SECRET, ca_path=str(tmp_path / 'nope.pem'))
-    assert 'not a readable file' in err.value.msg
-    with pytest.raises(px.ProxmoxError) as err:
-        px.ConnectionSettings('https://h/api2/json', TOKEN_ID, '')
-    assert 'api_token_secret is empty' in err.value.msg
+    assert proxmox_settings.ConnectionSettings('https://h/api2/json', TOKEN_ID, SECRET, validate_certs=False).verify is False
+    assert proxmox_settings.ConnectionSettings('https://h/api2/json', TOKEN_ID, SECRET).verify is True
+    assert 'not a readable file' in error_of(proxmox_settings.ConnectionSettings, 'https://h/api2/json', TOKEN_ID, SECRET,
+                                             ca_path=str(tmp_path / 'nope.pem'))
+    assert 'api_token_secret is empty' in error_of(proxmox_settings.ConnectionSettings, 'https://h/api2/json', TOKEN_ID, '')
 
 
 def test_argument_spec_env_fallbacks_and_no_log():
-    spec = px.proxmox_argument_spec()
+    spec = proxmox_settings.proxmox_argument_spec()
     envs = dict((name, opt['fallback'][1][0]) for name, opt in spec.items())
     assert envs == {
         'api_url': 'PROXMOX_API_URL', 'api_token_id': 'PROXMOX_API_TOKEN_ID',
@@ -129,31 +132,31 @@ def test_argument_spec_env_fallbacks_and_no_log():
 
 def test_scrub_secrets():
     text = 'boom Authorization: PVEAPIToken=%s=%s and again %s' % (TOKEN_ID, SECRET, SECRET)
-    scrubbed = px.scrub_secrets(text, [SECRET])
+    scrubbed = errors.scrub_secrets(text, [SECRET])
     assert SECRET not in scrubbed
     assert 'PVEAPIToken=%s=********' % TOKEN_ID in scrubbed
     # the header form is scrubbed even when the secret is not known
-    assert SECRET not in px.scrub_secrets('PVEAPIToken=a@b!c=%s' % SECRET)
-    assert px.scrub_secrets(None, [SECRET]) is None
-    assert px.scrub_secrets('nothing here', [None, '']) == 'nothing here'
+    assert SECRET not in errors.scrub_secrets('PVEAPIToken=a@b!c=%s' % SECRET)
+    assert errors.scrub_secrets(None, [SECRET]) is None
+    assert errors.scrub_secrets('nothing here', [None, '']) == 'nothing here'
 
 
 def test_auth_error_names_token_not_secret():
-    msg = px.describe_api_error(401, 'authentication failure', 'GET', 'cluster/resources', TOKEN_ID)
+    msg = errors.describe_api_error(401, 'authentication failure', 'GET', 'cluster/resources', TOKEN_ID)
     assert 'authentication failed for token %s' % TOKEN_ID in msg
     assert SECRET not in msg
 
 
 def test_permission_error_names_path_and_privilege():
-    msg = px.describe_api_error(403, 'Permission check failed (/vms/101, VM.Allocate)', 'POST',
-                                'nodes/pve/lxc/9000/clone', TOKEN_ID)
+    msg = errors.describe_api_error(403, 'Permission check failed (/vms/101, VM.Allocate)', 'POST',
+                                    'nodes/pve/lxc/9000/clone', TOKEN_ID)
     assert 'Permission check failed (/vms/101, VM.Allocate)' in msg
     assert 'lacks privilege VM.Allocate on /vms/101' in msg
 
 
 def test_parameter_error_lists_parameters():
-    msg = px.describe_api_error(400, 'Parameter verification failed.', 'PUT', 'nodes/pve/lxc/101/config',
-                                TOKEN_ID, errors={'onboot': "type check ('boolean') failed - got 'True'"})
+    msg = errors.describe_api_error(400, 'Parameter verification failed.', 'PUT', 'nodes/pve/lxc/101/config',
+                                    TOKEN_ID, errors={'onboot': "type check ('boolean') failed - got 'True'"})
     assert "onboot: type check ('boolean') failed - got 'True'" in msg
 
 
@@ -162,7 +165,7 @@ def test_parameter_error_lists_parameters():
 # --------------------------------------------------------------------------
 
 def test_parse_upid_valid():
-    task = px.parse_upid(UPID)
+    task = formats.parse_upid(UPID)
     assert task.node == 'pve'
     assert task.pid == 0xA1B2
     assert task.pstart == 0xC0FFEE
@@ -174,7 +177,7 @@ def test_parse_upid_valid():
 
 
 def test_parse_upid_empty_id_is_valid():
-    assert px.parse_upid('UPID:pve:00001234:00005678:65000000:vzdump::root@pam:').id == ''
+    assert formats.parse_upid('UPID:pve:00001234:00005678:65000000:vzdump::root@pam:').id == ''
 
 
 @pytest.mark.parametrize('upid, expected', [
@@ -188,14 +191,12 @@ def test_parse_upid_empty_id_is_valid():
     ('UPID::0000A1B2:00C0FFEE:6553F00D:vzclone:9000:root@pam:', 'must not be empty'),
 ])
 def test_parse_upid_invalid(upid, expected):
-    with pytest.raises(px.ProxmoxError) as err:
-        px.parse_upid(upid)
-    assert expected in err.value.msg
+    assert expected in error_of(formats.parse_upid, upid)
 
 
 def test_parse_upid_not_a_string():
-    with pytest.raises(px.ProxmoxError):
-        px.parse_upid(None)
+    with pytest.raises(errors.ProxmoxError):
+        formats.parse_upid(None)
 
 
 # --------------------------------------------------------------------------
@@ -216,7 +217,7 @@ def test_parse_upid_not_a_string():
     (595, 'Connection refused', 'http_595'),
 ])
 def test_classify_transient(status, message, reason):
-    assert px.classify_error(status, message) == reason
+    assert errors.classify_error(status, message) == reason
 
 
 @pytest.mark.parametrize('status, message', [
@@ -235,12 +236,12 @@ def test_classify_transient(status, message, reason):
     (403, "CT 101 already exists on node 'pve'"),
 ])
 def test_classify_not_transient(status, message):
-    assert px.classify_error(status, message) is None
+    assert errors.classify_error(status, message) is None
 
 
 def test_retryable_reasons_exclude_vmid_taken():
-    assert 'vmid_taken' not in px.RETRYABLE
-    assert set(px.RETRYABLE) | {'vmid_taken'} == set(px.RETRY_REASONS)
+    assert 'vmid_taken' not in errors.RETRYABLE
+    assert set(errors.RETRYABLE) | {'vmid_taken'} == set(errors.RETRY_REASONS)
 
 
 # --------------------------------------------------------------------------
@@ -254,22 +255,22 @@ def test_retryable_reasons_exclude_vmid_taken():
     ('name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1,type=veth', None),
 ])
 def test_property_string_round_trip(text, default_key):
-    props = px.parse_property_string(text, default_key)
-    assert px.format_property_string(props, default_key) == text
+    props = formats.parse_property_string(text, default_key)
+    assert formats.format_property_string(props, default_key) == text
 
 
 def test_property_string_parse():
-    props = px.parse_property_string('local-lvm:vm-101-disk-0,size=8G', 'volume')
+    props = formats.parse_property_string('local-lvm:vm-101-disk-0,size=8G', 'volume')
     assert props == {'volume': 'local-lvm:vm-101-disk-0', 'size': '8G'}
-    assert list(px.parse_property_string('name=eth0,bridge=vmbr0')) == ['name', 'bridge']
-    assert px.parse_property_string('') == {}
-    assert px.parse_property_string(None) == {}
-    with pytest.raises(px.ProxmoxError):
-        px.parse_property_string('name=eth0,garbage')
+    assert list(formats.parse_property_string('name=eth0,bridge=vmbr0')) == ['name', 'bridge']
+    assert formats.parse_property_string('') == {}
+    assert formats.parse_property_string(None) == {}
+    with pytest.raises(errors.ProxmoxError):
+        formats.parse_property_string('name=eth0,garbage')
 
 
 def test_property_string_format_booleans_and_none():
-    assert px.format_property_string({'name': 'eth0', 'firewall': True, 'x': None, 'y': False}) == \
+    assert formats.format_property_string({'name': 'eth0', 'firewall': True, 'x': None, 'y': False}) == \
         'name=eth0,firewall=1,y=0'
 
 
@@ -279,49 +280,49 @@ def test_property_string_format_booleans_and_none():
     ('4096', 4096), (4096, 4096),
 ])
 def test_parse_size(text, num_bytes):
-    assert px.parse_size(text) == num_bytes
+    assert formats.parse_size(text) == num_bytes
 
 
 @pytest.mark.parametrize('text', ['', 'G', 'eight', '8X', '-1G', None])
 def test_parse_size_bad(text):
-    with pytest.raises(px.ProxmoxError):
-        px.parse_size(text)
+    with pytest.raises(errors.ProxmoxError):
+        formats.parse_size(text)
 
 
 @pytest.mark.parametrize('num_bytes, text', [
     (30 * 1024 ** 3, '30G'), (512 * 1024 ** 2, '512M'), (2 * 1024 ** 4, '2T'), (1536 * 1024 ** 2, '1536M'), (100, '100'),
 ])
 def test_format_size(num_bytes, text):
-    assert px.format_size(num_bytes) == text
-    assert px.parse_size(text) == num_bytes
+    assert formats.format_size(num_bytes) == text
+    assert formats.parse_size(text) == num_bytes
 
 
 def test_tags():
-    assert px.parse_tags('cloudpod;Starter;web') == ['cloudpod', 'starter', 'web']
-    assert px.parse_tags(['B', 'a', 'a ', '']) == ['a', 'b']
-    assert px.parse_tags('a,b c') == ['a', 'b', 'c']
-    assert px.parse_tags(None) == []
-    assert px.format_tags(['starter', 'cloudpod']) == 'cloudpod;starter'
-    assert px.invalid_tags(['ok', 'not ok!', '-x', 'a.b+c_d-e']) == ['-x', 'not ok!']
-    assert px.invalid_tags(['fine', 'bad!']) == ['bad!']
+    assert formats.parse_tags('cloudpod;Starter;web') == ['cloudpod', 'starter', 'web']
+    assert formats.parse_tags(['B', 'a', 'a ', '']) == ['a', 'b']
+    assert formats.parse_tags('a,b c') == ['a', 'b', 'c']
+    assert formats.parse_tags(None) == []
+    assert formats.format_tags(['starter', 'cloudpod']) == 'cloudpod;starter'
+    assert formats.invalid_tags(['ok', 'not ok!', '-x', 'a.b+c_d-e']) == ['-x', 'not ok!']
+    assert formats.invalid_tags(['fine', 'bad!']) == ['bad!']
 
 
 def test_normalize_description():
     # The pod record inside a description: test_pod_record.py.
     desc = 'Cloud Pod for shop.example.com\ncloudpods-pod: sub-1042'
-    assert px.normalize_description(desc + '\n') == px.normalize_description(desc) == desc
-    assert px.normalize_description('a  \r\nb\n\n') == 'a\nb'
-    assert px.normalize_description(None) == ''
+    assert formats.normalize_description(desc + '\n') == formats.normalize_description(desc) == desc
+    assert formats.normalize_description('a  \r\nb\n\n') == 'a\nb'
+    assert formats.normalize_description(None) == ''
 
 
 def test_to_pve_params_sends_booleans_as_integers():
-    assert px.to_pve_params({'full': True, 'onboot': False, 'pool': None, 'cores': 2}) == \
+    assert formats.to_pve_params({'full': True, 'onboot': False, 'pool': None, 'cores': 2}) == \
         {'full': 1, 'onboot': 0, 'cores': 2}
 
 
 @pytest.mark.parametrize('value, expected', [(1, True), ('1', True), (0, False), ('0', False), (None, False)])
 def test_pve_bool(value, expected):
-    assert px.pve_bool(value) is expected
+    assert formats.pve_bool(value) is expected
 
 
 # --------------------------------------------------------------------------
@@ -353,7 +354,7 @@ LO = {'name': 'lo', 'hwaddr': '00:00:00:00:00:00', 'inet': '127.0.0.1/8', 'inet6
     ([{'name': 'eth0', 'inet': 'not-an-ip'}], None),
 ])
 def test_first_global_ipv4(interfaces, expected):
-    assert px.first_global_ipv4(interfaces) == expected
+    assert formats.first_global_ipv4(interfaces) == expected
 
 
 # --------------------------------------------------------------------------
@@ -401,14 +402,14 @@ def http_error(status, reason):
 
 def make_client(handler, retry_timeout=30):
     clock = FakeClock()
-    settings = px.ConnectionSettings('https://127.0.0.1:8006/api2/json', TOKEN_ID, SECRET)
+    settings = proxmox_settings.ConnectionSettings('https://127.0.0.1:8006/api2/json', TOKEN_ID, SECRET)
     api = FakeApi(handler)
 
     def backoff():
-        return px.Backoff(jitter=False)
+        return polling.Backoff(jitter=False)
 
-    client = px.ProxmoxClient(settings, retry_timeout=retry_timeout, api=api, sleep=clock.sleep,
-                              clock=clock.time, backoff=backoff)
+    client = proxmox_client.ProxmoxClient(settings, retry_timeout=retry_timeout, api=api, sleep=clock.sleep,
+                                          clock=clock.time, backoff=backoff)
     return client, api, clock
 
 
@@ -454,7 +455,7 @@ def test_request_retries_each_transient_form(status, reason, counter):
 ])
 def test_request_does_not_retry_other_errors(status, reason):
     client, api, clock = make_client(scripted(http_error(status, reason), 'never'))
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.post('nodes/pve/lxc/9000/clone', newid=101)
     assert len(api.calls) == 1
     assert clock.sleeps == []
@@ -466,7 +467,7 @@ def test_request_gives_up_at_the_timeout():
     def always_locked(method, path, params):
         raise http_error(500, 'CT is locked (disk)')
     client, api, clock = make_client(always_locked, retry_timeout=10)
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.post('nodes/pve/lxc/9000/clone', newid=101)
     assert 'CT is locked (disk)' in err.value.msg
     assert 'still failing after retrying for 10 s' in err.value.msg
@@ -476,16 +477,16 @@ def test_request_gives_up_at_the_timeout():
 
 
 def test_backoff_jitter_stays_within_half_to_full_delay():
-    backoff = px.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 0.0)
+    backoff = polling.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 0.0)
     assert [backoff.next() for dummy in range(4)] == [0.5, 1.0, 2.0, 2.0]
-    backoff = px.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 1.0)
+    backoff = polling.Backoff(base=1.0, factor=2.0, cap=4.0, rand=lambda: 1.0)
     assert [backoff.next() for dummy in range(4)] == [1.0, 2.0, 4.0, 4.0]
 
 
 def test_error_messages_from_the_client_never_contain_the_secret():
     reason = 'bad header PVEAPIToken=%s=%s' % (TOKEN_ID, SECRET)
     client, api, clock = make_client(scripted(http_error(401, reason)))
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.get('version')
     assert SECRET not in err.value.msg
     assert SECRET not in err.value.reason
@@ -494,12 +495,12 @@ def test_error_messages_from_the_client_never_contain_the_secret():
 
 def test_transport_errors_are_explained():
     client, api, clock = make_client(scripted(requests.exceptions.SSLError('certificate verify failed')))
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.get('version')
     assert 'TLS verification of the Proxmox API at https://127.0.0.1:8006 failed' in err.value.msg
     assert 'ca_path' in err.value.msg
     client, api, clock = make_client(scripted(requests.exceptions.ConnectionError('Connection refused')))
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.get('version')
     assert 'Cannot connect to the Proxmox API at https://127.0.0.1:8006' in err.value.msg
     assert sum(client.retries.values()) == 0
@@ -540,7 +541,7 @@ def test_wait_for_task_failure_reports_exit_status_and_log():
            {'n': 3, 't': 'TASK ERROR: clone failed: out of space on local-lvm'}]
     client, api, clock = make_client(task_handler(
         [{'status': 'running'}, {'status': 'stopped', 'exitstatus': 'clone failed: out of space on local-lvm'}], log))
-    with pytest.raises(px.ProxmoxTaskError) as err:
+    with pytest.raises(errors.ProxmoxTaskError) as err:
         client.wait_for_task(UPID, 60, what='clone of CT 9000 to CT 101')
     assert err.value.exitstatus == 'clone failed: out of space on local-lvm'
     assert 'clone of CT 9000 to CT 101 on node pve failed: clone failed: out of space on local-lvm' in err.value.msg
@@ -552,7 +553,7 @@ def test_wait_for_task_failure_reports_exit_status_and_log():
 
 def test_wait_for_task_timeout():
     client, api, clock = make_client(task_handler([{'status': 'running'}]))
-    with pytest.raises(px.ProxmoxTimeout) as err:
+    with pytest.raises(errors.ProxmoxTimeout) as err:
         client.wait_for_task(UPID, 5)
     assert 'Timed out after 5 s waiting for Proxmox task vzclone 9000 on node pve' in err.value.msg
     assert sum(clock.sleeps) == pytest.approx(5)
@@ -596,7 +597,7 @@ def test_clone_adopts_the_container_found_after_vmid_taken():
 
 def test_clone_with_explicit_vmid_does_not_pick_another():
     client, api, clock = make_client(scripted(http_error(500, "CT 150 already exists on node 'pve'")))
-    with pytest.raises(px.ProxmoxApiError):
+    with pytest.raises(errors.ProxmoxApiError):
         client.clone_container('pve', 9000, 60, newid=150, hostname='p1')
     assert [c[1] for c in api.calls] == ['nodes/pve/lxc/9000/clone']
 
@@ -608,7 +609,7 @@ def test_clone_gives_up_after_bounded_vmid_attempts():
         raise http_error(500, "CT 101 already exists on node 'pve'")
 
     client, api, clock = make_client(handler)
-    with pytest.raises(px.ProxmoxApiError):
+    with pytest.raises(errors.ProxmoxApiError):
         client.clone_container('pve', 9000, 60, max_vmid_attempts=3, hostname='p1')
     assert client.retries['vmid_taken'] == 2
 
@@ -628,7 +629,7 @@ def test_run_task_does_not_retry_other_task_failures():
     answers = ['UPID:pve:00000001:00000002:65000000:vzstart:101:root@pam:',
                {'status': 'stopped', 'exitstatus': 'startup for container 101 failed'}, []]
     client, api, clock = make_client(scripted(*answers))
-    with pytest.raises(px.ProxmoxTaskError):
+    with pytest.raises(errors.ProxmoxTaskError):
         client.run_task('POST', 'nodes/pve/lxc/101/status/start', 60, retry_locked_task=True)
     assert sum(client.retries.values()) == 0
 
@@ -649,7 +650,7 @@ def test_bare_permission_error_is_explained_from_the_token_permissions():
         raise http_error(403, 'Permission check failed')
 
     client, api, clock = make_client(handler)
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.post('nodes/pve/lxc/9000/clone', newid=101, storage='local-lvm', full=True)
     assert 'permission denied for token %s on POST /nodes/pve/lxc/9000/clone' % TOKEN_ID in err.value.msg
     assert 'The token lacks VM.Allocate on /vms/101: grant it' in err.value.msg
@@ -661,7 +662,7 @@ def test_bare_permission_error_lists_requirements_when_permissions_are_unreadabl
         raise http_error(403, 'Permission check failed')
 
     client, api, clock = make_client(forbidden)
-    with pytest.raises(px.ProxmoxApiError) as err:
+    with pytest.raises(errors.ProxmoxApiError) as err:
         client.post('nodes/pve/lxc/9000/clone', newid=101, pool='pods')
     assert 'This call needs VM.Clone on /vms/9000, and VM.Allocate on /vms/101 or VM.Allocate on /pool/pods' \
         in err.value.msg
@@ -675,7 +676,7 @@ def test_bare_permission_error_lists_requirements_when_permissions_are_unreadabl
     ('GET', 'cluster/resources', {}, []),
 ])
 def test_required_privileges(method, path, params, expected):
-    assert px.required_privileges(method, path, params) == expected
+    assert errors.required_privileges(method, path, params) == expected
 
 
 def test_clone_refused_on_a_locked_template_retries_with_a_fresh_vmid():

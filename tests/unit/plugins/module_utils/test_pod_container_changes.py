@@ -2,15 +2,15 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Unit tests of pod_container's planning: what it would change on a given container config."""
+"""Unit tests of what pod_container would change on a given container config (module_utils/_pod_container.py)."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
 import pytest
 
-from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import ProxmoxError
-from ansible_collections.mpanel.cloudpods.plugins.modules import pod_container as pc
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import _pod_container as pc
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import ProxmoxError
 
 CONF = {
     'hostname': 'shop-example-com',
@@ -26,55 +26,54 @@ CONF = {
 CT = {'vmid': 101, 'node': 'pve'}
 
 
-def planner(**params):
-    defaults = dict(hostname='shop-example-com', vmid=None, pod_id=None, plan=None, domain=None, state='present',
-                    template=9000, full=True,
-                    storage=None, bridge='vmbr0', pool=None, cores=None, memory=None, swap=None, disk=None,
-                    onboot=None, description=None, tags=None, timeout=300, wait_for_ip=True, ip_timeout=120)
-    defaults.update(params)
-    module = pc.PodContainer.__new__(pc.PodContainer)  # no AnsibleModule, no connection: planning only
-    module.params = defaults
-    module.hostname = defaults['hostname']
-    module.state = defaults['state']
-    module.timeout = defaults['timeout']
-    module.pod_id = defaults['pod_id'] or 'sub-1'
-    return module
+OPTIONS = dict(hostname='shop-example-com', vmid=None, pod_id=None, plan=None, domain=None, state='present',
+               template=9000, full=True, storage=None, bridge='vmbr0', pool=None, cores=None, memory=None, swap=None,
+               disk=None, onboot=None, description=None, tags=None, timeout=300, wait_for_ip=True, ip_timeout=120)
+
+
+def options(**params):
+    return dict(OPTIONS, **params)
+
+
+def wanted(**params):
+    """What pod_container's options ask of the container of pod sub-1 (or of pod_id)."""
+    return pc.WantedPod(options(**params), params.get('pod_id') or 'sub-1')
 
 
 def test_matching_container_needs_no_change():
-    plan = planner(cores=1, memory=512, swap=512, disk=8, tags=['starter'], description='Cloud Pod').plan(
+    changes = wanted(cores=1, memory=512, swap=512, disk=8, tags=['starter'], description='Cloud Pod').changes(
         CT, CONF, 'stopped')
-    assert not plan
-    assert (plan.changes, plan.resize, plan.power) == ({}, None, None)
+    assert not changes
+    assert (changes.config, changes.resize, changes.power) == ({}, None, None)
 
 
-def test_changed_sizes_are_planned_and_only_those():
-    plan = planner(cores=2, memory=2048, swap=512, onboot=True).plan(CT, CONF, 'stopped')
-    assert plan.changes == {'cores': 2, 'memory': 2048, 'onboot': True}
+def test_changed_sizes_are_changed_and_only_those():
+    changes = wanted(cores=2, memory=2048, swap=512, onboot=True).changes(CT, CONF, 'stopped')
+    assert changes.config == {'cores': 2, 'memory': 2048, 'onboot': True}
 
 
 def test_net0_keeps_mac_and_extra_keys():
     conf = dict(CONF, net0='name=eth0,bridge=vmbr1,hwaddr=BC:24:11:2A:3B:4C,ip=10.0.0.5/24,rate=50,type=veth')
-    plan = planner().plan(CT, conf, 'stopped')
-    assert plan.changes['net0'] == \
+    changes = wanted().changes(CT, conf, 'stopped')
+    assert changes.config['net0'] == \
         'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:2A:3B:4C,ip=dhcp,rate=50,type=veth,firewall=1'
 
 
 def test_net0_created_when_missing():
     conf = dict(CONF)
     del conf['net0']
-    assert planner(bridge='vmbr9').plan(CT, conf, 'stopped').changes['net0'] == \
+    assert wanted(bridge='vmbr9').changes(CT, conf, 'stopped').config['net0'] == \
         'name=eth0,bridge=vmbr9,firewall=1,ip=dhcp,type=veth'
 
 
 def test_description_and_tags():
-    plan = planner(description='Premium pod', tags=['Premium']).plan(CT, CONF, 'stopped')
-    assert plan.changes['description'] == 'Premium pod\ncloudpods-pod: sub-1'
-    assert plan.changes['tags'] == 'cloudpod;premium'
+    changes = wanted(description='Premium pod', tags=['Premium']).changes(CT, CONF, 'stopped')
+    assert changes.config['description'] == 'Premium pod\ncloudpods-pod: sub-1'
+    assert changes.config['tags'] == 'cloudpod;premium'
     # omitted: kept, but the marker and the cloudpod tag are always ensured
     conf = dict(CONF, description='hand written', tags='web')
-    plan = planner().plan(CT, conf, 'stopped')
-    assert plan.changes == {'description': 'hand written\ncloudpods-pod: sub-1', 'tags': 'cloudpod;web'}
+    changes = wanted().changes(CT, conf, 'stopped')
+    assert changes.config == {'description': 'hand written\ncloudpods-pod: sub-1', 'tags': 'cloudpod;web'}
 
 
 RECORDED = dict(CONF, tags='cloud_pod_starter;cloudpod;web', description=(
@@ -83,44 +82,44 @@ RECORDED = dict(CONF, tags='cloud_pod_starter;cloudpod;web', description=(
 
 
 def test_the_record_is_written_around_hand_written_text():
-    assert not planner(plan='CLOUD_POD_STARTER', domain='shop.test').plan(CT, RECORDED, 'stopped')
-    plan = planner(plan='cloud_pod_premium', domain='').plan(CT, RECORDED, 'stopped')
-    assert plan.changes == {
+    assert not wanted(plan='CLOUD_POD_STARTER', domain='shop.test').changes(CT, RECORDED, 'stopped')
+    changes = wanted(plan='cloud_pod_premium', domain='').changes(CT, RECORDED, 'stopped')
+    assert changes.config == {
         'description': 'note before\nCloud Pod\ncloudpods-plan: CLOUD_POD_PREMIUM\nnote between\n'
                        'cloudpods-pod: sub-1\nnote after',
         'tags': 'cloud_pod_premium;cloudpod;web'}
 
 
 def test_a_new_free_text_keeps_the_record_of_the_container():
-    plan = planner(description='Cloud Pod shop').plan(CT, RECORDED, 'stopped')
-    assert plan.changes == {'description': 'Cloud Pod shop\ncloudpods-plan: CLOUD_POD_STARTER\n'
-                                           'cloudpods-domain: shop.test\ncloudpods-pod: sub-1'}
+    changes = wanted(description='Cloud Pod shop').changes(CT, RECORDED, 'stopped')
+    assert changes.config == {'description': 'Cloud Pod shop\ncloudpods-plan: CLOUD_POD_STARTER\n'
+                                             'cloudpods-domain: shop.test\ncloudpods-pod: sub-1'}
 
 
 def test_a_new_pod_gets_the_description_the_playbooks_always_wrote():
-    module = planner(description='Cloud Pod shop', plan='CLOUD_POD_STARTER', domain='shop.test')
-    conf = module.predicted_clone_config(dict(CONF, template=1, description='the template'))
+    pod = wanted(description='Cloud Pod shop', plan='CLOUD_POD_STARTER', domain='shop.test')
+    conf = pod.clone_config(dict(CONF, template=1, description='the template'))
     assert conf['description'] == ('Cloud Pod shop\ncloudpods-plan: CLOUD_POD_STARTER\ncloudpods-domain: shop.test\n'
                                    'cloudpods-pod: sub-1')
-    assert module.plan(CT, conf, 'stopped').changes == {'tags': 'cloud_pod_starter;cloudpod;starter'}
+    assert pod.changes(CT, conf, 'stopped').config == {'tags': 'cloud_pod_starter;cloudpod;starter'}
 
 
 def test_a_malformed_record_line_on_the_container_fails_with_a_message():
     conf = dict(RECORDED, description='Cloud Pod\ncloudpods-domain: a b\ncloudpods-pod: sub-1')
-    assert not planner().plan(CT, dict(conf, tags='cloudpod'), 'stopped')  # not rewritten: left as it is
+    assert not wanted().changes(CT, dict(conf, tags='cloudpod'), 'stopped')  # not rewritten: left as it is
     with pytest.raises(ProxmoxError) as err:
-        planner(description='new text').plan(CT, conf, 'stopped')
+        wanted(description='new text').changes(CT, conf, 'stopped')
     assert "domain of a pod record must be one word; got 'a b'" in err.value.msg
 
 
 def test_disk_grow_and_same_size():
-    assert planner(disk=30).plan(CT, CONF, 'stopped').resize == '30G'
-    assert planner(disk=8).plan(CT, CONF, 'stopped').resize is None
+    assert wanted(disk=30).changes(CT, CONF, 'stopped').resize == '30G'
+    assert wanted(disk=8).changes(CT, CONF, 'stopped').resize is None
 
 
 def test_disk_shrink_is_refused_with_a_clear_message():
     with pytest.raises(ProxmoxError) as err:
-        planner(disk=4, cores=4).plan(CT, CONF, 'stopped')
+        wanted(disk=4, cores=4).changes(CT, CONF, 'stopped')
     assert 'Refusing to shrink the root disk of CT 101 from 8G to 4G' in err.value.msg
     assert 'Nothing was changed' in err.value.msg
     assert 'disk: 8 or more' in err.value.msg
@@ -133,12 +132,12 @@ def test_disk_shrink_is_refused_with_a_clear_message():
     ('restarted', 'running', 'reboot'), ('restarted', 'stopped', 'start'),
 ])
 def test_power_actions(state, status, power):
-    assert planner(state=state).plan(CT, CONF, status).power == power
+    assert wanted(state=state).changes(CT, CONF, status).power == power
 
 
-def test_predict_applies_plan():
-    plan = planner(cores=2, disk=30, onboot=True, state='started').plan(CT, CONF, 'stopped')
-    conf, status = plan.predict(CONF, 'stopped')
+def test_predict_applies_the_changes():
+    changes = wanted(cores=2, disk=30, onboot=True, state='started').changes(CT, CONF, 'stopped')
+    conf, status = changes.predict(CONF, 'stopped')
     assert status == 'running'
     assert conf['cores'] == 2
     assert conf['onboot'] == 1
@@ -169,36 +168,24 @@ def test_config_view_normalises():
     (dict(domain='a b.test'), "domain 'a b.test' must be empty or a DNS name"),
     (dict(domain='a.test\n'), 'must be empty or a DNS name'),
     (dict(domain='a.test\ncloudpods-pod: x'), 'must be empty or a DNS name'),
+    # the rule of cloudpods_domain_pattern (module_utils/names.py): two labels or more, lower case, alphabetic TLD
+    (dict(domain='localhost'), 'must be empty or a DNS name'),
+    (dict(domain='Shop.Example.com'), 'must be empty or a DNS name'),
+    (dict(domain='shop.example.c0m'), 'must be empty or a DNS name'),
     (dict(tags=['cloud_pod_premium'], plan='CLOUD_POD_STARTER'),
      'tags cloud_pod_premium name another plan than plan CLOUD_POD_STARTER'),
 ])
 def test_validation(params, expected):
-    module = planner(**params)
     with pytest.raises(ProxmoxError) as err:
-        module.validate()
+        pc.check_options(options(**params))
     assert expected in err.value.msg
 
 
-def test_argument_spec_env_fallbacks():
-    spec = pc.argument_spec()
-    assert spec['template']['fallback'][1] == ['PROXMOX_CLOUDPOD_TEMPLATE_ID']
-    assert spec['template']['default'] == 9000
-    assert spec['storage']['fallback'][1] == ['PROXMOX_CLOUDPOD_STORAGE']
-    assert spec['bridge']['fallback'][1] == ['PROXMOX_CLOUDPOD_BRIDGE']
-    assert spec['bridge']['default'] == 'vmbr0'
-    assert spec['state']['default'] == 'present'
-    assert spec['full']['default'] is True
-
-
-@pytest.mark.parametrize('action, message, expected', [
-    ('start', 'CT 100 already running', True),
-    ('start', 'startup for container \'100\' failed', False),
-    ('stop', 'CT 100 not running', True),
-    ('shutdown', 'CT 100 not running', True),
-    ('shutdown', 'CT is locked (backup)', False),
-    ('reboot', 'CT 100 not running', False),
+@pytest.mark.parametrize('params', [
+    dict(hostname='Shop-Example-Com'),  # host names are matched case-insensitively
+    dict(hostname='web1.shop.example.com', domain='shop.example.com'),
+    dict(domain='xn--bcher-kva.xn--p1ai'),
+    dict(domain=''),
 ])
-def test_power_action_refused_only_because_already_in_state(action, message, expected):
-    # A concurrent run (or a killed playbook's module that lives on) may start the pod first;
-    # PVE then refuses the second start, at once or inside its task.
-    assert pc._already_in_state(action, message) is expected  # pylint: disable=protected-access
+def test_validation_accepts(params):
+    pc.check_options(options(**params))
