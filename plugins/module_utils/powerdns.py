@@ -11,7 +11,7 @@ Three layers, each usable on its own:
   stores (IDN to punycode, lower case, trailing dot), record contents put in canonical form
   (``10 mail.example.net.`` for MX, quoted strings for TXT, ...), so that a value compares
   equal however the user wrote it. Pure functions, no I/O.
-* planning: the rrsets wanted against the rrsets PowerDNS has, giving the minimal list of
+* changes: the rrsets wanted against the rrsets PowerDNS has, giving the minimal list of
   rrset changes (one PATCH) and the before/after views used for diffs.
 * HTTP: ``PowerDnsClient`` (requests), with error messages that say what to check and never
   contain the API key, and ``PowerDnsModule``, the base class of the modules.
@@ -24,23 +24,23 @@ import collections
 import ipaddress
 import json
 import re
-import traceback
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlunsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils import names
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._http import (
+    HAS_REQUESTS,
+    REQUEST_ERRORS,
+    ApiSettings,
+    require_requests,
+    requests,
+    split_api_url,
+    transport_failure,
+)
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.base import SecretSafeModule
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.redact import scrub_secrets
-
-REQUESTS_IMPORT_ERROR = None
-try:
-    import requests
-    HAS_REQUESTS = True
-except ImportError:
-    requests = None
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
 
 try:
     import idna
@@ -52,8 +52,8 @@ except ImportError:  # the standard library's IDNA 2003 codec is used instead
 
 API_PREFIX = '/api/v1'
 ZONE_KINDS = ('Native', 'Master')
-MAX_NAME_LENGTH = 253          # characters of the dotted form without the final dot (255 octets on the wire)
-MAX_LABEL_LENGTH = 63
+MAX_NAME_LENGTH = names.MAX_NAME_LENGTH
+MAX_LABEL_LENGTH = names.MAX_LABEL_LENGTH
 MAX_TXT_STRING = 255           # octets in one TXT character-string
 MAX_TTL = 2147483647
 
@@ -61,7 +61,9 @@ MAX_TTL = 2147483647
 _NAME_TYPES = frozenset(('CNAME', 'NS', 'PTR', 'DNAME', 'ANAME', 'ALIAS'))
 _TXT_TYPES = frozenset(('TXT', 'SPF'))
 _TYPE_RE = re.compile(r'^[A-Z][A-Z0-9]*$')
-_HOST_LABEL_RE = re.compile(r'^[a-z0-9-]+$')
+# Zone names follow the domain rule of module_utils/names.py. Owner names of records, and the names records
+# point to, are not host names: they may have '_' labels (_dmarc, mail._domainkey, SRV's _sip._tcp, a CNAME to
+# a DKIM key), so their labels have a rule of their own, on purpose.
 _OWNER_LABEL_RE = re.compile(r'^[a-z0-9_-]+$')
 _CAA_TAG_RE = re.compile(r'^[a-z0-9]+$')
 _DISABLED_SUFFIX = ' (disabled)'
@@ -113,31 +115,20 @@ def powerdns_argument_spec():
 def parse_api_url(url):
     """Normalise the API URL to ``scheme://host[:port][/prefix]`` (without ``/api/v1``)."""
     example = 'e.g. http://10.1.10.102:8081'
-    if not url or not url.strip():
-        raise PowerDnsError('api_url is empty: set it (or POWERDNS_API_URL) to the PowerDNS webserver URL, %s'
-                            % example)
-    shown = url.strip()
-    parts = urlsplit(shown)
-    if parts.scheme.lower() not in ('http', 'https'):
-        raise PowerDnsError('api_url must start with http:// or https://, %s; got %r' % (example, shown))
-    if parts.username is not None or parts.password is not None:
-        raise PowerDnsError('api_url must not contain credentials (user:password@); the API key goes in api_key')
-    if not parts.hostname:
-        raise PowerDnsError('api_url has no host name, %s; got %r' % (example, shown))
-    try:
-        parts.port  # pylint: disable=pointless-statement
-    except ValueError:
-        raise PowerDnsError('api_url has an invalid port, %s; got %r' % (example, shown))
-    if parts.query or parts.fragment:
-        raise PowerDnsError('api_url must not have a query or fragment, %s; got %r' % (example, shown))
+    parts, dummy_port = split_api_url(
+        url, ('http', 'https'), 'must start with http:// or https://', example,
+        'api_url is empty: set it (or POWERDNS_API_URL) to the PowerDNS webserver URL, %s' % example,
+        'the API key goes in api_key', PowerDnsError)
     path = parts.path.rstrip('/')
     if path.endswith(API_PREFIX):
         path = path[:-len(API_PREFIX)]
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, '', ''))
 
 
-class ConnectionSettings(object):
+class ConnectionSettings(ApiSettings):
     """Validated connection options, built from module parameters."""
+
+    OPTIONS = ('api_url', 'api_key', 'server_id', 'validate_certs', 'ca_path', 'api_timeout')
 
     def __init__(self, api_url, api_key, server_id='localhost', validate_certs=True, ca_path=None, api_timeout=30):
         self.base_url = parse_api_url(api_url)
@@ -154,19 +145,6 @@ class ConnectionSettings(object):
         if api_timeout is not None and api_timeout <= 0:
             raise PowerDnsError('api_timeout must be a positive number of seconds; got %r' % api_timeout)
         self.api_timeout = api_timeout or 30
-
-    @classmethod
-    def from_params(cls, params):
-        return cls(api_url=params['api_url'], api_key=params['api_key'], server_id=params.get('server_id'),
-                   validate_certs=params.get('validate_certs', True), ca_path=params.get('ca_path'),
-                   api_timeout=params.get('api_timeout'))
-
-    @property
-    def verify(self):
-        """What requests needs: False, True (system CAs) or the CA bundle path."""
-        if not self.validate_certs:
-            return False
-        return self.ca_path or True
 
 
 # --------------------------------------------------------------------------
@@ -223,7 +201,7 @@ def _shorten(text, width=20):
 
 
 def _check_hyphens(shown, label):
-    if label.startswith('-') or label.endswith('-'):
+    if names.has_hyphen_at_end(label):
         raise InvalidName('%r: label %r starts or ends with a hyphen' % (shown, label))
 
 
@@ -243,10 +221,12 @@ def _check_idna_label(shown, label):
 def normalize_zone_name(name):
     """Validate a zone (customer domain) name; return its ASCII form with a trailing dot.
 
-    Rules, each with its own message: not empty, no whitespace, no empty label, no wildcard,
-    IDN converted to punycode, labels of letters, digits and hyphens (not at either end),
-    at most 63 characters per label and 253 in all, at least two labels (no bare TLD), and a
-    top-level label that is not all digits.
+    The rule is the domain rule of module_utils/names.py (``cloudpods_domain_pattern``), applied
+    to the ASCII form; each part of it has its own message: not empty, no whitespace, no empty
+    label, no wildcard, IDN converted to punycode, labels of letters, digits and hyphens (not at
+    either end), at most 63 characters per label and 253 in all, at least two labels (no bare
+    TLD), and a top-level label of letters (or an IDN one in xn-- form). An ``xn--`` label must
+    also be valid punycode.
     """
     shown, labels = _split_labels(name, 'the zone name')
     if any('*' in label for label in labels):
@@ -254,7 +234,7 @@ def normalize_zone_name(name):
     labels = [_label_to_ascii(label, shown) for label in labels]
     _check_lengths(shown, labels)
     for label in labels:
-        if not _HOST_LABEL_RE.match(label):
+        if not names.has_label_chars(label):
             raise InvalidName('%r: label %r may only contain letters, digits and hyphens' % (shown, label))
         _check_hyphens(shown, label)
         _check_idna_label(shown, label)
@@ -264,7 +244,13 @@ def normalize_zone_name(name):
     if labels[-1].isdigit():
         raise InvalidName('%r: the top-level label %r is all digits (an IP address is not a domain name)'
                           % (shown, labels[-1]))
-    return '.'.join(labels) + '.'
+    if not names.is_top_label(labels[-1]):
+        raise InvalidName('%r: the top-level label %r must be 2 to 63 letters, or an internationalized one in its '
+                          'xn-- form' % (shown, labels[-1]))
+    ascii_name = '.'.join(labels)
+    if not names.is_domain(ascii_name):  # the checks above are the rule's parts, for the messages
+        raise InvalidName('%r is not a domain name' % shown)
+    return ascii_name + '.'
 
 
 def _normalize_labels(shown, labels, allow_wildcard):
@@ -515,7 +501,7 @@ def canonical_current(rtype, content):
 
 
 # --------------------------------------------------------------------------
-# RRsets, plans and views
+# RRsets, changes and views
 # --------------------------------------------------------------------------
 
 RRset = collections.namedtuple('RRset', 'name type ttl records')
@@ -620,7 +606,7 @@ def is_protected(key, zone):
 Change = collections.namedtuple('Change', 'action name type ttl records before')
 
 
-def plan_changes(current, wanted, unwanted, zone, exclusive=False):
+def rrset_changes(current, wanted, unwanted, zone, exclusive=False):
     """The rrset changes that turn ``current`` into what is wanted, in a stable order."""
     changes = []
     for key in sorted(wanted):
@@ -744,7 +730,7 @@ class PowerDnsClient(object):
             # verify= on every request: requests prefers REQUESTS_CA_BUNDLE over a session's verify.
             response = self.session.request(method, url, data=data, headers=headers, params=params,
                                             timeout=self.settings.api_timeout, verify=self.settings.verify)
-        except requests.exceptions.RequestException as exc:
+        except REQUEST_ERRORS as exc:
             raise PowerDnsApiError(self.scrub(self.describe_transport_error(exc, method, path)),
                                    method=method, path=path)
         if response.status_code == 404 and missing_ok:
@@ -777,17 +763,18 @@ class PowerDnsClient(object):
 
     def describe_transport_error(self, exc, method, path):
         where = '%s %s%s' % (method, self.settings.base_url, path)
-        if isinstance(exc, requests.exceptions.SSLError):
+        failure = transport_failure(exc)
+        if failure == 'tls':
             if self.settings.ca_path:
                 how = ('the certificate does not verify against ca_path %s (POWERDNS_CA_BUNDLE)'
                        % self.settings.ca_path)
             else:
                 how = 'set ca_path (POWERDNS_CA_BUNDLE) to the CA that signed the API certificate'
             return 'TLS error talking to the PowerDNS API (%s): %s; %s' % (where, to_text(exc), how)
-        if isinstance(exc, requests.exceptions.Timeout):
+        if failure == 'timeout':
             return ('The PowerDNS API did not answer within %s s (%s): is the server overloaded, or api_timeout too '
                     'small?' % (self.settings.api_timeout, where))
-        if isinstance(exc, requests.exceptions.ConnectionError):
+        if failure == 'connection':
             text = to_text(exc)
             reason = 'connection refused' if 'refused' in text.lower() else text
             return ('Cannot connect to the PowerDNS API (%s): %s. Is PowerDNS running with api=yes and its webserver '
@@ -849,8 +836,7 @@ class PowerDnsModule(SecretSafeModule):
     def __init__(self, module):
         super(PowerDnsModule, self).__init__(module)
         self._secrets = [module.params.get('api_key')]
-        if not HAS_REQUESTS:
-            module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+        require_requests(module)
         self.client = None
         try:
             self.settings = ConnectionSettings.from_params(module.params)

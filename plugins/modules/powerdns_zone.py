@@ -31,7 +31,8 @@ options:
       - The zone (the customer's domain), for example V(example.com). A trailing dot is optional.
       - Internationalized names are converted to punycode (V(bücher.de) becomes V(xn--bcher-kva.de.)).
       - Must have at least two labels, letters, digits and hyphens only (no hyphen at either end of a label), at most
-        63 characters per label and 253 in all, no wildcard.
+        63 characters per label and 253 in all, no wildcard, and a top-level label of letters (or an internationalized
+        one); the rule of C(cloudpods_domain_pattern), checked on the punycode form.
     type: str
     required: true
     aliases: [zone]
@@ -253,8 +254,8 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.powerdns import (
     desired_rrsets,
     normalize_zone_name,
     patch_body,
-    plan_changes,
     powerdns_argument_spec,
+    rrset_changes,
     rrsets_list,
     zone_view,
 )
@@ -350,7 +351,7 @@ class PowerDnsZone(PowerDnsModule):
         self.check_enclosing(zone)
         kind = self.params['kind'] or 'Native'
         account = self.account or ''
-        changes = plan_changes({}, wanted, set(), zone)
+        changes = rrset_changes({}, wanted, set(), zone)
         after = apply_changes({}, changes)
         result = dict(changed=True, created=True, changes=[change_to_dict(c) for c in changes],
                       zone=dict(name=zone, kind=kind, account=account, rrsets=rrsets_list(after)),
@@ -374,7 +375,7 @@ class PowerDnsZone(PowerDnsModule):
         if self.params['kind'] and self.params['kind'] != kind:
             attributes['kind'] = self.params['kind']
         current = current_rrsets(data)
-        changes = plan_changes(current, wanted, unwanted, zone, exclusive=self.params['exclusive'])
+        changes = rrset_changes(current, wanted, unwanted, zone, exclusive=self.params['exclusive'])
         after = apply_changes(current, changes)
         account = data.get('account') or ''
         new_account = attributes.get('account', account)
@@ -398,7 +399,7 @@ class PowerDnsZone(PowerDnsModule):
             return dict(changed=False, created=False, changes=[], zone={}, diff=dict(before={}, after={}))
         self.check_owner(zone, data)
         current = current_rrsets(data)
-        changes = [change_to_dict(c) for c in plan_changes(current, {}, set(current), zone)]
+        changes = [change_to_dict(c) for c in rrset_changes(current, {}, set(current), zone)]
         result = dict(changed=True, created=False, changes=changes, zone={},
                       diff=dict(before=zone_view(zone, data.get('kind') or 'Native', data.get('account') or '',
                                                  current), after={}))

@@ -33,15 +33,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.powerdns
   - mpanel.cloudpods.powerdns.actiongroup_powerdns
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Reads only; runs the same in check mode.
-  diff_mode:
-    support: N/A
-    details: Changes nothing, so there is no diff.
-  platform:
-    platforms: all
+  - mpanel.cloudpods.attributes.info_module
 seealso:
   - module: mpanel.cloudpods.powerdns_zone
 """

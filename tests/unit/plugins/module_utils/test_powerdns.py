@@ -2,7 +2,7 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Unit tests of the PowerDNS client's pure parts: names, canonical records, plans, errors."""
+"""Unit tests of the PowerDNS client's pure parts: names, canonical records, rrset changes, errors."""
 
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
@@ -56,6 +56,8 @@ def test_zone_names_good(name, expected):
     ('under_score.com', 'letters, digits and hyphens'),
     ('exa$mple.com', 'letters, digits and hyphens'),
     ('1.2.3.4', 'all digits'),
+    ('example.c0m', 'must be 2 to 63 letters'),
+    ('example.c', 'must be 2 to 63 letters'),
     ('xn--zz-.de', 'hyphen'),
     ('xn--a.de', 'not valid punycode'),
 ])
@@ -200,7 +202,7 @@ def test_current_content_that_cannot_be_parsed_is_kept():
 
 
 # --------------------------------------------------------------------------
-# desired rrsets and plans
+# desired rrsets and the changes to reach them
 # --------------------------------------------------------------------------
 
 def rrset(name, rtype, records, ttl=None, state='present'):
@@ -253,7 +255,7 @@ def test_desired_rrsets_bad(rrsets, nameservers, message):
     assert message in err.value.msg
 
 
-def test_plan_changes_only_what_differs():
+def test_rrset_changes_only_what_differs():
     data = api_zone((ZONE, 'A', 3600, ['192.0.2.1']),
                     ('www.example.com.', 'A', 3600, ['192.0.2.1']),
                     (ZONE, 'MX', 3600, ['10 MAIL.example.net.']),
@@ -267,7 +269,7 @@ def test_plan_changes_only_what_differs():
         rrset('@', 'MX', ['10 mail.example.net']),
         rrset('_dmarc', 'TXT', ['v=DMARC1; p=none']),
     ], 3600)
-    changes = pd.plan_changes(current, wanted, unwanted, ZONE)
+    changes = pd.rrset_changes(current, wanted, unwanted, ZONE)
     assert [(c.action, c.name, c.type) for c in changes] == [
         ('create', '_dmarc.example.com.', 'TXT'), ('update', ZONE, 'A')]
     assert pd.patch_body(changes) == {'rrsets': [
@@ -276,7 +278,7 @@ def test_plan_changes_only_what_differs():
         {'name': ZONE, 'type': 'A', 'ttl': 3600, 'changetype': 'REPLACE',
          'records': [{'content': '192.0.2.2', 'disabled': False}]}]}
     # exclusive: ftp goes, the apex NS stays
-    changes = pd.plan_changes(current, wanted, unwanted, ZONE, exclusive=True)
+    changes = pd.rrset_changes(current, wanted, unwanted, ZONE, exclusive=True)
     assert [(c.action, c.name, c.type) for c in changes][-1] == ('delete', 'ftp.example.com.', 'A')
     assert ('delete', ZONE, 'NS') not in [(c.action, c.name, c.type) for c in changes]
     assert pd.patch_body(changes)['rrsets'][-1] == {'name': 'ftp.example.com.', 'type': 'A', 'changetype': 'DELETE'}
@@ -293,7 +295,7 @@ def test_ttl_change_and_disabled_record_are_changes():
     assert current[('mail.example.com.', 'A')].records == ('192.0.2.5 (disabled)',)
     wanted, dummy = pd.desired_rrsets(ZONE, [rrset('www', 'A', ['192.0.2.1'], ttl=300),
                                              rrset('mail', 'A', ['192.0.2.5'])], 3600)
-    changes = pd.plan_changes(current, wanted, set(), ZONE)
+    changes = pd.rrset_changes(current, wanted, set(), ZONE)
     assert [(c.action, c.name) for c in changes] == [('update', 'mail.example.com.'), ('update', 'www.example.com.')]
     assert pd.change_to_dict(changes[1]) == {'action': 'update', 'name': 'www.example.com.', 'type': 'A', 'ttl': 300,
                                              'records': ['192.0.2.1'],
