@@ -37,7 +37,7 @@ class ActionModule(ActionBase):
             dir_mode, cron_mode, content = backup_schedule.parse_probe(to_text(probe['stdout']))
         except ValueError:
             return dict(failed=True, msg='unexpected answer looking at %s: %r' % (params['cron_file'], probe['stdout']))
-        changes, diff, actions = backup_schedule.plan(params, dir_mode, cron_mode, content)
+        changes, diff, actions = backup_schedule.changes(params, dir_mode, cron_mode, content)
         if actions and not self._task.check_mode:
             done = self._low_level_execute_command(backup_schedule.script(actions))
             if done['rc'] != 0:

@@ -5,7 +5,7 @@
 """The logic of mpanel.cloudpods.pod_backup_schedule, used by its action plugin (private to this collection).
 
 The action looks at the host with one shell command (``probe_command()``, read by ``parse_probe()``),
-decides with ``plan()`` and, only when something changes, runs ``script()`` of the planned actions.
+decides with ``changes()`` and, only when something changes, runs ``script()`` of the actions it chose.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -53,7 +53,7 @@ def parse_probe(stdout):
     return dir_mode, int(cron_line.strip(), 8), content
 
 
-def plan(params, dir_mode, cron_mode, before_content):
+def changes(params, dir_mode, cron_mode, before_content):
     """What to do, given what the probe found (None for what is missing): (changes, diff, actions).
 
     ``actions`` are tuples for ``script()``.
@@ -94,7 +94,7 @@ def plan(params, dir_mode, cron_mode, before_content):
 
 
 def script(actions):
-    """The shell commands doing ``actions`` (see ``plan()``)."""
+    """The shell commands doing ``actions`` (see ``changes()``)."""
     quote = shlex.quote
     lines = ['set -e']
     for action in actions:
