@@ -19,6 +19,13 @@ description:
     C(pod), C(plan) and C(domain), as M(mpanel.cloudpods.pod_container_info) returns it, null where a value is
     missing; text as found on the container, to be checked before use), and C(ansible_host) set to C(ip) when there
     is one.'
+  - 'Every value read from Proxmox VE (host names, tags, the pod record read from the description, which anyone
+    allowed to edit a container can change) is data, never a template: it is marked unsafe, so a C({{ ... }}) in a
+    description stays text wherever the host variable is used (ansible-core 2.19 and later treat inventory plugin
+    data so anyway).'
+  - 'With O(cache=true) what the API said about the pods is kept in the cache plugin O(cache_plugin) for
+    O(cache_timeout) seconds, and runs in that time make no API call; C(--flush-cache) or C(meta: refresh_inventory)
+    read the API again. The cache holds no credentials.'
   - 'Groups: C(cloudpods) (every pod), one group per plan (C(cloud_pod_starter) ...), one per node
     (C(node_<node>)) and one per run state (C(status_running), C(status_stopped)); more with O(keyed_groups),
     O(groups) and O(compose).'
@@ -30,6 +37,7 @@ author:
   - mPanel Cloud Pods team (@mpanel)
 extends_documentation_fragment:
   - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
 options:
   plugin:
     description: The name of this plugin.
@@ -93,13 +101,24 @@ keyed_groups:
   - key: plan
     prefix: plan
 
+# cloudpods.pods.yml, read from the API at most every 10 minutes
+plugin: mpanel.cloudpods.pods
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/cloudpods-inventory
+cache_timeout: 600
+
 # ansible-inventory -i cloudpods.pods.yml --graph
 # ansible-playbook -i cloudpods.pods.yml mpanel.cloudpods.restart --limit shop-example-com
 """
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_native
-from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+# Values from the API must never be templated. ansible-core 2.19+ already treats inventory plugin
+# data as untrusted (wrap_var only drops any trust there); on 2.17 and 2.18, which meta/runtime.yml
+# still allows, wrap_var is what marks it unsafe. community.proxmox and netbox.netbox do the same.
+from ansible.utils.unsafe_proxy import wrap_var as make_unsafe
 
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
@@ -113,7 +132,9 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.proxmox import (
 
 
 def pod_hostvars(guest, ip=None, description=None):
-    """Host variables of one pod from its cluster/resources entry (and its address and description)."""
+    """Host variables of one pod from its cluster/resources entry (and its address and description).
+
+    Plain values; the inventory marks them unsafe (make_unsafe) before they become host variables."""
     tags = parse_tags(guest.get('tags'))
     ip = ip or ''
     record = pod_record.read(description, tags)
@@ -136,7 +157,7 @@ def safe_group(name):
     return ''.join(c if c.isalnum() or c == '_' else '_' for c in name.lower())
 
 
-class InventoryModule(BaseInventoryPlugin, Constructable):
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     NAME = 'mpanel.cloudpods.pods'
 
@@ -157,7 +178,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             raise AnsibleError('mpanel.cloudpods.pods: %s' % to_native(exc))
 
     def pods(self, client):
-        """(guest, ip, description) of every pod container, sorted by VMID."""
+        """Every pod container as {guest, ip, description} (JSON, as the cache keeps it), sorted by VMID."""
         tag = self.get_option('tag')
         found = []
         for guest in sorted(client.containers(), key=lambda g: int(g['vmid'])):
@@ -171,22 +192,44 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
                     ip = first_global_ipv4(client.get(path + '/interfaces'))
                 except ProxmoxError:
                     ip = None  # interfaces needs PVE 8.1+
-            found.append((guest, ip, config.get('description', '')))
+            found.append(dict(guest=guest, ip=ip, description=config.get('description', '')))
         return found
+
+    def read_pods(self):
+        client = self._client()
+        try:
+            return self.pods(client)
+        except ProxmoxError as exc:
+            raise AnsibleError('mpanel.cloudpods.pods: %s' % client.scrub(to_native(exc)))
 
     def parse(self, inventory, loader, path, cache=True):
         super(InventoryModule, self).parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        client = self._client()
-        try:
-            pods = self.pods(client)
-        except ProxmoxError as exc:
-            raise AnsibleError('mpanel.cloudpods.pods: %s' % client.scrub(to_native(exc)))
+        # The inventory cache pattern of Ansible's developer guide (community.proxmox and netbox.netbox
+        # use it too): read the cache unless told to refresh (cache=False: --flush-cache, meta:
+        # refresh_inventory), and write it whenever the API was read because caching is on.
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option('cache') and cache
+        update_cache = self.get_option('cache') and not cache
+        pods = None
+        if use_cache:
+            try:
+                pods = self._cache[cache_key]
+            except KeyError:
+                update_cache = True
+        if pods is None:
+            pods = self.read_pods()
+        if update_cache:
+            self._cache[cache_key] = pods
+        self.populate(pods)
+
+    def populate(self, pods):
         strict = self.get_option('strict')
         self.inventory.add_group('cloudpods')
-        for guest, ip, description in pods:
-            host = guest['name']
-            hostvars = pod_hostvars(guest, ip, description)
+        for pod in pods:
+            # Everything below came from the API (or from the cache, which holds what the API said).
+            host = make_unsafe(pod['guest']['name'])
+            hostvars = make_unsafe(pod_hostvars(pod['guest'], pod['ip'], pod['description']))
             self.inventory.add_host(host, group='cloudpods')
             for key, value in hostvars.items():
                 self.inventory.set_variable(host, key, value)
