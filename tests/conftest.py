@@ -9,7 +9,6 @@ not healthy) the session starts one itself and stops it again at the end.
 """
 
 import os
-import shlex
 import subprocess
 import sys
 
@@ -19,24 +18,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAB = os.path.join(ROOT, 'tests', 'lab', 'lab')
 LAB_ENV_FILE = os.path.join(ROOT, '.lab', 'env')
 LAB_DIR = os.path.join(ROOT, 'tests', 'lab')
+# The test helpers (tests/support: cloudpods_testing) and the lab's modules (tests/lab: labenv for
+# .lab/env and free ports, labcontrol, ...) are importable by every test.
+for _path in (os.path.join(ROOT, 'tests', 'support'), LAB_DIR):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from labenv import read_env as read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def _lab(command):
     return subprocess.run([LAB, command], cwd=ROOT, capture_output=True, text=True, check=False)
-
-
-def read_lab_env(path=LAB_ENV_FILE):
-    """``.lab/env`` as a dict (values are shell-quoted there)."""
-    values = {}
-    with open(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith('#') or '=' not in line:
-                continue
-            key, dummy, value = line.partition('=')
-            parts = shlex.split(value)
-            values[key] = parts[0] if parts else ''
-    return values
 
 
 @pytest.fixture(scope='session')
@@ -58,7 +50,5 @@ def lab_env():
 def lab_control(lab_env):
     """Client for the simulator's /_lab endpoints: reset, fault, state, config,
     add_token, set_container (see tests/lab/labcontrol.py)."""
-    if LAB_DIR not in sys.path:
-        sys.path.insert(0, LAB_DIR)
     from labcontrol import LabControl  # pylint: disable=import-outside-toplevel
     return LabControl.from_env(lab_env)

@@ -60,7 +60,7 @@ for _path in (ROOT, ROOT / "tests" / "lab", ROOT / "tests" / "integration", ROOT
 from bench_provision import role_of, seconds  # noqa: E402  pylint: disable=wrong-import-position
 from podplays import HostDirs, run_pod_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from realpods import ENV_LXC, Service, drop_zone  # noqa: E402  pylint: disable=wrong-import-position
-from runner_api.testing import read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
+from labenv import read_env as read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
 
 PLAN = "CLOUD_POD_STARTER"
 STEPS = ["clone", "start", "DHCP", "container (rest)", "first boot", "DNS", "backup", "mail", "outside tasks"]

@@ -17,7 +17,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +24,15 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, os.path.join(ROOT, 'tests')):
+for _path in (ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import read_lab_env, scratch_database, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
+from labenv import free_port, read_env as read_lab_env  # noqa: E402
 
 
 def _client(port, method, path, token, seconds, queue):
@@ -96,9 +96,7 @@ def main(argv=None):
         token = new_token()
         with open_pool(Settings.from_env({'DATABASE_URL': url}), min_size=1, max_size=1) as pool:
             Repository(pool).create_token('bench', 'service', None, token)
-        with socket.socket() as probe:
-            probe.bind(('127.0.0.1', 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         env = worker_environment(lab_env, url, db_pool_max=max(4, args.threads))
         server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'gunicorn'), '-b',
                                    '127.0.0.1:%d' % port, '-w', str(args.workers), '-k', 'gthread', '--threads',

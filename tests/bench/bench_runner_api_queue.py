@@ -31,13 +31,14 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 for _path in (ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'integration'),
-              os.path.join(ROOT, 'tests', 'lab')):
+              os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import read_lab_env, scratch_database, start_worker, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from labenv import read_env as read_lab_env  # noqa: E402
 
 STUB = """
 - name: Stub provision

@@ -17,7 +17,6 @@ collection importable through ``.build/collections`` and the lab's settings in t
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,22 +34,6 @@ def ensure_collection_link():
     if not os.path.lexists(COLLECTION_LINK):
         os.makedirs(os.path.dirname(COLLECTION_LINK), exist_ok=True)
         os.symlink(os.path.join('..', '..', '..', '..'), COLLECTION_LINK)
-
-
-def load_env_file(path):
-    """Read a ``KEY=VALUE`` file (shell quoting allowed), such as ``.lab/env``."""
-    env = {}
-    with open(path) as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith('#'):
-                continue
-            if line.startswith('export '):
-                line = line[len('export '):]
-            key, dummy, value = line.partition('=')
-            parts = shlex.split(value) if value else ['']
-            env[key.strip()] = parts[0] if parts else ''
-    return env
 
 
 class PlaybookRun(object):

@@ -8,7 +8,6 @@ runner_api as a service on a scratch database, pct, the site, DNS, cgroups and D
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,24 +17,19 @@ import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from runner_api.auth import new_token  # noqa: E402  pylint: disable=wrong-import-position
 from runner_api.repository import Repository, open_pool  # noqa: E402  pylint: disable=wrong-import-position
 from runner_api.settings import Settings  # noqa: E402  pylint: disable=wrong-import-position
-from runner_api.testing import scratch_database, start_worker, worker_environment  # noqa: E402  pylint: disable=wrong-import-position
+from cloudpods_testing import scratch_database, start_worker, worker_environment  # noqa: E402  pylint: disable=wrong-import-position
+from labenv import free_port  # noqa: E402  pylint: disable=wrong-import-position
 from podplays import HostDirs  # noqa: E402  pylint: disable=wrong-import-position
 from lxclab import read_leases  # noqa: E402  pylint: disable=wrong-import-position
 
 ENV_LXC = os.path.join(ROOT, '.lab', 'env.lxc')
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def pct(env, vmid, *command, check=True):

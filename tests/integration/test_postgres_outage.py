@@ -15,7 +15,6 @@ within its timeout.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -34,10 +33,11 @@ from psycopg_pool import PoolTimeout  # noqa: E402
 from runner_api.app import create_app  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import scratch_database, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
+from labenv import free_port  # noqa: E402
 from playbooks import PrivateLab  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
-from test_runner_api_worker import Queue, _free_port, _wait_http, site_vars  # noqa: E402
+from test_runner_api_worker import Queue, _wait_http, site_vars  # noqa: E402
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 OUTAGE_SECONDS = 20
@@ -88,9 +88,7 @@ def test_database_errors_answer_503_with_retry_after():
 
 
 def test_a_pool_that_cannot_connect_answers_503_within_its_timeout():
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(('127.0.0.1', 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     app = _app(database_url='postgresql://cloudpods:pw@127.0.0.1:%d/cloudpods' % port, db_timeout_seconds=1)
     client = app.test_client()
     try:
@@ -164,7 +162,7 @@ def test_api_and_worker_ride_out_a_postgres_outage(outage_lab, tmp_path):
         try:
             token = new_token()
             queue.repository.create_token('mpanel', 'service', None, token)
-            port = _free_port()
+            port = free_port()
             api_log = tmp_path / 'api.out'
             with open(str(api_log), 'ab') as log:
                 api = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'gunicorn'), '-b',

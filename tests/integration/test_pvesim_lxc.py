@@ -25,7 +25,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from realpods import ENV_LXC, ROOT, cgroup, leases, pct  # noqa: E402
-from runner_api.testing import read_lab_env  # noqa: E402
+from labenv import read_env as read_lab_env  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(ENV_LXC),

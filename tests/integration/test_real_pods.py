@@ -30,7 +30,7 @@ if HERE not in sys.path:
 
 from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
 from realpods import ENV_LXC, Service, cgroup, dns_a, drop_zone, leases, pct, pve, site  # noqa: E402
-from runner_api.testing import read_lab_env  # noqa: E402
+from labenv import read_env as read_lab_env  # noqa: E402
 
 DOMAIN = 'example-shop.test'
 PLAN = 'CLOUD_POD_STARTER'

@@ -22,7 +22,7 @@ from runner_api.app import create_app  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import OpenApiChecker, scratch_database  # noqa: E402
+from cloudpods_testing import OpenApiChecker, scratch_database  # noqa: E402
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 ALICE, BOB = 'cust-alice', 'cust-bob'

@@ -24,14 +24,15 @@ import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from labenv import free_port  # noqa: E402
 from playbooks import PrivateLab  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 
@@ -319,7 +320,7 @@ def test_permanent_proxmox_fault_ends_failed_after_max_attempts(lab_queue):
 def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_lab, tmp_path):
     token = new_token()
     lab_queue.repository.create_token('mpanel', 'service', None, token)
-    port = _free_port()
+    port = free_port()
     api_log = tmp_path / 'api.log'
     with open(str(api_log), 'ab') as log:
         api = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), 'gunicorn'), '-b',
@@ -378,13 +379,6 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
     password = re.match(r'postgresql://[^:]+:([^@]+)@', private_lab['DATABASE_URL']).group(1)
     assert password not in dump and password not in logs
     assert token not in dump and token not in logs and admin not in dump and admin not in logs
-
-
-def _free_port():
-    import socket  # pylint: disable=import-outside-toplevel
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def _wait_http(url, timeout=20):

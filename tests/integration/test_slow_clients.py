@@ -39,14 +39,15 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, os.path.join(ROOT, 'tests', 'lab')):
+for _path in (ROOT, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import read_lab_env, scratch_database, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
+from labenv import free_port, read_env as read_lab_env  # noqa: E402
 from nginxlab import NginxInstance  # noqa: E402
 
 UNIT_FILE = Path(ROOT) / 'deploy' / 'systemd' / 'cloudpods-api.service'
@@ -483,9 +484,7 @@ def _measure_straight_to_gunicorn():
     lab_env = read_lab_env()
     with scratch_database(lab_env['DATABASE_URL'], prefix='cloudpods_slow') as database_url:
         tokens = create_tokens(database_url)
-        with socket.socket() as probe:
-            probe.bind(('127.0.0.1', 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         log_path = Path(tempfile.mkdtemp(prefix='cloudpods-slow-')) / 'gunicorn.log'
         print('gunicorn log:', log_path)
         process = start_gunicorn(worker_environment(lab_env, database_url), port, log_path)

@@ -29,7 +29,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab')):
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -38,7 +38,7 @@ from runner_api.app import create_app  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.executors import LocalAnsibleRunner, RunRequest  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import scratch_database, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 from playbooks import PrivateLab  # noqa: E402
 from test_runner_api_worker import Queue, containers_named, site_vars  # noqa: E402

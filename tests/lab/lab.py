@@ -42,11 +42,9 @@ from smtplab import SmtpService  # the lab's SMTP server (aiosmtpd)
 from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's database)
 from nginxlab import NginxService  # the shipped nginx site in front of a test's gunicorn
 import lxclab  # the real-container part (--lxc)
+from labenv import ENV_FILE, LAB_DIR, REPO_ROOT, free_port  # .lab/env and loopback ports, one way
 
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-LAB_DIR = REPO_ROOT / ".lab"
-ENV_FILE = LAB_DIR / "env"
 START_TIMEOUT = 20.0
 
 # The seed's CloudPodsProv role (cloud-pods-setup.md, step 1): the lab's main token
@@ -214,18 +212,6 @@ def _reap(pid: int) -> None:
         pass
 
 
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` if it can be bound on loopback, else any free port."""
-    for candidate in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return probe.getsockname()[1]
-    raise LabError("no free loopback port")
-
-
 # ---------------------------------------------------------------- services
 
 class Service:
@@ -353,26 +339,6 @@ class PveSimService(Service):
 PDNS_SCHEMA = Path("/usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql")
 
 
-def free_listen_port(preferred: int | None = None, udp: bool = False) -> int:
-    """``preferred`` if a server can listen there on loopback (TCP, and UDP too with ``udp``), else a free one.
-
-    The probe sets SO_REUSEADDR as servers do, so a port whose last connections are still in
-    TIME_WAIT (a restart a moment ago) is kept rather than swapped for a new one.
-    """
-    for candidate in ([preferred] if preferred else []) + [0] * 20:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dgram:
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                tcp.bind(("127.0.0.1", candidate))
-                if udp:
-                    dgram.bind(("127.0.0.1", tcp.getsockname()[1]))
-            except OSError:
-                continue
-            return tcp.getsockname()[1]
-    raise LabError("no free loopback port")
-
-
 class PowerDnsService(Service):
     """PowerDNS Authoritative (Debian's pdns-server + pdns-backend-sqlite3) on loopback.
 
@@ -408,10 +374,10 @@ class PowerDnsService(Service):
     def _settings(self) -> dict:
         settings = self._load_settings()
         settings.setdefault("api_key", secrets.token_urlsafe(24))
-        settings["api_port"] = free_listen_port(settings.get("api_port"))
-        settings["dns_port"] = free_listen_port(settings.get("dns_port"), udp=True)
+        settings["api_port"] = free_port(settings.get("api_port"))
+        settings["dns_port"] = free_port(settings.get("dns_port"), udp=True)
         while settings["dns_port"] == settings["api_port"]:
-            settings["dns_port"] = free_listen_port(udp=True)
+            settings["dns_port"] = free_port(udp=True)
         _write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
         return settings
 
@@ -716,18 +682,6 @@ class Lab:
             lines = [f"# Written by tests/lab/lab up; load with: set -a; . .lab/{name}; set +a"]
             lines += [f"{key}={shlex.quote(value)}" for key, value in self.env(lxc).items()]
             _write(self.directory / name, ("\n".join(lines) + "\n").encode(), secret=True)
-
-
-def read_env_file(path: Path) -> dict:
-    """Parse ``.lab/env`` (KEY=shell-quoted value lines) without a shell."""
-    values = {}
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or "=" not in line:
-            continue
-        key, _sep, value = line.partition("=")
-        parts = shlex.split(value)
-        values[key.strip()] = parts[0] if parts else ""
-    return values
 
 
 @contextmanager

@@ -28,6 +28,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from labenv import free_port  # the lab's one free-port helper
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 SITE_FILE = REPO_ROOT / "deploy" / "nginx" / "cloudpods-api.conf"
@@ -91,18 +93,6 @@ def render_main(directory, site_path):
     return "\n".join(lines)
 
 
-def _free_port(preferred=None):
-    for candidate in ([preferred] if preferred else []) + [0] * 20:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return probe.getsockname()[1]
-    raise OSError("no free loopback port")
-
-
 class NginxInstance:
     """nginx running the shipped site from ``directory``: config, pid, logs and temp files there."""
 
@@ -125,10 +115,10 @@ class NginxInstance:
     def _settings(self):
         """The ports survive a restart, so .lab/env stays valid."""
         settings = self.load_settings()
-        settings["port"] = _free_port(settings.get("port"))
-        settings["upstream_port"] = settings.get("upstream_port") or _free_port()
+        settings["port"] = free_port(settings.get("port"))
+        settings["upstream_port"] = settings.get("upstream_port") or free_port()
         while settings["upstream_port"] == settings["port"]:
-            settings["upstream_port"] = _free_port()
+            settings["upstream_port"] = free_port()
         self.settings_file.write_text(json.dumps(settings, indent=2))
         return settings
 

@@ -17,6 +17,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from labenv import free_port  # the lab's one free-port helper
+
 LAB_USER = "cloudpods-lab"
 SUPERUSER = "cloudpods"
 DATABASE = "cloudpods"
@@ -94,7 +96,7 @@ class PostgresService:
     def _settings(self) -> dict:
         settings = self._load_settings()
         settings.setdefault("password", secrets.token_urlsafe(24))
-        settings["port"] = self._labmod.free_listen_port(settings.get("port"))
+        settings["port"] = free_port(settings.get("port"))
         self._labmod._write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
         return settings
 

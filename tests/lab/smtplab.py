@@ -25,25 +25,14 @@ import os
 import secrets
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from labenv import free_port  # the lab's one free-port helper
+
 HERE = Path(__file__).resolve().parent
-
-
-def _free_port(preferred=None):
-    for candidate in ([preferred] if preferred else []) + [0]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return probe.getsockname()[1]
-    raise OSError("no free loopback port")
 
 
 class SmtpService:
@@ -65,7 +54,7 @@ class SmtpService:
     def _settings(self):
         """The port survives a restart, so .lab/env stays valid."""
         settings = self._load_settings()
-        settings["port"] = _free_port(settings.get("port"))
+        settings["port"] = free_port(settings.get("port"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.settings_file.write_text(json.dumps(settings, indent=2))
         return settings

@@ -13,26 +13,17 @@ task ends OK, 1 otherwise (the task's exit status on stderr), like vzdump.
 
 import hashlib
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from labenv import ENV_FILE, read_env  # the lab's one .lab/env reader
 TOKEN_ID = "root@pam!lab-vzdump"
 
 
 def settings():
-    values = {}
-    env_file = ROOT / ".lab" / "env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                key, _sep, value = line.partition("=")
-                parts = shlex.split(value)
-                values[key] = parts[0] if parts else ""
+    values = read_env(ENV_FILE) if ENV_FILE.exists() else {}
     values.update((k, v) for k, v in os.environ.items() if k.startswith(("PROXMOX_", "PVESIM_")))
     return values
 

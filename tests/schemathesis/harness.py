@@ -26,7 +26,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import sys
 import time
 import urllib.error
@@ -36,8 +35,9 @@ from pathlib import Path
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+for _path in (ROOT, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
@@ -48,7 +48,8 @@ from runner_api.blueprints.customer import normalise_domain  # noqa: E402
 from runner_api.plans import PlanCatalogue  # noqa: E402
 from runner_api.repository import Repository, migrate, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from runner_api.testing import _with_database, read_lab_env, worker_environment  # noqa: E402
+from cloudpods_testing import with_database, worker_environment  # noqa: E402
+from labenv import free_port, read_env as read_lab_env  # noqa: E402
 
 DB_PREFIX = 'cloudpods_st'
 # customer_id of the customer token, the X-Customer-Id the service token's run sends (tools/schemathesis
@@ -85,12 +86,6 @@ def _base_url():
     return read_lab_env()['DATABASE_URL']
 
 
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
-
-
 def up(workdir):
     """Scratch database (migrated), one token per role, a free port; gunicorn is started by `serve`."""
     base_url = _base_url()
@@ -99,7 +94,7 @@ def up(workdir):
     _write_private(_path(workdir, 'database'), name)
     with psycopg.connect(base_url, autocommit=True) as admin:
         admin.execute('CREATE DATABASE "%s"' % name)  # our own name: letters, digits, underscore
-    url = _with_database(base_url, name)
+    url = with_database(base_url, name)
     migrate(url)
     with open_pool(Settings.from_env({'DATABASE_URL': url}), name='schemathesis-setup', min_size=1,
                    max_size=1) as pool:
@@ -109,7 +104,7 @@ def up(workdir):
             repository.create_token('schemathesis-' + role, role, customer, token)
             _write_private(_path(workdir, 'token.' + role), token)
     _write_private(_path(workdir, 'service.customer'), SERVICE_CUSTOMER_ID)
-    _write_private(_path(workdir, 'port'), str(_free_port()))
+    _write_private(_path(workdir, 'port'), str(free_port()))
     print('scratch database %s, tokens for %s' % (name, ', '.join(role for role, _customer in ROLES)))
     return 0
 
@@ -117,7 +112,7 @@ def up(workdir):
 def serve(workdir):
     """Become gunicorn (exec: same pid, so the caller can stop and wait for it) serving the scratch database."""
     lab_env = read_lab_env()
-    env = worker_environment(lab_env, _with_database(lab_env['DATABASE_URL'], _read(_path(workdir, 'database'))))
+    env = worker_environment(lab_env, with_database(lab_env['DATABASE_URL'], _read(_path(workdir, 'database'))))
     gunicorn = os.path.join(os.path.dirname(sys.executable), 'gunicorn')
     os.chdir(ROOT)
     os.execve(gunicorn, [gunicorn, '-b', '127.0.0.1:' + _read(_path(workdir, 'port')), '-w', '2',
@@ -166,7 +161,7 @@ def seed(workdir):
             raise SystemExit('seed order with the %s token: %s %s' % (role, status, body))
         seeds[body['id']] = 'admin-seed' if role == 'admin' else role
     active = [pod for pod, role in seeds.items() if role == 'admin-seed']
-    url = _with_database(_base_url(), _read(_path(workdir, 'database')))
+    url = with_database(_base_url(), _read(_path(workdir, 'database')))
     with psycopg.connect(url) as connection:
         connection.execute("""UPDATE cloud_pod_subscriptions SET status = 'ACTIVE', vmid = 4242, node = 'lab',
                               ip = '192.0.2.42', activated_at = now() WHERE id = ANY(%s::uuid[])""", (active,))
@@ -307,7 +302,7 @@ def check(workdir):
     orders, restarts = answered(workdir)
     seeds = json.loads(_read(_path(workdir, 'seeds.json')))
     orders.update(seeds['pods'])
-    url = _with_database(_base_url(), _read(_path(workdir, 'database')))
+    url = with_database(_base_url(), _read(_path(workdir, 'database')))
     with psycopg.connect(url, row_factory=dict_row) as connection:
         rows = connection.execute('SELECT * FROM cloud_pod_subscriptions').fetchall()
         tasks = connection.execute('SELECT * FROM cloud_pod_provisioning_tasks').fetchall()

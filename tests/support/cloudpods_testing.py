@@ -1,23 +1,31 @@
-"""Helpers for runner_api's tests and benchmarks: a throwaway database, OpenAPI response checks."""
+"""Helpers for runner_api's tests and benchmarks: a throwaway database, OpenAPI response checks,
+a worker process with the lab's settings.
+
+Not part of the shipped package (it lived in runner_api/testing.py). ``tests/conftest.py`` puts
+``tests/support`` and ``tests/lab`` on ``sys.path``; scripts run outside pytest (benchmarks, the
+Schemathesis harness) do the same themselves. The lab's ``.lab/env`` is read by ``labenv.read_env``.
+"""
 
 import os
 import re
 import secrets
-import shlex
 import subprocess
 import sys
 import urllib.parse
 from contextlib import contextmanager
+from pathlib import Path
 
 import jsonschema
 import psycopg
 
-from .app import load_openapi
-from .repository import migrate
-from .settings import REPO_ROOT
+from runner_api.app import load_openapi
+from runner_api.repository import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _with_database(url, name):
+def with_database(url, name):
+    """``url`` with its database name replaced by ``name``."""
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
@@ -28,7 +36,7 @@ def scratch_database(base_url, prefix="cloudpods_test"):
     name = f"{prefix}_{secrets.token_hex(4)}"
     with psycopg.connect(base_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')  # name is ours: letters, digits, underscore
-    url = _with_database(base_url, name)
+    url = with_database(base_url, name)
     try:
         migrate(url)
         yield url
@@ -104,17 +112,3 @@ def start_worker(env, worker_id, log_path):
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO_ROOT))
 
-
-def read_lab_env(path=None):
-    """``.lab/env`` (KEY=shell-quoted value lines) as a dict, without a shell."""
-    path = path or REPO_ROOT / ".lab" / "env"
-    values = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            key, _sep, value = line.partition("=")
-            parts = shlex.split(value)
-            values[key.strip()] = parts[0] if parts else ""
-    return values

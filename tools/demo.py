@@ -1,6 +1,6 @@
 """The main job's demo: one Cloud Pod ordered over HTTP, provisioned by a worker, shown live.
 
-    python -m runner_api.demo [--plan CLOUD_POD_STARTER] [--domain demo-123.example.com]
+    python tools/demo.py [--plan CLOUD_POD_STARTER] [--domain demo-123.example.com]
 
 Run by ``tools/demo`` with the lab up and ``.lab/env`` loaded. It applies the migrations, creates
 an API token, starts the API (gunicorn) and one worker, orders a pod as mPanel would, prints the
@@ -13,23 +13,23 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
-from .auth import new_token
-from .repository import Repository, migrate, open_pool
-from .settings import REPO_ROOT, Settings
+REPO_ROOT = Path(__file__).resolve().parent.parent
+for _path in (REPO_ROOT, REPO_ROOT / "tests" / "lab"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-DEMO_DIR = REPO_ROOT / ".lab" / "demo"
+from labenv import LAB_DIR, free_port  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.auth import new_token  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.repository import Repository, migrate, open_pool  # noqa: E402  pylint: disable=wrong-import-position
+from runner_api.settings import Settings  # noqa: E402  pylint: disable=wrong-import-position
 
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+DEMO_DIR = LAB_DIR / "demo"
 
 
 def _http(method, url, token, body=None):
@@ -87,7 +87,7 @@ def main(argv=None):
         "cloudpods_cron_dir": str(host_dir / "cron.d"), "cloudpods_state_dir": str(host_dir / "state"),
         "cloudpods_vzdump": str(REPO_ROOT / "tests" / "lab" / "bin" / "vzdump")}))
     env = dict(os.environ, CLOUDPODS_EXTRA_VARS_FILE=str(site), CLOUDPODS_POLL_SECONDS="2")
-    port = _free_port()
+    port = free_port()
     bin_dir = os.path.dirname(os.path.abspath(sys.executable))
     processes = []
     try:
