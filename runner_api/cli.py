@@ -11,9 +11,9 @@ from .settings import Settings, SettingsError
 LOG = logging.getLogger("runner_api")
 
 
-def _settings(worker=False):
+def _settings(worker=False, catalogue=True):
     try:
-        return Settings.from_env(worker=worker)
+        return Settings.from_env(worker=worker, catalogue=catalogue)
     except SettingsError as exc:
         print(f"cloudpods: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -21,7 +21,7 @@ def _settings(worker=False):
 
 def cmd_migrate(_args):
     from .repository import migrate  # pylint: disable=import-outside-toplevel
-    applied = migrate(_settings().database_url)
+    applied = migrate(_settings(catalogue=False).database_url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
@@ -29,7 +29,7 @@ def cmd_migrate(_args):
 def cmd_token(args):
     from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
     from .repository import Repository, open_pool  # pylint: disable=import-outside-toplevel
-    settings = _settings()
+    settings = _settings(catalogue=False)
     with open_pool(settings, name="cloudpods-token", min_size=1, max_size=1) as pool:
         repository = Repository(pool)
         if args.token_command == "create":
@@ -72,6 +72,7 @@ def cmd_worker(args):
 
 
 def cmd_provision(args):
+    from . import operations  # pylint: disable=import-outside-toplevel
     from .executors import LocalAnsibleRunner, RunRequest  # pylint: disable=import-outside-toplevel
     from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
@@ -82,9 +83,10 @@ def cmd_provision(args):
         print("cloudpods: provision without --dry-run is not offered: order through the API so the pod "
               "is recorded", file=sys.stderr)
         return 2
-    pod = args.pod or "dry-run-pod"
-    extra_vars = {"pod": pod, "plan": args.plan, "domain": args.domain or "",
-                  "customer_email": args.email}
+    # The extra vars an order's task gets, built by the operation registry from a task row.
+    task = {"task_type": "CREATE_CONTAINER", "hostname": args.pod or "dry-run-pod", "plan_code": args.plan,
+            "domain": args.domain, "customer_email": args.email}
+    extra_vars = operations.extra_vars(task)
 
     def show(event):
         if event["status"] in ("changed", "failed", "unreachable"):
@@ -92,7 +94,7 @@ def cmd_provision(args):
             for change in _diff_lines(event.get("diff")):
                 print(f"           {change}")
 
-    result = LocalAnsibleRunner(settings).run(RunRequest("CREATE_CONTAINER", extra_vars, check=True), show)
+    result = LocalAnsibleRunner(settings).run(RunRequest(task["task_type"], extra_vars, check=True), show)
     print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
     return 0 if result.ok else 1
 

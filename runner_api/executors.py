@@ -21,7 +21,7 @@ import yaml
 
 from . import operations
 from .runscope import RunScope
-from .settings import REPO_ROOT, SECRET_NAME_PATTERN, scrub
+from .settings import SECRET_NAME_PATTERN, default_collections_path, scrub
 
 # Operation -> playbook file, from the registry (runner_api/operations.py); read-only.
 PLAYBOOKS = MappingProxyType(operations.playbooks())
@@ -144,7 +144,10 @@ class LocalAnsibleRunner(Executor):
     def _environment(self, private_dir, scope):
         bin_dir = os.path.dirname(os.path.abspath(sys.executable))
         path = bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
-        collections = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or str(REPO_ROOT / ".build" / "collections")
+        # The collections the playbooks run with: the settings' (ANSIBLE_COLLECTIONS_PATH, in a checkout
+        # .build/collections, else Ansible's default), where the installed mpanel.cloudpods was found.
+        collections = (self.settings.collections_path or os.environ.get("ANSIBLE_COLLECTIONS_PATH")
+                       or default_collections_path())
         env = dict(self.public_env)  # secrets go through the guard's hand-off, never as variables
         env.update(scope.env())
         env.update({

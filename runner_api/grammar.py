@@ -1,5 +1,8 @@
 """What an order may carry: the patterns of ``playbooks/vars/settings.yml``, applied by the API.
 
+The file is the collection's (``Settings.grammar_file``: the checkout's, or the installed
+collection's); ``create_app`` selects it with ``use()``.
+
 The playbooks check their extra vars with the same patterns (``cloudpods_hostname_pattern``,
 ``cloudpods_domain_pattern``, ``cloudpods_email_pattern``), so an order the API accepts is one the
 playbook accepts, and the rule lives in one file. The API first normalises what a person types:
@@ -17,13 +20,30 @@ import yaml
 
 from .settings import REPO_ROOT
 
-GRAMMAR_FILE = REPO_ROOT / "playbooks" / "vars" / "settings.yml"
+GRAMMAR_FILE = REPO_ROOT / "playbooks" / "vars" / "settings.yml"  # in a checkout; see use()
 PATTERN_NAMES = ("cloudpods_hostname_pattern", "cloudpods_domain_pattern", "cloudpods_email_pattern")
 PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]{1,128}")
+_selected = {"path": GRAMMAR_FILE}
+
+
+def use(path):
+    """Check orders against the patterns of ``path`` from now on (the app's ``Settings.grammar_file``)."""
+    _selected["path"] = Path(path)
+
+
+def patterns(path=None):
+    """The patterns of ``path``, default the file selected with ``use()``."""
+    return load(Path(path) if path else _selected["path"])
 
 
 @lru_cache(maxsize=4)
-def patterns(path=GRAMMAR_FILE):
+def load(path):
+    """``read(path)``, once per path."""
+    return read(path)
+
+
+def read(path):
+    """The patterns of the settings file ``path``; ValueError when one is missing."""
     with open(Path(path), encoding="utf-8") as handle:
         data = yaml.safe_load(handle) or {}
     missing = [name for name in PATTERN_NAMES if not isinstance(data.get(name), str)]

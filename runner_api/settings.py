@@ -2,6 +2,16 @@
 
 ``Settings.from_env()`` collects every problem and raises one ``SettingsError`` naming each
 missing or malformed variable, so an operator fixes them all in one go.
+
+Files of the collection: the plan catalogue (``playbooks/vars/plans.yml``), the order rules
+(``playbooks/vars/settings.yml``) and the playbooks belong to the ``mpanel.cloudpods`` collection,
+not to this package. runner_api reads them from the collection it runs: in a checkout (the
+repository root is the collection) the checkout's own files; from an installed wheel, the
+collection that ``ansible-galaxy collection install`` put in a directory of
+``ANSIBLE_COLLECTIONS_PATH`` (Ansible's default ``~/.ansible/collections:/usr/share/ansible/collections``
+when unset), the same one the worker's playbooks run with. ``CLOUDPODS_PLANS_FILE`` and
+``CLOUDPODS_PLAYBOOK_DIR`` override the catalogue and the playbook directory. A missing or unreadable
+catalogue stops start-up with a message naming the setting (never an error per request).
 """
 
 import os
@@ -10,7 +20,16 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+COLLECTION = ("mpanel", "cloudpods")
+# Ansible's default for ANSIBLE_COLLECTIONS_PATH (COLLECTIONS_PATHS) when it is not set.
+ANSIBLE_DEFAULT_COLLECTIONS_PATH = "~/.ansible/collections:/usr/share/ansible/collections"
+# What a secret becomes in events, errors, logs and URLs. The collection masks with the same
+# string (plugins/module_utils/redact.py, REDACTED); runner_api does not import the collection
+# (an installed wheel may run beside any copy of it), so the constant is repeated there and here.
+MASK = "********"
 
 # Variables the playbooks read (module defaults); handed to ansible-runner as environment.
 PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT")
@@ -33,6 +52,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     database_url: str
     plans_file: Path
     playbook_dir: Path
+    collections_path: str | None = None  # ANSIBLE_COLLECTIONS_PATH for the playbooks; None: as the worker's
+    grammar_file: Path | None = None  # playbooks/vars/settings.yml (order rules); None: the checkout's
     pool_min: int = 1
     pool_max: int = 10
     max_body_bytes: int = 16384
@@ -61,15 +82,23 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         return f"Settings(database={redact_url(self.database_url)}, playbook_dir={self.playbook_dir})"
 
     @classmethod
-    def from_env(cls, environ=None, worker=False):
-        """Read and check the settings; ``worker`` also requires what the playbooks need."""
+    def from_env(cls, environ=None, worker=False, catalogue=True):  # pylint: disable=too-many-locals
+        """Read and check the settings; ``worker`` also requires what the playbooks need.
+
+        ``catalogue`` (the API and the worker): the plan catalogue and the order rules must be
+        there and readable. ``cloudpods migrate`` and ``token`` need neither.
+        """
         env = dict(os.environ if environ is None else environ)
         problems = []
         reader = _Reader(env, problems)
         database_url = reader.database_url("DATABASE_URL")
+        checkout = source_checkout()
+        collections_path = reader.raw("ANSIBLE_COLLECTIONS_PATH") or default_collections_path()
+        collection = checkout or find_collection(collections_path)
+        playbooks = collection / "playbooks" if collection else None
         values = dict(
-            plans_file=reader.path("CLOUDPODS_PLANS_FILE", REPO_ROOT / "playbooks" / "vars" / "plans.yml"),
-            playbook_dir=reader.path("CLOUDPODS_PLAYBOOK_DIR", REPO_ROOT / "playbooks", must_be_dir=worker),
+            plans_file=reader.path("CLOUDPODS_PLANS_FILE", playbooks / "vars" / "plans.yml" if playbooks else None),
+            playbook_dir=reader.path("CLOUDPODS_PLAYBOOK_DIR", playbooks, must_be_dir=worker),
             pool_min=reader.integer("CLOUDPODS_DB_POOL_MIN", 1, minimum=0),
             pool_max=reader.integer("CLOUDPODS_DB_POOL_MAX", 10, minimum=1),
             max_body_bytes=reader.integer("CLOUDPODS_MAX_BODY_BYTES", 16384, minimum=256),
@@ -96,11 +125,83 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             reader.url("POWERDNS_API_URL")
         if values["lease_seconds"] and values["heartbeat_seconds"] >= values["lease_seconds"]:
             problems.append("CLOUDPODS_HEARTBEAT_SECONDS must be shorter than CLOUDPODS_LEASE_SECONDS")
+        rules_dir = playbooks or values["playbook_dir"]
+        values["grammar_file"] = rules_dir / "vars" / "settings.yml" if rules_dir else None
+        not_found = (f"the {'.'.join(COLLECTION)} collection is not installed in ANSIBLE_COLLECTIONS_PATH "
+                     f"({collections_path}): install it with ansible-galaxy collection install, or set")
+        if catalogue and values["plans_file"] is None:
+            problems.append(f"CLOUDPODS_PLANS_FILE is not set and {not_found} CLOUDPODS_PLANS_FILE to the "
+                            "plan catalogue (playbooks/vars/plans.yml of the collection)")
+        elif catalogue:
+            problems.extend(_check_catalogue(values["plans_file"]))
+        if values["playbook_dir"] is None and (worker or catalogue):
+            problems.append(f"CLOUDPODS_PLAYBOOK_DIR is not set and {not_found} CLOUDPODS_PLAYBOOK_DIR to the "
+                            "collection's playbooks directory (the worker runs them; the API reads the order "
+                            "rules in its vars/settings.yml)")
+        elif catalogue:
+            problems.extend(_check_grammar(values["grammar_file"], from_collection=playbooks is not None))
         if problems:
             raise SettingsError(problems)
         playbook_env = {name: value for name, value in env.items()
                         if name.startswith(PLAYBOOK_ENV_PREFIXES) and name not in PLAYBOOK_ENV_EXCLUDED}
-        return cls(database_url=database_url, playbook_env=playbook_env, **values)
+        return cls(database_url=database_url, playbook_env=playbook_env, collections_path=collections_path,
+                   **values)
+
+
+def source_checkout():
+    """The repository root when runner_api runs from a checkout (the root is the collection), else None."""
+    if (REPO_ROOT / "galaxy.yml").is_file() and (REPO_ROOT / "playbooks").is_dir():
+        return REPO_ROOT
+    return None
+
+
+def default_collections_path():
+    """ANSIBLE_COLLECTIONS_PATH when unset: a checkout's .build/collections (tools/lib.sh), else Ansible's default."""
+    checkout = source_checkout()
+    return str(checkout / ".build" / "collections") if checkout else ANSIBLE_DEFAULT_COLLECTIONS_PATH
+
+
+def find_collection(collections_path):
+    """The installed mpanel.cloudpods collection in a directory of ``collections_path``, else None.
+
+    Each directory holds ``ansible_collections/mpanel/cloudpods`` (as ``ansible-galaxy collection
+    install -p DIR`` leaves it), or is that ``ansible_collections`` directory itself, as Ansible allows.
+    """
+    for entry in (collections_path or "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        base = Path(entry.strip()).expanduser()
+        if base.name != "ansible_collections":
+            base = base / "ansible_collections"
+        candidate = base.joinpath(*COLLECTION)
+        if (candidate / "playbooks").is_dir():
+            return candidate
+    return None
+
+
+def _check_catalogue(path):
+    """Problems with the plan catalogue at ``path`` (CLOUDPODS_PLANS_FILE): missing, unreadable, empty."""
+    from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
+    try:
+        PlanCatalogue(Path(path)).plans()
+    except FileNotFoundError:
+        return [f"CLOUDPODS_PLANS_FILE: the plan catalogue {path} does not exist"]
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return [f"CLOUDPODS_PLANS_FILE: the plan catalogue {path} cannot be read: {exc}"]
+    return []
+
+
+def _check_grammar(path, from_collection):
+    """Problems with the order rules (playbooks/vars/settings.yml) the API checks orders against."""
+    from . import grammar  # pylint: disable=import-outside-toplevel
+    where = "of the collection" if from_collection else "under CLOUDPODS_PLAYBOOK_DIR"
+    try:
+        grammar.read(Path(path))
+    except FileNotFoundError:
+        return [f"CLOUDPODS_PLAYBOOK_DIR: the order rules {path} ({where}) do not exist"]
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        return [f"CLOUDPODS_PLAYBOOK_DIR: the order rules {path} ({where}) cannot be read: {exc}"]
+    return []
 
 
 class _Reader:
@@ -108,12 +209,12 @@ class _Reader:
         self.env = env
         self.problems = problems
 
-    def _raw(self, name):
+    def raw(self, name):
         value = self.env.get(name)
         return value.strip() if value is not None and value.strip() else None
 
     def required(self, name):
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             self.problems.append(f"{name} is not set")
         return value
@@ -129,7 +230,7 @@ class _Reader:
         return value
 
     def url(self, name):
-        value = self._raw(name)
+        value = self.raw(name)
         if value is not None:
             parts = urllib.parse.urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -137,13 +238,13 @@ class _Reader:
         return value
 
     def pattern(self, name, regex, form):
-        value = self._raw(name)
+        value = self.raw(name)
         if value is not None and not regex.match(value):
             self.problems.append(f"{name} must have the form {form}")
         return value
 
     def integer(self, name, default, minimum=None):
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return default
         try:
@@ -156,7 +257,7 @@ class _Reader:
         return number
 
     def number(self, name, default, minimum=None):
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return default
         try:
@@ -169,9 +270,9 @@ class _Reader:
         return number
 
     def path(self, name, default, must_be_dir=False):
-        value = self._raw(name)
+        value = self.raw(name)
         path = Path(value) if value else default
-        if must_be_dir and not path.is_dir():
+        if must_be_dir and path is not None and not path.is_dir():
             self.problems.append(f"{name}: {path} is not a directory")
         return path
 
@@ -181,15 +282,15 @@ def redact_url(url):
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":" + MASK + "@")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def scrub(text, secrets):
-    """``text`` with every known secret value replaced by ``***``."""
+    """``text`` with every known secret value replaced by ``MASK`` (``********``)."""
     if text is None:
         return None
     text = str(text)
     for secret in secrets:
-        text = text.replace(secret, "***")
+        text = text.replace(secret, MASK)
     return text

@@ -54,8 +54,8 @@ def test_secrets_go_to_the_playbook_env_and_the_scrub_list_but_not_the_repr():
     assert set(settings.secrets()) >= {'pve-secret-1234', 'pdns-key-5678', 's3cret-pw'}
     assert 'mpanel-api@pve!mpanel-token' not in settings.secrets()  # a token id is not a secret
     assert 's3cret-pw' not in repr(settings) and 'pve-secret' not in repr(settings)
-    assert redact_url(DB) == 'postgresql://cloudpods:***@127.0.0.1:5432/cloudpods'
-    assert scrub('auth PVEAPIToken=x=pve-secret-1234 failed', settings.secrets()) == 'auth PVEAPIToken=x=*** failed'
+    assert redact_url(DB) == 'postgresql://cloudpods:********@127.0.0.1:5432/cloudpods'
+    assert scrub('auth PVEAPIToken=x=pve-secret-1234 failed', settings.secrets()) == 'auth PVEAPIToken=x=******** failed'
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap():
@@ -107,8 +107,8 @@ def test_event_rows_are_scrubbed_and_keep_the_first_failure_and_the_stats():
                                                               'res': {'changed': True, 'censored': 'hidden'}}})
     collector.handle({'event': 'playbook_on_stats', 'event_data': {'artifact_data': {'vmid': 101, 'ip': '10.0.0.5'}}})
     assert rows[1] == {'step': 'pod_container : Clone', 'host': 'localhost', 'status': 'failed', 'duration_ms': 1500,
-                       'message': 'HTTP 401 for token secret ***'}
+                       'message': 'HTTP 401 for token secret ********'}
     assert rows[2]['status'] == 'changed' and rows[2]['message'] is None
-    assert collector.first_failure == "Step 'pod_container : Clone' failed: HTTP 401 for token secret ***"
+    assert collector.first_failure == "Step 'pod_container : Clone' failed: HTTP 401 for token secret ********"
     assert collector.stats == {'vmid': 101, 'ip': '10.0.0.5'}
     assert 'pve-secret-1234' not in repr(rows)
