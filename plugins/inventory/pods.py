@@ -94,15 +94,12 @@ options:
 """
 
 EXAMPLES = r"""
-# cloudpods.pods.yml
+# cloudpods.pods.yml (the cache settings are optional: with them the API is read at most every 10 minutes)
 plugin: mpanel.cloudpods.pods
 ca_path: /etc/mpanel/pve-root-ca.pem
 keyed_groups:
   - key: plan
     prefix: plan
-
-# cloudpods.pods.yml, read from the API at most every 10 minutes
-plugin: mpanel.cloudpods.pods
 cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/cloudpods-inventory
