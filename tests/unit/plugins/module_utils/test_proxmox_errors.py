@@ -103,4 +103,3 @@ def test_retryable_reasons_exclude_vmid_taken():
 ])
 def test_required_privileges(method, path, params, expected):
     assert errors.required_privileges(method, path, params) == expected
-

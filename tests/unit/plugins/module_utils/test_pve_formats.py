@@ -55,6 +55,7 @@ def test_parse_upid_not_a_string():
     with pytest.raises(errors.ProxmoxError):
         formats.parse_upid(None)
 
+
 # --------------------------------------------------------------------------
 # property strings, sizes, tags, descriptions, booleans
 # --------------------------------------------------------------------------
