@@ -21,3 +21,18 @@ attributes:
   platform:
     platforms: all
 """
+
+    # Attributes of the modules that run as action plugins on the host's connection (no module
+    # is transferred), with ansible.builtin.action_common_attributes and its flow fragment.
+    ACTION_PLUGIN = r"""
+options: {}
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  platform:
+    platforms: posix
+"""

@@ -54,21 +54,14 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - mpanel.cloudpods.attributes.action_plugin
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details: Reports what would be created or changed and changes nothing.
   diff_mode:
     support: full
     details: Shows the cron file content and the state of the backup directory before and after.
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

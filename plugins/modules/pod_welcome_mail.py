@@ -96,21 +96,14 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
+  - mpanel.cloudpods.attributes.action_plugin
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details: Looks for the marker and reports the mail that would be sent; sends nothing and writes no marker.
   diff_mode:
     support: full
     details: Shows the marker file before and after.
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""

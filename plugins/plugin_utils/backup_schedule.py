@@ -13,6 +13,8 @@ __metaclass__ = type
 
 import shlex
 
+from ansible_collections.mpanel.cloudpods.plugins.plugin_utils.file_modes import octal_mode_error
+
 # Paths are on the target, so type str: a controller-side ``path`` would expand ``~`` there.
 ARGUMENT_SPEC = dict(
     cron_file=dict(type='str', required=True),
@@ -30,12 +32,7 @@ _PROBE = ('if [ -d {d} ]; then stat -c %a {d}; else echo -; fi; '
 
 def mode_error(params):
     """The message for a mode option that is not octal, or None."""
-    for key in ('cron_mode', 'backup_dir_mode'):
-        try:
-            int(params[key], 8)
-        except ValueError:
-            return '%s must be an octal mode such as 0644, got %r' % (key, params[key])
-    return None
+    return octal_mode_error(params, ('cron_mode', 'backup_dir_mode'), '0644')
 
 
 def probe_command(params):

@@ -21,6 +21,7 @@ from email.utils import formatdate, make_msgid
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.mpanel.cloudpods.plugins.module_utils.redact import scrub_secrets
+from ansible_collections.mpanel.cloudpods.plugins.plugin_utils.file_modes import octal_mode_error
 
 # The marker is a path on the target, so type str: a controller-side ``path`` would expand ``~`` there.
 ARGUMENT_SPEC = dict(
@@ -46,12 +47,7 @@ SEND_ERRORS = (smtplib.SMTPException, OSError, ssl.SSLError)
 
 def mode_error(params):
     """The message for a mode option that is not octal, or None."""
-    for key in ('marker_mode', 'marker_dir_mode'):
-        try:
-            int(params[key], 8)
-        except ValueError:
-            return '%s must be an octal mode such as 0640, got %r' % (key, params[key])
-    return None
+    return octal_mode_error(params, ('marker_mode', 'marker_dir_mode'), '0640')
 
 
 def describe(params):
