@@ -24,6 +24,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import normalize_description
+
 # Tag every pod container carries, so that a container can be found again after a crash.
 POD_TAG = 'cloudpod'
 # A plan tag is the plan code in lower case; every plan code starts with CLOUD_POD_.
@@ -37,8 +39,8 @@ _PLAN_CODE_RE = re.compile(r'^%s[a-z0-9_]+\Z' % PLAN_TAG_PREFIX, re.IGNORECASE)
 
 
 def _lines(description):
-    # Proxmox VE keeps the description as comment lines and returns it with a trailing newline.
-    return [line.rstrip() for line in (description or '').strip().splitlines()]
+    text = normalize_description(description)
+    return text.split('\n') if text else []
 
 
 def _field_of(line):
