@@ -45,10 +45,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(argv, **kwargs):
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=kwargs.pop('timeout', 300),
-                            **kwargs)
-    assert result.returncode == 0, '%s failed (%s):\n%s\n%s' % (' '.join(argv), result.returncode,
-                                                               result.stdout[-3000:], result.stderr[-3000:])
+    timeout = kwargs.pop('timeout', 300)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout, **kwargs)
+    assert result.returncode == 0, '%s failed (%s):\n%s\n%s' % (
+        ' '.join(argv), result.returncode, result.stdout[-3000:], result.stderr[-3000:])
     return result.stdout
 
 
@@ -149,8 +149,8 @@ def test_an_order_becomes_an_active_real_pod(installed, lxc_env, tmp_path):
             while time.monotonic() < deadline and pod['status'] not in ('ACTIVE', 'FAILED'):
                 time.sleep(1)
                 pod = requests.get(base + '/' + pod['id'], headers=headers, timeout=30).json()
-            assert pod['status'] == 'ACTIVE', 'pod ended %s: %s\n%s' % (pod['status'], pod.get('last_error'),
-                                                                     _logs(tmp_path))
+            assert pod['status'] == 'ACTIVE', 'pod ended %s: %s\n%s' % (
+                pod['status'], pod.get('last_error'), _logs(tmp_path))
             assert pod['vmid'] and pod['ip']
             steps = {step['step']: step['status'] for step in pod['progress']['steps']}
             assert steps.get('pod_first_boot') == 'done', pod['progress']  # inside the container, over SSH

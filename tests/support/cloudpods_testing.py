@@ -111,4 +111,3 @@ def start_worker(env, worker_id, log_path):
         return subprocess.Popen([sys.executable, "-m", "runner_api.cli", "worker", "--worker-id", worker_id],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO_ROOT))
-
