@@ -2,7 +2,7 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Fixtures shared by the integration tests: the lab's PowerDNS and throwaway zone names."""
+"""Fixtures shared by the integration tests: the lab's PowerDNS, throwaway zone names, a pod run's directories."""
 
 import os
 import sys
@@ -17,6 +17,7 @@ for path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
         sys.path.insert(0, path)
 
 from pdnslab import PowerDnsLab  # noqa: E402  pylint: disable=wrong-import-position
+from podplays import HostDirs  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope='module')
@@ -25,6 +26,12 @@ def pdns(lab_env):
     if 'POWERDNS_API_URL' not in lab_env:
         pytest.fail('the lab has no PowerDNS (POWERDNS_API_URL missing from .lab/env): run tests/lab/lab up')
     return PowerDnsLab(lab_env)
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """The "Proxmox host" paths (backups, cron, state) of one pod playbook test."""
+    return HostDirs(tmp_path)
 
 
 @pytest.fixture

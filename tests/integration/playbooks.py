@@ -193,6 +193,22 @@ def run_playbook(tasks=None, timeout=600, **kwargs):
     return start_playbook(tasks, **kwargs).wait(timeout=timeout)
 
 
+def assert_task_ok(run, result):
+    """A one-task playbook run and its task result both succeeded."""
+    assert run.rc == 0 and not result.get('failed'), 'run failed: %s\n%s' % (result.get('msg'), run.stderr[-2000:])
+    return result
+
+
+def assert_task_failed(run, result):
+    assert run.rc != 0 and result.get('failed'), 'expected a failure, got %r' % (result,)
+    return result
+
+
+def write_requests(requests):
+    """The requests of a recorded API log that change something."""
+    return [r for r in requests if r.is_write]
+
+
 class PrivateLab(object):
     """A simulator of our own (``tests/lab/lab.py``'s Lab in a temporary directory).
 

@@ -7,21 +7,9 @@
 import os
 import re
 
-import pytest
 
 from podplays import (  # pylint: disable=import-error
-    HostDirs, assert_no_secret, assert_ok, changed_count, new_pod, pods_named, remove_pod, run_pod_playbook)
-from pdnslab import PowerDnsLab  # pylint: disable=import-error
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    return HostDirs(tmp_path)
-
-
-@pytest.fixture(scope='module')
-def pdns(lab_env):
-    return PowerDnsLab(lab_env)
+    assert_no_secret, assert_ok, changed_count, new_pod, pods_named, remove_pod, run_pod_playbook)
 
 
 def provision(lab_env, dirs, pdns, request, domain=True):

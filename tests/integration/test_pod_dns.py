@@ -19,6 +19,8 @@ for path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
         sys.path.insert(0, path)
 
 from playbooks import run_playbook  # noqa: E402
+from playbooks import assert_task_failed as assert_failed, assert_task_ok as assert_ok  # noqa: E402
+from playbooks import write_requests as writes  # noqa: E402
 
 ROLE = 'mpanel.cloudpods.pod_dns'
 MODULE_TASK = 'Converge the DNS zone of the pod on PowerDNS'
@@ -39,20 +41,6 @@ def module_result(run):
             return task['result']
     raise AssertionError('the role did not run its module task; rc=%s\n%s\n%s'
                          % (run.rc, run.stdout[-3000:], run.stderr[-3000:]))
-
-
-def assert_ok(run, result):
-    assert run.rc == 0 and not result.get('failed'), 'run failed: %s\n%s' % (result.get('msg'), run.stderr[-2000:])
-    return result
-
-
-def assert_failed(run, result):
-    assert run.rc != 0 and result.get('failed'), 'expected a failure, got %r' % (result,)
-    return result
-
-
-def writes(requests):
-    return [r for r in requests if r.is_write]
 
 
 def pod_answers(pdns, zone):

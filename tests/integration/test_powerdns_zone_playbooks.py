@@ -21,6 +21,8 @@ for path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
         sys.path.insert(0, path)
 
 from playbooks import run_playbook  # noqa: E402
+from playbooks import assert_task_failed as assert_failed, assert_task_ok as assert_ok  # noqa: E402
+from playbooks import write_requests as writes  # noqa: E402
 from pdnslab import PrivatePowerDns  # noqa: E402
 
 MODULE = 'mpanel.cloudpods.powerdns_zone'
@@ -38,20 +40,6 @@ def run_zone(env, check=False, diff=True, extra_env=None, verbosity=0, **options
     run = run_playbook([zone_task(**options)], env=env, check=check, diff=diff, extra_env=extra_env,
                        verbosity=verbosity)
     return run, run.result(0)
-
-
-def assert_ok(run, result):
-    assert run.rc == 0 and not result.get('failed'), 'run failed: %s\n%s' % (result.get('msg'), run.stderr[-2000:])
-    return result
-
-
-def assert_failed(run, result):
-    assert run.rc != 0 and result.get('failed'), 'expected a failure, got %r' % (result,)
-    return result
-
-
-def writes(requests):
-    return [r for r in requests if r.is_write]
 
 
 def canonical_rrsets(zone):

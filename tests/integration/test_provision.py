@@ -12,24 +12,13 @@ import pytest
 import yaml
 
 from podplays import (  # pylint: disable=import-error
-    ROOT, HostDirs, assert_no_secret, assert_ok, changed_count, container, new_pod, pods_named, ran, remove_pod,
+    ROOT, assert_no_secret, assert_ok, changed_count, container, new_pod, pods_named, ran, remove_pod,
     run_pod_playbook, task)
-from pdnslab import PowerDnsLab  # pylint: disable=import-error
 from smtplab import Mailbox  # pylint: disable=import-error
 
 PLANS = yaml.safe_load(open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')))['cloudpods_plans']
 CONTAINER_TASK = "Converge the pod's container on Proxmox VE"
 DNS_TASK = 'Converge the DNS zone of the pod on PowerDNS'
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    return HostDirs(tmp_path)
-
-
-@pytest.fixture(scope='module')
-def pdns(lab_env):
-    return PowerDnsLab(lab_env)
 
 
 @pytest.fixture(scope='module')

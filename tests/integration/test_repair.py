@@ -11,20 +11,9 @@ import time
 import pytest
 
 from podplays import (  # pylint: disable=import-error
-    HostDirs, assert_ok, changed_count, changed_tasks, container, delete_rrset, new_pod, pods_named, remove_pod,
+    assert_ok, changed_count, changed_tasks, container, delete_rrset, new_pod, pods_named, remove_pod,
     run_pod_playbook)
-from pdnslab import PowerDnsLab  # pylint: disable=import-error
 from smtplab import Mailbox  # pylint: disable=import-error
-
-
-@pytest.fixture
-def dirs(tmp_path):
-    return HostDirs(tmp_path)
-
-
-@pytest.fixture(scope='module')
-def pdns(lab_env):
-    return PowerDnsLab(lab_env)
 
 
 @pytest.fixture
