@@ -7,7 +7,6 @@
 import os
 import re
 
-
 from podplays import (  # pylint: disable=import-error
     assert_no_secret, assert_ok, changed_count, new_pod, pods_named, remove_pod, run_pod_playbook)
 
