@@ -530,6 +530,47 @@ def test_added_latency(lab_control, pve):
     lab_control.clear_faults()
 
 
+def test_task_hold_keeps_the_task_running_until_released(lab_control, pve):
+    """A test can act "while the clone runs" on an event: the task stays running, its locks held."""
+    lab_control.hold('vzclone')
+    upid = pve.clone(101)
+    hold = lab_control.wait_held('vzclone', timeout=10)
+    assert hold['state'] == 'holding'
+    assert pve.task(upid)['status'] == 'running'
+    assert pve.config(TEMPLATE)['lock'] == 'disk' and pve.config(101)['lock'] == 'create'
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=102), 500, 'CT is locked (disk)')
+    [released] = lab_control.release('vzclone')
+    assert released['state'] == 'released' and released['released_at'] >= released['held_at']
+    assert pve.wait(upid)['exitstatus'] == 'OK'
+    assert 'lock' not in pve.config(101)
+    started = time.monotonic()
+    pve.cloned(102)  # a hold holds one task: the next clone runs its plain duration
+    assert time.monotonic() - started < 5
+
+
+def test_task_hold_passes_on_a_queued_failure_and_a_cleared_hold_ends_its_task(lab_control, pve):
+    lab_control.fault(task_fail={'type': 'vzclone', 'message': 'out of space'})
+    lab_control.hold('vzclone')
+    upid = pve.clone(101)
+    lab_control.wait_held('vzclone', timeout=10)
+    lab_control.release()
+    assert pve.wait(upid)['exitstatus'] == 'clone failed: out of space'
+    lab_control.hold('vzclone')
+    upid = pve.clone(103)
+    lab_control.wait_held('vzclone', timeout=10)
+    lab_control.clear_faults()  # so does a reset: no work behind a cleared state
+    assert pve.wait(upid)['exitstatus'] == 'clone failed: interrupted: task hold cleared'
+    assert lab_control.holds() == []
+    assert '103' not in lab_control.state()['containers']
+
+
+def test_waiting_for_a_hold_no_task_reaches_fails(lab_control, pve):
+    lab_control.hold('vzstart')
+    with pytest.raises(AssertionError, match='no vzstart task reached its hold within 0.5 s'):
+        lab_control.wait_held('vzstart', timeout=0.5)
+    assert [hold['state'] for hold in lab_control.holds()] == ['pending']
+
+
 def test_task_jitter_varies_durations_until_reset(lab_control, pve):
     pve.cloned(101)
     lab_control.config(task_durations={'resize': 0.3}, task_jitter=0.9)
@@ -559,7 +600,7 @@ def test_state_readback_and_request_log(lab_env, lab_control, pve):
     assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
 
 
-def test_many_concurrent_clients(lab_env, pve):
+def test_many_concurrent_clients(lab_env, lab_control, pve):
     """Twelve clients race for ids like twelve ansible processes would."""
     created, errors = [], []
 
@@ -581,13 +622,29 @@ def test_many_concurrent_clients(lab_env, pve):
             time.sleep(random.uniform(0.01, 0.05))
         errors.append('gave up')
 
+    def refused():
+        return [r for r in lab_control.requests() if r['path'] == '/nodes/pve/lxc/9000/clone' and r['status'] != 200]
+
+    # The first clone is held running until every other client has been refused at least once
+    # (each names its own hostname): all twelve raced, none merely ran after the others.
+    lab_control.clear_requests()
+    lab_control.hold('vzclone')
     threads = [threading.Thread(target=provision, args=(i,)) for i in range(12)]
     for thread in threads:
         thread.start()
+    try:
+        lab_control.wait_held('vzclone', timeout=10)
+        deadline = time.monotonic() + 10
+        while len(set(r['params']['hostname'] for r in refused())) < 11 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        lab_control.release('vzclone')
     for thread in threads:
         thread.join()
     assert errors == []
     assert sorted(created) == list(range(100, 112))
+    assert len(set(r['params']['hostname'] for r in refused())) >= 11
+    assert all(re.match(r'CT is locked \(disk\)|CT \d+ already exists', r['reason']) for r in refused())
 
 
 # ---------------------------------------------------------------- community.proxmox

@@ -6,6 +6,9 @@
     control.fault(method="POST", path=r"/clone$", status=596, reason="Connection timed out")
     control.fault(task_fail={"type": "vzstart", "message": "startup for container '101' failed"})
     control.state()["containers"]["101"]["config"]
+    control.hold("vzclone")              # the next clone task stays running ...
+    control.wait_held("vzclone")         # ... returns once it is held (an event, not a sleep)
+    control.release("vzclone")           # ... and goes on
 """
 
 import requests
@@ -24,8 +27,8 @@ class LabControl:
     def from_env(cls, env: dict) -> "LabControl":
         return cls(env["PVESIM_CONTROL_URL"], env["PVESIM_CONTROL_KEY"], env.get("PROXMOX_CA_BUNDLE"))
 
-    def _call(self, method: str, path: str, body=None):
-        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=self.timeout,
+    def _call(self, method: str, path: str, body=None, timeout: float | None = None):
+        response = self.session.request(method, f"{self.url}{path}", json=body, timeout=timeout or self.timeout,
                                         verify=self.verify)
         if response.status_code != 200:
             raise RuntimeError(f"/_lab{path}: {response.status_code} {response.reason}")
@@ -56,7 +59,32 @@ class LabControl:
         return self._call("POST", "/faults", specs)
 
     def clear_faults(self) -> None:
+        """Every fault gone; a task still held ends in an error ("task hold cleared")."""
         self._call("DELETE", "/faults")
+
+    def hold(self, task_type: str, count: int = 1, timeout: float | None = None) -> dict:
+        """Keep the next ``count`` tasks of ``task_type`` running after their duration, before their
+        work, until ``release`` (or ``timeout`` seconds, at most 600). A queued ``task_fail`` of the
+        type still decides how the held task ends."""
+        spec = {"type": task_type, "count": count}
+        if timeout is not None:
+            spec["timeout"] = timeout
+        return self._call("POST", "/faults", {"task_hold": spec})
+
+    def holds(self) -> list:
+        """Each hold: type, state (pending, taken, holding, released, expired, cancelled), held_at, released_at."""
+        return self._call("GET", "/holds")
+
+    def wait_held(self, task_type: str, timeout: float = 30) -> dict:
+        """Return the hold once a task of ``task_type`` is held; AssertionError after ``timeout`` s."""
+        answer = self._call("POST", "/holds/wait", {"type": task_type, "timeout": timeout}, timeout=timeout + 10)
+        if not answer["held"]:
+            raise AssertionError(f"no {task_type} task reached its hold within {timeout} s: {answer['holds']}")
+        return answer["hold"]
+
+    def release(self, task_type: str | None = None) -> list:
+        """Let the held tasks (of ``task_type``) go on; pending holds of it are dropped."""
+        return self._call("POST", "/holds/release", {"type": task_type} if task_type else {})
 
     def config(self, **values) -> dict:
         """task_durations={type: s}, default_task_duration, dhcp_delay, auth_failure_delay,

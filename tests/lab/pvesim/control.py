@@ -1,8 +1,8 @@
 """``/_lab``: the lab's own control endpoints (not part of PVE).
 
 JSON in, ``{"data": ...}`` out, guarded by the ``X-Lab-Key`` header. They let tests
-inject faults, read the whole state, tune task durations, add tokens, change a
-container behind the API's back, and reset everything.
+inject faults, hold a task running until they release it, read the whole state, tune
+task durations, add tokens, change a container behind the API's back, and reset everything.
 """
 
 import hmac
@@ -79,11 +79,37 @@ def add_fault(app, body):
     for spec in specs:
         if not isinstance(spec, dict):
             raise ValueError("a fault is a JSON object")
-        task_fail = spec.get("task_fail")
-        if task_fail is not None and task_fail.get("type") not in TASK_TYPES + ["vztemplate", "imgdel"]:
-            raise ValueError(f"unknown task type {task_fail.get('type')!r}")
+        for kind in ("task_fail", "task_hold"):
+            task = spec.get(kind)
+            if task is not None and task.get("type") not in TASK_TYPES + ["vztemplate", "imgdel"]:
+                raise ValueError(f"unknown task type {task.get('type')!r}")
         app.cluster.faults.add(spec)
     return app.cluster.faults.describe()
+
+
+@_control("GET", r"/_lab/holds")
+def holds(app, _body):
+    return [hold.describe() for hold in app.cluster.faults.holds()]
+
+
+@_control("POST", r"/_lab/holds/wait")
+def wait_held(app, body):
+    """Answer once the oldest unreleased hold (of ``type``) holds its task (``{"held": true}``),
+    or after ``timeout`` seconds (``{"held": false}``)."""
+    body = body or {}
+    timeout = min(120.0, max(0.0, float(body.get("timeout", 30))))
+    active = [hold for hold in app.cluster.faults.holds(body.get("type"))
+              if hold.state() in ("pending", "taken", "holding")]
+    if not active:
+        raise ValueError("no unreleased task hold of that type (add one with task_hold first)")
+    if active[0].wait_held(timeout):
+        return {"held": True, "hold": active[0].describe()}
+    return {"held": False, "holds": [hold.describe() for hold in active]}
+
+
+@_control("POST", r"/_lab/holds/release")
+def release_holds(app, body):
+    return app.cluster.faults.release_holds((body or {}).get("type"))
 
 
 @_control("DELETE", r"/_lab/faults")
