@@ -37,10 +37,7 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import RETRY_REASONS  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402
-from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import (  # noqa: E402
-    parse_property_string,
-    parse_tags,
-)
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import parse_property_string  # noqa: E402
 
 MODULE = 'mpanel.cloudpods.pod_container'
 INFO = 'mpanel.cloudpods.pod_container_info'
@@ -139,6 +136,21 @@ def no_retries(result):
     return all(count == 0 for count in result['api_retries'].values())
 
 
+def wait_until(found, timeout, what):
+    """Poll ``found()`` until it returns something true (returned); AssertionError after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while True:
+        value = found()
+        if value:
+            return value
+        assert time.time() < deadline, 'timed out after %s s waiting for %s' % (timeout, what)
+        time.sleep(0.05)
+
+
+def clone_tasks(pve):
+    return [task for task in pve.control.state()['tasks'] if task['type'] == 'vzclone']
+
+
 def create(pve, hostname='shop-example-com', **options):
     options.setdefault('state', 'started')
     run, result = pve.pod(hostname, **options)
@@ -163,7 +175,7 @@ def test_create_from_template(pve):
     assert config['hostname'] == 'shop-example-com'
     assert (config['cores'], config['memory'], config['swap'], config['onboot']) == (2, 2048, 256, 1)
     assert disk_size(config) == '20G'
-    assert parse_tags(config['tags']) == ['cloudpod', 'premium']
+    assert config['tags'] == 'cloudpod;premium'  # as stored: 'Premium' written lower case, the marker tag added
     assert pod_record.parse_description(config['description'])['pod'] == 'sub-1042'
     assert 'Cloud Pod for shop.example.com' in config['description']
     nic = net0(config)
@@ -344,9 +356,21 @@ def test_absent_removes_the_pod(pve):
 def test_ten_parallel_playbooks_create_ten_pods(pve):
     pve.control.config(task_durations={'vzclone': 0.5})
     since = time.time()
+    # The first clone is held running until each of the nine other runs has had a clone refused
+    # (the refused request names its hostname): all ten raced for the template and the ids.
+    pve.control.hold('vzclone')
     handles = [start_playbook([{'name': 'pod %d' % i, MODULE: {'hostname': 'par%d-example-com' % i,
                                                                'state': 'started', 'cores': 1 + i % 3}}],
                               env=pve.env) for i in range(10)]
+
+    def refused_hosts():
+        return set(r['params'].get('hostname') for r in pve.requests(since)
+                   if r['path'] == '/nodes/pve/lxc/9000/clone' and r['status'] >= 400)
+    try:
+        pve.control.wait_held('vzclone', timeout=120)
+        wait_until(lambda: len(refused_hosts()) >= 9, 120, 'every other run to have a clone refused')
+    finally:
+        pve.control.release('vzclone')
     runs = [handle.wait(timeout=300) for handle in handles]
     results = [assert_ok(run) for run in runs]
 
@@ -373,7 +397,7 @@ def test_ten_parallel_playbooks_create_ten_pods(pve):
     assert totals['http_595'] == totals['http_596'] == totals['lock_timeout'] == 0
     accepted = [r for r in log if r['path'] == '/nodes/pve/lxc/9000/clone' and r['status'] == 200]
     assert len(accepted) == 10
-    assert len(refused) > 0  # the race really happened
+    assert len(refused_hosts()) == 9 and len(locked) >= 9  # the race really happened
 
 
 # --------------------------------------------------------------------------
@@ -536,13 +560,25 @@ def test_crash_recovery_adopts_the_container_left_behind(pve):
     assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1  # the crashed run's only
     assert list(pve.named('crash-example-com')) == [vmid]
     config = pve.container(vmid)['config']
-    assert config['cores'] == 2 and 'cloudpod' in parse_tags(config['tags'])
+    assert config['cores'] == 2 and config['tags'] == 'cloudpod'
 
 
 def test_crash_recovery_waits_for_a_clone_still_running(pve):
-    pve.control.config(task_durations={'vzclone': 2.0})
+    pve.control.hold('vzclone')
     vmid = clone_like_a_crashed_run(pve, 'slow-example-com', 'slow-example-com', wait=False)
-    run, result = pve.pod('slow-example-com', state='started')
+    pve.control.wait_held('vzclone')
+    since = time.time()
+    handle = start_playbook([{'name': 'after the crash', MODULE: {'hostname': 'slow-example-com', 'state': 'started'}}],
+                            env=pve.env)
+    try:
+        # The run finds the half-made container (lock 'create') and polls until the clone ends.
+        wait_until(lambda: len([r for r in pve.requests(since) if r['path'] == '/cluster/resources']) >= 3, 120,
+                   'the run to poll the container still being cloned')
+        assert [task['status'] for task in clone_tasks(pve)] == ['running']
+    finally:
+        pve.control.release('vzclone')
+    run = handle.wait(timeout=300)
+    result = run.result(0)
     assert assert_ok(run)['vmid'] == vmid
     assert result['created'] is False and result['ip']
     assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1  # the crashed run's only
@@ -550,25 +586,46 @@ def test_crash_recovery_waits_for_a_clone_still_running(pve):
 
 
 def test_playbook_killed_during_the_clone_is_finished_by_the_next_run(pve):
-    pve.control.config(task_durations={'vzclone': 2.0})
+    pve.control.hold('vzclone')
     handle = start_playbook([{'name': 'doomed', MODULE: {'hostname': 'killed-example-com', 'state': 'started'}}],
                             env=pve.env)
-    deadline = time.time() + 30
-    while not [r for r in pve.requests() if r['path'].endswith('/clone') and r['status'] == 200]:
-        assert time.time() < deadline, 'the first run never cloned'
-        time.sleep(0.05)
-    handle.process.kill()  # as an OOM kill or a lost worker would
-    handle.wait()
+    try:
+        pve.control.wait_held('vzclone', timeout=60)
+        handle.process.kill()  # as an OOM kill or a lost worker would
+        # the kill landed while the clone task ran: ansible-playbook is gone, the task still running
+        assert handle.process.wait(timeout=30) == -9
+        assert [task['status'] for task in clone_tasks(pve)] == ['running']
+    finally:
+        pve.control.release('vzclone')
+    handle.wait()  # its output: a forked worker of the killed run may hold the pipe until the clone ends
     run, result = pve.pod('killed-example-com', state='started')
     assert assert_ok(run)['created'] is False and result['ip']
     assert len([r for r in pve.requests() if r['path'].endswith('/clone')]) == 1
     assert list(pve.named('killed-example-com')) == [result['vmid']]
 
 
+def met_the_clone(pve, accepted):
+    """After the ``accepted`` clone request: a clone refused (the template's lock), or the half-made
+    container found and cluster/resources polled for the clone to end. The cloning run only polls its
+    task meanwhile, so either comes from another run that met the clone while it ran."""
+    later = [r for r in pve.requests(accepted['time']) if r != accepted]
+    refused = [r for r in later if r['path'].endswith('/clone') and r['status'] >= 400]
+    polls = [r for r in later if r['path'] == '/cluster/resources']
+    return refused or len(polls) >= 3
+
+
 def test_two_concurrent_runs_for_the_same_pod_make_one_container(pve):
-    pve.control.config(task_durations={'vzclone': 1.0})
+    pve.control.hold('vzclone')
     handles = [start_playbook([{'name': 'twin', MODULE: {'hostname': 'twin-example-com', 'state': 'started'}}],
                               env=pve.env) for dummy in range(2)]
+    try:
+        pve.control.wait_held('vzclone', timeout=60)
+        [accepted] = [r for r in pve.requests() if r['path'].endswith('/clone') and r['status'] == 200]
+        # While the clone is held, the other run meets it (see met_the_clone).
+        wait_until(lambda: met_the_clone(pve, accepted), 120, 'the second run to meet the clone of the first')
+        assert [task['status'] for task in clone_tasks(pve)] == ['running']
+    finally:
+        pve.control.release('vzclone')
     results = [assert_ok(handle.wait()) for handle in handles]
     assert results[0]['vmid'] == results[1]['vmid']
     assert sorted(r['created'] for r in results) == [False, True]
@@ -605,7 +662,7 @@ def test_the_record_is_rewritten_around_text_written_by_hand(pve):
     config = pve.container(vmid)['config']
     assert config['description'].strip() == ('Cloud Pod rec-example-com\ncloudpods-plan: CLOUD_POD_STARTER\n'
                                              'cloudpods-domain: rec.example.com\ncloudpods-pod: sub-5')
-    assert parse_tags(config['tags']) == ['cloud_pod_starter', 'cloudpod']
+    assert config['tags'] == 'cloud_pod_starter;cloudpod'
     assert made['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_STARTER', 'domain': 'rec.example.com'}
     hand = ('Ticket 4711: customer moved\n' + config['description'].strip().replace(
         'cloudpods-domain', 'between the lines\ncloudpods-domain') + '\nafter the record\n')
@@ -622,7 +679,7 @@ def test_the_record_is_rewritten_around_text_written_by_hand(pve):
     assert assert_ok(run)['changed'] is True
     config = pve.container(vmid)['config']
     assert config['description'].strip() == expected
-    assert parse_tags(config['tags']) == ['cloud_pod_premium', 'cloudpod', 'vip']
+    assert config['tags'] == 'cloud_pod_premium;cloudpod;vip'
     run = pve.run({'name': 'info', INFO: {'hostname': 'rec-example-com'}})
     assert run.result(0)['pods'][0]['record'] == {'pod': 'sub-5', 'plan': 'CLOUD_POD_PREMIUM', 'domain': None}
     run, result = pve.pod('rec-example-com', plan='CLOUD_POD_PREMIUM', domain='')

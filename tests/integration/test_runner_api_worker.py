@@ -270,21 +270,34 @@ def containers_named(control, hostname):
 
 
 def test_sigkilled_worker_its_lease_expires_another_completes_one_container(lab_queue):
-    lab_queue.control.config(task_durations={'vzclone': 3.0})
+    control = lab_queue.control
+    # The clone task is held running until the worker is dead: the kill lands mid-clone by
+    # construction, and the assertions below check that it did.
+    since = int(time.time())
+
+    def clones():  # this test's clone tasks (the private lab serves the whole module)
+        return [task for task in control.state()['tasks'] if task['type'] == 'vzclone' and task['starttime'] >= since]
+    control.hold('vzclone')
     try:
         pod = lab_queue.order()
         doomed = lab_queue.start('doomed')
-        lab_queue.wait(lambda: lab_queue.rows(
-            "SELECT 1 FROM cloud_pod_events WHERE step LIKE 'pod_container : Converge%%' AND status = 'started'"),
-            60, 'the container step to start')
-        time.sleep(1.0)
+        control.wait_held('vzclone', timeout=120)
         doomed.kill()
         doomed.wait()
+        killed_at = time.time()
         del lab_queue.workers['doomed']
+        [clone] = clones()
+        assert clone['status'] == 'running', clone
+        assert containers_named(control, pod['hostname']) != [] and lab_queue.rows(
+            "SELECT 1 FROM cloud_pod_events WHERE step LIKE 'pod_container : Converge%%' AND status = 'started'")
+        assert lab_queue.subscriptions()[str(pod['id'])]['status'] != 'ACTIVE'
+        control.release('vzclone')
         lab_queue.start('rescuer')
         lab_queue.wait_all('ACTIVE', timeout=120)
     finally:
-        lab_queue.control.config(task_durations={'vzclone': 0.2})
+        control.clear_faults()
+    [clone] = clones()  # the rescuer adopted the container: no second clone
+    assert (clone['status'], clone['exitstatus']) == ('stopped', 'OK') and clone['endtime'] >= int(killed_at)
     row = lab_queue.subscriptions()[str(pod['id'])]
     assert containers_named(lab_queue.control, pod['hostname']) == [str(row['vmid'])]
     task = lab_queue.rows('SELECT attempts, worker_id FROM cloud_pod_provisioning_tasks')[0]
