@@ -45,15 +45,46 @@ def site(ip, host, timeout=3.0):
     return requests.get('http://%s/' % ip, headers={'Host': host}, timeout=timeout)
 
 
-def dns_a(env, name):
-    import dns.resolver  # pylint: disable=import-outside-toplevel
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = ['127.0.0.1']
-    resolver.port = int(env['POWERDNS_DNS_PORT'])
+class DnsNotAnswered(AssertionError):
+    """The lab's PowerDNS gave no usable answer: nothing can be concluded about the name."""
+
+
+def dns_query(env, name, rtype='A', timeout=3.0):
+    """Ask the lab's PowerDNS (``POWERDNS_DNS_PORT``) over UDP; ``(rcode text, sorted answers)``.
+
+    Raises DnsNotAnswered when no nameserver answered (timeout, port closed, network error):
+    a dead server is never an empty answer.
+    """
+    import dns.exception  # pylint: disable=import-outside-toplevel
+    import dns.message  # pylint: disable=import-outside-toplevel
+    import dns.query  # pylint: disable=import-outside-toplevel
+    import dns.rcode  # pylint: disable=import-outside-toplevel
+    import dns.rdatatype  # pylint: disable=import-outside-toplevel
+    port = int(env['POWERDNS_DNS_PORT'])
     try:
-        return sorted(record.to_text() for record in resolver.resolve(name, 'A'))
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
-        return []
+        reply = dns.query.udp(dns.message.make_query(name, rtype), '127.0.0.1', port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError) as exc:
+        raise DnsNotAnswered('no nameserver answered %s %s at 127.0.0.1:%d: %s' % (name, rtype, port, exc or type(exc).__name__)) from exc
+    wanted = dns.rdatatype.from_text(rtype)
+    answers = [rdata.to_text() for rrset in reply.answer if rrset.rdtype == wanted for rdata in rrset]
+    return dns.rcode.to_text(reply.rcode()), sorted(answers)
+
+
+def dns_a(env, name, timeout=3.0):
+    """The A records of ``name``; ``[]`` only for a real empty answer (NXDOMAIN, or NODATA).
+
+    No answer at all raises DnsNotAnswered, and so does an answer that is no answer about the
+    name (REFUSED: the server hosts no zone for it, SERVFAIL): check those with dns_query.
+    """
+    rcode, answers = dns_query(env, name, 'A', timeout)
+    if rcode not in ('NOERROR', 'NXDOMAIN'):
+        raise DnsNotAnswered('%s A: the nameserver answered %s, not records or NXDOMAIN' % (name, rcode))
+    return answers
+
+
+def dns_no_zone(env, name):
+    """True when the lab's PowerDNS is up and hosts no zone for ``name`` (it answers REFUSED)."""
+    return dns_query(env, name, 'A')[0] == 'REFUSED'
 
 
 def pve(env, path):

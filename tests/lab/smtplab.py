@@ -15,6 +15,11 @@ Tests read it with ``Mailbox``:
     ...
     [msg] = box.messages(since=mark, to='customer@example.org')
     msg['Subject'], box.text(msg)
+    box.assert_no_mail(since=mark, to='customer@example.org')   # proves the server alive first
+
+"No mail" means something only from a live server: ``assert_no_mail`` first sends a probe
+through ``SMTP_HOST``:``SMTP_PORT`` and waits for it in the mailbox (``prove_alive``). Probes
+go to ``@probe.lab.invalid`` and ``messages()`` leaves them out.
 """
 
 import argparse
@@ -33,6 +38,7 @@ from pathlib import Path
 from labenv import free_port  # the lab's one free-port helper
 
 HERE = Path(__file__).resolve().parent
+PROBE_DOMAIN = "probe.lab.invalid"
 
 
 class SmtpService:
@@ -121,12 +127,44 @@ class SmtpService:
 class Mailbox:
     """The messages the lab's SMTP server received (one ``.eml`` file each)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, host=None, port=None):
         self.directory = Path(directory)
+        self.host = host
+        self.port = port
 
     @classmethod
     def from_env(cls, env):
-        return cls(env["SMTP_MAILBOX_DIR"])
+        return cls(env["SMTP_MAILBOX_DIR"], env.get("SMTP_HOST"), env.get("SMTP_PORT"))
+
+    def prove_alive(self, timeout=10.0):
+        """Send a probe through the SMTP server and see it arrive in this mailbox; AssertionError
+        if the server refuses or does not answer, or the probe never lands here."""
+        if not self.host or not self.port:
+            raise AssertionError(f"no SMTP server to probe for mailbox {self.directory} (SMTP_HOST/SMTP_PORT)")
+        recipient = f"{secrets.token_hex(8)}@{PROBE_DOMAIN}"
+        probe = f"From: lab@{PROBE_DOMAIN}\r\nTo: {recipient}\r\nSubject: lab liveness probe\r\n\r\nprobe\r\n"
+        before = self.mark()
+        try:
+            with smtplib.SMTP(self.host, int(self.port), timeout=timeout) as client:
+                client.sendmail(f"lab@{PROBE_DOMAIN}", [recipient], probe)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise AssertionError(f"the lab's SMTP server {self.host}:{self.port} did not take a probe message: "
+                                 f"{exc or type(exc).__name__}") from exc
+        deadline = time.monotonic() + timeout
+        while True:  # the server writes the file before it answers 250; the loop is a safety margin
+            for path in self.files():
+                if path.name not in before and recipient.encode() in path.read_bytes():
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.host}:{self.port} accepted a probe to {recipient}, but it never "
+                                     f"reached the mailbox {self.directory}")
+            time.sleep(0.05)
+
+    def assert_no_mail(self, since, to=None):
+        """No message (to ``to``) since the mark ``since``, from a server proven alive just now."""
+        self.prove_alive()
+        found = self.messages(since=since, to=to)
+        assert found == [], "unexpected mail: %s" % [(m.get("X-Lab-Rcpt-To"), m.get("Subject")) for m in found]
 
     def files(self):
         return sorted(self.directory.glob("*.eml")) if self.directory.is_dir() else []
@@ -141,6 +179,8 @@ class Mailbox:
             if since is not None and path.name in since:
                 continue
             message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message.get("X-Lab-Rcpt-To", "").endswith("@" + PROBE_DOMAIN):
+                continue  # a liveness probe, not mail
             if to is not None and to.lower() not in message.get("X-Lab-Rcpt-To", "").lower():
                 continue
             found.append(message)
