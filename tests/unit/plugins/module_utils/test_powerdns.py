@@ -158,21 +158,18 @@ def test_canonical_content(rtype, written, canonical):
 
 def test_long_txt_is_split_at_255_octets():
     text = 'v=DKIM1; k=rsa; p=' + 'A' * 600
-    canonical = pd.canonical_content('TXT', text)
-    strings = pd._parse_txt_strings(canonical)  # pylint: disable=protected-access
-    assert [len(s) for s in strings] == [255, 255, 108]
-    assert b''.join(strings) == text.encode()
+    # the expected content written out: strings of 255 (18 + 237), 255 and 108 octets
+    canonical = '"v=DKIM1; k=rsa; p=' + 'A' * 237 + '" "' + 'A' * 255 + '" "' + 'A' * 108 + '"'
+    assert pd.canonical_content('TXT', text) == canonical
     # written pre-split, or as one quoted over-long string: the same canonical form
     assert pd.canonical_content('TXT', '"%s" "%s" "%s"' % (text[:255], text[255:510], text[510:])) == canonical
     assert pd.canonical_content('TXT', '"%s"' % text) == canonical
 
 
 def test_long_utf8_txt_is_not_split_inside_a_character():
-    text = 'x' + 'é' * 200
-    strings = pd._parse_txt_strings(pd.canonical_content('TXT', text))  # pylint: disable=protected-access
-    assert all(len(s) <= 255 for s in strings)
-    assert [s.decode('utf-8') for s in strings]  # each piece is valid UTF-8
-    assert b''.join(strings).decode('utf-8') == text
+    text = 'x' + 'é' * 200  # 401 octets: 'é' is two
+    # 1 + 127 * 2 = 255 octets, then the other 73 characters (146 octets); no '\195' left dangling
+    assert pd.canonical_content('TXT', text) == '"x' + 'é' * 127 + '" "' + 'é' * 73 + '"'
 
 
 @pytest.mark.parametrize('rtype, content, message', [
