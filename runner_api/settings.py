@@ -244,26 +244,19 @@ class _Reader:
         return value
 
     def integer(self, name, default, minimum=None):
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            self.problems.append(f"{name} must be an integer, got {value!r}")
-            return default
-        if minimum is not None and number < minimum:
-            self.problems.append(f"{name} must be at least {minimum}, got {number}")
-        return number
+        return self._numeric(name, default, minimum, int, "an integer")
 
     def number(self, name, default, minimum=None):
+        return self._numeric(name, default, minimum, float, "a number")
+
+    def _numeric(self, name, default, minimum, convert, kind):
         value = self.raw(name)
         if value is None:
             return default
         try:
-            number = float(value)
+            number = convert(value)
         except ValueError:
-            self.problems.append(f"{name} must be a number, got {value!r}")
+            self.problems.append(f"{name} must be {kind}, got {value!r}")
             return default
         if minimum is not None and number < minimum:
             self.problems.append(f"{name} must be at least {minimum}, got {number}")
