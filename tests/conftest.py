@@ -24,7 +24,59 @@ for _path in (os.path.join(ROOT, 'tests', 'support'), LAB_DIR):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from labenv import ENV_LXC_FILE  # noqa: E402  pylint: disable=wrong-import-position
 from labenv import read_env as read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
+
+# Tests marked ``real_containers`` need the lab's LXC part (``.lab/env.lxc``). Without it they are
+# skipped with this reason, except where tools/test found that this machine can run real containers
+# (``tests/lab/lab lxc-check``) and set CLOUDPODS_REAL_CONTAINERS=required: there such a skip is a
+# failure, so a lab that silently came up without --lxc cannot pass as a full run.
+NO_REAL_CONTAINERS = 'no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)'
+REAL_CONTAINERS_REQUIRED = os.environ.get('CLOUDPODS_REAL_CONTAINERS') == 'required'
+# tools/test collects every skip (tab-separated: suite, test id, reason) here and prints the count
+# and the reasons at the end of the run.
+SKIP_LOG = os.environ.get('CLOUDPODS_SKIP_LOG')
+_SKIPPED = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'real_containers: needs the lab\'s real LXC containers (tests/lab/lab up --lxc)')
+
+
+def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
+    if os.path.exists(ENV_LXC_FILE):
+        return
+    for item in items:
+        if item.get_closest_marker('real_containers'):
+            item.add_marker(pytest.mark.skip(reason=NO_REAL_CONTAINERS))
+
+
+def _skip_reason(report):
+    if isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).replace('Skipped: ', '', 1)
+    return str(report.longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):  # pylint: disable=unused-argument
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and REAL_CONTAINERS_REQUIRED and item.get_closest_marker('real_containers'):
+        report.outcome = 'failed'
+        report.longrepr = ('real-container test skipped on a machine that can run real containers '
+                           '(CLOUDPODS_REAL_CONTAINERS=required): %s' % _skip_reason(report))
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument
+    if SKIP_LOG:
+        with open(SKIP_LOG, 'a', encoding='utf-8') as handle:
+            for nodeid, reason in _SKIPPED:
+                handle.write('pytest\t%s\t%s\n' % (nodeid, ' '.join(reason.split())))
 
 
 def _lab(command):

@@ -39,9 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOT_COPIED = shutil.ignore_patterns('.git', '.venv', '.lab', '.lab-cache', '.build', '.ansible', 'tests', 'build',
                                     'dist', '*.egg-info', '__pycache__', '.pytest_cache', '*.tar.gz')
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(str(ENV_LXC_FILE)),
-    reason='no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)')
+pytestmark = pytest.mark.real_containers
 
 
 def _run(argv, **kwargs):

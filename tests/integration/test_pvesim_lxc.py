@@ -27,9 +27,7 @@ if HERE not in sys.path:
 from realpods import ENV_LXC, ROOT, cgroup, leases, pct  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(ENV_LXC),
-    reason='no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)')
+pytestmark = pytest.mark.real_containers
 
 MEMORY_KEY = 'memory.max' if os.path.exists('/sys/fs/cgroup/cgroup.controllers') else 'memory.limit_in_bytes'
 

@@ -37,9 +37,7 @@ DOMAIN = 'example-shop.test'
 PLAN = 'CLOUD_POD_STARTER'
 CUSTOMER = 'jane@example-shop.test'
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(ENV_LXC),
-    reason='no real containers: the lab is up without --lxc (tools/test adds it where root on Linux with lxc can)')
+pytestmark = pytest.mark.real_containers
 
 
 @pytest.fixture(scope='module')
