@@ -217,6 +217,23 @@ def test_second_run_changes_nothing(pve):
     assert len(pve.containers()) == 1
 
 
+def test_upper_case_tags_are_stored_lower_case_and_change_nothing_next_time(pve):
+    """PVE 8 stores tags lower-cased (pve-guest-common GuestHelpers.pm get_unique_tags), so wanted
+    tags with upper case must compare equal to what is stored, not change on every run."""
+    options = dict(pod_id='sub-7', state='present', tags=['Premium', 'VIP'])
+    first = create(pve, 'case-example-com', **options)
+    assert pve.container(first['vmid'])['config']['tags'] == 'cloudpod;premium;vip'
+    # an operator adds a tag by hand, in upper case: PVE keeps it lower-cased
+    pve.client().put('nodes/pve/lxc/%s/config' % first['vmid'], tags='cloudpod;Premium;VIP;Web')
+    assert pve.container(first['vmid'])['config']['tags'] == 'cloudpod;premium;vip;web'
+    since = time.time()
+    run, result = pve.pod('case-example-com', diff=True, **dict(options, tags=['VIP', 'Web', 'Premium']))
+    assert_ok(run)
+    assert result['changed'] is False
+    assert result['diff']['after']['tags'] == 'cloudpod;premium;vip;web'
+    assert pve.mutations(since) == []
+
+
 def test_check_mode_on_a_new_pod_creates_nothing(pve):
     since = time.time()
     run, result = pve.pod('check-example-com', state='started', cores=2, memory=2048, disk=30, check=True, diff=True)

@@ -186,6 +186,23 @@ def test_missing_privilege_names_path_and_privilege(lab_env, lab_control, pve):
                  'Permission check failed (/vms/9000, VM.Clone)')
 
 
+def test_clone_into_an_unknown_pool_is_403(lab_env, lab_control, pve):
+    """pve-container src/PVE/API2/LXC.pm clone_vm: the permission rule first (VM.Allocate on the
+    new id or the pool), then ``check_pool_exist`` (pve-access-control RPCEnvironment.pm), whose
+    ``raise_perm_exc`` is a 403."""
+    # the seed token has VM.Allocate on /, so the rule passes and the missing pool answers
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/9000/clone', newid=101, pool='nope'), 403,
+                 "Permission check failed (pool 'nope' does not exist)")
+    assert 'lock' not in pve.config(TEMPLATE)
+    expect_error(pve.call('GET', '/nodes/{node}/lxc/101/config'), 500,
+                 "Configuration file 'nodes/pve/lxc/101.conf' does not exist")
+    # Pool.Allocate is not what the rule asks for: without VM.Allocate the rule fails first
+    lab_control.add_token('pools@pve!pa', 'pa-secret', privs=['VM.Audit', 'VM.Clone', 'Pool.Allocate'])
+    pooler = Pve(lab_env, 'pools@pve!pa', 'pa-secret')
+    expect_error(pooler.call('POST', '/nodes/{node}/lxc/9000/clone', newid=101, pool='nope'), 403,
+                 'Permission check failed')
+
+
 def test_bridges_need_sdn_use_when_enabled(lab_control, pve):
     """Stock PVE 8 wants SDN.Use on the bridge, which the seed's role lacks (off by default)."""
     lab_control.config(require_sdn_use=True)
@@ -315,7 +332,10 @@ def test_config_update_digest_tags_and_net(lab_control, pve):
                     tags='Web;cloudpod,starter', digest=before['digest']) is None
     after = pve.config(101)
     assert (after['cores'], after['memory'], after['onboot']) == (2, 2048, 1)
-    assert after['tags'] == 'cloudpod;starter;Web'
+    # pve-guest-common get_unique_tags, datacenter.cfg's default tag-style: lower-cased
+    assert after['tags'] == 'cloudpod;starter;web'
+    assert pve.data('PUT', '/nodes/{node}/lxc/101/config', tags='Zeta;alpha;ZETA') is None
+    assert pve.config(101)['tags'] == 'alpha;zeta'
     assert after['digest'] != before['digest']
     expect_error(pve.call('PUT', '/nodes/{node}/lxc/101/config', cores=3, digest=before['digest']), 500,
                  'detected modified configuration - file changed by other user? Try again.')
@@ -444,20 +464,122 @@ def test_new_firewall_rule_goes_to_top_disabled(pve):
 
 
 def test_firewall_options_and_ipsets(pve):
+    """pve-firewall src/PVE/API2/Firewall/IPSet.pm: duplicates are parameter errors (400), an
+    address is stored as the config parser reads it back, entries come back sorted by cidr."""
     pve.cloned(101)
     base = '/nodes/{node}/lxc/101/firewall'
-    assert pve.data('PUT', base + '/options', enable=1, policy_in='DROP', ipfilter=1, dhcp=1) is None
-    options = pve.get(base + '/options')
-    assert (options['enable'], options['policy_in'], options['ipfilter']) == (1, 'DROP', 1)
+    assert pve.data('PUT', base + '/options', enable=1, policy_in='DROP') is None
+    assert pve.get(base + '/options') == {'enable': 1, 'policy_in': 'DROP',
+                                          'digest': 'b5b4b38b0ccd39fc3c426236926bf532647addaf'}
+    body = expect_error(pve.call('PUT', base + '/options', delete='colour'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'delete': "no such option 'colour'"}
     assert pve.data('POST', base + '/ipset', name='ipfilter-net0', comment='pod addresses') is None
-    expect_error(pve.call('POST', base + '/ipset', name='ipfilter-net0'), 500,
-                 "IPSet 'ipfilter-net0' already exists")
-    assert pve.data('POST', base + '/ipset/ipfilter-net0', cidr='10.99.1.2/32') is None
-    assert [e['cidr'] for e in pve.get(base + '/ipset/ipfilter-net0')] == ['10.99.1.2/32']
-    expect_error(pve.call('DELETE', base + '/ipset/ipfilter-net0'), 500, "IPSet 'ipfilter-net0' is not empty")
-    assert pve.data('DELETE', base + '/ipset/ipfilter-net0/10.99.1.2%2F32') is None
-    assert pve.data('DELETE', base + '/ipset/ipfilter-net0') is None
+    body = expect_error(pve.call('POST', base + '/ipset', name='ipfilter-net0'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'name': "IPSet 'ipfilter-net0' already exists"}
+    ipset = base + '/ipset/ipfilter-net0'
+    assert pve.data('POST', ipset, cidr='10.99.2.7/24', comment='office') is None
+    assert pve.data('POST', ipset, cidr='10.99.1.2/32') is None
+    body = expect_error(pve.call('POST', ipset, cidr='10.99.1.2'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'cidr': "address '10.99.1.2' already exists"}
+    body = expect_error(pve.call('POST', ipset, cidr='10.99.2.0/24'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'cidr': "address '10.99.2.0/24' already exists"}
+    body = expect_error(pve.call('POST', ipset, cidr='0.0.0.0/0'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'cidr': 'a zero prefix is not allowed in ipset entries'}
+    digest = 'cc02610b490a4b11f423cec203eac702aede2960'
+    assert pve.get(ipset) == [{'cidr': '10.99.1.2', 'digest': digest},
+                              {'cidr': '10.99.2.0/24', 'comment': 'office', 'digest': digest}]
+    body = expect_error(pve.call('GET', ipset + '/10.99.3.0%2F24'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'cidr': 'no such IP/Network'}
+    expect_error(pve.call('DELETE', ipset), 500, "IPSet 'ipfilter-net0' is not empty")
+    body = expect_error(pve.call('DELETE', ipset, force=1, digest=digest), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'digest': 'property is not defined in schema and the schema does not allow '
+                                        'additional properties'}
+    # an address that is not there (as typed, not normalised) is no error and removes nothing
+    assert pve.data('DELETE', ipset + '/10.99.1.2%2F32') is None
+    assert [entry['cidr'] for entry in pve.get(ipset)] == ['10.99.1.2', '10.99.2.0/24']
+    assert pve.data('DELETE', ipset + '/10.99.1.2', digest=digest) is None
+    assert pve.data('DELETE', ipset, force=1) is None
     assert pve.get(base + '/ipset') == []
+
+
+def test_firewall_ipset_names_and_rename(pve):
+    pve.cloned(101)
+    base = '/nodes/{node}/lxc/101/firewall/ipset'
+    assert pve.data('POST', base, name='Office', comment='staff') is None
+    assert pve.data('POST', base, name='guests') is None
+    listed = pve.get(base)
+    # the config parser lower-cases IP set names
+    assert [(entry['name'], entry.get('comment')) for entry in listed] == [('guests', None), ('office', 'staff')]
+    body = expect_error(pve.call('POST', base, name='guests', rename='office', digest=listed[0]['digest']), 400,
+                        'Parameter verification failed.')
+    assert body['errors'] == {'name': "IPSet 'guests' does already exist"}
+    body = expect_error(pve.call('POST', base, name='staff', rename='nobody'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'name': "IPSet 'nobody' does not exist"}
+    expect_error(pve.call('POST', base, name='staff', rename='office', digest='0' * 40), 500,
+                 'detected modified configuration - file changed by other user? Try again.')
+    assert pve.data('POST', base, name='staff', rename='office', digest=listed[0]['digest']) is None
+    assert [(entry['name'], entry.get('comment')) for entry in pve.get(base)] == [('guests', None), ('staff', 'staff')]
+
+
+def test_firewall_rules_options_and_ipsets_have_their_own_digests(pve):
+    """Rules.pm, VM.pm (options) and IPSet.pm each check the digest of what they change."""
+    pve.cloned(101)
+    base = '/nodes/{node}/lxc/101/firewall'
+    stale = 'detected modified configuration - file changed by other user? Try again.'
+    assert pve.data('POST', base + '/rules', type='in', action='ACCEPT', proto='tcp', dport='22', enable=1) is None
+    assert pve.data('POST', base + '/ipset', name='allowed') is None
+    assert pve.data('POST', base + '/ipset/allowed', cidr='10.99.1.2') is None
+    rules_digest = pve.get(base + '/rules')[0]['digest']
+    options_digest = pve.get(base + '/options')['digest']
+    assert options_digest == 'da39a3ee5e6b4b0d3255bfef95601890afd80709'  # SHA-1 of nothing: no options yet
+    ipsets_digest = pve.get(base + '/ipset')[0]['digest']
+    entries_digest = pve.get(base + '/ipset/allowed')[0]['digest']
+    assert len({rules_digest, options_digest, ipsets_digest, entries_digest}) == 4
+
+    # options change: the rules' digest still holds, the old options digest does not
+    assert pve.data('PUT', base + '/options', enable=1, digest=options_digest) is None
+    assert pve.get(base + '/rules')[0]['digest'] == rules_digest
+    first_options_digest, options_digest = options_digest, pve.get(base + '/options')['digest']
+    assert options_digest == 'bb9ed91416c7ca9fe0bdb701360217e37ab4497f'  # SHA-1 of "enable:1\n"
+    assert pve.data('PUT', base + '/rules/0', comment='ssh', digest=rules_digest) is None
+    expect_error(pve.call('PUT', base + '/options', policy_in='DROP', digest=first_options_digest), 500, stale)
+
+    # rules change: the options' digest read before it still holds, the old rules digest does not
+    expect_error(pve.call('DELETE', base + '/rules/0', digest=rules_digest), 500, stale)
+    assert pve.data('PUT', base + '/options', policy_in='DROP', digest=options_digest) is None
+    assert pve.get(base + '/options') == {'enable': 1, 'policy_in': 'DROP',
+                                          'digest': 'b5b4b38b0ccd39fc3c426236926bf532647addaf'}
+    assert [rule['comment'] for rule in pve.get(base + '/rules')] == ['ssh']
+    # creating a rule takes a digest but PVE never checks it
+    assert pve.data('POST', base + '/rules', type='out', action='DROP', digest=rules_digest) is None
+
+    # IP set entries: their own digest; neither the rules nor the options touch it
+    assert pve.get(base + '/ipset')[0]['digest'] == ipsets_digest
+    assert pve.data('PUT', base + '/ipset/allowed/10.99.1.2', comment='one', digest=entries_digest) is None
+    expect_error(pve.call('DELETE', base + '/ipset/allowed/10.99.1.2', digest=entries_digest), 500, stale)
+    assert pve.get(base + '/ipset')[0]['digest'] == ipsets_digest
+    entries_digest = pve.get(base + '/ipset/allowed')[0]['digest']
+    assert pve.data('DELETE', base + '/ipset/allowed/10.99.1.2', digest=entries_digest) is None
+    assert pve.get(base + '/ipset/allowed') == []
+
+
+def test_firewall_rule_moveto_and_delete(pve):
+    """Rules.pm ``update_rule``: ``moveto`` inserts before the rule that was at that position."""
+    pve.cloned(101)
+    rules = '/nodes/{node}/lxc/101/firewall/rules'
+    for comment in ('c', 'b', 'a'):
+        assert pve.data('POST', rules, type='in', action='ACCEPT', comment=comment) is None
+    assert [r['comment'] for r in pve.get(rules)] == ['a', 'b', 'c']
+    assert pve.data('PUT', rules + '/0', moveto=2) is None
+    assert [r['comment'] for r in pve.get(rules)] == ['b', 'a', 'c']
+    assert pve.data('PUT', rules + '/0', moveto=9) is None
+    assert [r['comment'] for r in pve.get(rules)] == ['a', 'c', 'b']
+    assert pve.data('PUT', rules + '/2', moveto=0) is None
+    assert [r['comment'] for r in pve.get(rules)] == ['b', 'a', 'c']
+    body = expect_error(pve.call('PUT', rules + '/0', delete='action'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'delete': "unable to delete required property 'action'"}
+    body = expect_error(pve.call('PUT', rules + '/0', delete='colour'), 400, 'Parameter verification failed.')
+    assert body['errors'] == {'delete': "no such property ('colour')"}
 
 
 def test_vzdump_writes_an_archive(lab_env, root):

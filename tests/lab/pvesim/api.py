@@ -354,8 +354,7 @@ def firewall_rules(call: Call):
        check=NETWORK)
 def add_firewall_rule(call: Call):
     rule = {k: v for k, v in call.params.items() if k in firewall.RULE_FIELDS}
-    call.cluster.firewall_write(call.params["vmid"],
-                                lambda fw: fw.add_rule(rule, call.params.get("digest")))
+    call.cluster.firewall_write(call.params["vmid"], lambda fw: fw.add_rule(rule))
 
 
 @route("GET", FW + "/rules/{pos}", {"pos": required(type="integer", minimum=0)}, check=AUDIT)
@@ -413,12 +412,12 @@ def add_ipset_entry(call: Call):
         params["name"], params["cidr"], params.get("comment"), params.get("nomatch")))
 
 
-@route("DELETE", FW + "/ipset/{name}", dict(IPSET_PATH, force=P(type="boolean"), digest=DIGEST),
-       check=NETWORK)
+@route("DELETE", FW + "/ipset/{name}", dict(IPSET_PATH, force=P(type="boolean")), check=NETWORK)
 def delete_ipset(call: Call):
+    """IPSet.pm ``register_delete_ipset``: no ``digest`` parameter."""
     params = call.params
     call.cluster.firewall_write(params["vmid"], lambda fw: fw.delete_ipset(
-        params["name"], bool(params.get("force")), params.get("digest")))
+        params["name"], bool(params.get("force"))))
 
 
 CIDR_PATH = dict(IPSET_PATH, cidr=required(format=firewall.ipset_cidr))

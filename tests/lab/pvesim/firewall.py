@@ -1,14 +1,16 @@
 """Per-CT firewall: options, rules and IP sets, as kept in ``/etc/pve/firewall/<vmid>.fw``.
 
-One digest covers the whole file, as in PVE. A new rule goes to the top (position 0,
-the others shift down) and stays disabled unless ``enable=1`` is given; this is why
-clients must never identify rules by position.
+Each list or object has its own digest, as in pve-firewall (``copy_list_with_digest`` /
+``copy_opject_with_digest`` in src/PVE/Firewall.pm): the options, the rule list, the list
+of IP sets and each IP set's entries. An endpoint checks only the digest of what it
+changes, so a changed option does not invalidate a digest read from the rules. A new rule
+goes to the top (position 0, the others shift down) and stays disabled unless ``enable=1``
+is given; this is why clients must never identify rules by position.
 """
 
 import copy
 import hashlib
 import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -66,58 +68,81 @@ class Firewall:
     rules: list = field(default_factory=list)
     ipsets: dict = field(default_factory=dict)  # name -> {"comment": str|None, "entries": [...]}
 
-    @property
-    def digest(self) -> str:
-        text = json.dumps([self.options, self.rules, self.ipsets], sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()
-
     def clone(self) -> "Firewall":
         return copy.deepcopy(self)
 
-    def check_digest(self, digest: str | None) -> None:
-        if digest and digest != self.digest:
-            raise fail("detected modified configuration - file changed by other user? Try again.")
+    def reload(self) -> None:
+        """The IP sets as ``save_vmfw_conf`` writes them and ``load_vmfw_conf`` reads them back
+        (src/PVE/Firewall.pm ``$format_ipsets``, ``generic_fw_config_parser``): names
+        lower-cased (of two that collide, the later section's entries win), entries
+        de-duplicated and sorted by cidr."""
+        ipsets = {}
+        for name in sorted(self.ipsets):
+            ipset = self.ipsets[name]
+            entries = {}
+            for entry in ipset["entries"]:
+                entries.setdefault(entry["cidr"], entry)
+            earlier = ipsets.get(name.lower(), {})
+            ipsets[name.lower()] = {"comment": ipset.get("comment") or earlier.get("comment"),
+                                    "entries": [entries[cidr] for cidr in sorted(entries)]}
+        self.ipsets = ipsets
 
     # ------------------------------------------------------------ options
 
+    @property
+    def options_digest(self) -> str:
+        return object_digest(self.options)
+
     def options_view(self) -> dict:
-        view = dict(self.options)
-        view["digest"] = self.digest
+        view = {key: value for key, value in self.options.items() if value is not None}
+        view["digest"] = self.options_digest
         return view
 
     def set_options(self, params: dict, delete: list, digest: str | None) -> None:
-        self.check_digest(digest)
+        """pve-firewall src/PVE/API2/Firewall/VM.pm ``set_options``: the options' own digest."""
+        check_digest(self.options_digest, digest)
         for key in delete:
             if key not in OPTIONS_SPEC:
-                raise ParamError({"delete": f"unknown option '{key}'"})
+                raise ParamError({"delete": f"no such option '{key}'"})
             self.options.pop(key, None)
         self.options.update(params)
 
     # ------------------------------------------------------------ rules
 
+    @property
+    def rules_digest(self) -> str:
+        """Rules.pm ``get_rules``: ``copy_list_with_digest`` over the rules (``pos`` added after)."""
+        return list_digest(self._stored_rules())
+
+    def _stored_rules(self) -> list:
+        """The rules as PVE's parser keeps them: with ``ipversion`` when an address gives one."""
+        stored = []
+        for rule in self.rules:
+            rule = dict(rule)
+            version = _ip_version(rule.get("source"), rule.get("dest"))
+            if version:
+                rule["ipversion"] = version
+            stored.append(rule)
+        return stored
+
     def rules_view(self) -> list:
-        return [self._rule_view(pos, rule) for pos, rule in enumerate(self.rules)]
+        digest = self.rules_digest
+        return [dict(rule, pos=pos, digest=digest) for pos, rule in enumerate(self._stored_rules())]
 
     def rule_view(self, pos: int) -> dict:
-        return self._rule_view(pos, self._rule_at(pos))
-
-    def _rule_view(self, pos: int, rule: dict) -> dict:
-        view = dict(rule)
-        view["pos"] = pos
-        view["digest"] = self.digest
-        version = _ip_version(rule.get("source"), rule.get("dest"))
-        if version:
-            view["ipversion"] = version
-        return view
+        self._rule_at(pos)
+        return self.rules_view()[pos]
 
     def _rule_at(self, pos: int) -> dict:
         if pos < 0 or pos >= len(self.rules):
             raise fail(f"no rule at position {pos}")
         return self.rules[pos]
 
-    def add_rule(self, params: dict, digest: str | None) -> None:
-        """New rules go to the top, disabled unless ``enable`` was given."""
-        self.check_digest(digest)
+    def add_rule(self, params: dict) -> None:
+        """New rules go to the top, disabled unless ``enable`` was given.
+
+        Rules.pm ``register_create_rule`` takes a ``digest`` but never checks it.
+        """
         rule = {key: value for key, value in params.items() if key != "pos"}
         rule.setdefault("enable", 0)
         self._verify_rule(rule)
@@ -125,23 +150,30 @@ class Firewall:
 
     def update_rule(self, pos: int, params: dict, delete: list, moveto: int | None,
                     digest: str | None) -> None:
-        self.check_digest(digest)
+        """Rules.pm ``register_update_rule``: the rule list's digest first, then the position.
+
+        ``moveto`` puts the rule before the one that was at ``moveto`` (so moving down lands
+        at ``moveto - 1``), or last when ``moveto`` is past the end; other arguments are ignored.
+        """
+        check_digest(self.rules_digest, digest)
         rule = self._rule_at(pos)
-        if moveto is not None:
+        if moveto is not None and moveto != pos:
             self.rules.pop(pos)
-            self.rules.insert(min(moveto, len(self.rules)), rule)
+            self.rules.insert(moveto if moveto < pos else moveto - 1, rule)
             return
         updated = dict(rule)
-        for key in delete:
-            if key not in RULE_FIELDS or key in ("type", "action"):
-                raise ParamError({"delete": f"unable to delete '{key}'"})
+        for key in delete:  # PVE::Firewall::delete_rule_properties
+            if key not in RULE_FIELDS:
+                raise ParamError({"delete": f"no such property ('{key}')"})
+            if key in ("type", "action"):
+                raise ParamError({"delete": f"unable to delete required property '{key}'"})
             updated.pop(key, None)
         updated.update(params)
         self._verify_rule(updated)
         self.rules[pos] = updated
 
     def delete_rule(self, pos: int, digest: str | None) -> None:
-        self.check_digest(digest)
+        check_digest(self.rules_digest, digest)
         self._rule_at(pos)
         self.rules.pop(pos)
 
@@ -175,16 +207,25 @@ class Firewall:
                 return
 
     # ------------------------------------------------------------ IP sets
+    # pve-firewall src/PVE/API2/Firewall/IPSet.pm (BaseIPSetList and IPSetBase)
 
-    def ipsets_view(self) -> list:
-        digest = self.digest
+    def _ipset_list(self) -> list:
+        """``$get_ipset_list``: name and (when set) comment, sorted by name."""
         result = []
         for name, ipset in sorted(self.ipsets.items()):
-            entry = {"name": name, "digest": digest}
+            entry = {"name": name}
             if ipset.get("comment"):
                 entry["comment"] = ipset["comment"]
             result.append(entry)
         return result
+
+    @property
+    def ipsets_digest(self) -> str:
+        return list_digest(self._ipset_list())
+
+    def ipsets_view(self) -> list:
+        digest = self.ipsets_digest
+        return [dict(entry, digest=digest) for entry in self._ipset_list()]
 
     def _ipset(self, name: str) -> dict:
         if name not in self.ipsets:
@@ -193,68 +234,119 @@ class Firewall:
 
     def create_ipset(self, name: str, comment: str | None, rename: str | None,
                      digest: str | None) -> None:
-        self.check_digest(digest)
+        """``register_create``: the list's digest is checked on a rename only."""
         if rename:
-            ipset = self._ipset(rename)
-            if name in self.ipsets:
-                raise fail(f"IPSet '{name}' already exists")
+            check_digest(self.ipsets_digest, digest)
+            if rename not in self.ipsets:
+                raise ParamError({"name": f"IPSet '{rename}' does not exist"})
+            if name in self.ipsets and name != rename:
+                raise ParamError({"name": f"IPSet '{name}' does already exist"})
             self.ipsets[name] = self.ipsets.pop(rename)
             if comment is not None:
-                ipset["comment"] = comment
+                self.ipsets[name]["comment"] = comment
             return
         if name in self.ipsets:
-            raise fail(f"IPSet '{name}' already exists")
+            raise ParamError({"name": f"IPSet '{name}' already exists"})
         self.ipsets[name] = {"comment": comment, "entries": []}
 
-    def delete_ipset(self, name: str, force: bool, digest: str | None) -> None:
-        self.check_digest(digest)
+    def delete_ipset(self, name: str, force: bool) -> None:
+        """``register_delete_ipset`` has no ``digest`` parameter."""
         ipset = self._ipset(name)
         if ipset["entries"] and not force:
             raise fail(f"IPSet '{name}' is not empty")
         del self.ipsets[name]
 
+    def ipset_digest(self, name: str) -> str:
+        return list_digest(self._ipset(name)["entries"])
+
     def ipset_entries(self, name: str) -> list:
-        digest = self.digest
+        digest = self.ipset_digest(name)
         return [dict(entry, digest=digest) for entry in self._ipset(name)["entries"]]
 
     def ipset_entry(self, name: str, cidr: str) -> dict:
-        for entry in self._ipset(name)["entries"]:
+        for entry in self.ipset_entries(name):
             if entry["cidr"] == cidr:
-                return dict(entry, digest=self.digest)
-        raise fail("no such IP/Network")
+                return entry
+        raise ParamError({"cidr": "no such IP/Network"})
 
     def add_ipset_entry(self, name: str, cidr: str, comment: str | None, nomatch: int | None) -> None:
+        """``register_create_ip``: no digest; the address normalised as PVE's config parser
+        does and refused when already there (``reload`` sorts the entries)."""
         ipset = self._ipset(name)
+        cidr = normalize_ipset_cidr(cidr)
         if any(entry["cidr"] == cidr for entry in ipset["entries"]):
-            raise fail(f"entry '{cidr}' already exists")
+            raise ParamError({"cidr": f"address '{cidr}' already exists"})
+        if re.search(r"/0+$", cidr):
+            raise ParamError({"cidr": "a zero prefix is not allowed in ipset entries"})
         entry = {"cidr": cidr}
-        if comment is not None:
-            entry["comment"] = comment
         if nomatch:
             entry["nomatch"] = 1
+        if comment:
+            entry["comment"] = comment
         ipset["entries"].append(entry)
 
     def update_ipset_entry(self, name: str, cidr: str, comment: str | None,
                            nomatch: int | None, digest: str | None) -> None:
-        self.check_digest(digest)
+        """``register_update_ip``: the IP set's digest; ``comment`` and ``nomatch`` are both
+        replaced (one left out is removed)."""
+        check_digest(self.ipset_digest(name), digest)
         for entry in self._ipset(name)["entries"]:
             if entry["cidr"] == cidr:
-                if comment is not None:
+                entry.pop("comment", None)
+                entry.pop("nomatch", None)
+                if nomatch:
+                    entry["nomatch"] = 1
+                if comment:
                     entry["comment"] = comment
-                if nomatch is not None:
-                    entry.pop("nomatch", None)
-                    if nomatch:
-                        entry["nomatch"] = 1
                 return
-        raise fail("no such IP/Network")
+        raise ParamError({"cidr": "no such IP/Network"})
 
     def delete_ipset_entry(self, name: str, cidr: str, digest: str | None) -> None:
-        self.check_digest(digest)
+        """``register_delete_ip``: the IP set's digest; an address that is not there is no error."""
+        check_digest(self.ipset_digest(name), digest)
         ipset = self._ipset(name)
-        kept = [entry for entry in ipset["entries"] if entry["cidr"] != cidr]
-        if len(kept) == len(ipset["entries"]):
-            raise fail("no such IP/Network")
-        ipset["entries"] = kept
+        ipset["entries"] = [entry for entry in ipset["entries"] if entry["cidr"] != cidr]
+
+
+def check_digest(current: str, given: str | None) -> None:
+    """``PVE::Tools::assert_if_modified``."""
+    if given and given != current:
+        raise fail("detected modified configuration - file changed by other user? Try again.")
+
+
+def _digest_lines(sha, item: dict) -> None:
+    for key in sorted(item):
+        value = item[key]
+        if value is not None and not isinstance(value, (dict, list)):
+            sha.update(f"{key}:{value}\n".encode())
+
+
+def list_digest(items: list) -> str:
+    """``PVE::Firewall::copy_list_with_digest``: SHA-1 of ``key:value`` lines, entry by entry."""
+    sha = hashlib.sha1()
+    for item in items:
+        _digest_lines(sha, item)
+    return sha.hexdigest()
+
+
+def object_digest(item: dict) -> str:
+    """``PVE::Firewall::copy_opject_with_digest`` (sic): the same over one object."""
+    sha = hashlib.sha1()
+    _digest_lines(sha, item)
+    return sha.hexdigest()
+
+
+def normalize_ipset_cidr(cidr: str) -> str:
+    """``clean_cidr`` then ``parse_ip_or_cidr`` (src/PVE/Firewall.pm): host bits of a network
+    cleared, a /32 (IPv4) or /128 (IPv6) dropped: ``10.0.0.5/24`` -> ``10.0.0.0/24``,
+    ``10.0.0.5/32`` -> ``10.0.0.5``."""
+    address, _, length = cidr.partition("/")
+    cleaned = cidr
+    if length not in ("", "0"):  # Perl's ``return $cidr if !$len``
+        cleaned = f"{ipaddress.ip_network(cidr, strict=False).network_address}/{length}"
+    version = ipaddress.ip_address(address).version
+    full = "/32" if version == 4 else "/128"
+    return cleaned[:-len(full)] if cleaned.endswith(full) else cleaned
 
 
 def _verify_action(rule: dict, errors: dict) -> None:

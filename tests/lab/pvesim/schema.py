@@ -213,11 +213,14 @@ def tag_list(value: str, _name: str) -> None:
 
 
 def normalize_tags(value: str) -> str:
-    """PVE stores tags de-duplicated, sorted and ';'-separated."""
-    unique = {}
-    for tag in split_list(value):
-        unique.setdefault(tag.lower(), tag)
-    return ";".join(unique[key] for key in sorted(unique))
+    """Tags as PVE 8 stores them: lower-cased, de-duplicated, sorted, ';'-separated.
+
+    pve-guest-common src/PVE/GuestHelpers.pm ``get_unique_tags`` (5.2.x, PVE 8), called by
+    pve-container's ``update_pct_config``, with datacenter.cfg's default ``tag-style``
+    (``case-sensitive`` off, ``ordering`` not ``config``): ``Web;cloudpod,Web`` ->
+    ``cloudpod;web``. The simulator has no datacenter.cfg, so that default always applies.
+    """
+    return ";".join(sorted(set(tag.lower() for tag in split_list(value))))
 
 
 def configid_list(value: str, _name: str) -> None:

@@ -402,7 +402,9 @@ class Cluster:
         with self.lock:
             pool = params.get("pool")
             if pool is not None and pool not in self.pools:
-                raise ParamError({"pool": f"pool '{pool}' does not exist"})
+                # pve-container src/PVE/API2/LXC.pm clone_vm -> $rpcenv->check_pool_exist
+                # (pve-access-control src/PVE/RPCEnvironment.pm): raise_perm_exc, a 403
+                raise PermissionDenied(f"pool '{pool}' does not exist")
             target = params.get("target")
             if target and target not in (self.node, "localhost"):
                 raise fail(f"no such cluster node '{target}'")
@@ -828,7 +830,9 @@ class Cluster:
 
     def firewall_write(self, vmid: int, write) -> None:
         with self.lock:
-            write(self._ct(vmid).firewall)
+            firewall = self._ct(vmid).firewall
+            write(firewall)
+            firewall.reload()
 
     # ------------------------------------------------------------------ storage
 

@@ -76,6 +76,13 @@ def test_description_and_tags():
     assert changes.config == {'description': 'hand written\ncloudpods-pod: sub-1', 'tags': 'cloudpod;web'}
 
 
+def test_upper_case_tags_match_the_lower_case_tags_pve_stores():
+    """PVE 8 stores tags lower-cased (get_unique_tags): 'VIP' wanted, 'vip' stored is no change."""
+    stored = dict(CONF, tags='cloudpod;starter;vip;web')
+    assert not wanted(tags=['Web', 'VIP', 'Starter']).changes(CT, stored, 'stopped')
+    assert wanted(tags=['Web', 'VIP']).changes(CT, CONF, 'stopped').config == {'tags': 'cloudpod;vip;web'}
+
+
 RECORDED = dict(CONF, tags='cloud_pod_starter;cloudpod;web', description=(
     'note before\nCloud Pod\ncloudpods-plan: CLOUD_POD_STARTER\nnote between\ncloudpods-domain: shop.test\n'
     'cloudpods-pod: sub-1\nnote after\n'))
