@@ -71,17 +71,18 @@ def run_processes(worker):
 def freeze(worker):
     """SIGSTOP the worker, then every process of its run until no new one appears; the PIDs stopped."""
     os.kill(worker.pid, signal.SIGSTOP)
-    stopped = set()
+    tried, stopped = set(), set()
     while True:
-        new = run_processes(worker) - stopped
+        new = run_processes(worker) - tried
         if not new:
             return stopped
+        tried |= new
         for pid in new:
             try:
                 os.kill(pid, signal.SIGSTOP)
             except ProcessLookupError:
-                pass
-        stopped |= new
+                continue  # ended meanwhile
+            stopped.add(pid)
 
 
 def thaw(worker, run):
