@@ -322,13 +322,19 @@ class Repository:
         return row is not None
 
     def add_event(self, task, step, status, host=None, duration_ms=None, message=None):
+        """Record an event of our attempt; False (nothing written) once another worker has claimed the
+        task: a worker that lost its lease adds nothing to the log of the new attempt."""
         with self.pool.connection() as connection:
-            connection.execute("""
+            cursor = connection.execute("""
                 INSERT INTO cloud_pod_events (task_id, subscription_id, attempt, worker_id, step, host, status,
                                               duration_ms, message)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                               (task["id"], task["subscription_id"], task["attempts"], task["worker_id"], step, host,
-                                status, duration_ms, message))
+                SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s
+                WHERE EXISTS (SELECT 1 FROM cloud_pod_provisioning_tasks
+                              WHERE id = %s AND worker_id = %s AND attempts = %s)""",
+                                        (task["id"], task["subscription_id"], task["attempts"], task["worker_id"],
+                                         step, host, status, duration_ms, message,
+                                         task["id"], task["worker_id"], task["attempts"]))
+            return cursor.rowcount == 1
 
     def complete(self, task, stats):
         """Mark our task COMPLETED and apply its outcome to the subscription; False if not ours any more."""

@@ -3,8 +3,9 @@
 A ``RunScope`` gives each run:
 
 - a private directory under the worker's run base (``CLOUDPODS_RUN_DIR``, mode 0700), holding a
-  lock file the worker keeps ``flock``-ed while the run lives. A worker that starts removes every
-  directory whose lock it can take: its owner is dead (``sweep``).
+  lock file the worker keeps ``flock``-ed while the run lives. When the worker dies, the run's guard
+  (``playbook_guard.py``) kills the run and removes the directory; a worker that starts removes
+  every directory still there whose lock it can take: its owner is dead (``sweep``).
 - a cgroup v2 leaf (where the worker may create one: root, or a systemd unit with
   ``Delegate=yes``). The guard moves itself into it before it starts ``ansible-playbook``, so
   every process of the run stays inside, whatever ``setsid()`` its forks call; ``cgroup.kill``

@@ -3,7 +3,7 @@
 Many workers may run on many machines against one database. Each claims one task at a time
 (``FOR UPDATE SKIP LOCKED``), holds a lease that a heartbeat thread renews while the playbook
 runs, and writes results only while the task is still its own (worker id and attempt number
-fence every update). Idle workers sleep on ``LISTEN cloud_pod_tasks`` and poll as a fallback.
+fence every update and every event row). Idle workers sleep on ``LISTEN cloud_pod_tasks`` and poll as a fallback.
 
 SIGTERM/SIGINT: stop claiming; a running playbook gets ``CLOUDPODS_SHUTDOWN_GRACE_SECONDS`` to
 finish, after which it is cancelled and its task released to the queue (the attempt does not
@@ -177,7 +177,9 @@ class Worker:
         return True
 
     def _execute(self, task):
-        lease_lost = threading.Event()
+        # Set by the heartbeat when the lease could not be renewed, or by the first event row refused:
+        # another worker owns the task now, and the run is cancelled at once.
+        lease_lost = self.events.lost
         done = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(task, lease_lost, done), daemon=True)
         heartbeat.start()
@@ -338,6 +340,7 @@ class TaskEvents:
         self.task = task
         self.pending = collections.deque()
         self.dropped = 0
+        self.lost = threading.Event()  # a row was refused: another worker took the task over
         self.retry_at = 0.0
 
     def add(self, **event):
@@ -359,11 +362,15 @@ class TaskEvents:
         """Write the waiting rows, oldest first; an outage error propagates (the rest keep waiting)."""
         while self.pending:
             try:
-                self.worker.repository.add_event(self.task, **self.pending[0])
+                stored = self.worker.repository.add_event(self.task, **self.pending[0])
             except DB_ERRORS:
                 raise
             except psycopg.Error as exc:  # this row cannot be stored (bad data): skip it, keep the rest
                 LOG.warning("task %s: event row not stored (%s: %s)", self.task["id"], type(exc).__name__, exc)
+                stored = None
+            if stored is False and not self.lost.is_set():
+                LOG.warning("task %s: event rows refused: another worker owns the task now", self.task["id"])
+                self.lost.set()
             self.pending.popleft()
         if self.dropped:
             self.worker.repository.add_event(self.task, "worker", "events-lost", message=(
