@@ -2,7 +2,8 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""pvesim creates containers from OS templates like PVE 8 (``POST /nodes/{node}/lxc``).
+"""pvesim creates containers from OS templates like PVE 8 (``POST /nodes/{node}/lxc``), and
+answers that need a simulator of their own (a later ``pve_version``) are checked here too.
 
 Every test runs its own simulator in this process (HTTPS on a free loopback port, the
 memory backend or a recording one), so nothing here touches the shared lab.
