@@ -64,7 +64,8 @@ requirements:
 notes:
   - Authentication is by API token only. The token needs the privileges of the C(CloudPodsProv) role
     (VM.Audit, VM.Allocate, VM.Clone, VM.Config.*, VM.PowerMgmt, Datastore.AllocateSpace,
-    Datastore.Audit, Sys.Audit).
+    Datastore.Audit, Sys.Audit) and, on Proxmox VE 8, C(SDN.Use) on C(/sdn/zones/localnetwork/<bridge>)
+    for the bridge of the pods' network device (see the collection's README).
   - Transient failures that Proxmox VE produces under concurrency (C(CT is locked), C(can't lock file ... got timeout),
     HTTP 595/596) are retried with exponential backoff and jitter; every other error fails at once.
     The module result reports the retries in C(api_retries).

@@ -36,6 +36,7 @@ _PERMISSION_RE = re.compile(r'Permission check failed \((?P<path>[^,)]+),\s*(?P<
 
 _GRANT_HINT = ('grant it on that path (or a parent) to the token\'s user, and to the token itself if it was '
                'created with privilege separation')
+_SDN_PATH_RE = re.compile(r'^(?P<bridge>/sdn/zones/[^/]+/[^/]+)(?:/\d+)?$')
 
 
 class ProxmoxError(Exception):
@@ -142,9 +143,10 @@ def describe_api_error(status_code, reason, method, path, token_id, errors=None)
     if status_code == 403:
         match = _PERMISSION_RE.search(reason)
         if match:
+            acl_path, privilege = match.group('path').strip(), match.group('priv').strip()
             return ('Proxmox API permission denied for token %s on %s: %s. The token lacks privilege %s '
-                    'on %s: %s' % (token_id, where, reason, match.group('priv').strip(),
-                                   match.group('path').strip(), _GRANT_HINT))
+                    'on %s: %s' % (token_id, where, reason, privilege, acl_path,
+                                   _sdn_use_hint(acl_path, token_id) if privilege == 'SDN.Use' else _GRANT_HINT))
         return 'Proxmox API permission denied for token %s on %s: HTTP 403 %s' % (token_id, where, reason)
     if status_code == 400:
         details = _format_param_errors(errors) if errors else ''
@@ -154,6 +156,22 @@ def describe_api_error(status_code, reason, method, path, token_id, errors=None)
         return ('Proxmox API proxy error on %s: HTTP %s %s (pveproxy could not reach the node or the '
                 'connection broke)' % (where, status_code, reason))
     return 'Proxmox API error on %s: HTTP %s %s' % (where, status_code, reason)
+
+
+def _sdn_use_hint(acl_path, token_id):
+    """What to grant when Proxmox VE 8 refuses a bridge (README.md, "Proxmox VE: the API user, role and token").
+
+    pve-container's check_bridge_access (clone, create, network changes) calls pve-guest-common's
+    check_vnet_access: SDN.Use on /sdn/zones/<zone>/<bridge>, or on .../<bridge>/<vlan> for a tagged NIC,
+    for every user but root@pam. The CloudPodsProv role has no SDN.Use; an ACL on the bridge covers its VLANs.
+    """
+    match = _SDN_PATH_RE.match(acl_path)
+    bridge_path = match.group('bridge') if match else acl_path
+    user = to_text(token_id or '').partition('!')[0] or '<user>'
+    return ('Proxmox VE 8 checks SDN.Use on the bridge of every network device of the container, and the '
+            'CloudPodsProv role does not grant it. Grant it on the bridge to the token\'s user, e.g. '
+            '"pveum role add CloudPodsNet --privs SDN.Use" and "pveum acl modify %s --roles CloudPodsNet --users %s" '
+            '(add "--tokens %s" if the token was created with privilege separation)' % (bridge_path, user, token_id))
 
 
 def describe_missing_privileges(missing, known):

@@ -2,7 +2,8 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""pvesim creates containers from OS templates like PVE 8 (``POST /nodes/{node}/lxc``).
+"""pvesim creates containers from OS templates like PVE 8 (``POST /nodes/{node}/lxc``), and
+answers that need a simulator of their own (a later ``pve_version``) are checked here too.
 
 Every test runs its own simulator in this process (HTTPS on a free loopback port, the
 memory backend or a recording one), so nothing here touches the shared lab.
@@ -28,7 +29,7 @@ if LAB not in sys.path:
 
 from pvesim.acl import token_from_spec  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from pvesim.backend import BackendError, MemoryBackend  # noqa: E402  pylint: disable=wrong-import-position,import-error
-from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, SimConfig  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, SimConfig, bridge_acl  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from pvesim.server import create_server  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 NODE = 'pve'
@@ -90,7 +91,8 @@ class Sim(object):
         values = {
             'listen_host': '127.0.0.1', 'listen_port': 0, 'tls_cert': cert, 'tls_key': key,
             'storage_root': os.path.join(self.directory, 'storage'),
-            'tokens': [{'token_id': TOKEN_ID, 'secret': SECRET, 'privs': CLOUDPODS_PROV_PRIVILEGES},
+            'tokens': [{'token_id': TOKEN_ID, 'secret': SECRET, 'privs': CLOUDPODS_PROV_PRIVILEGES,
+                        'acl': bridge_acl('vmbr0')},
                        {'token_id': 'root@pam!lab', 'secret': 'root-secret', 'privs': ['*']}],
             'pools': [{'poolid': 'pods'}],
             'default_task_duration': 0.05, 'task_durations': {'vzcreate': 0.3}, 'dhcp_delay': 0.1,
@@ -398,6 +400,13 @@ def test_pvesim_create_privileges(sim):
                              pool='nope'), 403, "Permission check failed (pool 'nope' does not exist)")
     pooled.ok(pooled.create(110, storage='local-lvm', pool='pods', memory=256, hostname='pooled'))
     assert server.ct(110)['pool'] == 'pods'
+    # a NIC needs SDN.Use on its bridge (on <bridge>/<tag> with a VLAN tag), checked before anything is made
+    expect_error(pooled.call('POST', '/nodes/{node}/lxc', vmid=115, ostemplate=template, storage='local-lvm',
+                             pool='pods', net0=NET0), 403, 'Permission check failed (/sdn/zones/localnetwork/vmbr0, SDN.Use)')
+    expect_error(pooled.call('POST', '/nodes/{node}/lxc', vmid=115, ostemplate=template, storage='local-lvm',
+                             pool='pods', net0=NET0 + ',tag=42'), 403,
+                 'Permission check failed (/sdn/zones/localnetwork/vmbr0/42, SDN.Use)')
+    assert server.ct(115) is None
 
     allocator = server.add_token('alloc@pve!tk', privs=['VM.Allocate', 'VM.Config.CPU', 'VM.Config.Disk'],
                                  acl=storages)
@@ -430,12 +439,27 @@ def test_pvesim_create_privileges(sim):
 
     # the seed's CloudPodsProv role may create; root may pass a file path as template
     seed = server.client()
-    seed.ok(seed.create(113, storage='local-lvm', rootfs='local-lvm:8', net0=NET0, unprivileged=1, cores=2,
+    seed.ok(seed.create(113, storage='local-lvm', rootfs='local-lvm:8', net0=NET0 + ',tag=42', unprivileged=1, cores=2,
                         memory=1024, swap=512, hostname='seeded', ostemplate=template))
     root = server.client('root@pam!lab', 'root-secret')
     path = os.path.join(server.config.storage_root, 'local', 'template', 'cache', UBUNTU)
     root.ok(root.create(114, storage='local-lvm', ostemplate=path, hookscript='local:snippets/x.sh'))
     assert server.ct(114)['config']['hookscript'] == 'local:snippets/x.sh'
+
+
+def test_pvesim_from_8_4_17_every_bad_token_is_authentication_failed(sim):
+    """pve-manager 8.4.17 (commit d3973e63) hides verify_token's reason: always ``401 Authentication failed!``,
+    no body; before that (the default 8.2.4) the reason is verify_token's own message."""
+    for version, wrong_secret, unknown_user in (('8.4.17', 'Authentication failed!', 'Authentication failed!'),
+                                                ('8.4.16', 'invalid token value!', "no such user ('nobody@pve')")):
+        server = sim(pve_version=version)
+        for client, reason in ((server.client(TOKEN_ID, 'wrong'), wrong_secret),
+                               (server.client('nobody@pve!tk', 'x'), unknown_user)):
+            response = client.call('GET', '/version')
+            assert (response.status_code, response.reason, response.content) == (401, reason, b'')
+        bare = requests.get(server.base + '/version', timeout=10, verify=server.ca)
+        assert (bare.status_code, bare.reason, bare.content) == (401, 'No ticket', b'')
+        assert server.client().get('/version')['version'] == version
 
 
 def test_pvesim_create_and_start_adds_to_pool(sim):

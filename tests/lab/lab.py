@@ -43,17 +43,10 @@ from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's 
 from nginxlab import NginxService  # the shipped nginx site in front of a test's gunicorn
 import lxclab  # the real-container part (--lxc)
 from labenv import ENV_FILE, LAB_DIR, REPO_ROOT, free_port  # .lab/env and loopback ports, one way
+from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, bridge_acl  # the seed's role, the bridge's SDN.Use
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
-
-# The seed's CloudPodsProv role (cloud-pods-setup.md, step 1): the lab's main token
-# gets exactly these, so a missing privilege shows up here before production.
-CLOUDPODS_PROV = [
-    "VM.Audit", "VM.Allocate", "VM.Clone", "VM.Config.CPU", "VM.Config.Disk",
-    "VM.Config.Memory", "VM.Config.Network", "VM.Config.Options", "VM.PowerMgmt",
-    "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit",
-]
 
 
 class LabError(Exception):
@@ -279,8 +272,10 @@ class PveSimService(Service):
             "control_key": settings["control_key"],
             "storage_root": str(self.directory / "storage"),
             "log_file": str(self.directory / "pvesim-app.log"),
+            # exactly what README.md's Proxmox VE setup grants: the seed's CloudPodsProv role at /
+            # and SDN.Use on the bridge, so a missing privilege shows up here before production
             "tokens": [{"token_id": self.TOKEN_ID, "secret": settings["token_secret"],
-                        "privs": CLOUDPODS_PROV}],
+                        "privs": CLOUDPODS_PROV_PRIVILEGES, "acl": bridge_acl(self.BRIDGE)}],
             "default_task_duration": 0.2, "dhcp_delay": 1.0,
         }
         config.update(self.extra_config())

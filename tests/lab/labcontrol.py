@@ -87,8 +87,7 @@ class LabControl:
         return self._call("POST", "/holds/release", {"type": task_type} if task_type else {})
 
     def config(self, **values) -> dict:
-        """task_durations={type: s}, default_task_duration, dhcp_delay, auth_failure_delay,
-        require_sdn_use."""
+        """task_durations={type: s}, default_task_duration, task_jitter, dhcp_delay, auth_failure_delay."""
         return self._call("POST", "/config", values)
 
     def add_token(self, token_id: str, secret: str, privs=None, acl: dict | None = None) -> dict:

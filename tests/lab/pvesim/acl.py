@@ -9,6 +9,7 @@ import hmac
 import re
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 from .errors import AuthError, PermissionDenied
 
@@ -25,7 +26,7 @@ ALL_PRIVILEGES = frozenset([
 ])
 
 _TOKEN_ID_RE = re.compile(r"[^\s!@:]+@[A-Za-z][A-Za-z0-9.\-_]+![A-Za-z][A-Za-z0-9.\-_]+")
-_HEADER_PREFIX = "PVEAPIToken"
+_API_TOKEN_RE = re.compile(r"(?:^|\s)PVEAPIToken(?:=| )([^;]*)")
 
 
 def expand_privileges(names) -> frozenset:
@@ -131,28 +132,56 @@ class TokenRegistry:
         with self._lock:
             return [token.describe() for token in self._tokens.values()]
 
-    def authenticate(self, header: str | None) -> Token:
-        """Check an ``Authorization`` header; raise AuthError with PVE's reason."""
-        token_id, secret = _parse_header(header)
+    def authenticate(self, header: str | None, detailed: bool = True) -> Token:
+        """Check an ``Authorization`` header as PVE 8 does; raise AuthError with its reason.
+
+        pve-manager PVE/HTTPServer.pm (stable-8), ``auth_handler``: without an API token
+        (and without a ticket, which the simulator does not issue) the reason is ``No ticket``.
+        Otherwise PVE::AccessControl::verify_token's message is the reason (``detailed``,
+        pve-manager up to 8.4.16); from 8.4.17 on (commit d3973e63, "unify error message in
+        case of auth failure") every token failure is ``Authentication failed!``.
+        """
+        api_token = extract_api_token(header)
+        if not api_token:
+            raise AuthError("No ticket")
+        try:
+            return self._verify_token(api_token)
+        except AuthError:
+            if detailed:
+                raise
+            raise AuthError("Authentication failed!") from None
+
+    def _verify_token(self, api_token: str) -> Token:
+        """pve-access-control PVE/AccessControl.pm (stable-bookworm), ``verify_token``."""
+        token_id, sep, secret = api_token.rpartition("=")
+        if not sep:
+            raise AuthError("no tokenid specified")
+        if not _TOKEN_ID_RE.fullmatch(token_id):
+            raise AuthError(f"'{token_id}' is not a valid token ID - not able to split into user and token parts")
+        user, name = token_id.split("!", 1)
         with self._lock:
             token = self._tokens.get(token_id)
-        if token is None or not hmac.compare_digest(token.secret.encode(), secret.encode()):
-            raise AuthError("authentication failure")
+            user_exists = user == "root@pam" or any(known.user == user for known in self._tokens.values())
+        if not user_exists:
+            raise AuthError(f"no such user ('{user}')")
+        if token is None:
+            raise AuthError(f"no such token '{name}' for user '{user}'")
+        if not hmac.compare_digest(token.secret.encode(), secret.encode()):
+            raise AuthError("invalid token value!")
         return token
 
 
-def _parse_header(header: str | None) -> tuple[str, str]:
-    """PVE falls back to cookie tickets when the header is not a token: ``No ticket``."""
-    if not header:
-        raise AuthError("No ticket")
-    prefix, sep, rest = header.strip().partition("=")
-    if prefix != _HEADER_PREFIX or not sep:
-        prefix, sep, rest = header.strip().partition(" ")
-        if prefix != _HEADER_PREFIX or not sep:
-            raise AuthError("No ticket")
-    token_id, sep, secret = rest.partition("=")
-    if not sep or "!" not in token_id:
-        raise AuthError("No ticket")
-    if not _TOKEN_ID_RE.fullmatch(token_id) or not secret:
-        raise AuthError("authentication failure")
-    return token_id, secret
+def extract_api_token(header: str | None) -> str | None:
+    """The ``PVEAPIToken`` value of an ``Authorization`` header, URI-unescaped, or None.
+
+    pve-http-server PVE/APIServer/Formatter.pm, ``extract_auth_value``: the name at the start
+    or after white space, then ``=`` or a space, then everything up to ``;``.
+    """
+    match = _API_TOKEN_RE.search(header or "")
+    return unquote(match.group(1)) if match else None
+
+
+def claimed_token_id(header: str | None) -> str | None:
+    """The token id a header names (for the request log), known or not; never the secret."""
+    token_id, sep, _secret = (extract_api_token(header) or "").rpartition("=")
+    return token_id if sep and _TOKEN_ID_RE.fullmatch(token_id) else None

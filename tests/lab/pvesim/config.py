@@ -18,6 +18,17 @@ CLOUDPODS_PROV_PRIVILEGES = [
     "Datastore.AllocateSpace", "Datastore.Audit", "Sys.Audit",
 ]
 
+
+def bridge_acl(bridge: str) -> dict:
+    """The ACL PVE 8 wants beyond that role: SDN.Use on the bridge in zone ``localnetwork``.
+
+    pve-container PVE/LXC.pm ``check_bridge_access`` (clone, create, net changes) calls
+    pve-guest-common PVE/GuestHelpers.pm ``check_vnet_access``; see README.md, "Proxmox VE:
+    the API user, role and token".
+    """
+    return {f"/sdn/zones/localnetwork/{bridge}": ["SDN.Use"]}
+
+
 TASK_TYPES = [
     "vzclone", "vzstart", "vzstop", "vzshutdown", "vzreboot", "vzdestroy", "vzdump",
     "vzsuspend", "vzresume", "resize", "vzcreate", "vztemplate",
@@ -52,10 +63,6 @@ DEFAULTS = {
     "task_jitter": 0.0,
     "dhcp_delay": 1.0,           # seconds after start until eth0 has its IPv4 lease
     "auth_failure_delay": 0.0,   # real PVE waits 3 s before answering a failed login
-    # PVE 8 checks SDN.Use on /sdn/zones/localnetwork/<bridge> when a guest NIC names a
-    # bridge. The seed's CloudPodsProv role lacks SDN.Use, so this is off by default;
-    # turn it on to see what a stock PVE 8 would answer that role.
-    "require_sdn_use": False,
     "log_file": None,
     "backend": "memory",         # "memory" (pretend) or "lxc" (real containers, root only)
     # The lxc backend: {"lxc_path": dir of the CTs, "bridge": host bridge, "leases_file": dnsmasq leases}

@@ -125,7 +125,7 @@ def get_config(app, _body):
 @_control("POST", r"/_lab/config")
 def set_config(app, body):
     unknown = set(body) - {"task_durations", "default_task_duration", "dhcp_delay",
-                           "auth_failure_delay", "require_sdn_use", "task_jitter"}
+                           "auth_failure_delay", "task_jitter"}
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}")
     values = app.config.values
@@ -138,8 +138,6 @@ def set_config(app, body):
             values[key] = max(0.0, float(body[key]))
     if "task_jitter" in body:
         values["task_jitter"] = min(1.0, max(0.0, float(body["task_jitter"])))
-    if "require_sdn_use" in body:
-        values["require_sdn_use"] = bool(body["require_sdn_use"])
     if "dhcp_delay" in body:
         app.cluster.set_dhcp_delay(max(0.0, float(body["dhcp_delay"])))
     return _runtime_config(app)
@@ -151,7 +149,7 @@ def _runtime_config(app) -> dict:
             "default_task_duration": values["default_task_duration"],
             "task_jitter": values["task_jitter"],
             "dhcp_delay": values["dhcp_delay"], "auth_failure_delay": values["auth_failure_delay"],
-            "require_sdn_use": values["require_sdn_use"], "node": values["node"],
+            "node": values["node"],
             "template_vmid": values["template_vmid"]}
 
 

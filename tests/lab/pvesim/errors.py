@@ -1,7 +1,7 @@
 """Errors that become PVE-shaped HTTP responses.
 
 PVE reports an error in the HTTP reason phrase and in ``message`` of the body; parameter
-errors add an ``errors`` object keyed by parameter name.
+errors add an ``errors`` object keyed by parameter name. A failed login has no body at all.
 """
 
 
@@ -13,6 +13,28 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.errors = errors
+
+    def body(self) -> dict | None:
+        """The JSON body PVE sends: a ``die`` message keeps its newline (None: no body)."""
+        body = {"data": None, "message": self.message + "\n"}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class MethodNotImplemented(ApiError):
+    """``501 Method 'GET /foo' not implemented``.
+
+    pve-manager PVE/HTTPServer.pm (stable-8), ``rest_handler``: the answer when no handler
+    matches is built as ``{status => 501, message => "Method '$method $rel_uri' not
+    implemented"}`` (no ``die``), so the body's message has no trailing newline.
+    """
+
+    def __init__(self, method: str, path: str):
+        super().__init__(501, f"Method '{method} {path}' not implemented")
+
+    def body(self) -> dict:
+        return {"data": None, "message": self.message}
 
 
 class ParamError(ApiError):
@@ -31,10 +53,19 @@ class PermissionDenied(ApiError):
 
 
 class AuthError(ApiError):
-    """``401`` with PVE's reason: ``No ticket`` or ``authentication failure``."""
+    """``401 <reason>`` and nothing else.
+
+    pve-http-server PVE/APIServer/AnyEvent.pm (5.2.2, PVE 8), ``authenticate_and_handle_request``:
+    when ``auth_handler`` dies with a plain message and the format (json) has no login
+    formatter, the answer is ``HTTP::Response->new(401, $err)``: the reason is the message's first line,
+    there is no body, and ``response`` sends ``Connection: close``. The reasons are in acl.py.
+    """
 
     def __init__(self, reason: str):
         super().__init__(401, reason)
+
+    def body(self) -> None:
+        return None
 
 
 def fail(message: str) -> ApiError:

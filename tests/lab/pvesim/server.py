@@ -3,13 +3,14 @@ request faults, latency and the request log.
 
 PVE puts an error's message in the HTTP reason phrase (``500 CT is locked (disk)``)
 and in the body as ``{"data": null, "message": "...\\n"}``; clients such as proxmoxer
-read the reason, so it is kept verbatim (on one line).
+read the reason, so it is kept verbatim (on one line). A 401 has the reason only.
 """
 
 import copy
 import hashlib
 import json
 import logging
+import re
 import socket
 import ssl
 import time
@@ -17,11 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import api, schema
-from .acl import TokenRegistry, _parse_header
+from .acl import TokenRegistry, claimed_token_id
 from .backend import Backend, MemoryBackend
 from .config import SimConfig
 from .control import ControlApi
-from .errors import ApiError, AuthError
+from .errors import ApiError, AuthError, MethodNotImplemented
 from .faults import RequestLog
 from .state import Cluster
 
@@ -74,7 +75,7 @@ class Application:
     def _handle_api(self, http, path: str, query: dict) -> None:
         method = http.command
         outcome = _Outcome()
-        outcome.token_id = _claimed_token_id(http.headers.get("Authorization"))
+        outcome.token_id = claimed_token_id(http.headers.get("Authorization"))
         try:
             params = dict(query)
             if method in ("POST", "PUT"):
@@ -95,10 +96,7 @@ class Application:
             outcome.status, outcome.reason = exc.status, exc.message
             if isinstance(exc, AuthError) and self.config.auth_failure_delay:
                 time.sleep(self.config.auth_failure_delay)
-            body = {"data": None, "message": exc.message + "\n"}
-            if exc.errors:
-                body["errors"] = exc.errors
-            send_json(http, exc.status, exc.message, body)
+            send_error(http, exc)
         except Exception as exc:  # a simulator bug must still look like a PVE error
             LOG.exception("internal error on %s %s", method, path)
             outcome.status, outcome.reason = 500, f"internal simulator error: {exc}"
@@ -113,11 +111,11 @@ class Application:
             time.sleep(latency / 1000.0)
 
     def _call(self, method: str, path: str, params: dict, authorization: str | None, outcome):
-        token = self.tokens.authenticate(authorization)
+        token = self.tokens.authenticate(authorization, _detailed_auth_errors(self.config.pve_version))
         segments = [unquote(part) for part in path.strip("/").split("/")] if path.strip("/") else []
         route, path_params = api.find_route(method, segments)
         if not route:
-            raise ApiError(501, f"Method '{method} {path}' not implemented")
+            raise MethodNotImplemented(method, path)
         params.update(path_params)
         node = path_params.get("node")
         if node is not None and node not in (self.cluster.node, "localhost"):
@@ -164,11 +162,9 @@ def _certificate_fingerprint(cert_file: str | None) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
-def _claimed_token_id(authorization: str | None) -> str | None:
-    try:
-        return _parse_header(authorization)[0]
-    except ApiError:
-        return None
+def _detailed_auth_errors(pve_version: str) -> bool:
+    """pve-manager answers a bad token with verify_token's own message up to 8.4.16 (acl.py)."""
+    return tuple(int(part) for part in re.findall(r"\d+", str(pve_version))[:3]) < (8, 4, 17)
 
 
 def _envelope(data) -> dict:
@@ -226,6 +222,22 @@ def send_json(http, status: int, reason: str, body: dict) -> None:
     http.send_header("Pragma", "no-cache")
     http.end_headers()
     http.wfile.write(payload)
+
+
+def send_error(http, exc: ApiError) -> None:
+    """An error as PVE answers it: JSON body, or (a 401) the status line alone."""
+    body = exc.body()
+    if body is not None:
+        send_json(http, exc.status, exc.message, body)
+        return
+    # pve-http-server AnyEvent.pm ``response``: no content, Content-Length removed,
+    # ``Connection: close`` for every status >= 400.
+    http.send_response(exc.status, _reason_phrase(exc.message))
+    http.send_header("Cache-Control", "max-age=0")
+    http.send_header("Pragma", "no-cache")
+    http.send_header("Connection", "close")
+    http.end_headers()
+    http.close_connection = True
 
 
 def _reason_phrase(text: str) -> str:

@@ -103,14 +103,29 @@ class Cluster:
             raise fail(f"storage '{storage_id}' does not exist")
         return item
 
-    def _check_bridges(self, token: Token, *net_values: str) -> None:
-        """PVE 8 wants SDN.Use on the bridge's zone; off unless configured (see README)."""
-        if not self.config.require_sdn_use or token.is_root:
+    @staticmethod
+    def _check_bridges(token: Token, *net_values: str) -> None:
+        """SDN.Use on each NIC's bridge, as PVE 8 checks it for everyone but root@pam.
+
+        pve-container PVE/LXC.pm ``check_bridge_access`` -> pve-guest-common
+        PVE/GuestHelpers.pm ``check_vnet_access`` (zone ``localnetwork`` for a plain bridge):
+        ``/sdn/zones/localnetwork/<bridge>/<tag>`` for a VLAN tag, the same for each trunk
+        VLAN (in string order), else ``/sdn/zones/localnetwork/<bridge>``.
+        """
+        if token.is_root:
             return
         for value in filter(None, net_values):
-            bridge = containers.net_settings(value).get("bridge")
-            if bridge:
-                token.require(f"/sdn/zones/localnetwork/{bridge}", "SDN.Use")
+            net = containers.net_settings(value)
+            bridge = net.get("bridge")
+            if not bridge:  # a NIC without a bridge: not modelled
+                continue
+            path = f"/sdn/zones/localnetwork/{bridge}"
+            if net.get("tag"):
+                token.require(f"{path}/{net['tag']}", "SDN.Use")
+            for tag in sorted(_trunk_tags(net.get("trunks")), key=str):
+                token.require(f"{path}/{tag}", "SDN.Use")
+            if not net.get("tag") and not net.get("trunks"):
+                token.require(path, "SDN.Use")
 
     def _save_config(self, ct: Container) -> None:
         """Hand the committed config to the backend (a copy; errors only logged)."""
@@ -515,7 +530,10 @@ class Cluster:
             self._check_config_privileges(token, ct, params, delete + revert)
             self._check_delete(params, delete)
             new_config = self._apply_config(ct, params, delete)
-            self._check_bridges(token, *(new_config.get(k) for k in params if k.startswith("net")))
+            # check_ct_modify_config_perm: the old and the new value of a changed NIC, the old one of a
+            # deleted or reverted NIC (pve-container src/PVE/API2/LXC/Config.pm, update_vm)
+            for key in [k for k in list(params) + delete + revert if k.startswith("net")]:
+                self._check_bridges(token, ct.config.get(key), params.get(key))
             ct.config = new_config
             self.backend.apply_config(vmid, copy.deepcopy(new_config))
             self._save_config(ct)
@@ -1084,3 +1102,15 @@ def _updated_rootfs(ct: Container, value: str) -> str:
         raise ValueError("changing the rootfs volume is not supported, use move_volume")
     new["size"] = old.get("size", new.get("size"))
     return containers.print_rootfs({k: v for k, v in new.items() if v is not None})
+
+
+def _trunk_tags(trunks: str | None) -> set:
+    """VLAN ids of ``trunks`` (``10;20-22``), as pve-guest-common's get_tags_from_trunk reads them."""
+    tags = set()
+    for trunk in filter(None, (trunks or "").split(";")):
+        first, _sep, last = trunk.partition("-")
+        if last and int(last) > int(first):
+            tags.update(range(int(first), int(last) + 1))
+        else:
+            tags.add(int(first))
+    return tags

@@ -150,6 +150,22 @@ def test_error_messages_from_the_client_never_contain_the_secret():
     assert 'authentication failed for token %s' % TOKEN_ID in err.value.msg
 
 
+@pytest.mark.parametrize('reason', ['invalid token value!', "no such token 'mpanel-token' for user 'mpanel-api@pve'",
+                                    'Authentication failed!', 'No ticket'])
+def test_401_without_a_body_is_explained_from_the_reason(reason):
+    """PVE answers a failed login with the status line alone; proxmoxer then gives the reason as
+    content and its placeholder errors for a body that is not JSON."""
+    client, api, clock = make_client(scripted(ResourceException(401, 'Unauthorized', reason, errors={'errors': b''})))
+    with pytest.raises(errors.ProxmoxApiError) as err:
+        client.get('version')
+    assert err.value.msg == (
+        'Proxmox API authentication failed for token mpanel-api@pve!mpanel-token (GET /version: HTTP 401 %s): '
+        'check api_token_id and api_token_secret (PROXMOX_API_TOKEN_ID / PROXMOX_API_TOKEN_SECRET), and that '
+        'the token exists and has not expired' % reason)
+    assert (err.value.status_code, err.value.reason) == (401, reason)
+    assert SECRET not in err.value.msg
+
+
 def test_transport_errors_are_explained():
     client, api, clock = make_client(scripted(requests.exceptions.SSLError('certificate verify failed')))
     with pytest.raises(errors.ProxmoxApiError) as err:

@@ -43,6 +43,29 @@ def test_permission_error_names_path_and_privilege():
     assert 'lacks privilege VM.Allocate on /vms/101' in msg
 
 
+@pytest.mark.parametrize('acl_path', ['/sdn/zones/localnetwork/vmbr0', '/sdn/zones/localnetwork/vmbr0/10'])
+def test_missing_sdn_use_says_what_to_grant_on_the_bridge(acl_path):
+    """PVE 8's check_bridge_access: SDN.Use on the bridge (or bridge/VLAN); an ACL on the bridge covers both."""
+    reason = 'Permission check failed (%s, SDN.Use)' % acl_path
+    msg = errors.describe_api_error(403, reason, 'POST', 'nodes/pve/lxc/9000/clone', TOKEN_ID)
+    assert msg == (
+        'Proxmox API permission denied for token mpanel-api@pve!mpanel-token on POST /nodes/pve/lxc/9000/clone: '
+        'Permission check failed (%s, SDN.Use). The token lacks privilege SDN.Use on %s: Proxmox VE 8 checks '
+        'SDN.Use on the bridge of every network device of the container, and the CloudPodsProv role does not '
+        'grant it. Grant it on the bridge to the token\'s user, e.g. "pveum role add CloudPodsNet --privs SDN.Use" '
+        'and "pveum acl modify /sdn/zones/localnetwork/vmbr0 --roles CloudPodsNet --users mpanel-api@pve" '
+        '(add "--tokens mpanel-api@pve!mpanel-token" if the token was created with privilege separation)'
+        % (acl_path, acl_path))
+
+
+def test_other_privileges_keep_the_general_grant_hint():
+    msg = errors.describe_api_error(403, 'Permission check failed (/vms/101, VM.Allocate)', 'POST',
+                                    'nodes/pve/lxc/9000/clone', TOKEN_ID)
+    assert 'SDN' not in msg and 'pveum' not in msg
+    assert msg.endswith("grant it on that path (or a parent) to the token's user, and to the token itself if it "
+                        "was created with privilege separation")
+
+
 def test_parameter_error_lists_parameters():
     msg = errors.describe_api_error(400, 'Parameter verification failed.', 'PUT', 'nodes/pve/lxc/101/config',
                                     TOKEN_ID, errors={'onboot': "type check ('boolean') failed - got 'True'"})
