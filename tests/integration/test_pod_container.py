@@ -562,7 +562,8 @@ def test_restart_of_a_locked_pod_starts_it_again_once_the_lock_is_gone(pve):
     finally:
         unlocker.join()
     assert assert_ok(run)['changed'] is True
-    assert result['status'] == 'running' and result['ip'] == pve.container(vmid)['ip'] is not None
+    assert result['status'] == 'running' and result['ip'] is not None
+    assert result['ip'] == pve.container(vmid)['ip']
     assert pve.container(vmid)['status'] == 'running'
     # The reboot really stopped the CT (its start failed on the lock); then starts, refused until the lock went.
     tasks = power_tasks(pve, vmid)[1:]  # after create's start
