@@ -239,6 +239,37 @@ class ProxmoxClient(object):
         return self.retry(call, lambda exc: (retry_locked_task and isinstance(exc, ProxmoxTaskError)
                                              and exc.retry_reason in LOCK_REASONS))
 
+    def reboot_container(self, node, vmid, timeout):
+        """Reboot the running CT ``vmid`` and wait until it runs again, or raise.
+
+        PVE 8's reboot worker (pve-container, src/PVE/LXC.pm ``vm_reboot``) stops the CT and
+        then starts it, and only the start checks the config lock (``lxc-pve-prestart-hook``
+        calls ``check_lock``; neither the API call nor the worker does). So on a locked CT (a
+        backup running, a concurrent change) the task fails ``startup for container 'N' failed``
+        and leaves the CT stopped, where another reboot is refused (``VM N not running``).
+        After any failed reboot a stopped CT is therefore started: the start checks the lock in
+        its task (``CT is locked (...)``) and is retried with backoff until the lock is gone,
+        within retry_timeout. A CT still running after a failed reboot raises the reboot's error
+        (a reboot that timed out on the config file lock stopped nothing and was retried).
+        """
+        try:
+            return self.run_task('POST', self.container_path(node, vmid, 'status/reboot'), timeout,
+                                 what='reboot of CT %s' % vmid, retry_locked_task=True)
+        except (ProxmoxApiError, ProxmoxTaskError) as exc:
+            failed = exc
+        status = (self.get(self.container_path(node, vmid, 'status/current')) or {}).get('status')
+        if status != 'stopped':
+            raise failed
+        try:
+            return self.run_task('POST', self.container_path(node, vmid, 'status/start'), timeout,
+                                 what='start of CT %s after its failed reboot' % vmid, retry_locked_task=True)
+        except (ProxmoxApiError, ProxmoxTaskError) as exc:
+            text = exc.reason if isinstance(exc, ProxmoxApiError) else exc.exitstatus
+            if 'already running' in (text or ''):  # a concurrent run started it first
+                return 'OK'
+            raise ProxmoxError('CT %s is stopped: its reboot stopped it and failed (%s), and starting it again failed: %s'
+                               % (vmid, failed.msg, exc.msg))
+
     # -- lookups --------------------------------------------------------
 
     def guests(self):

@@ -161,17 +161,24 @@ def normalize_description(description):
 
 
 def _addresses_of(interface):
-    """Every address string an interfaces entry carries, whatever the PVE version's shape."""
+    """Every address an interfaces entry carries, in the kernel's order where the answer has it.
+
+    PVE 8.4 (pve-container 5.2.6, src/PVE/LXC.pm ``get_interfaces``) lists every address of the
+    interface in ``ip-addresses``, in the order of ``ip a``: the configured or leased IPv4 address
+    before any alias added later. Its ``inet``/``inet6`` keys, the only ones of older PVE 8, hold
+    the *last* address of their family (each address overwrites the key), so they are read only
+    when there is no ``ip-addresses``.
+    """
+    listed = interface.get('ip-addresses')
+    if isinstance(listed, list):
+        return [entry['ip-address'] for entry in listed if isinstance(entry, dict) and entry.get('ip-address')]
     found = []
-    for key in ('inet', 'ip', 'ipv4'):
+    for key in ('inet', 'ip', 'ipv4', 'inet6'):
         value = interface.get(key)
         if isinstance(value, str):
             found.extend(value.split())
         elif isinstance(value, list):
             found.extend(v for v in value if isinstance(v, str))
-    for entry in interface.get('ip-addresses') or []:
-        if isinstance(entry, dict) and entry.get('ip-address'):
-            found.append(entry['ip-address'])
     return found
 
 
@@ -190,7 +197,8 @@ def global_ipv4(address):
 
 
 def first_global_ipv4(interfaces):
-    """The first global-unicast IPv4 in a ``GET .../interfaces`` answer (None while there is none)."""
+    """The first global-unicast IPv4 in a ``GET .../interfaces`` answer (None while there is none):
+    the lease or configured address, not an alias added after it (see ``_addresses_of``)."""
     for interface in interfaces or []:
         if not isinstance(interface, dict) or interface.get('name') == 'lo':
             continue
@@ -207,6 +215,5 @@ def describe_interfaces(interfaces):
     parts = []
     for interface in interfaces:
         if isinstance(interface, dict):
-            addresses = _addresses_of(interface) + [a for a in [interface.get('inet6')] if isinstance(a, str)]
-            parts.append('%s %s' % (interface.get('name', '?'), ' '.join(addresses) or '(no address)'))
+            parts.append('%s %s' % (interface.get('name', '?'), ' '.join(_addresses_of(interface)) or '(no address)'))
     return ', '.join(parts)

@@ -68,7 +68,8 @@ options:
         (a new container stays stopped).
       - V(started) - as V(present), and running with a global IPv4 address (see O(wait_for_ip)).
       - V(stopped) - as V(present), and shut down (forced after the shutdown timeout).
-      - V(restarted) - as V(present), then rebooted (started if it was stopped); always changes.
+      - V(restarted) - as V(present), then rebooted (started if it was stopped); always changes. Proxmox VE stops a
+        locked container and then fails to start it; the module then starts it, retrying while the lock holds.
       - V(absent) - the container is stopped and destroyed with its disks.
     type: str
     choices: [present, started, stopped, restarted, absent]
@@ -149,7 +150,8 @@ options:
   wait_for_ip:
     description:
       - With O(state=started) or O(state=restarted), wait until the container has a global-unicast IPv4 address
-        (the first one reported by C(GET .../interfaces), private ranges included; loopback and link-local ignored).
+        (the first one reported by C(GET .../interfaces), in the order of C(ip-addresses) where Proxmox VE 8.4 gives
+        it, so the lease and not an alias added later; private ranges included; loopback and link-local ignored).
       - Needs Proxmox VE 8.1 or newer.
     type: bool
     default: true
@@ -536,6 +538,10 @@ class PodContainer(ProxmoxModule):
                                  params=dict(disk='rootfs', size=size))
 
     def power(self, ct, action):
+        if action == 'reboot':
+            # On a locked CT, PVE's reboot stops it and fails to start it: reboot_container starts it again.
+            self.client.reboot_container(ct['node'], ct['vmid'], self.timeout)
+            return
         params = {}
         if action == 'shutdown':
             params = dict(forceStop=True, timeout=min(_SHUTDOWN_TIMEOUT, self.timeout))
@@ -636,6 +642,9 @@ class PodContainer(ProxmoxModule):
 
         self.apply(ct, changes)
         status = self.current_status(ct) if changes.power else status
+        if changes.power in ('start', 'reboot') and status != 'running':
+            raise ProxmoxError('CT %s (%s) is %s after its %s, which Proxmox VE reported done; see the node\'s '
+                               'task log' % (ct['vmid'], self.hostname, status, changes.power))
         ip = None
         if status == 'running':
             if self.state in ('started', 'restarted') and self.params['wait_for_ip']:

@@ -567,6 +567,73 @@ def test_locked_container_is_waited_for(pve):
     assert pve.container(vmid)['config']['cores'] == 3
 
 
+def power_tasks(pve, vmid):
+    """(type, exitstatus) of the start/stop/reboot tasks of ``vmid``, oldest first."""
+    return [(t['type'], t.get('exitstatus')) for t in pve.control.state()['tasks']
+            if t['id'] == str(vmid) and t['type'] in ('vzstart', 'vzstop', 'vzreboot')]
+
+
+def test_restart_of_a_locked_pod_starts_it_again_once_the_lock_is_gone(pve):
+    """PVE 8's reboot (pve-container LXC.pm vm_reboot) stops a locked CT and then fails to start it, leaving it
+    stopped: the module starts it, retrying the start while the lock holds, and ends with the pod running."""
+    vmid = create(pve, 'relocked-example-com')['vmid']
+    pve.control.set_container(vmid, lock='backup')
+
+    def unlock_once_a_start_was_refused():
+        # The backup "ends" once the module's start (after the failed reboot) was refused on the lock.
+        wait_until(lambda: ('vzstart', 'CT is locked (backup)') in power_tasks(pve, vmid), 60, 'a refused start')
+        pve.control.set_container(vmid, lock=None)
+
+    since = time.time()
+    unlocker = threading.Thread(target=unlock_once_a_start_was_refused)
+    unlocker.start()
+    try:
+        run, result = pve.pod('relocked-example-com', state='restarted')
+    finally:
+        unlocker.join()
+    assert assert_ok(run)['changed'] is True
+    assert result['status'] == 'running' and result['ip'] is not None
+    assert result['ip'] == pve.container(vmid)['ip']
+    assert pve.container(vmid)['status'] == 'running'
+    # The reboot really stopped the CT (its start failed on the lock); then starts, refused until the lock went.
+    tasks = power_tasks(pve, vmid)[1:]  # after create's start
+    refused = len(tasks) - 2
+    assert refused >= 1
+    assert tasks == ([('vzreboot', "startup for container '%s' failed" % vmid)]
+                     + [('vzstart', 'CT is locked (backup)')] * refused + [('vzstart', 'OK')])
+    assert [r['path'].rsplit('/', 1)[-1] for r in pve.mutations(since)] == ['reboot'] + ['start'] * (refused + 1)
+    assert result['api_retries']['locked'] == refused
+
+
+def test_restart_of_a_pod_locked_for_good_fails_saying_it_is_stopped(pve):
+    vmid = create(pve, 'stuck-example-com')['vmid']
+    pve.control.set_container(vmid, lock='backup')
+    run, result = pve.pod('stuck-example-com', state='restarted', timeout=2)
+    msg = assert_failed(run)['msg']
+    assert msg.startswith('CT %s is stopped: its reboot stopped it and failed (Proxmox task reboot of CT %s on node '
+                          "pve failed: startup for container '%s' failed | last log lines: " % (vmid, vmid, vmid))
+    assert ('and starting it again failed: Proxmox task start of CT %s after its failed reboot on node pve failed: '
+            'CT is locked (backup)' % vmid) in msg
+    assert pve.container(vmid)['status'] == 'stopped'
+    assert power_tasks(pve, vmid)[1] == ('vzreboot', "startup for container '%s' failed" % vmid)
+
+
+def test_pod_address_is_its_lease_not_an_alias_added_later(pve):
+    """PVE 8.4's interfaces keep the last IPv4 of eth0 in ``inet`` (an alias added by hand) and every address
+    in ``ip-addresses``, the lease first: the pod's address is the lease."""
+    vmid = create(pve, 'alias-example-com')['vmid']
+    interfaces = pve.control.add_address(vmid, '10.99.250.250/16')
+    eth0 = [i for i in interfaces if i['name'] == 'eth0'][0]
+    lease = eth0['ip-addresses'][0]['ip-address']
+    assert eth0['inet'] == '10.99.250.250/16' and lease != '10.99.250.250'
+    assert [a['ip-address-type'] for a in eth0['ip-addresses']] == ['inet', 'inet', 'inet6']
+    run, result = pve.pod('alias-example-com', state='started')
+    assert assert_ok(run)['changed'] is False
+    assert result['ip'] == lease
+    run = pve.run({'name': 'info', INFO: {'hostname': 'alias-example-com'}})
+    assert run.result(0)['pods'][0]['ip'] == lease
+
+
 # --------------------------------------------------------------------------
 # identity and crash recovery
 # --------------------------------------------------------------------------

@@ -437,6 +437,68 @@ def test_starting_a_locked_container_fails_in_its_task(lab_control, pve):
     assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
 
 
+def test_reboot_of_a_locked_container_stops_it_and_fails_to_start_it(lab_control, pve):
+    """PVE 8 (pve-container LXC.pm vm_reboot): no lock check before the stop; the start's pre-start
+    hook refuses the locked CT, so the task fails after stopping it and the CT stays stopped."""
+    pve.running(pve.cloned(101))
+    lab_control.set_container(101, lock='backup')
+    upid = pve.data('POST', '/nodes/{node}/lxc/101/status/reboot')
+    assert UPID_RE.match(upid).group(5) == 'vzreboot'
+    assert pve.wait(upid)['exitstatus'] == "startup for container '101' failed"
+    assert [line['t'] for line in pve.get('/nodes/{node}/tasks/%s/log' % upid)] == [
+        'run_buffer: 322 Script exited with status 2',
+        'lxc_init: 844 Failed to run lxc.hook.pre-start for container "101"',
+        '__lxc_start: 2027 Failed to initialize container "101"',
+        "TASK ERROR: startup for container '101' failed"]
+    current = pve.get('/nodes/{node}/lxc/101/status/current')
+    assert (current['status'], current['lock']) == ('stopped', 'backup')
+    assert pve.get('/nodes/{node}/lxc/101/interfaces') is None
+    # Another reboot is refused at once; a start fails on the lock in its task, then works without it.
+    expect_error(pve.call('POST', '/nodes/{node}/lxc/101/status/reboot'), 500, 'VM 101 not running')
+    assert pve.wait(pve.data('POST', '/nodes/{node}/lxc/101/status/start'))['exitstatus'] == 'CT is locked (backup)'
+    lab_control.set_container(101, lock=None)
+    pve.running(101)
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'running'
+
+
+def test_reboot_of_a_container_stopped_before_the_worker_ran_does_nothing(lab_control, pve):
+    """``return if !check_running($vmid)`` in vm_reboot: the task ends OK and the CT stays stopped."""
+    pve.running(pve.cloned(101))
+    lab_control.hold('vzreboot')
+    upid = pve.data('POST', '/nodes/{node}/lxc/101/status/reboot')
+    lab_control.wait_held('vzreboot')
+    lab_control.set_container(101, status='stopped')
+    lab_control.release('vzreboot')
+    assert pve.wait(upid)['exitstatus'] == 'OK'
+    assert pve.get('/nodes/{node}/lxc/101/status/current')['status'] == 'stopped'
+
+
+def test_interfaces_list_every_address_and_keep_the_last_in_inet(lab_control, pve):
+    """PVE 8.4 (pve-container 5.2.6, LXC.pm get_interfaces): ``ip-addresses`` has every address in the
+    kernel's order, ``inet``/``inet6`` the last one of their family."""
+    lab_control.config(dhcp_delay=0)
+    pve.cloned(101)
+    lab_control.set_container(101, net0='name=eth0,bridge=vmbr0,hwaddr=BC:24:11:2A:3B:4C,ip=dhcp,type=veth')
+    pve.running(101)
+    lab_control.add_address(101, '10.99.250.250/16')
+    lo, eth0 = pve.get('/nodes/{node}/lxc/101/interfaces')
+    assert lo == {'name': 'lo', 'hwaddr': '00:00:00:00:00:00', 'hardware-address': '00:00:00:00:00:00',
+                  'inet': '127.0.0.1/8', 'inet6': '::1/128',
+                  'ip-addresses': [{'ip-address': '127.0.0.1', 'ip-address-type': 'inet', 'prefix': 8},
+                                   {'ip-address': '::1', 'ip-address-type': 'inet6', 'prefix': 128}]}
+    assert eth0 == {'name': 'eth0', 'hwaddr': 'bc:24:11:2a:3b:4c', 'hardware-address': 'bc:24:11:2a:3b:4c',
+                    'inet': '10.99.250.250/16', 'inet6': 'fe80::be24:11ff:fe2a:3b4c/64',
+                    'ip-addresses': [
+                        {'ip-address': '10.99.42.58', 'ip-address-type': 'inet', 'prefix': 16},
+                        {'ip-address': '10.99.250.250', 'ip-address-type': 'inet', 'prefix': 16},
+                        {'ip-address': 'fe80::be24:11ff:fe2a:3b4c', 'ip-address-type': 'inet6', 'prefix': 64}]}
+    assert lab_control.state()['containers']['101']['ip'] == '10.99.42.58'
+    # The alias lives in the running CT only, as an `ip addr add` does.
+    pve.ok(pve.data('POST', '/nodes/{node}/lxc/101/status/reboot'))
+    assert [a['ip-address'] for a in pve.get('/nodes/{node}/lxc/101/interfaces')[1]['ip-addresses']] == [
+        '10.99.42.58', 'fe80::be24:11ff:fe2a:3b4c']
+
+
 def test_interfaces_follow_dhcp(lab_control, pve):
     lab_control.config(dhcp_delay=0.5)
     pve.cloned(101)

@@ -27,6 +27,8 @@ if HERE not in sys.path:
 from realpods import ENV_LXC, ROOT, cgroup, leases, pct  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 
+from labcontrol import LabControl  # noqa: E402
+
 pytestmark = pytest.mark.real_containers
 
 MEMORY_KEY = 'memory.max' if os.path.exists('/sys/fs/cgroup/cgroup.controllers') else 'memory.limit_in_bytes'
@@ -59,8 +61,9 @@ class Api(object):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for iface in self.call('GET', '/nodes/pve/lxc/%d/interfaces' % vmid) or []:
-                if iface.get('name') == 'eth0' and iface.get('inet'):
-                    return iface['inet'].split('/')[0], iface['hwaddr']
+                ipv4 = [a['ip-address'] for a in iface['ip-addresses'] if a['ip-address-type'] == 'inet']
+                if iface.get('name') == 'eth0' and ipv4:
+                    return ipv4[0], iface['hwaddr']
             time.sleep(0.2)
         raise AssertionError('CT %d has no address' % vmid)
 
@@ -129,6 +132,57 @@ def test_lxc_address_comes_from_the_lab_dhcp_and_destroy_releases_it(api, new_ct
         time.sleep(0.2)
     assert mac.lower() not in leases(api.env)
     assert not os.path.exists(os.path.join(api.env['LAB_LXC_PATH'], str(vmid)))
+
+
+def lxc_state(env, vmid):
+    result = subprocess.run(['lxc-info', '-P', env['LAB_LXC_PATH'], '-n', str(vmid), '-s', '-H'], capture_output=True,
+                            text=True, check=False, timeout=20)
+    return result.stdout.strip()
+
+
+def test_lxc_reboot_of_a_locked_container_stops_it_for_real(api, new_ct):
+    """PVE 8 (pve-container LXC.pm vm_reboot): the stop happens, the start's pre-start hook refuses the lock."""
+    control = LabControl.from_env(api.env)
+    vmid = new_ct(False)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    assert lxc_state(api.env, vmid) == 'RUNNING'
+    control.set_container(vmid, lock='backup')
+    try:
+        upid = api.call('POST', '/nodes/pve/lxc/%d/status/reboot' % vmid)
+        deadline = time.monotonic() + 120
+        while api.call('GET', '/nodes/pve/tasks/%s/status' % upid)['status'] != 'stopped':
+            assert time.monotonic() < deadline, 'reboot task still running'
+            time.sleep(0.2)
+        assert api.call('GET', '/nodes/pve/tasks/%s/status' % upid)['exitstatus'] == "startup for container '%d' failed" % vmid
+        assert [line['t'] for line in api.call('GET', '/nodes/pve/tasks/%s/log' % upid)][-2:] == [
+            '__lxc_start: 2027 Failed to initialize container "%d"' % vmid,
+            "TASK ERROR: startup for container '%d' failed" % vmid]
+        assert lxc_state(api.env, vmid) == 'STOPPED'
+        assert api.call('GET', '/nodes/pve/lxc/%d/status/current' % vmid)['status'] == 'stopped'
+        assert api.call('GET', '/nodes/pve/lxc/%d/interfaces' % vmid) is None
+    finally:
+        control.set_container(vmid, lock=None)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    assert lxc_state(api.env, vmid) == 'RUNNING'
+
+
+def test_lxc_interfaces_list_every_address_and_keep_the_last_in_inet(api, new_ct):
+    """PVE 8.4 (LXC.pm get_interfaces): ``ip-addresses`` in the order of ``ip a`` inside the CT, ``inet`` the last."""
+    vmid = new_ct(False)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    lease, mac = api.address(vmid)
+    assert leases(api.env).get(mac.lower()) == lease
+    LabControl.from_env(api.env).add_address(vmid, '192.0.2.10/24')
+    assert '192.0.2.10/24' in pct(api.env, vmid, 'ip', '-4', '-o', 'addr', 'show', 'eth0').stdout
+    eth0 = [i for i in api.call('GET', '/nodes/pve/lxc/%d/interfaces' % vmid) if i['name'] == 'eth0'][0]
+    prefix = int(api.env['LAB_BRIDGE_NETWORK'].split('/')[1])
+    ipv6 = [a for a in eth0['ip-addresses'] if a['ip-address-type'] == 'inet6']
+    assert eth0['ip-addresses'][:2] == [{'ip-address': lease, 'ip-address-type': 'inet', 'prefix': prefix},
+                                        {'ip-address': '192.0.2.10', 'ip-address-type': 'inet', 'prefix': 24}]
+    assert eth0['inet'] == '192.0.2.10/24'
+    assert [a['ip-address'].startswith('fe80::') for a in ipv6] == [True]
+    assert eth0['inet6'] == '%s/64' % ipv6[0]['ip-address']
+    assert eth0['hwaddr'] == eth0['hardware-address'] == mac.lower()
 
 
 def test_lxc_vzdump_writes_a_real_archive_of_the_running_container(api, new_ct, tmp_path):

@@ -103,3 +103,8 @@ class LabControl:
     def set_container(self, vmid: int, **changes) -> dict:
         """Change a CT behind the API's back: config keys (None deletes), or status."""
         return self._call("PUT", f"/containers/{vmid}", changes)
+
+    def add_address(self, vmid: int, address: str, name: str = "eth0") -> list:
+        """``ip addr add <address> dev <name>`` inside the running CT (an alias added by hand);
+        returns the CT's interfaces as ``GET .../interfaces`` shows them."""
+        return self._call("POST", f"/containers/{vmid}/addresses", {"name": name, "address": address})

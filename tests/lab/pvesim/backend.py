@@ -59,10 +59,6 @@ class Backend:
     def shutdown(self, vmid: int, timeout: int) -> None:
         self.stop(vmid)
 
-    def reboot(self, vmid: int, config: dict) -> None:
-        self.stop(vmid)
-        self.start(vmid, config)
-
     def suspend(self, vmid: int) -> None:
         self.stop(vmid)
 
@@ -76,7 +72,12 @@ class Backend:
         raise NotImplementedError
 
     def interfaces(self, vmid: int, config: dict) -> list | None:
-        """What ``ip -j a`` inside the CT shows, PVE-shaped; None while stopped."""
+        """What ``ip -j a`` inside the CT shows, PVE-shaped (``pve_interface``); None while stopped."""
+        raise NotImplementedError
+
+    def add_address(self, vmid: int, name: str, address: str) -> None:
+        """``ip addr add <address> dev <name>`` inside the running CT (a lab control: an alias
+        added by hand in the pod). Gone when the CT stops, as in the kernel."""
         raise NotImplementedError
 
     def vzdump(self, vmid: int, config: dict, archive: Path, compress: str) -> None:
@@ -139,6 +140,7 @@ class MemoryBackend(Backend):
     def __init__(self, dhcp_delay: float = 1.0):
         self._lock = threading.Lock()
         self._started_at: dict[int, float] = {}
+        self._added: dict[int, list[tuple[str, str]]] = {}  # (interface, address/prefix) added by hand
         self._leases: dict[str, ipaddress.IPv4Address] = {}
         self._dhcp_delay = dhcp_delay
 
@@ -158,8 +160,7 @@ class MemoryBackend(Backend):
         return []
 
     def destroy(self, vmid):
-        with self._lock:
-            self._started_at.pop(vmid, None)
+        self.stop(vmid)
 
     def start(self, vmid, config):
         with self._lock:
@@ -168,6 +169,7 @@ class MemoryBackend(Backend):
     def stop(self, vmid):
         with self._lock:
             self._started_at.pop(vmid, None)
+            self._added.pop(vmid, None)
 
     def apply_config(self, vmid, config):
         return None
@@ -181,29 +183,46 @@ class MemoryBackend(Backend):
     def reset(self):
         with self._lock:
             self._started_at.clear()
+            self._added.clear()
+
+    def add_address(self, vmid, name, address):
+        ipaddress.ip_interface(address)  # ValueError on a bad address, as ip(8) refuses it
+        with self._lock:
+            if vmid not in self._started_at:
+                raise BackendError(f"CT {vmid} not running")
+            self._added.setdefault(vmid, []).append((name, address))
 
     def interfaces(self, vmid, config):
         with self._lock:
             started_at = self._started_at.get(vmid)
+            added = list(self._added.get(vmid, []))
         if started_at is None:
             return None
         leased = time.monotonic() - started_at >= self._dhcp_delay
-        result = [{"name": "lo", "hwaddr": "00:00:00:00:00:00",
-                   "inet": "127.0.0.1/8", "inet6": "::1/128"}]
-        for key in sorted(k for k in config if k.startswith("net")):
-            result.append(self._interface(_parse_net(config[key]), leased))
+        result = [pve_interface("lo", "00:00:00:00:00:00", [_addr("127.0.0.1/8"), _addr("::1/128")])]
+        for key in sorted(k for k in config if k.startswith("net") and k[3:].isdigit()):
+            net = _parse_net(config[key])
+            name = net.get("name", f"eth{key[3:]}")
+            extra = [address for interface, address in added if interface == name]
+            result.append(self._interface(name, net, leased, extra))
         return result
 
-    def _interface(self, net: dict, leased: bool) -> dict:
+    def _interface(self, name: str, net: dict, leased: bool, extra: list[str]) -> dict:
+        """The kernel's order: IPv4 first (the configured or leased address, then the ones
+        added later), then IPv6 (the newest first, the link-local address last)."""
         mac = net.get("hwaddr", "").lower()
-        entry = {"name": net.get("name", "eth0"), "hwaddr": mac,
-                 "inet6": f"{link_local_address(mac)}/64"}
+        ipv4, ipv6 = [], [f"{link_local_address(mac)}/64"]
         ip_setting = net.get("ip", "")
         if ip_setting == "dhcp" and leased:
-            entry["inet"] = f"{self.lease_for(mac)}/{self.NETWORK.prefixlen}"
+            ipv4.append(f"{self.lease_for(mac)}/{self.NETWORK.prefixlen}")
         elif "/" in ip_setting:
-            entry["inet"] = ip_setting
-        return entry
+            ipv4.append(ip_setting)
+        for address in extra:
+            if ipaddress.ip_interface(address).version == 4:
+                ipv4.append(address)
+            else:
+                ipv6.insert(0, address)
+        return pve_interface(name, mac, [_addr(address) for address in ipv4 + ipv6])
 
     def lease_for(self, mac: str) -> ipaddress.IPv4Address:
         """A stable address per MAC: hash into the network, probe past collisions."""
@@ -229,6 +248,33 @@ class MemoryBackend(Backend):
 
 def _parse_net(value: str) -> dict:
     return dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+
+
+def _addr(address: str) -> dict:
+    """One ``addr_info`` entry of ``ip --json a`` for ``address/prefix``."""
+    interface = ipaddress.ip_interface(address)
+    family = "inet" if interface.version == 4 else "inet6"
+    return {"family": family, "local": str(interface.ip), "prefixlen": interface.network.prefixlen}
+
+
+def pve_interface(name: str, hwaddr: str | None, addr_info: list) -> dict:
+    """One entry of ``GET /nodes/{node}/lxc/{vmid}/interfaces`` from one link of ``ip --json a``,
+    as PVE 8 builds it (pve-container stable-bookworm, src/PVE/LXC.pm ``get_interfaces``, since
+    commit 5f9f011 "api: return all addresses of an interface", pve-container 5.2.6):
+    ``ip-addresses`` lists every address in the kernel's order (``ip-address``,
+    ``ip-address-type`` inet|inet6, ``prefix`` an integer); ``inet``/``inet6`` are kept for
+    compatibility and hold the *last* address of their family (each one overwrites the key);
+    ``hardware-address`` and ``hwaddr`` are the MAC address."""
+    entry = {"name": name}
+    listed = []
+    for info in addr_info:
+        entry[info["family"]] = f"{info['local']}/{info['prefixlen']}"
+        listed.append({"ip-address-type": info["family"], "ip-address": info["local"],
+                       "prefix": info["prefixlen"]})
+    entry["ip-addresses"] = listed
+    entry["hardware-address"] = hwaddr
+    entry["hwaddr"] = hwaddr
+    return entry
 
 
 def link_local_address(mac: str) -> ipaddress.IPv6Address:

@@ -178,6 +178,12 @@ def set_container(app, body, vmid):
     return app.cluster.lab_set_container(int(vmid), body)
 
 
+@_control("POST", r"/_lab/containers/(\d+)/addresses")
+def add_address(app, body, vmid):
+    """``{"address": "10.99.0.200/16", "name": "eth0"}``: ``ip addr add`` inside the running CT."""
+    return app.cluster.lab_add_address(int(vmid), body.get("name", "eth0"), body["address"])
+
+
 @_control("POST", r"/_lab/reset")
 def reset(app, _body):
     app.reset()

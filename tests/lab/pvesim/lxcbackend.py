@@ -18,8 +18,9 @@ what may happen, this class makes it happen with Debian's ``lxc`` tools:
   ``veth<vmid>i<N>`` as on PVE, so two labs on one machine do not collide);
   before each start the backend writes what PVE's setup writes into the CT: ``/etc/hostname``,
   ``/etc/hosts`` and the interface configuration (systemd-networkd, DHCP or static).
-  ``interfaces`` reads the addresses really configured inside the CT's network namespace, so a
-  DHCP address appears only once the CT has leased it. Destroy releases the leases.
+  ``interfaces`` reads the addresses really configured inside the CT's network namespace
+  (``nsenter ... ip --json a``, as PVE's ``get_interfaces``), so a DHCP address appears only once
+  the CT has leased it. Destroy releases the leases.
 - vzdump: a tar of the CT's root filesystem (of the running CT when it runs) plus
   ``./etc/vzdump/pct.conf``, compressed with zstd or gzip, as vzdump writes it.
 - containers run privileged (this lab has no subordinate id maps); ``unprivileged`` is recorded
@@ -34,7 +35,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .backend import Backend, BackendError, _parse_net
+from .backend import Backend, BackendError, _parse_net, pve_interface
 
 COMMAND_TIMEOUT = 120
 
@@ -241,10 +242,6 @@ class LxcBackend(Backend):
                 if self._running(vmid):
                     raise BackendError(f"shutdown of CT {vmid} timed out: {result.stderr.strip()}")
 
-    def reboot(self, vmid, config):
-        self.shutdown(vmid, 60)
-        self.start(vmid, config)
-
     def _stop(self, vmid: int, kill: bool) -> None:
         if self._running(vmid):
             _run(self._lxc("lxc-stop", str(vmid)) + (["-k"] if kill else []), check=False, timeout=60)
@@ -392,14 +389,15 @@ class LxcBackend(Backend):
             links = json.loads(result.stdout or "[]")
         except ValueError:
             return None
-        answer = []
-        for link in links:
-            entry = {"name": link.get("ifname"), "hwaddr": link.get("address", "00:00:00:00:00:00")}
-            for info in link.get("addr_info", []):
-                family = "inet" if info.get("family") == "inet" else "inet6"
-                entry.setdefault(family, f"{info.get('local')}/{info.get('prefixlen')}")
-            answer.append(entry)
-        return answer
+        return [pve_interface(link.get("ifname"), link.get("address"),
+                              [info for info in link.get("addr_info", []) if info.get("local")])
+                for link in links]
+
+    def add_address(self, vmid, name, address):
+        pid = self._init_pid(vmid) if (self._dir(vmid) / "config").exists() else None
+        if pid is None:
+            raise BackendError(f"CT {vmid} not running")
+        _run(["nsenter", "-t", str(pid), "-n", "ip", "addr", "add", address, "dev", name], timeout=10)
 
     # ------------------------------------------------------------------ backup
 

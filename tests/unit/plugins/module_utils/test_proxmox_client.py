@@ -388,3 +388,122 @@ def test_clone_after_a_lost_request_retries_with_the_same_vmid():
     client, api, clock = make_client(handler)
     assert client.clone_container('pve', 9000, 60, find_existing=lambda: None, hostname='p1') == (101, True)
     assert posted == [101, 101]
+
+
+# --------------------------------------------------------------------------
+# Reboot of a locked CT (PVE 8: the reboot stops it, only the start checks the lock)
+# --------------------------------------------------------------------------
+
+class FakeCt(object):
+    """CT 101 as PVE 8 powers it (pve-container stable-bookworm): the reboot worker (LXC.pm vm_reboot) stops
+    it and starts it again, and only the start's pre-start hook checks the lock, so a locked CT is left
+    stopped and the task fails ``startup for container '101' failed``; the start API's worker checks the
+    lock first (``CT is locked (backup)``). The lock goes away at ``unlock_at`` on the fake clock."""
+
+    def __init__(self, clock, unlock_at, running=True):
+        self.clock, self.unlock_at, self.running = clock, unlock_at, running
+        self.tasks = {}
+        self.actions = []  # what really happened to the CT, in order
+
+    def locked(self):
+        return self.clock.now < self.unlock_at
+
+    def task(self, kind, exitstatus, log=()):
+        upid = 'UPID:pve:%08X:00000001:65000000:%s:101:root@pam:' % (len(self.tasks) + 1, kind)
+        self.tasks[upid] = (exitstatus, list(log))
+        return upid
+
+    def reboot(self):
+        if not self.running:
+            raise http_error(500, 'VM 101 not running')
+        self.running = False
+        self.actions.append('stopped')
+        if self.locked():
+            return self.task('vzreboot', "startup for container '101' failed",
+                             ['run_buffer: 322 Script exited with status 2',
+                              'lxc_init: 844 Failed to run lxc.hook.pre-start for container "101"'])
+        self.running = True
+        self.actions.append('started')
+        return self.task('vzreboot', 'OK')
+
+    def start(self):
+        if self.running:
+            raise http_error(500, 'CT 101 already running')
+        if self.locked():
+            return self.task('vzstart', 'CT is locked (backup)')
+        self.running = True
+        self.actions.append('started')
+        return self.task('vzstart', 'OK')
+
+    def handler(self, method, path, params):
+        if (method, path) == ('POST', 'nodes/pve/lxc/101/status/reboot'):
+            return self.reboot()
+        if (method, path) == ('POST', 'nodes/pve/lxc/101/status/start'):
+            return self.start()
+        if (method, path) == ('GET', 'nodes/pve/lxc/101/status/current'):
+            return {'status': 'running' if self.running else 'stopped', 'vmid': 101}
+        upid = path.split('/')[3]
+        if path.endswith('/status'):
+            return {'status': 'stopped', 'exitstatus': self.tasks[upid][0]}
+        return [{'n': n, 't': t} for n, t in enumerate(self.tasks[upid][1] + ['TASK ERROR: x'], 1)]
+
+
+def fake_ct_client(unlock_after, running=True, retry_timeout=30):
+    client, api, clock = make_client(None, retry_timeout=retry_timeout)
+    ct = FakeCt(clock, clock.now + unlock_after, running=running)
+    api.handler = ct.handler
+    return client, api, clock, ct
+
+
+def posts(api):
+    return [path.rsplit('/', 1)[-1] for method, path, params in api.calls if method == 'POST']
+
+
+def test_reboot_of_an_unlocked_ct_is_one_reboot():
+    client, api, clock, ct = fake_ct_client(unlock_after=0)
+    assert client.reboot_container('pve', 101, 60) == 'OK'
+    assert ct.actions == ['stopped', 'started'] and posts(api) == ['reboot']
+    assert clock.sleeps == [] and sum(client.retries.values()) == 0
+
+
+def test_reboot_that_stopped_a_locked_ct_starts_it_once_the_lock_is_gone():
+    client, api, clock, ct = fake_ct_client(unlock_after=1.0)
+    assert client.reboot_container('pve', 101, 60) == 'OK'
+    # The reboot stopped the CT and could not start it; the start was refused on the lock until it went.
+    assert ct.actions == ['stopped', 'started'] and ct.running
+    assert posts(api) == ['reboot', 'start', 'start', 'start', 'start']
+    assert clock.sleeps == [0.25, 0.5, 1.0] and clock.now == 1001.75  # the lock went at 1001.0
+    assert client.retries['locked'] == 3
+    assert [upid.split(':')[5] + ' ' + status for upid, (status, log) in ct.tasks.items()] == [
+        "vzreboot startup for container '101' failed", 'vzstart CT is locked (backup)',
+        'vzstart CT is locked (backup)', 'vzstart CT is locked (backup)', 'vzstart OK']
+
+
+def test_reboot_of_a_ct_stopped_meanwhile_starts_it():
+    # A reboot refused at once because the CT is no longer running (an earlier reboot stopped it).
+    client, api, clock, ct = fake_ct_client(unlock_after=0, running=False)
+    assert client.reboot_container('pve', 101, 60) == 'OK'
+    assert ct.actions == ['started'] and posts(api) == ['reboot', 'start']
+
+
+def test_reboot_that_cannot_start_the_ct_again_says_it_is_stopped():
+    client, api, clock, ct = fake_ct_client(unlock_after=3600, retry_timeout=10)
+    with pytest.raises(errors.ProxmoxError) as err:
+        client.reboot_container('pve', 101, 60)
+    assert ct.actions == ['stopped'] and not ct.running
+    assert err.value.msg.startswith("CT 101 is stopped: its reboot stopped it and failed (Proxmox task reboot of CT 101 "
+                                    "on node pve failed: startup for container '101' failed | last log lines: ")
+    assert 'and starting it again failed: Proxmox task start of CT 101 after its failed reboot on node pve failed: ' \
+           'CT is locked (backup)' in err.value.msg
+    assert sum(clock.sleeps) <= 10
+
+
+def test_reboot_failure_with_the_ct_still_running_is_raised_as_is():
+    answers = ['UPID:pve:00000001:00000002:65000000:vzreboot:101:root@pam:',
+               {'status': 'stopped', 'exitstatus': 'container did not stop'}, [],
+               {'status': 'running'}]
+    client, api, clock = make_client(scripted(*answers))
+    with pytest.raises(errors.ProxmoxTaskError) as err:
+        client.reboot_container('pve', 101, 60)
+    assert err.value.exitstatus == 'container did not stop'
+    assert posts(api) == ['reboot']

@@ -167,3 +167,41 @@ LO = {'name': 'lo', 'hwaddr': '00:00:00:00:00:00', 'inet': '127.0.0.1/8', 'inet6
 ])
 def test_first_global_ipv4(interfaces, expected):
     assert formats.first_global_ipv4(interfaces) == expected
+
+
+# GET .../interfaces of PVE 8.4 (pve-container 5.2.6, LXC.pm get_interfaces) for a pod whose eth0 has
+# its DHCP lease and, added by hand later, an alias: ``inet`` keeps the last IPv4 (the alias),
+# ``ip-addresses`` every address in the kernel's order (the lease first).
+PVE84_LO = {'name': 'lo', 'hwaddr': '00:00:00:00:00:00', 'hardware-address': '00:00:00:00:00:00',
+            'inet': '127.0.0.1/8', 'inet6': '::1/128',
+            'ip-addresses': [{'ip-address': '127.0.0.1', 'ip-address-type': 'inet', 'prefix': 8},
+                             {'ip-address': '::1', 'ip-address-type': 'inet6', 'prefix': 128}]}
+PVE84_ETH0_ALIAS = {
+    'name': 'eth0', 'hwaddr': 'bc:24:11:2a:3b:4c', 'hardware-address': 'bc:24:11:2a:3b:4c',
+    'inet': '10.98.7.200/24', 'inet6': 'fe80::be24:11ff:fe2a:3b4c/64',
+    'ip-addresses': [{'ip-address': '10.98.7.23', 'ip-address-type': 'inet', 'prefix': 24},
+                     {'ip-address': '10.98.7.200', 'ip-address-type': 'inet', 'prefix': 24},
+                     {'ip-address': 'fe80::be24:11ff:fe2a:3b4c', 'ip-address-type': 'inet6', 'prefix': 64}]}
+
+
+@pytest.mark.parametrize('interfaces, expected', [
+    # the lease, not the alias that ``inet`` holds
+    ([PVE84_LO, PVE84_ETH0_ALIAS], '10.98.7.23'),
+    # a link-local IPv4 first (avahi-autoipd before DHCP answered), then the lease: the lease
+    ([PVE84_LO, {'name': 'eth0', 'inet': '10.98.7.23/24', 'ip-addresses': [
+        {'ip-address': '169.254.3.4', 'ip-address-type': 'inet', 'prefix': 16},
+        {'ip-address': '10.98.7.23', 'ip-address-type': 'inet', 'prefix': 24}]}], '10.98.7.23'),
+    # ``ip-addresses`` present but no IPv4 yet (lease pending): nothing, whatever else is there
+    ([PVE84_LO, {'name': 'eth0', 'inet6': 'fe80::1/64',
+                 'ip-addresses': [{'ip-address': 'fe80::1', 'ip-address-type': 'inet6', 'prefix': 64}]}], None),
+])
+def test_first_global_ipv4_prefers_the_kernels_first_address_over_inet(interfaces, expected):
+    assert formats.first_global_ipv4(interfaces) == expected
+
+
+def test_describe_interfaces_lists_every_address_once():
+    assert formats.describe_interfaces([PVE84_LO, PVE84_ETH0_ALIAS]) == (
+        'lo 127.0.0.1 ::1, eth0 10.98.7.23 10.98.7.200 fe80::be24:11ff:fe2a:3b4c')
+    assert formats.describe_interfaces([LO, {'name': 'eth0', 'inet6': 'fe80::1/64'}]) == (
+        'lo 127.0.0.1/8 ::1/128, eth0 fe80::1/64')
+    assert formats.describe_interfaces(None) == 'none reported'
