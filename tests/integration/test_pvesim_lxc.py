@@ -26,7 +26,6 @@ if HERE not in sys.path:
 
 from realpods import ENV_LXC, ROOT, cgroup, leases, pct  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
-
 from labcontrol import LabControl  # noqa: E402
 
 pytestmark = pytest.mark.real_containers
