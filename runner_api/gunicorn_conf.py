@@ -11,6 +11,10 @@ import sys
 
 from runner_api.settings import Settings, SettingsError
 
+# gunicorn 27's control socket defaults to ~/.gunicorn/gunicorn.ctl, one path for every gunicorn
+# of the user: a second API (a test's, a staging one) would take it over. The API does not use it.
+control_socket_disable = True  # pylint: disable=invalid-name
+
 
 def on_starting(_server):
     try:
