@@ -54,6 +54,12 @@ options:
     type: str
     choices: [never, try, starttls, always]
     default: try
+  ca_bundle:
+    description:
+      - CA certificates (PEM file on the controller) that the server's TLS certificate must be signed by, with
+        V(try), V(starttls) and V(always). Only these CAs are trusted then.
+      - When omitted, the system's CAs. The certificate and the server's name are always verified.
+    type: path
   username:
     description:
       - SMTP user name; no login when omitted.
