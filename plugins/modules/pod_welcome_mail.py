@@ -48,7 +48,8 @@ options:
   secure:
     description:
       - V(never) - plain SMTP.
-      - V(try) - STARTTLS when the server offers it.
+      - V(try) - STARTTLS when the server offers it. With a O(username), a server that offers no STARTTLS is an
+        error, so that the login is never sent in the clear with V(try).
       - V(starttls) - STARTTLS, fail when the server does not offer it.
       - V(always) - SMTP over TLS from the start.
     type: str
@@ -62,7 +63,7 @@ options:
     type: path
   username:
     description:
-      - SMTP user name; no login when omitted.
+      - SMTP user name; no login when omitted. The login is made only over TLS unless O(secure=never).
     type: str
   password:
     description:

@@ -99,6 +99,11 @@ def send(params, message):
                 server.ehlo()
             elif secure == 'starttls':
                 raise smtplib.SMTPException('the server %s offers no STARTTLS' % params['host'])
+            elif params['username']:
+                # A server that offers no STARTTLS, or a man in the middle that removed it: the password
+                # is not sent in the clear unless secure=never says so.
+                raise smtplib.SMTPException('the server %s offers no STARTTLS: the SMTP login is not sent without TLS '
+                                            '(secure=never would send it in the clear)' % params['host'])
         if params['username']:
             server.login(params['username'], params['password'] or '')
         server.sendmail(message['From'], params['to'], message.as_string())

@@ -54,6 +54,14 @@ def foreign_smtp(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope='module')
+def cleartext_smtp(tmp_path_factory):
+    """The same server without a certificate: no STARTTLS, AUTH in the clear (as after a downgrade)."""
+    with TlsSmtpServer(tmp_path_factory.mktemp('smtp-clear'), None, None, USERNAME,
+                       'pw-' + secrets.token_urlsafe(18)) as server:
+        yield server
+
+
 def mail_env(lab_env, server, lab_pki, **overrides):
     """The lab's settings with the mail going to ``server`` over STARTTLS with its login."""
     env = dict(lab_env, SMTP_HOST='127.0.0.1', SMTP_PORT=str(server.port), SMTP_USERNAME=server.username,
@@ -142,3 +150,16 @@ def test_without_a_ca_bundle_the_system_cas_decide(lab_env, lab_pki, smtp_tls, t
     assert run.rc != 0 and 'certificate verify failed' in result['msg'], result
     assert new_logins(smtp_tls, logins) == []
     assert_no_password(run, smtp_tls.password)
+
+
+def test_no_login_in_the_clear_when_starttls_is_missing(lab_env, lab_pki, cleartext_smtp, tmp_path):
+    """pod_mail's default (secure=try) with a login: a server that offers no STARTTLS but AUTH in
+    the clear (a stripped STARTTLS looks like this) never gets the password."""
+    run = run_mail_role(mail_env(lab_env, cleartext_smtp, lab_pki), tmp_path, 'jane@customer.test')
+    result = mail_task(run)
+    assert run.rc != 0 and result.get('failed'), result
+    assert result['msg'] == ('could not send the welcome mail through 127.0.0.1:%d: the server 127.0.0.1 offers no '
+                             'STARTTLS: the SMTP login is not sent without TLS (secure=never would send it in the '
+                             'clear)' % cleartext_smtp.port)
+    assert cleartext_smtp.logins() == [] and cleartext_smtp.mailbox.messages() == []
+    assert_no_password(run, cleartext_smtp.password)

@@ -24,6 +24,8 @@ go to ``@probe.lab.invalid`` and ``messages()`` leaves them out.
 With TLS and a login (``TlsSmtpServer``, a private instance a test starts): the same server with
 ``--tls-cert``/``--tls-key`` (STARTTLS offered, and required before MAIL) and ``--auth-file`` (a
 0600 JSON file with the one ``username`` and ``password`` it accepts; AUTH only after STARTTLS).
+Without a certificate it offers AUTH in the clear and no STARTTLS: what a client sees when a man
+in the middle strips STARTTLS.
 Every login attempt is one JSON line in ``--auth-log`` (``login``, ``mechanism``, ``success``,
 ``tls``: never the password); every message it keeps carries ``X-Lab-TLS`` (the TLS version of
 the session, or ``none``) and ``X-Lab-Login`` (the user it logged in as, or ``none``).
@@ -202,11 +204,12 @@ class Mailbox:
 
 class TlsSmtpServer:
     """A private lab SMTP server that wants STARTTLS and a login: ``serve`` with a certificate and
-    one user, started and stopped by a test (``with TlsSmtpServer(...) as server``)."""
+    one user, started and stopped by a test (``with TlsSmtpServer(...) as server``). ``cert=None``:
+    no STARTTLS, AUTH in the clear."""
 
     def __init__(self, directory, cert, key, username, password):
         self.directory = Path(directory)
-        self.cert, self.key = Path(cert), Path(key)
+        self.cert, self.key = cert, key
         self.username, self.password = username, password
         self.mailbox = Mailbox(self.directory / "mailbox")  # no probes: a plain probe cannot get in
         self.auth_file = self.directory / "auth.json"
@@ -220,11 +223,12 @@ class TlsSmtpServer:
         with os.fdopen(os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
             json.dump({"username": self.username, "password": self.password}, handle)
         self.port = free_port()
+        tls = ["--tls-cert", str(self.cert), "--tls-key", str(self.key)] if self.cert else []
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, str(HERE / "smtplab.py"), "serve", "--port", str(self.port),
-                 "--mailbox", str(self.mailbox.directory), "--tls-cert", str(self.cert), "--tls-key", str(self.key),
-                 "--auth-file", str(self.auth_file), "--auth-log", str(self.auth_log)],
+                 "--mailbox", str(self.mailbox.directory), "--auth-file", str(self.auth_file),
+                 "--auth-log", str(self.auth_log)] + tls,
                 cwd=HERE, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
@@ -237,7 +241,7 @@ class TlsSmtpServer:
             try:
                 with smtplib.SMTP("127.0.0.1", self.port, timeout=2) as client:
                     client.ehlo()
-                    if client.has_extn("starttls"):
+                    if client.has_extn("starttls" if self.cert else "auth"):
                         return
             except (OSError, smtplib.SMTPException):
                 pass
@@ -294,15 +298,16 @@ class Authenticator:
 
 
 def _tls_settings(tls_cert, tls_key, auth_file, auth_log):
-    """aiosmtpd's settings for STARTTLS (required before MAIL) and AUTH (only after STARTTLS)."""
-    if not tls_cert:
-        return {}
-    import ssl  # pylint: disable=import-outside-toplevel
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls_cert, tls_key)
-    settings = {"tls_context": context, "require_starttls": True}
+    """aiosmtpd's settings for STARTTLS (required before MAIL) and AUTH (only after STARTTLS; in the
+    clear when there is no certificate)."""
+    settings = {}
+    if tls_cert:
+        import ssl  # pylint: disable=import-outside-toplevel
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key)
+        settings.update(tls_context=context, require_starttls=True)
     if auth_file:
-        settings.update(authenticator=Authenticator(auth_file, auth_log), auth_require_tls=True)
+        settings.update(authenticator=Authenticator(auth_file, auth_log), auth_require_tls=bool(tls_cert))
     return settings
 
 
@@ -342,7 +347,8 @@ def main(argv=None):
     server.add_argument("--mailbox", required=True)
     server.add_argument("--tls-cert", help="offer STARTTLS (and require it before MAIL) with this certificate")
     server.add_argument("--tls-key")
-    server.add_argument("--auth-file", help="JSON {username, password}: the one login accepted, only after STARTTLS")
+    server.add_argument("--auth-file", help="JSON {username, password}: the one login accepted (after STARTTLS "
+                        "when there is a certificate)")
     server.add_argument("--auth-log", help="where each login attempt is written (JSON lines, no password)")
     args = parser.parse_args(argv)
     serve(args.port, args.mailbox, args.tls_cert, args.tls_key, args.auth_file, args.auth_log)
