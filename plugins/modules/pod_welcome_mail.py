@@ -48,15 +48,22 @@ options:
   secure:
     description:
       - V(never) - plain SMTP.
-      - V(try) - STARTTLS when the server offers it.
+      - V(try) - STARTTLS when the server offers it. With a O(username), a server that offers no STARTTLS is an
+        error, so that the login is never sent in the clear with V(try).
       - V(starttls) - STARTTLS, fail when the server does not offer it.
       - V(always) - SMTP over TLS from the start.
     type: str
     choices: [never, try, starttls, always]
     default: try
+  ca_bundle:
+    description:
+      - CA certificates (PEM file on the controller) that the server's TLS certificate must be signed by, with
+        V(try), V(starttls) and V(always). Only these CAs are trusted then.
+      - When omitted, the system's CAs. The certificate and the server's name are always verified.
+    type: path
   username:
     description:
-      - SMTP user name; no login when omitted.
+      - SMTP user name; no login when omitted. The login is made only over TLS unless O(secure=never).
     type: str
   password:
     description:

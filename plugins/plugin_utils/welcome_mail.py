@@ -31,6 +31,7 @@ ARGUMENT_SPEC = dict(
     host=dict(type='str', default='localhost'),
     port=dict(type='int', default=25),
     secure=dict(type='str', default='try', choices=['never', 'try', 'starttls', 'always']),
+    ca_bundle=dict(type='path'),
     username=dict(type='str'),
     password=dict(type='str', no_log=True),
     timeout=dict(type='int', default=20),
@@ -78,21 +79,31 @@ def build_message(params):
     return message
 
 
+def tls_context(params):
+    """Verifies the server's certificate and name: against ``ca_bundle`` only when given, else the system's CAs."""
+    return ssl.create_default_context(cafile=params['ca_bundle'] or None)
+
+
 def send(params, message):
     secure = params['secure']
     if secure == 'always':
         server = smtplib.SMTP_SSL(params['host'], params['port'], timeout=params['timeout'],
-                                  context=ssl.create_default_context())
+                                  context=tls_context(params))
     else:
         server = smtplib.SMTP(params['host'], params['port'], timeout=params['timeout'])
     try:
         server.ehlo()
         if secure in ('try', 'starttls'):
             if server.has_extn('STARTTLS'):
-                server.starttls(context=ssl.create_default_context())
+                server.starttls(context=tls_context(params))
                 server.ehlo()
             elif secure == 'starttls':
                 raise smtplib.SMTPException('the server %s offers no STARTTLS' % params['host'])
+            elif params['username']:
+                # A server that offers no STARTTLS, or a man in the middle that removed it: the password
+                # is not sent in the clear unless secure=never says so.
+                raise smtplib.SMTPException('the server %s offers no STARTTLS: the SMTP login is not sent without TLS '
+                                            '(secure=never would send it in the clear)' % params['host'])
         if params['username']:
             server.login(params['username'], params['password'] or '')
         server.sendmail(message['From'], params['to'], message.as_string())

@@ -20,11 +20,21 @@ Tests read it with ``Mailbox``:
 "No mail" means something only from a live server: ``assert_no_mail`` first sends a probe
 through ``SMTP_HOST``:``SMTP_PORT`` and waits for it in the mailbox (``prove_alive``). Probes
 go to ``@probe.lab.invalid`` and ``messages()`` leaves them out.
+
+With TLS and a login (``TlsSmtpServer``, a private instance a test starts): the same server with
+``--tls-cert``/``--tls-key`` (STARTTLS offered, and required before MAIL) and ``--auth-file`` (a
+0600 JSON file with the one ``username`` and ``password`` it accepts; AUTH only after STARTTLS).
+Without a certificate it offers AUTH in the clear and no STARTTLS: what a client sees when a man
+in the middle strips STARTTLS.
+Every login attempt is one JSON line in ``--auth-log`` (``login``, ``mechanism``, ``success``,
+``tls``: never the password); every message it keeps carries ``X-Lab-TLS`` (the TLS version of
+the session, or ``none``) and ``X-Lab-Login`` (the user it logged in as, or ``none``).
 """
 
 import argparse
 import email
 import email.policy
+import hmac
 import json
 import os
 import secrets
@@ -192,23 +202,134 @@ class Mailbox:
         return body.get_content() if body is not None else ""
 
 
-def serve(port, mailbox):
+class TlsSmtpServer:
+    """A private lab SMTP server that wants STARTTLS and a login: ``serve`` with a certificate and
+    one user, started and stopped by a test (``with TlsSmtpServer(...) as server``). ``cert=None``:
+    no STARTTLS, AUTH in the clear."""
+
+    def __init__(self, directory, cert, key, username, password):
+        self.directory = Path(directory)
+        self.cert, self.key = cert, key
+        self.username, self.password = username, password
+        self.mailbox = Mailbox(self.directory / "mailbox")  # no probes: a plain probe cannot get in
+        self.auth_file = self.directory / "auth.json"
+        self.auth_log = self.directory / "auth.log"
+        self.log_file = self.directory / "smtp.log"
+        self.port = None
+        self.process = None
+
+    def __enter__(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            json.dump({"username": self.username, "password": self.password}, handle)
+        self.port = free_port()
+        tls = ["--tls-cert", str(self.cert), "--tls-key", str(self.key)] if self.cert else []
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(HERE / "smtplab.py"), "serve", "--port", str(self.port),
+                 "--mailbox", str(self.mailbox.directory), "--auth-file", str(self.auth_file),
+                 "--auth-log", str(self.auth_log)] + tls,
+                cwd=HERE, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the TLS SMTP server exited ({self.process.returncode}): {self.log_tail()}")
+            try:
+                with smtplib.SMTP("127.0.0.1", self.port, timeout=2) as client:
+                    client.ehlo()
+                    if client.has_extn("starttls" if self.cert else "auth"):
+                        return
+            except (OSError, smtplib.SMTPException):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the TLS SMTP server on port {self.port} did not answer: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def __exit__(self, *_exc_info):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def logins(self):
+        """Each login attempt so far: {"login", "mechanism", "success", "tls"}."""
+        if not self.auth_log.exists():
+            return []
+        return [json.loads(line) for line in self.auth_log.read_text().splitlines() if line.strip()]
+
+    def log_tail(self, lines=20):
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _tls_version(session):
+    """The TLS version of an aiosmtpd session (after STARTTLS), or 'none'."""
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    return ssl_object.version() if ssl_object is not None else "none"
+
+
+class Authenticator:
+    """aiosmtpd's authenticator: one user, each attempt logged as a JSON line (never the password)."""
+
+    def __init__(self, auth_file, auth_log):
+        credentials = json.loads(Path(auth_file).read_text())
+        self.username = credentials["username"].encode()
+        self.password = credentials["password"].encode()
+        self.auth_log = Path(auth_log)
+
+    def __call__(self, _server, session, _envelope, mechanism, auth_data):
+        from aiosmtpd.smtp import AuthResult, LoginPassword  # pylint: disable=import-outside-toplevel
+        login = auth_data.login if isinstance(auth_data, LoginPassword) else b""
+        success = (isinstance(auth_data, LoginPassword) and hmac.compare_digest(login, self.username)
+                   and hmac.compare_digest(auth_data.password, self.password))
+        entry = {"login": login.decode(errors="replace"), "mechanism": mechanism, "success": success,
+                 "tls": _tls_version(session)}
+        with open(self.auth_log, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+        return AuthResult(success=success, handled=False, auth_data=login.decode(errors="replace"))
+
+
+def _tls_settings(tls_cert, tls_key, auth_file, auth_log):
+    """aiosmtpd's settings for STARTTLS (required before MAIL) and AUTH (only after STARTTLS; in the
+    clear when there is no certificate)."""
+    settings = {}
+    if tls_cert:
+        import ssl  # pylint: disable=import-outside-toplevel
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key)
+        settings.update(tls_context=context, require_starttls=True)
+    if auth_file:
+        settings.update(authenticator=Authenticator(auth_file, auth_log), auth_require_tls=bool(tls_cert))
+    return settings
+
+
+def serve(port, mailbox, tls_cert=None, tls_key=None, auth_file=None, auth_log=None):
     from aiosmtpd.controller import Controller  # pylint: disable=import-outside-toplevel
 
     mailbox = Path(mailbox)
     mailbox.mkdir(parents=True, exist_ok=True)
 
     class Keeper:
-        async def handle_DATA(self, _server, _session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        async def handle_DATA(self, _server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
             name = "%s-%s.eml" % (time.strftime("%Y%m%dT%H%M%S"), secrets.token_hex(4))
-            head = ("X-Lab-Mail-From: %s\r\nX-Lab-Rcpt-To: %s\r\n"
-                    % (envelope.mail_from, ", ".join(envelope.rcpt_tos))).encode()
+            head = ("X-Lab-Mail-From: %s\r\nX-Lab-Rcpt-To: %s\r\nX-Lab-TLS: %s\r\nX-Lab-Login: %s\r\n"
+                    % (envelope.mail_from, ", ".join(envelope.rcpt_tos), _tls_version(session),
+                       session.auth_data if session.authenticated else "none")).encode()
             partial = mailbox / (name + ".partial")
             partial.write_bytes(head + envelope.original_content)
             partial.rename(mailbox / name)
             return "250 Message accepted for delivery"
 
-    controller = Controller(Keeper(), hostname="127.0.0.1", port=port)
+    controller = Controller(Keeper(), hostname="127.0.0.1", port=port,
+                            **_tls_settings(tls_cert, tls_key, auth_file, auth_log))
     controller.start()
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_args: stopping.append(True))
@@ -224,8 +345,13 @@ def main(argv=None):
     server = sub.add_parser("serve")
     server.add_argument("--port", type=int, required=True)
     server.add_argument("--mailbox", required=True)
+    server.add_argument("--tls-cert", help="offer STARTTLS (and require it before MAIL) with this certificate")
+    server.add_argument("--tls-key")
+    server.add_argument("--auth-file", help="JSON {username, password}: the one login accepted (after STARTTLS "
+                        "when there is a certificate)")
+    server.add_argument("--auth-log", help="where each login attempt is written (JSON lines, no password)")
     args = parser.parse_args(argv)
-    serve(args.port, args.mailbox)
+    serve(args.port, args.mailbox, args.tls_cert, args.tls_key, args.auth_file, args.auth_log)
     return 0
 
 

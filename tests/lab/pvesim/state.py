@@ -475,7 +475,8 @@ class Cluster:
         target = self._storage(target_id)
         if full:
             if source.status == "running":
-                raise fail("Full clone of a running container is only possible from a snapshot")
+                # pve-container stable-bookworm, src/PVE/API2/LXC.pm clone_vm (snapshots are not simulated)
+                raise fail("Cannot do full clones on a running container without snapshots")
             if not target.supports("rootdir"):
                 raise fail(f"storage '{target_id}' does not support container directories")
         elif not storage.is_base_volume(volid):

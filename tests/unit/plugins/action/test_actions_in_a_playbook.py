@@ -26,7 +26,7 @@ def playbook(tmp_path, smtp_port):
         'content': CRON}}
     mail = {'mpanel.cloudpods.pod_welcome_mail': {
         'marker': str(tmp_path / 'welcome-mail' / 'pod-a.sent'), 'host': '127.0.0.1', 'port': smtp_port,
-        'username': 'relay', 'password': "{{ lookup('ansible.builtin.env', 'SMTP_PASSWORD') }}",
+        'secure': 'never', 'username': 'relay', 'password': "{{ lookup('ansible.builtin.env', 'SMTP_PASSWORD') }}",
         'sender': 'noreply@example.net', 'to': ['jane@customer.test'], 'subject': 'Pod pod-a', 'body': 'Hello\n'}}
     return [{'hosts': 'localhost', 'gather_facts': False, 'tasks': [backup, mail]}]
 

@@ -88,7 +88,9 @@ def mode(path):
 
 
 def test_sends_once_through_a_real_server_and_writes_the_marker(run, args, smtp_server):
-    args.update(host='127.0.0.1', port=smtp_server.port, username=smtp_server.user, password=smtp_server.password)
+    # This server has no TLS: a login in the clear only with secure=never (TLS: tests/integration/test_smtp_tls.py).
+    args.update(host='127.0.0.1', port=smtp_server.port, username=smtp_server.user, password=smtp_server.password,
+                secure='never')
     first = run(args)
     assert first.result == dict(
         changed=True, sent=True, marker_existed=False,
@@ -125,6 +127,21 @@ def test_starttls_when_offered_and_login(run, args, fake_smtp):
     assert fake_smtp.sent[0]['steps'] == ['ehlo', 'starttls', 'ehlo', ('login', 'relay')]
 
 
+def test_no_login_in_the_clear_with_secure_try(run, args, fake_smtp):
+    # No STARTTLS offered (or a man in the middle removed it): the password is not sent.
+    failed = run(dict(args, username='relay', password=PASSWORD))
+    assert failed.result == dict(failed=True, sent=False, marker_existed=False,
+                                 msg='could not send the welcome mail through smtp.test:2525: the server smtp.test '
+                                     'offers no STARTTLS: the SMTP login is not sent without TLS (secure=never would '
+                                     'send it in the clear)')
+    assert fake_smtp.sent == [] and not os.path.exists(args['marker'])
+
+
+def test_login_in_the_clear_only_with_secure_never(run, args, fake_smtp):
+    run(dict(args, username='relay', password=PASSWORD, secure='never'))
+    assert fake_smtp.sent[0]['steps'] == ['ehlo', ('login', 'relay')]
+
+
 def test_no_starttls_with_secure_never(run, args, fake_smtp):
     fake_smtp.offers = ('STARTTLS',)
     run(dict(args, secure='never'))
@@ -148,6 +165,7 @@ def test_refused_mail_fails_and_writes_no_marker(run, args, fake_smtp):
 
 def test_the_password_never_reaches_the_result(run, args, fake_smtp):
     fake_smtp.fail = 'login'
+    fake_smtp.offers = ('STARTTLS',)
     failed = run(dict(args, username='relay', password=PASSWORD))
     assert failed.result['failed'] is True and 'rejected ******** for relay' in failed.result['msg']
     assert PASSWORD not in json.dumps(failed.result)
