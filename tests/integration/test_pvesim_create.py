@@ -156,7 +156,7 @@ class Client(object):
         params.setdefault('ostemplate', 'local:vztmpl/' + UBUNTU)
         return self.data('POST', '/nodes/{node}/lxc', vmid=vmid, **params)
 
-    def wait(self, upid, timeout=10.0):
+    def wait(self, upid, timeout=30.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.get('/nodes/{node}/tasks/%s/status' % upid)
@@ -511,7 +511,7 @@ def test_pvesim_backend_hooks_create_save_template_existing(sim):
     pve.ok(pve.data('PUT', '/nodes/{node}/lxc/131/resize', disk='rootfs', size='+2G'))
     assert backend.named('save_config')[-1][2]['rootfs'] == 'local-lvm:vm-131-disk-0,size=10G'
     assert pve.data('POST', '/nodes/{node}/lxc/131/template') is None
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not server.ct(131)['config'].get('template') and time.monotonic() < deadline:
         time.sleep(0.02)
     assert backend.named('make_template') == [('make_template', 131, dict(
@@ -539,7 +539,7 @@ def test_pvesim_seed_template_can_be_turned_off(sim):
     pve = server.client()
     pve.ok(pve.create(TEMPLATE, storage='local-lvm', hostname='my-template'))
     assert pve.data('POST', '/nodes/{node}/lxc/%d/template' % TEMPLATE) is None
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not server.ct(TEMPLATE)['config'].get('template') and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.ct(TEMPLATE)['config']['rootfs'] == 'local-lvm:base-9000-disk-0,size=4G'
@@ -624,7 +624,7 @@ def test_pvesim_community_proxmox_creates_from_ostemplate(sim, tmp_path):
     assert [result['changed'] for result in results] == [True, True, False, True, True, True], results
     assert results[0]['msg'] == 'Created VM from-template (150) from template local:vztmpl/%s' % UBUNTU
 
-    deadline = time.monotonic() + 5  # 'state: template' does not wait for its task
+    deadline = time.monotonic() + 30  # 'state: template' does not wait for its task
     while not server.ct(150)['config'].get('template') and time.monotonic() < deadline:
         time.sleep(0.05)
     made = server.ct(150)

@@ -126,7 +126,7 @@ def test_lxc_address_comes_from_the_lab_dhcp_and_destroy_releases_it(api, new_ct
 
     api.task('POST', '/nodes/pve/lxc/%d/status/stop' % vmid)
     api.task('DELETE', '/nodes/pve/lxc/%d' % vmid, purge=1)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while mac.lower() in leases(api.env) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert mac.lower() not in leases(api.env)

@@ -178,7 +178,7 @@ def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_
 
     assert pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).status_code != 200
     assert not os.path.exists(os.path.join(lxc_env['LAB_LXC_PATH'], str(vmid)))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while mac in leases(lxc_env) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert mac not in leases(lxc_env)

@@ -361,6 +361,14 @@ class LogMark(object):
             handle.seek(self.offset)
             return handle.read().decode('utf-8', 'replace')
 
+    def wait_for(self, text, timeout=30):
+        """What the log got, once ``text`` is in it (a line is written after its answer)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.new():
+            assert time.monotonic() < deadline, 'no %r in %s after %s s:\n%s' % (text, self.path, timeout, self.new())
+            time.sleep(0.05)
+        return self.new()
+
 
 # ---------------------------------------------------------------- tests
 
@@ -378,7 +386,8 @@ def test_trickling_clients_do_not_hold_up_the_api(api):
     # not from the last line (a line every 5 s would otherwise keep it forever).
     lifetimes = [seconds for t in tricklers for seconds in t.lifetimes]
     assert len(lifetimes) >= TRICKLERS, lifetimes
-    assert all(CLIENT_HEADER_TIMEOUT - 1 <= s <= CLIENT_HEADER_TIMEOUT + 3 for s in lifetimes), sorted(lifetimes)
+    # (From the last line it would live until the attack ends; +4 s is room for a loaded machine.)
+    assert all(CLIENT_HEADER_TIMEOUT - 1 <= s <= CLIENT_HEADER_TIMEOUT + 4 for s in lifetimes), sorted(lifetimes)
 
     # Meanwhile every normal request was answered, quickly.
     failed = [(path, status, detail) for (_m, path, _h), (status, detail, _b, _s) in zip(traffic, results)
@@ -388,7 +397,8 @@ def test_trickling_clients_do_not_hold_up_the_api(api):
     p99 = percentile(seconds, 0.99)
     print('through nginx: %d/%d answered, p50 %.3f s, p99 %.3f s, max %.3f s, trickling connections held %d-%d'
           % (len(results), len(results), percentile(seconds, 0.5), p99, max(seconds), min(held), max(held)))
-    assert p99 < 1.0, sorted(seconds)[-5:]
+    # Held up, they would wait for a worker until REQUEST_TIMEOUT (5 s); 2.5 s leaves room for a loaded machine.
+    assert p99 < REQUEST_TIMEOUT / 2, sorted(seconds)[-5:]
     assert traffic[-1][1].endswith('/my-pods') and json.loads(results[-1][2]) == {'pods': []}
 
 
@@ -416,8 +426,10 @@ def test_no_query_token_in_logs_and_the_client_address_reaches_gunicorn(api):
                                                   {'Authorization': 'Bearer ' + api['customer']})
     assert status == 200 and json.loads(body) == {'pods': []}
 
-    time.sleep(0.5)
-    access_lines, error_lines, gunicorn_lines = access.new(), errors.new(), gunicorn.new()
+    # The last request's lines are written after its answer: once they are in, so are the others'.
+    access_lines = access.wait_for('"GET /api/cloud-pods/my-pods HTTP/1.1" 200 ')
+    gunicorn_lines = gunicorn.wait_for('"GET /api/cloud-pods/my-pods HTTP/1.1" 200')
+    error_lines = errors.new()
     # (The previous test's tricklers, closed with half a header, may show up here as 400 with no body.)
     assert len(re.findall(r'"GET %s HTTP/1\.1" 400 [1-9]' % PLANS, access_lines)) == 3, access_lines
     assert '"GET %s HTTP/1.1" 200 ' % PLANS in access_lines, access_lines
@@ -442,8 +454,8 @@ def test_body_limit_is_the_apis(api):
     # Just under the limit it reaches the API (which wants a token first).
     status = nginx.request('POST', '/api/cloud-pods/order', headers, body=b'{"pad": "%s"}' % (b'x' * 16000))[0]
     assert status == 401
-    time.sleep(0.3)
-    assert gunicorn.new().count('"POST /api/cloud-pods/order HTTP/1.1"') == 1
+    lines = gunicorn.wait_for('"POST /api/cloud-pods/order HTTP/1.1" 401')  # the last request's line
+    assert lines.count('"POST /api/cloud-pods/order HTTP/1.1"') == 1
 
 
 def _chunked(port, body, token, context=None):

@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import dns.message
@@ -46,30 +47,54 @@ class ApiRequest(object):
 
 
 class RequestLog(object):
-    """The API requests PowerDNS logged after a mark (one line per request, loglevel 6)."""
+    """The API requests PowerDNS logged after a mark (one line per request, loglevel 6).
 
-    def __init__(self, path):
+    PowerDNS writes a request's line after its answer, so "the lines of what was answered before
+    now" is an event, not a delay: ``probe(tag)`` sends a request of our own naming ``tag`` (a zone
+    that does not exist), and once its line is in the log, so are the lines of the requests
+    answered before it was sent. A mark is the end of such a line; ``since`` reads up to the next.
+    """
+
+    def __init__(self, path, probe):
         self.path = Path(path)
+        self.probe = probe
 
-    def mark(self, settle=0.3):
-        """The log's end, once the lines of requests answered before now are written
-        (PowerDNS writes a request's line after its answer)."""
-        if settle:
-            time.sleep(settle)
+    def mark(self):
+        """The log's end, after the lines of every request answered before now."""
+        return self._sentinel()[1]
+
+    def since(self, mark):
+        """Requests logged after ``mark`` and answered before now."""
+        end = self._sentinel()[0]
+        with open(self.path, 'rb') as handle:
+            handle.seek(mark)
+            text = handle.read(max(0, end - mark)).decode('utf-8', 'replace')
+        return [ApiRequest(m.group('method'), m.group('path'), m.group('status'))
+                for m in _REQUEST_LINE.finditer(text)]
+
+    def _sentinel(self, timeout=60):
+        """Log a request of our own; the offsets of the start and the end of its line."""
+        tag = ('cloudpods-log-mark-%s' % uuid.uuid4().hex).encode()
+        start = self._size()
+        self.probe(tag.decode())
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.path, 'rb') as handle:
+                handle.seek(start)
+                data = handle.read()
+            found = data.find(tag)
+            line_end = data.find(b'\n', found) if found >= 0 else -1
+            if line_end >= 0:
+                return start + data.rfind(b'\n', 0, found) + 1, start + line_end + 1
+            if time.monotonic() > deadline:
+                raise AssertionError('PowerDNS did not log the request %s within %s s' % (tag.decode(), timeout))
+            time.sleep(0.02)
+
+    def _size(self):
         try:
             return self.path.stat().st_size
         except OSError:
             return 0
-
-    def since(self, mark, settle=0.3):
-        """Requests logged after ``mark``; waits ``settle`` s since the line is written after the answer."""
-        if settle:
-            time.sleep(settle)
-        with open(self.path, 'rb') as handle:
-            handle.seek(mark)
-            text = handle.read().decode('utf-8', 'replace')
-        return [ApiRequest(m.group('method'), m.group('path'), m.group('status'))
-                for m in _REQUEST_LINE.finditer(text)]
 
 
 class PowerDnsLab(object):
@@ -81,7 +106,7 @@ class PowerDnsLab(object):
         self.key = env['POWERDNS_API_KEY']
         self.server_id = env.get('POWERDNS_SERVER_ID', 'localhost')
         self.dns_port = int(env['POWERDNS_DNS_PORT'])
-        self.log = RequestLog(log_path)
+        self.log = RequestLog(log_path, probe=lambda tag: self.zone(tag))
 
     # -- API ------------------------------------------------------------
 
