@@ -17,6 +17,7 @@ for path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
         sys.path.insert(0, path)
 
 from pdnslab import PowerDnsLab  # noqa: E402  pylint: disable=wrong-import-position
+from playbooks import PrivateLab  # noqa: E402  pylint: disable=wrong-import-position
 from podplays import HostDirs  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -26,6 +27,14 @@ def pdns(lab_env):
     if 'POWERDNS_API_URL' not in lab_env:
         pytest.fail('the lab has no PowerDNS (POWERDNS_API_URL missing from .lab/env): run tests/lab/lab up')
     return PowerDnsLab(lab_env)
+
+
+@pytest.fixture(scope='module')
+def private_lab():
+    """A lab of the test module's own (``playbooks.PrivateLab``), for tests that stop, pause, hold or
+    fault its services; its ``.lab/env`` settings."""
+    with PrivateLab() as env:
+        yield env
 
 
 @pytest.fixture

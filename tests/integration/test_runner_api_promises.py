@@ -27,7 +27,6 @@ for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT,
 from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 from pdnslab import PowerDnsLab  # noqa: E402
-from playbooks import PrivateLab  # noqa: E402
 from test_runner_api_worker import Queue, containers_named, site_vars  # noqa: E402
 from test_untrusted_input import _processes_with  # noqa: E402
 
@@ -36,12 +35,6 @@ TASK_ROW = ('SELECT status, worker_id, attempts, result, last_error, lease_expir
 SUBSCRIPTION_ROW = ('SELECT status, vmid, node, host(ip) AS ip, last_error, activated_at, updated_at '
                     'FROM cloud_pod_subscriptions WHERE id = %s')
 WRITES = ('POST', 'PUT', 'DELETE')
-
-
-@pytest.fixture(scope='module')
-def private_lab():
-    with PrivateLab() as env:
-        yield env
 
 
 @pytest.fixture

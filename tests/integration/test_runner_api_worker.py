@@ -33,7 +33,6 @@ from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import scratch_database, start_worker, worker_environment  # noqa: E402
 from labenv import free_port  # noqa: E402
-from playbooks import PrivateLab  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 
 VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
@@ -239,12 +238,6 @@ def test_notify_wakes_an_idle_worker_at_once(stub_queue):
 
 
 # ---------------------------------------------------------------- against the lab, with the real playbook
-
-@pytest.fixture(scope='module')
-def private_lab():
-    with PrivateLab() as env:
-        yield env
-
 
 @pytest.fixture
 def lab_queue(private_lab, tmp_path):

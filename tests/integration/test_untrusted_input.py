@@ -40,7 +40,6 @@ from runner_api.executors import LocalAnsibleRunner, RunRequest  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
-from playbooks import PrivateLab  # noqa: E402
 from test_runner_api_worker import Queue, containers_named, site_vars  # noqa: E402
 
 SECRET_NAMES = ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY')
@@ -267,12 +266,6 @@ def test_hand_edited_description_before_repair_is_data(lab_env, lab_control, tmp
 
 
 # ---------------------------------------------------------------- kill -9 mid-clone
-
-@pytest.fixture(scope='module')
-def private_lab():
-    with PrivateLab() as env:
-        yield env
-
 
 def _processes_with(marker):
     """PIDs whose environment holds ``marker`` (a NAME=value line), and their session ids."""
