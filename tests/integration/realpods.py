@@ -129,16 +129,24 @@ class Service(object):
         self.processes = []
         with open(str(tmp_path / 'api.log'), 'ab') as log:
             self.processes.append(subprocess.Popen(
-                [os.path.join(bin_dir, 'gunicorn'), '-b', '127.0.0.1:%d' % port, '-w', '2', 'runner_api.app:create_app()'],
+                [os.path.join(bin_dir, 'gunicorn'), '-c', 'python:runner_api.gunicorn_conf', '-b', '127.0.0.1:%d' % port,
+                 '-w', '2', 'runner_api.app:create_app()'],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT))
         self.processes.append(start_worker(self.env, 'e2e', str(self.tmp_path / 'worker.log')))
         self.base = 'http://127.0.0.1:%d/api/cloud-pods' % port
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        self._wait_until_serving()
+
+    def _wait_until_serving(self, timeout=180):
+        """Until the API answers (its workers load the app first: slow on a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                requests.get(self.base + '/plans', timeout=2)
-                break
-            except requests.ConnectionError:
+                requests.get(self.base + '/plans', timeout=10)
+                return
+            except requests.RequestException as exc:  # refused while binding, or no answer while loading
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise AssertionError('the API did not answer within %d s (%s):\n%s' % (timeout, exc, self.logs()))
                 time.sleep(0.2)
 
     def restart_worker(self):

@@ -167,14 +167,15 @@ def test_an_order_becomes_an_active_real_pod(installed, lxc_env, tmp_path):
 
 
 def _wait_for_plans(base, tmp_path):
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 180  # its workers load the app first: slow on a loaded machine
     while time.monotonic() < deadline:
         try:
-            reply = requests.get(base + '/plans', timeout=2)
-            assert reply.status_code == 200, reply.text
-            return reply.json()['plans']
-        except requests.ConnectionError:
+            reply = requests.get(base + '/plans', timeout=10)
+        except requests.RequestException:  # refused while binding, or no answer while loading
             time.sleep(0.2)
+            continue
+        assert reply.status_code == 200, reply.text
+        return reply.json()['plans']
     raise AssertionError('the API did not answer at %s\n%s' % (base, _logs(tmp_path)))
 
 
