@@ -106,7 +106,7 @@ class PowerDnsLab(object):
         self.key = env['POWERDNS_API_KEY']
         self.server_id = env.get('POWERDNS_SERVER_ID', 'localhost')
         self.dns_port = int(env['POWERDNS_DNS_PORT'])
-        self.log = RequestLog(log_path, probe=lambda tag: self.zone(tag))
+        self.log = RequestLog(log_path, probe=self.zone)
 
     # -- API ------------------------------------------------------------
 

@@ -340,7 +340,7 @@ def normalize_ipset_cidr(cidr: str) -> str:
     """``clean_cidr`` then ``parse_ip_or_cidr`` (src/PVE/Firewall.pm): host bits of a network
     cleared, a /32 (IPv4) or /128 (IPv6) dropped: ``10.0.0.5/24`` -> ``10.0.0.0/24``,
     ``10.0.0.5/32`` -> ``10.0.0.5``."""
-    address, _, length = cidr.partition("/")
+    address, length = (cidr.split("/", 1) + [""])[:2]
     cleaned = cidr
     if length not in ("", "0"):  # Perl's ``return $cidr if !$len``
         cleaned = f"{ipaddress.ip_network(cidr, strict=False).network_address}/{length}"
