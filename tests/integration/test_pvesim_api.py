@@ -20,6 +20,8 @@ import time
 import pytest
 import requests
 
+from pvesim.config import CLOUDPODS_PROV_PRIVILEGES  # tests/lab is on sys.path (tests/conftest.py)
+
 TEMPLATE = 9000
 UPID_RE = re.compile(r'^UPID:([^:]+):([0-9A-F]{8}):([0-9A-F]{8}):([0-9A-F]{8}):([^:]+):([^:]*):([^:]+):$')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -230,9 +232,7 @@ def test_clone_into_an_unknown_pool_is_403(lab_env, lab_control, pve):
 def test_bridges_need_sdn_use(lab_env, lab_control, pve):
     """Stock PVE 8 checks SDN.Use on every NIC's bridge (pve-guest-common check_vnet_access):
     the seed's role alone is refused at the clone; the lab token also has SDN.Use on vmbr0."""
-    seed_role = ['VM.Audit', 'VM.Allocate', 'VM.Clone', 'VM.Config.CPU', 'VM.Config.Disk', 'VM.Config.Memory',
-                 'VM.Config.Network', 'VM.Config.Options', 'VM.PowerMgmt', 'Datastore.AllocateSpace',
-                 'Datastore.Audit', 'Sys.Audit']
+    seed_role = CLOUDPODS_PROV_PRIVILEGES
     lab_control.add_token('seedrole@pve!only', 'seed-secret', privs=seed_role)
     seed_only = Pve(lab_env, 'seedrole@pve!only', 'seed-secret')
     expect_error(seed_only.call('POST', '/nodes/{node}/lxc/9000/clone', newid=101), 403,
