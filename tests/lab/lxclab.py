@@ -46,11 +46,12 @@ REPO_ROOT = HERE.parent.parent
 BIN = HERE / "bin"
 
 # What the lab's OS template carries: the seed's stack (nginx, PHP-FPM 8.2, MariaDB 10.11),
-# what Ansible needs inside (python3), systemd as init, and the tools PVE's own templates have.
+# what Ansible needs inside (python3), systemd as init, the tools PVE's own templates have, and the
+# customer's way in: an SSH server (SFTP) and an ACME client (certbot) for the pod's certificate.
 OS_TEMPLATE_PACKAGES = [
     "systemd-sysv", "dbus", "iproute2", "iputils-ping", "procps", "cron", "ca-certificates",
     "python3", "python3-apt", "nginx", "php-fpm", "php-mysql", "mariadb-server",
-    "mariadb-client", "less", "curl", "zstd",
+    "mariadb-client", "less", "curl", "zstd", "openssh-server", "certbot",
 ]
 OS_TEMPLATE_SUITE = "bookworm"
 OS_TEMPLATE_NAME = "debian-12-cloudpods-lab_amd64.tar.zst"
