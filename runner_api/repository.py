@@ -545,11 +545,13 @@ class Repository:
                 UPDATE cloud_pod_provisioning_tasks
                 SET status = CASE WHEN attempts >= max_attempts OR %s THEN 'FAILED' ELSE 'PENDING' END,
                     finished_at = CASE WHEN attempts >= max_attempts OR %s THEN now() END,
-                    run_at = now() + make_interval(secs => %s), lease_expires_at = NULL,
-                    last_error = %s, updated_at = now()
+                    -- a task that failed for good keeps the time it was due
+                    run_at = CASE WHEN attempts >= max_attempts OR %s THEN run_at
+                                  ELSE now() + make_interval(secs => %s) END,
+                    lease_expires_at = NULL, last_error = %s, updated_at = now()
                 WHERE id = %s AND worker_id = %s AND attempts = %s AND status = 'RUNNING'
                 RETURNING id, subscription_id, task_type, status, last_error""",
-                                     (give_up, give_up, retry_delay, error, task["id"], task["worker_id"],
+                                     (give_up, give_up, give_up, retry_delay, error, task["id"], task["worker_id"],
                                       task["attempts"])).fetchone()
             if row is None:
                 return None
