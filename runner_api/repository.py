@@ -217,6 +217,7 @@ class Repository:
         earlier order of the same customer (then nothing is written).
         """
         key = order.get("idempotency_key")
+        values = dict(order, ssh_public_keys=Jsonb(list(order.get("ssh_public_keys") or [])))
         with self.pool.connection() as connection:
             if key:
                 existing = self._by_idempotency_key(connection, order["customer_id"], key)
@@ -230,9 +231,7 @@ class Repository:
                              ssh_public_keys)
                         VALUES (%(customer_id)s, %(customer_email)s, %(plan_code)s, %(domain)s, %(hostname)s,
                                 %(idempotency_key)s, %(request_digest)s, %(ssh_public_keys)s)
-                        RETURNING {SUBSCRIPTION_COLUMNS}, s.request_digest""",
-                                             dict(order, ssh_public_keys=Jsonb(list(order.get("ssh_public_keys")
-                                                                                   or [])))).fetchone()
+                        RETURNING {SUBSCRIPTION_COLUMNS}, s.request_digest""", values).fetchone()
                     task = connection.execute("""
                         INSERT INTO cloud_pod_provisioning_tasks (subscription_id, task_type, max_attempts,
                                                                   idempotency_key)

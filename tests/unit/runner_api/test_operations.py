@@ -105,14 +105,12 @@ def test_extra_vars_per_operation():
         'customer_email': 'jane@example.org', 'ssh_public_keys': []}
     assert extra_vars_for(_row('CREATE_CONTAINER', ssh_public_keys=[KEY]))['ssh_public_keys'] == [KEY]
     # The keys travel on the subscription (claim returns them with the task).
-    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[KEY])) == {'pod': 'cp-0123456789',
-                                                                          'ssh_public_keys': [KEY]}
-    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[])) == {'pod': 'cp-0123456789',
-                                                                       'ssh_public_keys': []}
+    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[KEY])) == {
+        'pod': 'cp-0123456789', 'ssh_public_keys': [KEY]}
+    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[])) == {'pod': 'cp-0123456789', 'ssh_public_keys': []}
     assert extra_vars_for(_row('ISSUE_HTTPS')) == {'pod': 'cp-0123456789'}
     # Repair converges the subscription's keys when it has the row; without them it leaves the pod's.
-    assert extra_vars_for(_row('REPAIR', ssh_public_keys=[KEY])) == {'pod': 'cp-0123456789',
-                                                                    'ssh_public_keys': [KEY]}
+    assert extra_vars_for(_row('REPAIR', ssh_public_keys=[KEY])) == {'pod': 'cp-0123456789', 'ssh_public_keys': [KEY]}
     assert extra_vars_for(_row('CREATE_CONTAINER', domain=None))['domain'] == ''
     assert extra_vars_for(_row('RESTART')) == {'pod': 'cp-0123456789'}
     assert extra_vars_for(_row('TERMINATE')) == {'pod': 'cp-0123456789', 'domain': 'shop.example.org'}
