@@ -31,8 +31,8 @@ def test_runner_api_loads_the_collection_s_rule_file():
 def test_messages_name_the_index_and_never_the_entry():
     lines, errors = keys.check([KEY, PRIVATE, 'command="id" ' + KEY, KEY])
     assert lines == [KEY]
-    assert [error.split(':', 1)[0] for error in errors] == ['ssh_public_keys[1]', 'ssh_public_keys[2]',
-                                                          'ssh_public_keys[3]']
+    assert [error.split(':', 1)[0] for error in errors] == [
+        'ssh_public_keys[1]', 'ssh_public_keys[2]', 'ssh_public_keys[3]']
     text = ' '.join(errors)
     assert 'b3BlbnNzaC1rZXktdjEA' not in text and 'AAAAIBYaY9Fc2WAs' not in text and 'command="id"' not in text
     assert keys.check(PRIVATE)[1] == ['ssh_public_keys: must be a list of OpenSSH public keys']
