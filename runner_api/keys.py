@@ -59,6 +59,12 @@ def _message(error):
     return f"{where}: {error.reason}"
 
 
+def looks_private(text):
+    """True when ``text`` holds a private key's marker (the rule's own list), wherever it was pasted."""
+    markers = getattr(rule(), "_PRIVATE_MARKERS", ("PRIVATE KEY",))
+    return any(marker in text for marker in markers)
+
+
 def describe(lines):
     """What the pod detail shows of stored key lines: type, SHA256 fingerprint, comment."""
     shown = []

@@ -114,7 +114,7 @@ def _json_body(state, schema_name, what):
     rest = {name: value for name, value in body.items() if name != keys.FIELD}
     schema = dict(state.openapi, **{"$ref": f"#/components/schemas/{schema_name}"})
     problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(rest), key=lambda e: list(e.path))
-    messages = [f"{'.'.join(str(p) for p in error.path) or 'body'}: {error.message}" for error in problems
+    messages = [_schema_message(error) for error in problems
                 if not (error.validator == "required" and keys.FIELD in error.message)]
     lines = None
     if keys.FIELD in body:
@@ -126,6 +126,21 @@ def _json_body(state, schema_name, what):
         raise Problem(422, "Unprocessable Content", f"The {what} is not valid: " + "; ".join(messages),
                       f"invalid-{what.replace(' ', '-')}", errors=messages)
     return body, lines
+
+
+def _schema_message(error):
+    """jsonschema's message for one problem; one that would quote a private key (pasted as a field
+    name, say) says so instead of repeating it."""
+    where = ".".join(str(p) for p in error.path) or "body"
+    if keys.looks_private(error.message):
+        return f"{where}: holds a PRIVATE key (not repeated here): never send it anywhere"
+    return f"{where}: {error.message}"
+
+
+def _quoted(value):
+    """A field's value as an error message quotes it: JSON, unless it holds a private key."""
+    text = json.dumps(value)
+    return "the value (a PRIVATE key: not repeated here)" if keys.looks_private(text) else text
 
 
 def schema_required(state, schema_name):
@@ -158,12 +173,12 @@ def order():
     if body.get("domain"):
         domain = normalise_domain(body["domain"])
         if domain is None:
-            raise Problem(422, "Unprocessable Content", f"domain: {json.dumps(body['domain'])} is not a domain "
+            raise Problem(422, "Unprocessable Content", f"domain: {_quoted(body['domain'])} is not a domain "
                           "name (letters, digits and '-' in labels of at most 63 characters, two labels or more; "
                           "no spaces or control characters).", "invalid-domain", errors=["domain: not a domain name"])
     email = grammar.email(body["customer_email"])
     if email is None:
-        raise Problem(422, "Unprocessable Content", f"customer_email: {json.dumps(body['customer_email'])} is not "
+        raise Problem(422, "Unprocessable Content", f"customer_email: {_quoted(body['customer_email'])} is not "
                       "a mail address we can send to: an ASCII local part (letters, digits and "
                       "!#$&'*+/=?^_`|~- separated by single dots), '@' and a domain name; no spaces, control "
                       "characters, quotes, brackets, commas, '{', '}' or '%'.", "invalid-email",

@@ -181,8 +181,21 @@ def test_a_private_key_in_any_shape_never_comes_back_nor_reaches_the_log(api, ke
             assert response.status_code == (413 if too_large else 422), (index, response.get_json())
             assert_never_echoed(response.get_data(as_text=True), private, pem)
         assert count(api) == before, index
+    # Pasted anywhere else in the body (a field name, another field), jsonschema's message would quote it.
+    for body in ({private: 1}, {'domain': private}, {'plan_code': private}, {'customer_email': [private]},
+                 {'domain': private[:200]}, {'customer_email': private[:200]}):
+        payload = dict({'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'alice@example.com'}, **body)
+        before = count(api)
+        response = api.call('POST', '/api/cloud-pods/order', 'alice', json=payload)
+        assert response.status_code == 422, body
+        assert_never_echoed(response.get_data(as_text=True), private)
+        assert count(api) == before
     pod = api.order('alice').get_json()['id']
     make_active(api, pod)
+    for body in ({private: []}, {'ssh_public_keys': [], private: 1}):
+        response = api.call('PUT', '/api/cloud-pods/%s/ssh-keys' % pod, 'alice', json=body)
+        assert response.status_code == 422
+        assert_never_echoed(response.get_data(as_text=True), private)
     for shape in shapes:
         response = api.call('PUT', '/api/cloud-pods/%s/ssh-keys' % pod, 'alice', json={'ssh_public_keys': shape})
         assert response.status_code in (413, 422)
