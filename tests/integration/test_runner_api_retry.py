@@ -318,7 +318,8 @@ def test_a_running_retry_steps_aside_for_an_operation_and_runs_again_after_it(qu
     outcomes(queue, '600 pending', '0 active')  # the first retry would run ten minutes
     pod = order(queue)
     queue.start('w')
-    queue.wait(lambda: any((e, n) == ('start', 'https') for e, n, _p, _w in runs(queue)), 120, 'the retry to run')
+    queue.wait(lambda: (queue.stubs['dir'] / 'https-outcomes').read_text() == '0 active\n', 120,
+               'the retry to take its (ten-minute) outcome')
     queue.repository.set_ssh_keys(pod['id'], [KEY], 'SET_SSH_KEYS', 3)
     queue.wait(lambda: pod_row(queue, pod['id'])['https_status'] == 'active', 180, 'HTTPS active')
     sequence = [(event, name) for event, name, _pod, _when in runs(queue)]
@@ -328,6 +329,24 @@ def test_a_running_retry_steps_aside_for_an_operation_and_runs_again_after_it(qu
     released = queue.rows("SELECT e.message FROM cloud_pod_events e JOIN cloud_pod_provisioning_tasks t "
                           "ON t.id = e.task_id WHERE t.task_type = 'ISSUE_HTTPS' AND e.status = 'released'")
     assert [row['message'] for row in released] == ['an operation on this pod is waiting: it goes first']
+
+
+def test_a_retry_whose_worker_died_is_retried_again(queue):
+    outcomes(queue, '600 pending', '0 active')  # the first retry would run ten minutes: its worker dies in it
+    pod = order(queue)
+    doomed = queue.start('doomed', CLOUDPODS_LEASE_SECONDS='3')
+    queue.wait(lambda: (queue.stubs['dir'] / 'https-outcomes').read_text() == '0 active\n', 120,
+               'the retry to take its (ten-minute) outcome')
+    doomed.kill()
+    doomed.wait()
+    del queue.workers['doomed']
+    queue.start('rescuer', CLOUDPODS_LEASE_SECONDS='3')
+    queue.wait(lambda: pod_row(queue, pod['id'])['https_status'] == 'active', 180, 'HTTPS active')
+    retries = queue.rows("SELECT status, worker_id, last_error FROM cloud_pod_provisioning_tasks "
+                         "WHERE task_type = 'ISSUE_HTTPS' ORDER BY id")
+    assert [(r['status'], r['worker_id']) for r in retries] == [('FAILED', 'doomed'), ('COMPLETED', 'rescuer')]
+    assert 'worker doomed stopped responding' in retries[0]['last_error']
+    assert pod_row(queue, pod['id'])['last_error'] is None  # the pod's own error is not the retry's
 
 
 def test_a_pod_that_is_no_longer_active_is_not_retried(queue):
