@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from flask import Flask, jsonify, request
 
-from . import grammar
+from . import grammar, keys
 from .blueprints import admin, customer, public
 from .errors import register_error_handlers
 from .logging_setup import install_secret_filter
@@ -40,6 +40,8 @@ def create_app(settings=None, repository=None):
     install_secret_filter(settings.secrets())
     if settings.grammar_file is not None:
         grammar.use(settings.grammar_file)
+    if settings.ssh_keys_file is not None:
+        keys.use(settings.ssh_keys_file)
     app = Flask("runner_api")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -9,8 +9,13 @@ events, the progress steps a customer sees while it runs, and the roles that may
 
 Adding an operation: an ``Operation`` in ``OPERATIONS`` with its playbook; if it is queued
 (``queued=True``), its name must also be allowed by the ``task_type`` CHECK constraint of the
-tasks table (migration 0001 allows CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE; any
-other name needs a new migration ``0002_*.sql``: an applied migration is never edited).
+tasks table (migrations 0001 and 0002 allow CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE,
+SET_SSH_KEYS, ISSUE_HTTPS; any other name needs a new migration ``0003_*.sql``: an applied
+migration is never edited).
+
+``HTTPS_RETRY`` (ISSUE_HTTPS) is the one background operation: nobody asks for it, the worker
+queues it when a run reports HTTPS ``pending`` on an ACTIVE pod, and it never stands in the way
+of an operation a person asks for (repository.py, "the background HTTPS retry").
 
 The extra vars built here are order data: the executor writes them as ``!unsafe`` YAML
 (``executors.write_untrusted_vars``); nothing here reaches a playbook any other way.
@@ -43,6 +48,7 @@ class Operation:
     progress_steps: tuple = ()  # (role, what a customer reads), in playbook order
     roles: tuple = ()  # the API roles that may ask for it; () = no endpoint queues it
     queued: bool = True  # runs through the queue (its name is an allowed task_type)
+    background: bool = False  # the worker queues it; never counted as the pod's open operation
 
     def may_start_from(self, status):
         return status in self.start_states
@@ -54,13 +60,36 @@ class Operation:
         return f"Only {article} {allowed} pod can be {self.verb}; this one is {status}."
 
 
+HTTPS_RETRY = "ISSUE_HTTPS"
+
+
+def _keys(task):
+    """The pod's wanted SSH keys (normalised lines, ``subscription.ssh_public_keys``) as a new list."""
+    return [str(line) for line in (task.get("ssh_public_keys") or [])]
+
+
 def _create_vars(task):
     return {"pod": task["hostname"], "plan": task["plan_code"], "domain": task["domain"] or "",
-            "customer_email": task["customer_email"]}
+            "customer_email": task["customer_email"], "ssh_public_keys": _keys(task)}
 
 
 def _pod_vars(task):
     return {"pod": task["hostname"]}
+
+
+def _keys_vars(task):
+    """SET_SSH_KEYS: the subscription holds the wanted keys (written with the task, in one
+    transaction); the playbook converges the pod's authorized_keys to exactly them."""
+    return {"pod": task["hostname"], "ssh_public_keys": _keys(task)}
+
+
+def _repair_vars(task):
+    """REPAIR converges the keys too when the caller knows them (a subscription row); without
+    ``ssh_public_keys`` the playbook leaves the pod's keys as they are."""
+    variables = {"pod": task["hostname"]}
+    if task.get("ssh_public_keys") is not None:
+        variables["ssh_public_keys"] = _keys(task)
+    return variables
 
 
 def _terminate_vars(task):
@@ -97,7 +126,17 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         start_states=("ACTIVE", "SUSPENDED", "FAILED"), success_status="TERMINATED", failure_status=None,
         success_message="TERMINATE done", verb="terminated"),
     Operation(
-        "REPAIR", "repair.yml", _pod_vars,
+        "SET_SSH_KEYS", "ssh_keys.yml", _keys_vars,
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="SSH keys updated", verb="given new SSH keys",
+        roles=("customer", "service", "admin")),  # PUT /{id}/ssh-keys
+    Operation(
+        HTTPS_RETRY, "https.yml", _pod_vars,
+        # Queued by the worker (repository.complete) while HTTPS is pending on an ACTIVE pod.
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="HTTPS step done", verb="given a certificate", background=True),
+    Operation(
+        "REPAIR", "repair.yml", _repair_vars,
         # Not queued (migration 0001's task_type CHECK does not allow it); run by hand or by
         # LocalAnsibleRunner.run(RunRequest("REPAIR", ...)).
         start_states=("ACTIVE",), success_status=None, failure_status=None,
@@ -138,6 +177,11 @@ def failure_status(task_type):
     """The pod's status after a task of this type failed for good (None: unchanged, or unknown type)."""
     operation = find(task_type)
     return operation.failure_status if operation else None
+
+
+def background_types():
+    """The names of the background operations (never the pod's "open operation")."""
+    return tuple(name for name, operation in OPERATIONS.items() if operation.background)
 
 
 def progress_steps(task_type):

@@ -29,10 +29,30 @@ MIGRATION_LOCK = 0x636C6F7564706F64  # advisory lock key: one migrate at a time
 LEASE_EXPIRED = ("lease_expires_at < now() "
                  "AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease_seconds)s)")
 
+# The background HTTPS retry (operations.HTTPS_RETRY) is not "the pod's operation": the latest
+# task, its progress and its error are those of the operations a person asked for.
 SUBSCRIPTION_COLUMNS = """
     s.id, s.customer_id, s.customer_email, s.plan_code, s.domain, s.hostname, s.status, s.vmid, s.node,
     host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at,
-    (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id) AS latest_task_id
+    s.ssh_public_keys, s.ssh_host_keys, s.ssh_user, s.ssh_port,
+    s.https_status, s.https_reason, s.https_not_after, s.https_pending_runs,
+    (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id
+     AND lt.task_type <> 'ISSUE_HTTPS') AS latest_task_id,
+    (SELECT min(rt.run_at) FROM cloud_pod_provisioning_tasks rt WHERE rt.subscription_id = s.id
+     AND rt.task_type = 'ISSUE_HTTPS' AND rt.status IN ('PENDING', 'RUNNING')) AS https_next_attempt_at
+"""
+# A task a worker may take now, besides being due (``t`` the task, ``s`` its pod): an operation a
+# person asked for waits only while the pod's background retry RUNS (at most one heartbeat: the
+# retry is cancelled when it sees the operation waiting); the retry runs only on an ACTIVE pod with
+# no other open task, so a waiting operation always goes first and nothing runs beside it.
+CLAIMABLE = """
+    CASE WHEN t.task_type <> 'ISSUE_HTTPS' THEN NOT EXISTS (
+             SELECT 1 FROM cloud_pod_provisioning_tasks o
+             WHERE o.subscription_id = t.subscription_id AND o.id <> t.id AND o.status = 'RUNNING')
+         ELSE s.status = 'ACTIVE' AND NOT EXISTS (
+             SELECT 1 FROM cloud_pod_provisioning_tasks o
+             WHERE o.subscription_id = t.subscription_id AND o.id <> t.id AND o.status IN ('PENDING', 'RUNNING'))
+    END
 """
 TASK_COLUMNS = """
     t.id, t.subscription_id, t.task_type, t.status, t.worker_id, t.attempts, t.max_attempts, t.run_at,
@@ -52,12 +72,29 @@ class IdempotencyMismatch(Exception):
     """The Idempotency-Key was used before with a different request."""
 
 
+class NotStartable(Exception):
+    """The pod's status does not allow the operation (``status``: the pod's)."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+def https_retry_delay(pending_runs, base, cap):
+    """Seconds until the next HTTPS retry after ``pending_runs`` runs in a row reported pending:
+    ``base``, then doubling, at most ``cap`` (no jitter: one retry per pod)."""
+    return min(cap, base * (2 ** max(0, pending_runs - 1)))
+
+
 def token_digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def migrate(database_url):
-    """Apply the migrations not yet recorded, in name order; return the names applied."""
+def migrate(database_url, upto=None):
+    """Apply the migrations not yet recorded, in name order; return the names applied.
+
+    ``upto`` (a file name) stops after that migration: tests build a database as an older
+    release left it, then migrate it with data in it."""
     applied = []
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
@@ -68,6 +105,8 @@ def migrate(database_url):
             done = {row[0]: row[1] for row in connection.execute(
                 "SELECT name, sha256 FROM cloud_pod_schema_migrations")}
             for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+                if upto is not None and path.name > upto:
+                    break
                 text = path.read_text()
                 digest = hashlib.sha256(text.encode()).hexdigest()
                 if path.name in done:
@@ -128,8 +167,10 @@ def open_pool(settings, name="runner_api", min_size=None, max_size=None):
 class Repository:
     """The database as runner_api uses it (a psycopg_pool.ConnectionPool underneath)."""
 
-    def __init__(self, pool):
+    def __init__(self, pool, https_retry_seconds=60.0, https_retry_max_seconds=3600.0):
         self.pool = pool
+        self.https_retry_seconds = https_retry_seconds
+        self.https_retry_max_seconds = https_retry_max_seconds
 
     def _one(self, sql, params=()):
         with self.pool.connection() as connection:
@@ -176,6 +217,7 @@ class Repository:
         earlier order of the same customer (then nothing is written).
         """
         key = order.get("idempotency_key")
+        values = dict(order, ssh_public_keys=Jsonb(list(order.get("ssh_public_keys") or [])))
         with self.pool.connection() as connection:
             if key:
                 existing = self._by_idempotency_key(connection, order["customer_id"], key)
@@ -185,10 +227,11 @@ class Repository:
                 with connection.transaction():
                     row = connection.execute(f"""
                         INSERT INTO cloud_pod_subscriptions AS s
-                            (customer_id, customer_email, plan_code, domain, hostname, idempotency_key, request_digest)
+                            (customer_id, customer_email, plan_code, domain, hostname, idempotency_key, request_digest,
+                             ssh_public_keys)
                         VALUES (%(customer_id)s, %(customer_email)s, %(plan_code)s, %(domain)s, %(hostname)s,
-                                %(idempotency_key)s, %(request_digest)s)
-                        RETURNING {SUBSCRIPTION_COLUMNS}, s.request_digest""", order).fetchone()
+                                %(idempotency_key)s, %(request_digest)s, %(ssh_public_keys)s)
+                        RETURNING {SUBSCRIPTION_COLUMNS}, s.request_digest""", values).fetchone()
                     task = connection.execute("""
                         INSERT INTO cloud_pod_provisioning_tasks (subscription_id, task_type, max_attempts,
                                                                   idempotency_key)
@@ -231,8 +274,10 @@ class Repository:
                          (subscription_id,))
 
     def latest_task(self, subscription_id):
+        """The pod's latest operation (the background HTTPS retry aside)."""
         return self._one(f"""SELECT {TASK_COLUMNS} FROM cloud_pod_provisioning_tasks t
-                             WHERE t.subscription_id = %s ORDER BY t.id DESC LIMIT 1""", (subscription_id,))
+                             WHERE t.subscription_id = %s AND t.task_type <> 'ISSUE_HTTPS'
+                             ORDER BY t.id DESC LIMIT 1""", (subscription_id,))
 
     def task_events(self, task_id):
         return self._all("""SELECT id, attempt, step, host, status, duration_ms, message, created_at
@@ -252,6 +297,31 @@ class Repository:
                     INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts)
                     VALUES (%s, %s, %s) RETURNING {TASK_COLUMNS}""",
                                           (subscription_id, task_type, max_attempts)).fetchone()
+                connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
+                return task
+        except pg_errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "cloud_pod_provisioning_tasks_one_open":
+                raise OperationInProgress(subscription_id) from None
+            raise
+
+    def set_ssh_keys(self, subscription_id, lines, task_type, max_attempts, start_states=("ACTIVE",)):
+        """Replace the pod's wanted SSH keys and queue the operation that applies them, in one
+        transaction: ``NotStartable`` (pod status) or ``OperationInProgress`` leave both unchanged.
+        None if there is no such pod."""
+        try:
+            with self.pool.connection() as connection, connection.transaction():
+                pod = connection.execute("SELECT status FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
+                                         (subscription_id,)).fetchone()
+                if pod is None:
+                    return None
+                if pod["status"] not in start_states:
+                    raise NotStartable(pod["status"])
+                task = connection.execute(f"""
+                    INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts)
+                    VALUES (%s, %s, %s) RETURNING {TASK_COLUMNS}""",
+                                          (subscription_id, task_type, max_attempts)).fetchone()
+                connection.execute("UPDATE cloud_pod_subscriptions SET ssh_public_keys = %s, updated_at = now() "
+                                   "WHERE id = %s", (Jsonb(list(lines)), subscription_id))
                 connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
                 return task
         except pg_errors.UniqueViolation as exc:
@@ -280,8 +350,31 @@ class Repository:
                 RETURNING id, subscription_id, task_type, last_error""",
                                       {"lease_seconds": lease_seconds}).fetchall()
             for row in rows:
-                self._fail_subscription(connection, row)
+                if row["task_type"] == operations.HTTPS_RETRY:
+                    self._https_retry_failed(connection, row)
+                else:
+                    self._fail_subscription(connection, row)
         return rows
+
+    def close_idle_https_retries(self):
+        """Waiting HTTPS retries of pods that are no longer ACTIVE: closed (COMPLETED, result
+        ``{"dropped": ...}``); a pod that is not ACTIVE is not retried."""
+        with self.pool.connection() as connection, connection.transaction():
+            return connection.execute("""
+                UPDATE cloud_pod_provisioning_tasks t
+                SET status = 'COMPLETED', finished_at = now(), updated_at = now(),
+                    result = jsonb_build_object('dropped', 'the pod is ' || s.status)
+                FROM cloud_pod_subscriptions s
+                WHERE s.id = t.subscription_id AND t.task_type = 'ISSUE_HTTPS' AND t.status = 'PENDING'
+                  AND s.status <> 'ACTIVE'
+                RETURNING t.id, t.subscription_id, s.status""").fetchall()
+
+    def operation_waiting(self, task):
+        """True when another task of the pod is open: a running background retry then steps aside."""
+        row = self._one("""SELECT 1 AS waiting FROM cloud_pod_provisioning_tasks
+                           WHERE subscription_id = %s AND id <> %s AND status IN ('PENDING', 'RUNNING') LIMIT 1""",
+                        (task["subscription_id"], task["id"]))
+        return row is not None
 
     @staticmethod
     def _fail_subscription(connection, task):
@@ -292,25 +385,82 @@ class Repository:
                            (operations.failure_status(task["task_type"]), task["last_error"],
                             task["subscription_id"]))
 
+    # ------------------------------------------------------------------ the background HTTPS retry
+
+    def _https_retry_failed(self, connection, task):
+        """A retry run that failed (not one that reported pending): still pending, with a reason a
+        customer can read and the task to look up; the next retry backs off further."""
+        row = connection.execute("""
+            UPDATE cloud_pod_subscriptions
+            SET https_reason = %s, https_pending_runs = https_pending_runs + 1, updated_at = now()
+            WHERE id = %s RETURNING id, status, https_status, https_pending_runs""",
+                                 (f"The certificate request did not complete (reference task-{task['id']}); "
+                                  "it is retried automatically.", task["subscription_id"])).fetchone()
+        self._schedule_https_retry(connection, row, reported=True)
+
+    def _schedule_https_retry(self, connection, pod, reported):
+        """After a task of the pod ended: keep exactly one waiting retry while the pod is ACTIVE
+        and its HTTPS pending, none otherwise. ``reported``: this run tried HTTPS (reported it, or
+        was the retry itself), so the waiting retry moves to the next backoff step."""
+        if pod is None:
+            return
+        if pod["status"] != "ACTIVE" or pod["https_status"] != "pending":
+            connection.execute("""
+                UPDATE cloud_pod_provisioning_tasks
+                SET status = 'COMPLETED', finished_at = now(), updated_at = now(),
+                    result = jsonb_build_object('dropped', %s::text)
+                WHERE subscription_id = %s AND task_type = 'ISSUE_HTTPS' AND status = 'PENDING'""",
+                               (f"the pod is {pod['status']}, HTTPS {pod['https_status'] or 'not reported'}",
+                                pod["id"]))
+            return
+        delay = https_retry_delay(pod["https_pending_runs"], self.https_retry_seconds, self.https_retry_max_seconds)
+        connection.execute("""
+            INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts, run_at)
+            VALUES (%(pod)s, 'ISSUE_HTTPS', 1, now() + make_interval(secs => %(delay)s))
+            ON CONFLICT (subscription_id) WHERE status IN ('PENDING', 'RUNNING') AND task_type = 'ISSUE_HTTPS'
+            DO UPDATE SET run_at = EXCLUDED.run_at, updated_at = now()
+            WHERE t.status = 'PENDING' AND %(reported)s""", {"pod": pod["id"], "delay": delay, "reported": reported})
+
+    # ------------------------------------------------------------------ claims
+
     def claim(self, worker_id, lease_seconds):
-        """Claim the next runnable task (pending and due, or running with an expired lease)."""
-        return self._one(f"""
-            WITH next AS (
-                SELECT id FROM cloud_pod_provisioning_tasks
-                WHERE status IN ('PENDING', 'RUNNING')
-                  AND ((status = 'PENDING' AND run_at <= now())
-                       OR (status = 'RUNNING' AND {LEASE_EXPIRED} AND attempts < max_attempts))
-                ORDER BY run_at, id
+        """Claim the next runnable task (pending and due, or running with an expired lease).
+
+        The pod's row is locked with the task: two workers never claim two tasks of one pod at
+        once, and the check that nothing else of the pod runs is repeated under that lock (a new
+        statement sees every claim committed before it). Operations go before background retries.
+        """
+        params = {"worker_id": worker_id, "lease_seconds": lease_seconds}
+        with self.pool.connection() as connection, connection.transaction():
+            candidate = connection.execute(f"""
+                SELECT t.id, t.subscription_id, t.task_type FROM cloud_pod_provisioning_tasks t
+                JOIN cloud_pod_subscriptions s ON s.id = t.subscription_id
+                WHERE t.status IN ('PENDING', 'RUNNING')
+                  AND ((t.status = 'PENDING' AND t.run_at <= now())
+                       OR (t.status = 'RUNNING' AND {LEASE_EXPIRED} AND t.attempts < t.max_attempts))
+                  AND {CLAIMABLE}
+                ORDER BY t.task_type = 'ISSUE_HTTPS', t.run_at, t.id
                 LIMIT 1
-                FOR UPDATE SKIP LOCKED)
-            UPDATE cloud_pod_provisioning_tasks t
-            SET status = 'RUNNING', worker_id = %(worker_id)s, attempts = t.attempts + 1,
-                lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-                started_at = now(), updated_at = now()
-            FROM next, cloud_pod_subscriptions s
-            WHERE t.id = next.id AND s.id = t.subscription_id
-            RETURNING {TASK_COLUMNS}, s.plan_code, s.domain, s.hostname, s.customer_email, s.vmid, s.node""",
-                         {"worker_id": worker_id, "lease_seconds": lease_seconds})
+                FOR UPDATE OF t, s SKIP LOCKED""", params).fetchone()
+            if candidate is None:
+                return None
+            busy = connection.execute("""
+                SELECT 1 FROM cloud_pod_provisioning_tasks
+                WHERE subscription_id = %s AND id <> %s
+                  AND (status = 'RUNNING' OR (%s AND status = 'PENDING')) LIMIT 1""",
+                                      (candidate["subscription_id"], candidate["id"],
+                                       candidate["task_type"] == operations.HTTPS_RETRY)).fetchone()
+            if busy is not None:
+                return None  # another worker claimed a task of this pod meanwhile
+            return connection.execute(f"""
+                UPDATE cloud_pod_provisioning_tasks t
+                SET status = 'RUNNING', worker_id = %(worker_id)s, attempts = t.attempts + 1,
+                    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+                    started_at = now(), updated_at = now()
+                FROM cloud_pod_subscriptions s
+                WHERE t.id = %(id)s AND s.id = t.subscription_id
+                RETURNING {TASK_COLUMNS}, s.plan_code, s.domain, s.hostname, s.customer_email, s.vmid, s.node,
+                          s.ssh_public_keys""", dict(params, id=candidate["id"])).fetchone()
 
     def heartbeat(self, task, lease_seconds):
         """Extend our lease; False if the task is no longer ours (lease lost to another worker)."""
@@ -337,7 +487,12 @@ class Repository:
             return cursor.rowcount == 1
 
     def complete(self, task, stats):
-        """Mark our task COMPLETED and apply its outcome to the subscription; False if not ours any more."""
+        """Mark our task COMPLETED and apply its outcome to the subscription; False if not ours any more.
+
+        ``stats`` (checked by the worker): vmid, node, ip, ssh_host_keys, ssh_user, ssh_port and the
+        HTTPS report (https_status, https_reason, https_not_after); what a run did not report stays.
+        """
+        background = task["task_type"] == operations.HTTPS_RETRY
         with self.pool.connection() as connection, connection.transaction():
             row = connection.execute("""
                 UPDATE cloud_pod_provisioning_tasks
@@ -348,34 +503,61 @@ class Repository:
             if row is None:
                 return False
             new_status = operations.success_status(task["task_type"])  # None: unchanged
-            connection.execute("""
+            https = stats.get("https_status")
+            pod = connection.execute("""
                 UPDATE cloud_pod_subscriptions
                 SET status = coalesce(%(status)s, status),
                     vmid = coalesce(%(vmid)s, vmid), node = coalesce(%(node)s, node),
-                    ip = coalesce(%(ip)s::inet, ip), last_error = NULL, updated_at = now(),
+                    ip = coalesce(%(ip)s::inet, ip), updated_at = now(),
+                    last_error = CASE WHEN %(background)s THEN last_error END,
                     activated_at = CASE WHEN %(status)s = 'ACTIVE' THEN coalesce(activated_at, now())
-                                   ELSE activated_at END
-                WHERE id = %(id)s""", {"status": new_status, "vmid": stats.get("vmid"), "node": stats.get("node"),
-                                       "ip": stats.get("ip") or None, "id": task["subscription_id"]})
+                                   ELSE activated_at END,
+                    ssh_host_keys = coalesce(%(ssh_host_keys)s, ssh_host_keys),
+                    ssh_user = coalesce(%(ssh_user)s, ssh_user), ssh_port = coalesce(%(ssh_port)s, ssh_port),
+                    https_status = coalesce(%(https)s, https_status),
+                    https_reason = CASE WHEN %(https)s::text IS NULL THEN https_reason ELSE %(https_reason)s END,
+                    https_not_after = CASE WHEN %(https)s::text IS NULL THEN https_not_after
+                                      ELSE %(https_not_after)s::timestamptz END,
+                    https_pending_runs = CASE WHEN %(https)s::text IS NULL THEN https_pending_runs
+                                              WHEN %(https)s = 'pending' THEN https_pending_runs + 1 ELSE 0 END
+                WHERE id = %(id)s
+                RETURNING id, status, https_status, https_pending_runs""",
+                                     {"status": new_status, "vmid": stats.get("vmid"), "node": stats.get("node"),
+                                      "ip": stats.get("ip") or None, "id": task["subscription_id"],
+                                      "background": background,
+                                      "ssh_host_keys": (Jsonb(stats["ssh_host_keys"]) if "ssh_host_keys" in stats
+                                                        else None),
+                                      "ssh_user": stats.get("ssh_user"), "ssh_port": stats.get("ssh_port"),
+                                      "https": https, "https_reason": stats.get("https_reason", ""),
+                                      "https_not_after": stats.get("https_not_after")}).fetchone()
+            self._schedule_https_retry(connection, pod, reported=https is not None or background)
         return True
 
     def fail_attempt(self, task, error, retry_delay, give_up=False):
         """After a failed attempt: back to PENDING after ``retry_delay`` s, or FAILED (task and pod)
-        when the attempts are used up. Returns the new task status, or None if not ours any more."""
+        when the attempts are used up. Returns the new task status, or None if not ours any more.
+
+        A background HTTPS retry that failed leaves the pod alone: its HTTPS stays pending with a
+        reason, and the next retry is scheduled further out."""
         with self.pool.connection() as connection, connection.transaction():
             row = connection.execute("""
                 UPDATE cloud_pod_provisioning_tasks
                 SET status = CASE WHEN attempts >= max_attempts OR %s THEN 'FAILED' ELSE 'PENDING' END,
                     finished_at = CASE WHEN attempts >= max_attempts OR %s THEN now() END,
-                    run_at = now() + make_interval(secs => %s), lease_expires_at = NULL,
-                    last_error = %s, updated_at = now()
+                    -- a task that failed for good keeps the time it was due
+                    run_at = CASE WHEN attempts >= max_attempts OR %s THEN run_at
+                                  ELSE now() + make_interval(secs => %s) END,
+                    lease_expires_at = NULL, last_error = %s, updated_at = now()
                 WHERE id = %s AND worker_id = %s AND attempts = %s AND status = 'RUNNING'
                 RETURNING id, subscription_id, task_type, status, last_error""",
-                                     (give_up, give_up, retry_delay, error, task["id"], task["worker_id"],
+                                     (give_up, give_up, give_up, retry_delay, error, task["id"], task["worker_id"],
                                       task["attempts"])).fetchone()
             if row is None:
                 return None
-            if row["status"] == "FAILED":
+            if row["task_type"] == operations.HTTPS_RETRY:
+                if row["status"] == "FAILED":
+                    self._https_retry_failed(connection, row)
+            elif row["status"] == "FAILED":
                 self._fail_subscription(connection, row)
             else:
                 connection.execute("UPDATE cloud_pod_subscriptions SET last_error = %s, updated_at = now() "
@@ -400,11 +582,14 @@ class Repository:
         return row is not None
 
     def seconds_until_next_task(self, lease_seconds=30.0):
-        """Seconds until the earliest pending task is due or a lease expires (None: queue empty)."""
-        row = self._one("""
-            SELECT extract(epoch FROM min(CASE WHEN status = 'PENDING' THEN run_at
-                                               ELSE greatest(lease_expires_at, pg_postmaster_start_time()
+        """Seconds until the earliest task a worker could take is due or a lease expires (None: none).
+        A task that waits for another task of its pod is not counted: the end of that one wakes us."""
+        row = self._one(f"""
+            SELECT extract(epoch FROM min(CASE WHEN t.status = 'PENDING' THEN t.run_at
+                                               ELSE greatest(t.lease_expires_at, pg_postmaster_start_time()
                                                              + make_interval(secs => %s)) END)
                                       - now()) AS wait
-            FROM cloud_pod_provisioning_tasks WHERE status IN ('PENDING', 'RUNNING')""", (lease_seconds,))
+            FROM cloud_pod_provisioning_tasks t JOIN cloud_pod_subscriptions s ON s.id = t.subscription_id
+            WHERE t.status IN ('PENDING', 'RUNNING') AND (t.status = 'RUNNING' OR {CLAIMABLE})""",
+                        (lease_seconds,))
         return None if row["wait"] is None else max(0.0, float(row["wait"]))

@@ -32,10 +32,13 @@ ANSIBLE_DEFAULT_COLLECTIONS_PATH = "~/.ansible/collections:/usr/share/ansible/co
 MASK = "********"
 
 # Variables the playbooks read (module defaults); handed to ansible-runner as environment.
-PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT")
+PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT", "CLOUDPODS_ACME_")
+# Site settings the playbooks read from the environment (their env fallback), none of them a secret.
+PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT")
 # Never handed to a playbook even though a prefix would match.
 PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)
+KEY_RULE = Path("plugins") / "module_utils" / "ssh_keys.py"
 TOKEN_ID_PATTERN = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
 
 
@@ -54,6 +57,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     playbook_dir: Path
     collections_path: str | None = None  # ANSIBLE_COLLECTIONS_PATH for the playbooks; None: as the worker's
     grammar_file: Path | None = None  # playbooks/vars/settings.yml (order rules); None: the checkout's
+    ssh_keys_file: Path | None = None  # plugins/module_utils/ssh_keys.py (the key rule); None: the checkout's
     pool_min: int = 1
     pool_max: int = 10
     max_body_bytes: int = 16384
@@ -68,6 +72,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     run_dir: Path | None = None
     db_timeout_seconds: float = 2.0
     db_retry_max_seconds: float = 10.0
+    https_retry_seconds: float = 60.0
+    https_retry_max_seconds: float = 3600.0
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -115,7 +121,13 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             # gives up (the API answers 503), and the cap of the backoff while the database is away.
             db_timeout_seconds=reader.number("CLOUDPODS_DB_TIMEOUT_SECONDS", 2.0, minimum=0.1),
             db_retry_max_seconds=reader.number("CLOUDPODS_DB_RETRY_MAX_SECONDS", 10.0, minimum=0.1),
+            # The background HTTPS retry (README, "HTTPS retries"): the first retry after
+            # CLOUDPODS_HTTPS_RETRY_SECONDS, doubling after each run that still reports pending, at
+            # most CLOUDPODS_HTTPS_RETRY_MAX_SECONDS apart, for as long as the pod is ACTIVE.
+            https_retry_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_SECONDS", 60.0, minimum=0.1),
+            https_retry_max_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_MAX_SECONDS", 3600.0, minimum=0.1),
         )
+        reader.integer("CLOUDPODS_SSH_PORT", 22, minimum=1, maximum=65535)
         if worker:
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):
                 reader.required(name)
@@ -127,6 +139,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             problems.append("CLOUDPODS_HEARTBEAT_SECONDS must be shorter than CLOUDPODS_LEASE_SECONDS")
         rules_dir = playbooks or values["playbook_dir"]
         values["grammar_file"] = rules_dir / "vars" / "settings.yml" if rules_dir else None
+        # The key rule is a file of the collection (beside its playbooks directory).
+        values["ssh_keys_file"] = rules_dir.parent / KEY_RULE if rules_dir else None
         not_found = (f"the {'.'.join(COLLECTION)} collection is not installed in ANSIBLE_COLLECTIONS_PATH "
                      f"({collections_path}): install it with ansible-galaxy collection install, or set")
         if catalogue and values["plans_file"] is None:
@@ -140,10 +154,12 @@ class Settings:  # pylint: disable=too-many-instance-attributes
                             "rules in its vars/settings.yml)")
         elif catalogue:
             problems.extend(_check_grammar(values["grammar_file"], from_collection=playbooks is not None))
+            problems.extend(_check_key_rule(values["ssh_keys_file"], from_collection=playbooks is not None))
         if problems:
             raise SettingsError(problems)
         playbook_env = {name: value for name, value in env.items()
-                        if name.startswith(PLAYBOOK_ENV_PREFIXES) and name not in PLAYBOOK_ENV_EXCLUDED}
+                        if (name.startswith(PLAYBOOK_ENV_PREFIXES) or name in PLAYBOOK_ENV_NAMES)
+                        and name not in PLAYBOOK_ENV_EXCLUDED}
         return cls(database_url=database_url, playbook_env=playbook_env, collections_path=collections_path,
                    **values)
 
@@ -204,6 +220,19 @@ def _check_grammar(path, from_collection):
     return []
 
 
+def _check_key_rule(path, from_collection):
+    """Problems with the SSH key rule (plugins/module_utils/ssh_keys.py) the API checks keys with."""
+    from . import keys  # pylint: disable=import-outside-toplevel
+    where = "of the collection" if from_collection else "beside CLOUDPODS_PLAYBOOK_DIR"
+    if not Path(path).is_file():
+        return [f"CLOUDPODS_PLAYBOOK_DIR: the SSH key rule {path} ({where}) does not exist"]
+    try:
+        keys.load(Path(path))
+    except (OSError, ValueError, SyntaxError, ImportError) as exc:
+        return [f"CLOUDPODS_PLAYBOOK_DIR: the SSH key rule {path} ({where}) cannot be loaded: {exc}"]
+    return []
+
+
 class _Reader:
     def __init__(self, env, problems):
         self.env = env
@@ -243,8 +272,11 @@ class _Reader:
             self.problems.append(f"{name} must have the form {form}")
         return value
 
-    def integer(self, name, default, minimum=None):
-        return self._numeric(name, default, minimum, int, "an integer")
+    def integer(self, name, default, minimum=None, maximum=None):
+        number = self._numeric(name, default, minimum, int, "an integer")
+        if maximum is not None and number > maximum:
+            self.problems.append(f"{name} must be at most {maximum}, got {number}")
+        return number
 
     def number(self, name, default, minimum=None):
         return self._numeric(name, default, minimum, float, "a number")

@@ -1,6 +1,6 @@
 """JSON shapes of pods and tasks, and the provisioning progress a customer sees."""
 
-from . import operations
+from . import keys, operations
 
 
 def iso(value):
@@ -26,9 +26,30 @@ def pod(row, admin=False):
         "created_at": iso(row["created_at"]), "activated_at": iso(row["activated_at"]),
         "last_error": row["last_error"] if admin else customer_error(row),
     }
+    view["ssh"] = ssh(row)
+    view["https"] = https(row)
     if admin:
         view["customer_id"] = row["customer_id"]
     return view
+
+
+def ssh(row):
+    """How the customer logs in: host (the domain, else the IP), port and user as the playbooks
+    reported them, the pod's host key fingerprints, and the keys that may log in."""
+    return {"host": row.get("domain") or row.get("ip"), "port": row.get("ssh_port"), "user": row.get("ssh_user"),
+            "host_key_fingerprints": list(row.get("ssh_host_keys") or []),
+            "keys": keys.describe(row.get("ssh_public_keys") or [])}
+
+
+def https(row):
+    """The certificate's state as the last run reported it; while pending, when the background
+    retry tries next (``next_attempt_at``, null when none is queued)."""
+    status = row.get("https_status") or "none"
+    reason = row.get("https_reason") or ""
+    if row.get("https_status") is None and row.get("status") == "PROVISIONING":
+        reason = "HTTPS is set up while the pod is provisioned."
+    return {"status": status, "reason": reason, "not_after": iso(row.get("https_not_after")),
+            "next_attempt_at": iso(row.get("https_next_attempt_at")) if status == "pending" else None}
 
 
 def task(row):

@@ -18,6 +18,7 @@ warning when the database goes away, one line when it is back.
 """
 
 import collections
+import datetime
 import logging
 import os
 import random
@@ -45,6 +46,65 @@ def retry_delay(attempt, base, cap):
     """Exponential backoff with jitter: half of base*2^(attempt-1) (capped) fixed, half random."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+HOST_KEY_LIMIT = 16  # fingerprints kept per pod (a pod has three or four host keys)
+TEXT_LIMIT = 500  # characters kept of a reported string
+
+
+def _text(value, limit=TEXT_LIMIT):
+    return " ".join(value.split())[:limit] if isinstance(value, str) else None
+
+
+def _timestamp(value):
+    """An ISO 8601 time as the playbooks report it ("" or anything else unreadable: None)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def reported_stats(stats):
+    """What a run's ``set_stats`` tell about the pod, checked and flattened for the subscription row.
+
+    The contract with the playbooks (playbooks/common/report.yml, https.yml, ssh_keys.yml): ``vmid``,
+    ``node``, ``ip``; ``ssh_host_keys`` a list of "SHA256:<b64> (ED25519|ECDSA|RSA)"; ``ssh``
+    {"user", "port"}; ``https`` {"status": active|pending|none, "reason", "not_after": ISO 8601 or ""}.
+    A value of the wrong shape is left out (the pod keeps what it had) and logged.
+    """
+    out = {key: stats.get(key) for key in ("vmid", "node", "ip") if stats.get(key) not in (None, "")}
+    if "vmid" in out:
+        out["vmid"] = int(out["vmid"])
+    host_keys = stats.get("ssh_host_keys")
+    if host_keys is not None:
+        if isinstance(host_keys, list) and all(isinstance(k, str) for k in host_keys):
+            out["ssh_host_keys"] = [_text(k, 200) for k in host_keys[:HOST_KEY_LIMIT]]
+        else:
+            LOG.warning("set_stats ssh_host_keys is not a list of strings; ignored")
+    ssh = stats.get("ssh")
+    if ssh is not None:
+        port = ssh.get("port") if isinstance(ssh, dict) else None
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            port = None
+        if isinstance(ssh, dict) and isinstance(ssh.get("user"), str) and port and 0 < port < 65536:
+            out["ssh_user"], out["ssh_port"] = _text(ssh["user"], 64), port
+        else:
+            LOG.warning("set_stats ssh is not {user, port}; ignored")
+    https = stats.get("https")
+    if https is not None:
+        if isinstance(https, dict) and https.get("status") in ("active", "pending", "none"):
+            out["https_status"] = https["status"]
+            out["https_reason"] = _text(https.get("reason")) or ""
+            not_after = _timestamp(https.get("not_after"))
+            out["https_not_after"] = not_after.isoformat() if not_after else None
+        else:
+            LOG.warning("set_stats https is not {status: active|pending|none, ...}; ignored")
+    return out
 
 
 def extra_vars_for(task):
@@ -85,7 +145,8 @@ class Worker:
         pool = None
         if self.repository is None:
             pool = open_pool(self.settings, name=f"cloudpods-worker {self.worker_id}"[:60], min_size=1, max_size=3)
-            self.repository = Repository(pool)
+            self.repository = Repository(pool, https_retry_seconds=self.settings.https_retry_seconds,
+                                         https_retry_max_seconds=self.settings.https_retry_max_seconds)
         ready = False
         try:
             while not self.stopping.is_set():
@@ -160,6 +221,8 @@ class Worker:
         """Claim and run one task; False if there was none."""
         for lost in self.repository.fail_exhausted_leases(self.settings.lease_seconds):
             LOG.warning("task %s FAILED: %s", lost["id"], lost["last_error"])
+        for dropped in self.repository.close_idle_https_retries():
+            LOG.info("task %s (HTTPS retry) dropped: the pod is %s", dropped["id"], dropped["status"])
         task = self.repository.claim(self.worker_id, self.settings.lease_seconds)
         self.outage.recovered()
         if task is None:
@@ -180,12 +243,15 @@ class Worker:
         # Set by the heartbeat when the lease could not be renewed, or by the first event row refused:
         # another worker owns the task now, and the run is cancelled at once.
         lease_lost = self.events.lost
+        # Set by the heartbeat of a background task (the HTTPS retry) when an operation of its pod
+        # is waiting: the retry is cancelled and released, the operation goes first.
+        preempted = threading.Event()
         done = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(task, lease_lost, done), daemon=True)
+        heartbeat = threading.Thread(target=self._heartbeat, args=(task, lease_lost, done, preempted), daemon=True)
         heartbeat.start()
 
         def cancel():
-            if lease_lost.is_set():
+            if lease_lost.is_set() or preempted.is_set():
                 return True
             return (self.stopping.is_set() and
                     time.monotonic() - self.stop_requested_at > self.settings.shutdown_grace_seconds)
@@ -210,10 +276,11 @@ class Worker:
         if lease_lost.is_set():
             LOG.warning("task %s: lease lost; another worker owns it now", task["id"])
             return
-        if result is not None and result.status == "canceled" and self.stopping.is_set():
-            if self._until_written(task, "its release", self.repository.release, task,
-                                   f"worker {self.worker_id} shut down before the playbook finished") is True:
-                LOG.info("task %s released", task["id"])
+        if result is not None and result.status == "canceled" and (self.stopping.is_set() or preempted.is_set()):
+            reason = (f"worker {self.worker_id} shut down before the playbook finished" if self.stopping.is_set()
+                      else "an operation on this pod is waiting: it goes first")
+            if self._until_written(task, "its release", self.repository.release, task, reason) is True:
+                LOG.info("task %s released (%s)", task["id"], reason)
             return
         if result is not None and result.ok:
             self._succeeded(task, result)
@@ -223,10 +290,15 @@ class Worker:
             error, retryable = result.error, result.retryable
         self._failed(task, error, retryable)
 
-    def _heartbeat(self, task, lease_lost, done):
+    def _heartbeat(self, task, lease_lost, done, preempted=None):
+        background = operations.find(task["task_type"]) is not None and operations.get(task["task_type"]).background
         while not done.wait(self.settings.heartbeat_seconds):
             try:
                 renewed = self.repository.heartbeat(task, self.settings.lease_seconds)
+                if renewed and background and preempted is not None and self.repository.operation_waiting(task):
+                    LOG.info("task %s: an operation on its pod is waiting; cancelling this background run",
+                             task["id"])
+                    preempted.set()
             except DB_ERRORS as exc:
                 self.outage.failed(exc)  # the lease may expire meanwhile; the fenced writes tell
                 continue
@@ -239,17 +311,15 @@ class Worker:
                 return
 
     def _succeeded(self, task, result):
-        stats = {key: result.stats.get(key) for key in ("vmid", "node", "ip") if result.stats.get(key) not in
-                 (None, "")}
-        if "vmid" in stats:
-            stats["vmid"] = int(stats["vmid"])
+        stats = reported_stats(result.stats)
         completed = self._until_written(task, "its outcome (COMPLETED)", self.repository.complete, task, stats)
         if completed is GAVE_UP:
             return
         if not completed:
             LOG.warning("task %s finished but is no longer ours", task["id"])
             return
-        summary = ", ".join(f"{key} {value}" for key, value in stats.items())
+        summary = ", ".join(f"{key} {value}" for key, value in stats.items()
+                            if key in ("vmid", "node", "ip", "https_status"))
         operation = operations.find(task["task_type"])
         message = operation.success_message if operation else f"{task['task_type']} done"
         self.events.add(step="worker", status="completed", message=message + (f": {summary}" if summary else ""))

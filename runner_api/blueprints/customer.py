@@ -8,10 +8,10 @@ import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import grammar, operations, views
+from .. import grammar, keys, operations, views
 from ..auth import acting_customer, authenticate, require_role
 from ..errors import Problem
-from ..repository import DomainTaken, IdempotencyMismatch
+from ..repository import DomainTaken, IdempotencyMismatch, NotStartable, OperationInProgress
 
 blueprint = Blueprint("customer", __name__, url_prefix="/api/cloud-pods")
 
@@ -85,9 +85,17 @@ def _read_body(limit):
     return raw
 
 
-def _order_body(state):
+def _json_body(state, schema_name, what):
+    """The request's JSON object, checked against ``schema_name`` of the OpenAPI document; 415,
+    413, 400 or 422 (problem+json, ``errors`` naming every problem) otherwise.
+
+    ``ssh_public_keys`` is checked by the key rule alone (``keys.check``), never by jsonschema:
+    jsonschema's messages quote the value ("'-----BEGIN ...' is not of type 'array'"), and an
+    entry may be a private key pasted by mistake. Returns ``(body, key_lines)``; ``key_lines`` is
+    None when the body has no ``ssh_public_keys``.
+    """
     if not request.is_json:
-        raise Problem(415, "Unsupported Media Type", "The order must be sent as application/json.",
+        raise Problem(415, "Unsupported Media Type", f"The {what} must be sent as application/json.",
                       "unsupported-media-type")
     raw = _read_body(current_app.config["MAX_CONTENT_LENGTH"])
     try:
@@ -103,13 +111,49 @@ def _order_body(state):
         except UnicodeEncodeError:
             raise Problem(400, "Bad Request", "The request body holds a string that is not valid Unicode text "
                           "(a lone surrogate escape).", "malformed-json") from None
-    schema = dict(state.openapi, **{"$ref": "#/components/schemas/OrderRequest"})
-    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
-    if problems:
-        messages = [f"{'.'.join(str(p) for p in error.path) or 'body'}: {error.message}" for error in problems]
-        raise Problem(422, "Unprocessable Content", "The order is not valid: " + "; ".join(messages),
-                      "invalid-order", errors=messages)
-    return body
+    rest = {name: value for name, value in body.items() if name != keys.FIELD}
+    schema = dict(state.openapi, **{"$ref": f"#/components/schemas/{schema_name}"})
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(rest), key=lambda e: list(e.path))
+    messages = [_schema_message(error) for error in problems
+                if not (error.validator == "required" and keys.FIELD in error.message)]
+    lines = None
+    if keys.FIELD in body:
+        lines, key_errors = keys.check(body[keys.FIELD])
+        messages += key_errors
+    elif keys.FIELD in schema_required(state, schema_name):
+        messages.append(f"{keys.FIELD}: required (a list of OpenSSH public keys; [] for none)")
+    if messages:
+        raise Problem(422, "Unprocessable Content", f"The {what} is not valid: " + "; ".join(messages),
+                      f"invalid-{what.replace(' ', '-')}", errors=messages)
+    return body, lines
+
+
+def _schema_message(error):
+    """jsonschema's message for one problem; one that would quote a private key (pasted as a field
+    name, say) says so instead of repeating it."""
+    where = ".".join(str(p) for p in error.path) or "body"
+    if keys.looks_private(error.message):
+        return f"{where}: holds a PRIVATE key (not repeated here): never send it anywhere"
+    return f"{where}: {error.message}"
+
+
+def _quoted(value):
+    """A field's value as an error message quotes it: JSON, unless it holds a private key."""
+    text = json.dumps(value)
+    return "the value (a PRIVATE key: not repeated here)" if keys.looks_private(text) else text
+
+
+def schema_required(state, schema_name):
+    return state.openapi["components"]["schemas"][schema_name].get("required", [])
+
+
+def order_digest_parts(plan_code, domain, email, key_lines):
+    """What an Idempotency-Key's order is made of. The keys (normalised lines, in order) count only
+    when there are any, so an order without keys has the digest it had before keys existed."""
+    parts = [plan_code, domain, email.lower()]
+    if key_lines:
+        parts.append(list(key_lines))
+    return parts
 
 
 @blueprint.post("/order")
@@ -121,7 +165,7 @@ def order():
     if key is not None and not grammar.printable_token(key):
         raise Problem(400, "Bad Request", "Idempotency-Key must be 1 to 128 printable ASCII characters.",
                       "invalid-idempotency-key")
-    body = _order_body(state)
+    body, key_lines = _json_body(state, "OrderRequest", "order")
     if state.plans.get(body["plan_code"]) is None:
         raise Problem(422, "Unprocessable Content", f"There is no plan {body['plan_code']!r}; see "
                       "GET /api/cloud-pods/plans.", "unknown-plan")
@@ -129,20 +173,21 @@ def order():
     if body.get("domain"):
         domain = normalise_domain(body["domain"])
         if domain is None:
-            raise Problem(422, "Unprocessable Content", f"domain: {json.dumps(body['domain'])} is not a domain "
+            raise Problem(422, "Unprocessable Content", f"domain: {_quoted(body['domain'])} is not a domain "
                           "name (letters, digits and '-' in labels of at most 63 characters, two labels or more; "
                           "no spaces or control characters).", "invalid-domain", errors=["domain: not a domain name"])
     email = grammar.email(body["customer_email"])
     if email is None:
-        raise Problem(422, "Unprocessable Content", f"customer_email: {json.dumps(body['customer_email'])} is not "
+        raise Problem(422, "Unprocessable Content", f"customer_email: {_quoted(body['customer_email'])} is not "
                       "a mail address we can send to: an ASCII local part (letters, digits and "
                       "!#$&'*+/=?^_`|~- separated by single dots), '@' and a domain name; no spaces, control "
                       "characters, quotes, brackets, commas, '{', '}' or '%'.", "invalid-email",
                       errors=["customer_email: not a mail address"])
-    digest = hashlib.sha256(json.dumps([body["plan_code"], domain, email.lower()]).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(order_digest_parts(body["plan_code"], domain, email, key_lines))
+                            .encode()).hexdigest()
     order_row = {"customer_id": customer, "customer_email": email, "plan_code": body["plan_code"],
                  "domain": domain, "hostname": "cp-" + secrets.token_hex(5), "idempotency_key": key,
-                 "request_digest": digest}
+                 "request_digest": digest, "ssh_public_keys": key_lines or []}
     try:
         row, created = state.repository.create_order(order_row, state.settings.max_attempts)
     except DomainTaken:
@@ -154,4 +199,34 @@ def order():
     response = jsonify(id=str(row["id"]), status=row["status"], hostname=row["hostname"], links={"self": location})
     response.status_code = 202 if created else 200
     response.headers["Location"] = location
+    return response
+
+
+@blueprint.put("/<uuid:pod_id>/ssh-keys")
+def set_ssh_keys(pod_id):
+    """Replace the keys that log in to the pod: 202 with the SET_SSH_KEYS task (the pod's progress
+    shows it). The subscription holds the wanted keys, written with the task in one transaction;
+    the playbook converges the pod to exactly them. An empty list: no key logs in."""
+    operation = operations.get("SET_SSH_KEYS")
+    state = _state()
+    principal = require_role(*operation.roles)
+    customer = acting_customer(required=principal.role != "admin")
+    row = state.repository.get_subscription(pod_id)
+    if row is None or (customer is not None and row["customer_id"] != customer):
+        raise Problem(404, "Not Found", "There is no such pod.", "unknown-pod")
+    _body, lines = _json_body(state, "SshKeysRequest", "key list")
+    try:
+        task = state.repository.set_ssh_keys(pod_id, lines, operation.name, state.settings.max_attempts,
+                                             start_states=operation.start_states)
+    except NotStartable as exc:
+        raise Problem(409, "Conflict", operation.not_startable(exc.status), "pod-not-active") from None
+    except OperationInProgress:
+        raise Problem(409, "Conflict", "Another operation on this pod is queued or running; retry when it is "
+                      "done.", "operation-in-progress") from None
+    if task is None:
+        raise Problem(404, "Not Found", "There is no such pod.", "unknown-pod")
+    task.update(hostname=row["hostname"], plan_code=row["plan_code"])
+    response = jsonify(views.task(task))
+    response.status_code = 202
+    response.headers["Location"] = f"/api/cloud-pods/{pod_id}"
     return response

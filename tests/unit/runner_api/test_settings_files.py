@@ -32,6 +32,8 @@ def installed(tmp_path, monkeypatch):
     monkeypatch.setattr(settings_module, 'source_checkout', lambda: None)
     collection = tmp_path / 'collections' / 'ansible_collections' / 'mpanel' / 'cloudpods'
     shutil.copytree(os.path.join(ROOT, 'playbooks', 'vars'), collection / 'playbooks' / 'vars')
+    (collection / 'plugins' / 'module_utils').mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, 'plugins', 'module_utils', 'ssh_keys.py'), collection / 'plugins' / 'module_utils')
     return collection
 
 
@@ -41,6 +43,7 @@ def test_outside_a_checkout_the_files_come_from_the_installed_collection(install
     assert settings.plans_file == installed / 'playbooks' / 'vars' / 'plans.yml'
     assert settings.playbook_dir == installed / 'playbooks'
     assert settings.grammar_file == installed / 'playbooks' / 'vars' / 'settings.yml'
+    assert settings.ssh_keys_file == installed / 'plugins' / 'module_utils' / 'ssh_keys.py'
     assert settings.collections_path == path  # the worker's playbooks run with the same collections
     assert find_collection(str(tmp_path / 'collections' / 'ansible_collections')) == installed
 
@@ -88,5 +91,38 @@ def test_the_dry_run_builds_its_extra_vars_with_the_operation_registry(monkeypat
     assert cli.main(['provision', 'CLOUD_POD_STARTER', '--dry-run', '--email', 'jane@example.org']) == 0
     assert seen[0].operation == 'CREATE_CONTAINER' and seen[0].check
     assert seen[0].extra_vars == {'pod': 'dry-run-pod', 'plan': 'CLOUD_POD_STARTER', 'domain': '',
-                                  'customer_email': 'jane@example.org'}
+                                  'customer_email': 'jane@example.org', 'ssh_public_keys': []}
     assert 'nothing was changed' in capsys.readouterr().out
+
+
+def test_a_missing_or_broken_key_rule_stops_start_up(installed, tmp_path):
+    path = str(tmp_path / 'collections')
+    rule = installed / 'plugins' / 'module_utils' / 'ssh_keys.py'
+    rule.write_text('MAX_KEYS = 10\n')
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({'DATABASE_URL': DB, 'ANSIBLE_COLLECTIONS_PATH': path})
+    assert 'the SSH key rule %s' % rule in str(error.value) and 'not the SSH key rule' in str(error.value)
+    rule.unlink()
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({'DATABASE_URL': DB, 'ANSIBLE_COLLECTIONS_PATH': path})
+    assert 'the SSH key rule %s (of the collection) does not exist' % rule in str(error.value)
+
+
+def test_the_playbooks_get_the_site_settings_of_the_contract():
+    env = dict(WORKER_ENV, DATABASE_URL=DB, CLOUDPODS_SSH_PORT='2222', CLOUDPODS_CUSTOMER_USER='site',
+               CLOUDPODS_ACME_DIRECTORY='https://127.0.0.1:14000/dir', CLOUDPODS_ACME_EMAIL='hostmaster@example.net',
+               CLOUDPODS_ACME_CA_BUNDLE='/etc/pebble/root.pem', CLOUDPODS_HTTPS_WAIT='30',
+               CLOUDPODS_HTTPS_RETRY_SECONDS='0.5', CLOUDPODS_LEASE_SECONDS='40')
+    settings = Settings.from_env(env, worker=True)
+    contract = ('CLOUDPODS_SSH_PORT', 'CLOUDPODS_CUSTOMER_USER', 'CLOUDPODS_ACME_DIRECTORY', 'CLOUDPODS_ACME_EMAIL',
+                'CLOUDPODS_ACME_CA_BUNDLE', 'CLOUDPODS_HTTPS_WAIT')
+    assert {name: settings.playbook_env[name] for name in contract} == {name: env[name] for name in contract}
+    # None of them is a secret: they go to ansible-playbook as plain environment.
+    assert all(name in executors.LocalAnsibleRunner(settings).public_env for name in contract)
+    # runner_api's own settings stay with runner_api.
+    assert 'CLOUDPODS_HTTPS_RETRY_SECONDS' not in settings.playbook_env
+    assert 'CLOUDPODS_LEASE_SECONDS' not in settings.playbook_env
+    assert settings.https_retry_seconds == 0.5
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env(dict(env, CLOUDPODS_SSH_PORT='70000'))
+    assert 'CLOUDPODS_SSH_PORT must be at most 65535' in str(error.value)
