@@ -277,6 +277,9 @@ class PveSimService(Service):
             "tokens": [{"token_id": self.TOKEN_ID, "secret": settings["token_secret"],
                         "privs": CLOUDPODS_PROV_PRIVILEGES, "acl": bridge_acl(self.BRIDGE)}],
             "default_task_duration": 0.2, "dhcp_delay": 1.0,
+            # The datacenter firewall on (a fresh PVE has it off): without it PVE enforces no pod's
+            # firewall (pod_firewall then warns, enforced=false). Back on after every /_lab/reset.
+            "cluster_firewall": {"enable": 1},
         }
         config.update(self.extra_config())
         _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
