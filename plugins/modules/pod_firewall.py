@@ -387,8 +387,8 @@ class PodFirewall(ProxmoxModule):
         for pos in sorted(plan.update):
             self.changes.append('update rule %s' % normalize_rule(rules_before[pos]).get('comment'))
         for pos in sorted(plan.delete):
-            self.changes.append('delete rule %s' % (normalize_rule(rules_before[pos]).get('comment')
-                                                      or 'at position %d (not ours)' % pos))
+            comment = normalize_rule(rules_before[pos]).get('comment')
+            self.changes.append('delete rule %s' % (comment or 'at position %d (not ours)' % pos))
         self.changes.extend('create rule %s' % rule['comment'] for rule in plan.create)
         if plan.reorder:
             self.changes.append('put our rules in order')
