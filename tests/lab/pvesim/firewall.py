@@ -151,8 +151,9 @@ class Firewall:
 
         Rules.pm ``register_create_rule`` takes a ``digest`` but never checks it.
         """
-        rule = {key: value for key, value in params.items() if key != "pos"}
-        rule.setdefault("enable", 0)
+        rule = _copy_rule_data({}, {key: value for key, value in params.items() if key != "pos"})
+        if params.get("enable") is None:
+            rule["enable"] = 0
         self._verify_rule(rule)
         self.rules.insert(0, rule)
 
@@ -176,7 +177,7 @@ class Firewall:
             if key in ("type", "action"):
                 raise ParamError({"delete": f"unable to delete required property '{key}'"})
             updated.pop(key, None)
-        updated.update(params)
+        _copy_rule_data(updated, params)
         self._verify_rule(updated)
         self.rules[pos] = updated
 
@@ -338,6 +339,18 @@ class ClusterFirewall:
     @property
     def enabled(self) -> bool:
         return bool(int(self.options.get("enable") or 0))
+
+
+def _copy_rule_data(rule: dict, params: dict) -> dict:
+    """src/PVE/Firewall.pm ``copy_rule_data`` (create and update): ``''`` or ``-`` deletes a field."""
+    for key, value in params.items():
+        if value is None:
+            continue
+        if value in ("", "-"):
+            rule.pop(key, None)
+        else:
+            rule[key] = value
+    return rule
 
 
 def check_digest(current: str, given: str | None) -> None:
