@@ -54,7 +54,7 @@ options:
       - Anti-spoofing. The container may only send from its addresses (the ones configured on C(net0) and the
         entries of the IP set C(ipfilter-net0)) and IPv6 link-local.
       - A container on DHCP has no configured address, so Proxmox VE would let it send from none (only DHCP and
-        replies to connections made to it): give its lease in O(ipfilter_addresses).
+        replies to connections made to it), so give its lease in O(ipfilter_addresses).
     type: bool
     default: true
   ipfilter_addresses:
@@ -96,10 +96,10 @@ options:
         choices: [ACCEPT, REJECT, DROP]
         default: ACCEPT
       proto:
-        description: Protocol (C(tcp), C(udp), C(icmp), ...); needed with O(rules[].dport) or O(rules[].sport).
+        description: "Protocol (C(tcp), C(udp), C(icmp), ...); needed with O(rules[].dport) or O(rules[].sport)."
         type: str
       dport:
-        description: Destination ports (C(80), C(8000:8100), C(80,443)).
+        description: "Destination ports (C(80), C(8000:8100), C(80,443))."
         type: str
       sport:
         description: Source ports.
@@ -184,7 +184,7 @@ EXAMPLES = r"""
 RETURN = r"""
 enforced:
   description:
-    - Whether Proxmox VE enforces the container's firewall at all: the datacenter firewall is on.
+    - Whether Proxmox VE enforces the container's firewall at all, that is whether the datacenter firewall is on.
     - V(null) when it could not be read (no C(Sys.Audit) on C(/)).
   returned: always
   type: bool
