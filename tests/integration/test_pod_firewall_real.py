@@ -214,3 +214,18 @@ def test_dry_run_shows_the_firewall_changes(lxc_env, pod):
     assert [r.get('comment') for r in result['diff']['after']['rules']][:3] == [
         'cloudpods: %s' % entry for entry in plan_firewall()['allow_in']]
     assert 'cloudpods: 443/tcp' not in [r.get('comment') for r in api.get(fw_path(pod, 'rules'))]
+
+
+def test_reject_answers_where_drop_stays_silent(lxc_env, internet, pod):
+    """A REJECT rule (an operator's, at the top) turns nginx's open port 80 into a TCP reset."""
+    api = client(lxc_env)
+    api.post(fw_path(pod, 'rules'), type='in', action='REJECT', proto='tcp', dport='80', enable=1,
+             comment='operator: web closed for maintenance')
+    try:
+        assert internet.probe(pod['ip'], 80) == 'refused'
+        assert internet.probe(pod['ip'], 8080) == 'timeout'  # the policy still drops
+    finally:
+        rules = api.get(fw_path(pod, 'rules'))
+        mine = [r for r in rules if r.get('comment') == 'operator: web closed for maintenance'][0]
+        api.delete(fw_path(pod, 'rules/%d' % mine['pos']), digest=mine['digest'])
+    assert internet.probe(pod['ip'], 80) == 'open'
