@@ -108,6 +108,7 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         # The provision playbook's roles in order, with the words a customer reads.
         progress_steps=(
             ("pod_container", "Creating your container"),
+            ("pod_firewall", "Securing your pod's network"),
             ("pod_first_boot", "Installing the web stack"),
             ("pod_dns", "Setting up DNS"),
             ("pod_backup", "Configuring backups"),

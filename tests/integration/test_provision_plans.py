@@ -39,21 +39,29 @@ def test_catalogue_has_the_seed_plans():
     assert kept[0] == min(kept)  # the free tier keeps the fewest backups
 
 
-def test_every_plan_provisions_with_its_sizes_and_backups(tmp_path):
+def test_every_plan_provisions_with_its_sizes_backups_and_firewall(tmp_path):
     with PrivateLab() as env:
         control = LabControl.from_env(env)
         control.set_container(9000, rootfs='local-lvm:base-9000-disk-0,size=2G')
         dirs = HostDirs(tmp_path)
         for code, plan in PLANS.items():
             pod = new_pod(code.rsplit('_', 1)[-1].lower())
+            # the Student pod's sshd on another port (the site setting): its rule follows
+            ssh_port = 2222 if code == 'CLOUD_POD_STUDENT' else 22
             assert_ok(run_pod_playbook('provision', env, dirs, pod=pod, plan=code,
-                                       customer_email=pod + '@customer.test'))
+                                       customer_email=pod + '@customer.test', cloudpods_ssh_port=ssh_port))
             [vmid] = pods_named(control, pod)
             config = control.state()['containers'][str(vmid)]['config']
             assert (config['cores'], config['memory'], config['swap']) == \
                 (plan['vcpu'], plan['memory_mb'], plan['swap_mb']), code
             assert 'size=%dG' % plan['disk_gb'] in config['rootfs'], code
             assert code.lower() in config['tags'].split(';')
+            # every plan can upload over SFTP: its firewall opens the sshd port, then the web
+            firewall = control.state()['containers'][str(vmid)]['firewall']
+            assert firewall['options']['enable'] == 1 and firewall['options']['policy_in'] == 'DROP', code
+            assert [(r['comment'], r['proto'], r['dport'], r['enable']) for r in firewall['rules']] == [
+                ('cloudpods: ssh', 'tcp', str(ssh_port), 1), ('cloudpods: 80/tcp', 'tcp', '80', 1),
+                ('cloudpods: 443/tcp', 'tcp', '443', 1)], code
             with open(dirs.cron_file(pod)) as handle:
                 line = handle.read().splitlines()[-1]
             schedule, prune = CRON[code]

@@ -709,6 +709,34 @@ def test_firewall_rule_moveto_and_delete(pve):
     assert body['errors'] == {'delete': "no such property ('colour')"}
 
 
+def test_firewall_rule_fields_are_deleted_by_empty_or_dash(pve):
+    """Firewall.pm ``copy_rule_data``, used by create and update: ``''`` or ``-`` deletes a field."""
+    pve.cloned(101)
+    rules = '/nodes/{node}/lxc/101/firewall/rules'
+    assert pve.data('POST', rules, type='in', action='ACCEPT', proto='tcp', dport='80', comment='web') is None
+    digest = pve.get(rules)[0]['digest']
+    assert pve.data('PUT', rules + '/0', digest=digest, comment='-', source='10.0.0.0/8') is None
+    rule = pve.get(rules + '/0')
+    assert 'comment' not in rule and rule['source'] == '10.0.0.0/8'
+
+
+def test_datacenter_firewall_options_need_sys_audit_and_sys_modify(lab_env, pve, root, lab_control):
+    """API2/Firewall/Cluster.pm: GET needs Sys.Audit on /, PUT Sys.Modify on /; the lab starts it on."""
+    assert pve.get('/cluster/firewall/options')['enable'] == 1  # the seed's role has Sys.Audit
+    expect_error(pve.call('PUT', '/cluster/firewall/options', enable=0), 403, 'Permission check failed (/, Sys.Modify)')
+    lab_control.add_token('audit@pve!none', 'no-audit-secret', privs=['VM.Audit'])
+    blind = Pve(lab_env, 'audit@pve!none', 'no-audit-secret')
+    expect_error(blind.call('GET', '/cluster/firewall/options'), 403, 'Permission check failed (/, Sys.Audit)')
+    options = root.get('/cluster/firewall/options')
+    expect_error(root.call('PUT', '/cluster/firewall/options', enable=0, digest='0' * 40), 500,
+                 'detected modified configuration - file changed by other user? Try again.')
+    assert root.data('PUT', '/cluster/firewall/options', enable=0, digest=options['digest']) is None
+    assert root.get('/cluster/firewall/options')['enable'] == 0
+    body = expect_error(root.call('PUT', '/cluster/firewall/options', delete='colour'), 400,
+                        'Parameter verification failed.')
+    assert body['errors'] == {'delete': "no such option 'colour'"}
+
+
 def test_vzdump_writes_an_archive(lab_env, root):
     root.cloned(101)
     upid = root.data('POST', '/nodes/{node}/vzdump', vmid=101, storage='local', mode='snapshot',

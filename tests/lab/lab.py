@@ -44,6 +44,7 @@ from nginxlab import NginxService  # the shipped nginx site in front of a test's
 import lxclab  # the real-container part (--lxc)
 from labenv import ENV_FILE, LAB_DIR, REPO_ROOT, free_port  # .lab/env and loopback ports, one way
 from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, bridge_acl  # the seed's role, the bridge's SDN.Use
+from pvesim import nftfirewall  # the pods' firewall on the lab bridge (nft tables removed at down)
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
@@ -277,6 +278,9 @@ class PveSimService(Service):
             "tokens": [{"token_id": self.TOKEN_ID, "secret": settings["token_secret"],
                         "privs": CLOUDPODS_PROV_PRIVILEGES, "acl": bridge_acl(self.BRIDGE)}],
             "default_task_duration": 0.2, "dhcp_delay": 1.0,
+            # The datacenter firewall on (a fresh PVE has it off): without it PVE enforces no pod's
+            # firewall (pod_firewall then warns, enforced=false). Back on after every /_lab/reset.
+            "cluster_firewall": {"enable": 1},
         }
         config.update(self.extra_config())
         _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
@@ -482,6 +486,8 @@ class LxcNetService(Service):
 
     def stop(self) -> None:
         self.process.stop()
+        # the pods' firewall (pvesim/nftfirewall.py): this lab's nft tables, named after its bridge
+        nftfirewall.remove(nftfirewall.table_name(self.lab.network.bridge))
 
     def healthy(self) -> bool:
         return self.process.running() and Path(f"/sys/class/net/{self.lab.network.bridge}").exists()

@@ -444,11 +444,27 @@ def delete_ipset_entry(call: Call):
         params["name"], params["cidr"], params.get("digest")))
 
 
+# ------------------------------------------------------------------ datacenter firewall
+# pve-firewall src/PVE/API2/Firewall/Cluster.pm: GET needs Sys.Audit on /, PUT Sys.Modify on /.
+
+@route("GET", "/cluster/firewall/options", check=Perm("/", "Sys.Audit"))
+def cluster_firewall_options(call: Call):
+    return call.cluster.cluster_firewall_read()
+
+
+@route("PUT", "/cluster/firewall/options", dict(firewall.CLUSTER_OPTIONS_SPEC, delete=P(format=schema.configid_list),
+                                                digest=DIGEST), check=Perm("/", "Sys.Modify"))
+def set_cluster_firewall_options(call: Call):
+    options = {k: v for k, v in call.params.items() if k in firewall.CLUSTER_OPTIONS_SPEC}
+    call.cluster.cluster_firewall_write(options, schema.split_list(call.params.get("delete", "")),
+                                        call.params.get("digest"))
+
+
 # ------------------------------------------------------------------ cluster
 
 @route("GET", "/cluster")
 def cluster_index(call: Call):
-    return [{"name": name} for name in ("backup", "nextid", "resources", "status", "tasks")]
+    return [{"name": name} for name in ("backup", "firewall", "nextid", "resources", "status", "tasks")]
 
 
 @route("GET", "/cluster/resources", {"type": P(enum=("vm", "storage", "node", "sdn", "pool"))})

@@ -116,6 +116,10 @@ class Backend:
         """
         return []
 
+    def apply_firewall(self, guests: list[dict], enabled: bool) -> None:
+        """Enforce the guests' firewalls (``guests``: vmid, config, running, options, rules, ipsets;
+        ``enabled``: the datacenter firewall). The memory backend has no traffic to filter."""
+
     def set_dhcp_delay(self, seconds: float) -> None:
         """How long after start a DHCP lease appears (simulated backends only)."""
 

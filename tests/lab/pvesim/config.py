@@ -67,6 +67,10 @@ DEFAULTS = {
     "backend": "memory",         # "memory" (pretend) or "lxc" (real containers, root only)
     # The lxc backend: {"lxc_path": dir of the CTs, "bridge": host bridge, "leases_file": dnsmasq leases}
     "lxc": {},
+    # The datacenter firewall's options (/cluster/firewall/options, PVE's cluster.fw) after a start or
+    # a reset. A fresh PVE has none: the firewall is off and no guest firewall is enforced. The lab
+    # (lab.py) turns it on, as a site using per-pod firewalls must.
+    "cluster_firewall": {},
 }
 
 

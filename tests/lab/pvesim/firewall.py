@@ -43,6 +43,14 @@ _PROTOCOL_RE = re.compile(r"[a-z][a-z0-9\-]*|\d{1,3}", re.IGNORECASE)
 _PORT_ITEM_RE = re.compile(r"(\d+|[a-z][a-z0-9\-]*)(:\d+)?", re.IGNORECASE)
 _IPSET_NAME_RE = r"[A-Za-z][A-Za-z0-9\-_]+"
 
+# pve-firewall src/PVE/Firewall.pm $cluster_option_properties (the ones a client of ours may set;
+# log_ratelimit is left out). ``enable`` is an integer: > 1 is stored as the time (anti-lockout).
+CLUSTER_OPTIONS_SPEC = {
+    "enable": P(type="integer", minimum=0), "ebtables": P(type="boolean"),
+    "policy_in": P(enum=POLICIES), "policy_out": P(enum=POLICIES),
+    "policy_forward": P(enum=("ACCEPT", "DROP")),
+}
+
 RULE_FIELDS = {
     "type": P(enum=("in", "out", "group")),
     "action": P(pattern=r"[A-Za-z][A-Za-z0-9\-_]+"),
@@ -143,8 +151,9 @@ class Firewall:
 
         Rules.pm ``register_create_rule`` takes a ``digest`` but never checks it.
         """
-        rule = {key: value for key, value in params.items() if key != "pos"}
-        rule.setdefault("enable", 0)
+        rule = _copy_rule_data({}, {key: value for key, value in params.items() if key != "pos"})
+        if params.get("enable") is None:
+            rule["enable"] = 0
         self._verify_rule(rule)
         self.rules.insert(0, rule)
 
@@ -168,7 +177,7 @@ class Firewall:
             if key in ("type", "action"):
                 raise ParamError({"delete": f"unable to delete required property '{key}'"})
             updated.pop(key, None)
-        updated.update(params)
+        _copy_rule_data(updated, params)
         self._verify_rule(updated)
         self.rules[pos] = updated
 
@@ -306,6 +315,42 @@ class Firewall:
         check_digest(self.ipset_digest(name), digest)
         ipset = self._ipset(name)
         ipset["entries"] = [entry for entry in ipset["entries"] if entry["cidr"] != cidr]
+
+
+@dataclass
+class ClusterFirewall:
+    """``/etc/pve/firewall/cluster.fw``'s options (API2/Firewall/Cluster.pm ``get_options``/``set_options``)."""
+
+    options: dict = field(default_factory=dict)
+
+    def options_view(self) -> dict:
+        return dict(self.options, digest=object_digest(self.options))
+
+    def set_options(self, params: dict, delete: list, digest: str | None, now: int) -> None:
+        check_digest(object_digest(self.options), digest)
+        for key in delete:
+            if key not in CLUSTER_OPTIONS_SPEC:
+                raise ParamError({"delete": f"no such option '{key}'"})
+            self.options.pop(key, None)
+        if params.get("enable") is not None and int(params["enable"]) > 1:
+            params = dict(params, enable=now)
+        self.options.update(params)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(int(self.options.get("enable") or 0))
+
+
+def _copy_rule_data(rule: dict, params: dict) -> dict:
+    """src/PVE/Firewall.pm ``copy_rule_data`` (create and update): ``''`` or ``-`` deletes a field."""
+    for key, value in params.items():
+        if value is None:
+            continue
+        if value in ("", "-"):
+            rule.pop(key, None)
+        else:
+            rule[key] = value
+    return rule
 
 
 def check_digest(current: str, given: str | None) -> None:

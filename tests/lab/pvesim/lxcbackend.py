@@ -35,6 +35,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import nftfirewall
 from .backend import Backend, BackendError, _parse_net, pve_interface
 
 COMMAND_TIMEOUT = 120
@@ -72,6 +73,8 @@ class LxcBackend(Backend):
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._adopted = False
+        self._firewall_lock = threading.Lock()
+        self.firewall_table = nftfirewall.table_name(bridge)
         if shutil.which("lxc-start") is None:
             raise BackendError("the lxc backend needs Debian's lxc package (lxc-start not found)")
 
@@ -392,6 +395,39 @@ class LxcBackend(Backend):
         return [pve_interface(link.get("ifname"), link.get("address"),
                               [info for info in link.get("addr_info", []) if info.get("local")])
                 for link in links]
+
+    # ------------------------------------------------------------------ firewall
+
+    def apply_firewall(self, guests, enabled):
+        """Every filtered interface's rules on its veth (see nftfirewall), the whole table replaced at once."""
+        with self._firewall_lock:
+            interfaces = []
+            for guest, index, net in nftfirewall.filtered_interfaces(guests, enabled):
+                veth = self._host_veth(guest["vmid"], net.get("name", f"eth{index}"))
+                if veth:
+                    interfaces.append((guest, index, net, veth))
+            try:
+                nftfirewall.apply(nftfirewall.ruleset(self.firewall_table, interfaces))
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                raise BackendError(str(exc)) from exc
+
+    def _host_veth(self, vmid: int, name: str) -> str | None:
+        """The host end of the CT's interface ``name``: the host link whose index is the CT link's peer."""
+        pid = self._init_pid(vmid) if (self._dir(vmid) / "config").exists() else None
+        if pid is None:
+            return None
+        inside = _run(["nsenter", "-t", str(pid), "-n", "ip", "-j", "link", "show", name], check=False, timeout=10)
+        try:
+            peer = json.loads(inside.stdout or "[]")[0].get("link_index")
+        except (ValueError, IndexError):
+            return None
+        for link in Path("/sys/class/net").iterdir():
+            try:
+                if int((link / "ifindex").read_text()) == peer:
+                    return link.name
+            except (OSError, ValueError):
+                continue
+        return None
 
     def add_address(self, vmid, name, address):
         pid = self._init_pid(vmid) if (self._dir(vmid) / "config").exists() else None

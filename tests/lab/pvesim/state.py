@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backups, containers, schema, storage
+from . import backups, containers, firewall, schema, storage
 from .acl import Token
 from .backend import Backend, BackendError
 from .config import SimConfig
@@ -64,6 +64,7 @@ class Cluster:
             self.pools = {pool["poolid"]: {"comment": pool.get("comment"), "members": set()}
                           for pool in self.config.pools}
             self.backup_jobs = backups.BackupJobs()
+            self.cluster_firewall = firewall.ClusterFirewall(copy.deepcopy(self.config.cluster_firewall))
             for item in self.backend.existing():
                 vmid = int(item["vmid"])
                 self.containers[vmid] = Container(vmid, copy.deepcopy(item["config"]))
@@ -78,6 +79,7 @@ class Cluster:
                 if item.path is not None:
                     shutil.rmtree(item.dump_dir, ignore_errors=True)
                     item.dump_dir.mkdir(parents=True, exist_ok=True)
+            self._sync_firewall()
 
     def set_dhcp_delay(self, seconds: float) -> None:
         with self.lock:
@@ -538,6 +540,7 @@ class Cluster:
             ct.config = new_config
             self.backend.apply_config(vmid, copy.deepcopy(new_config))
             self._save_config(ct)
+            self._sync_firewall()
 
     def _check_config_privileges(self, token: Token, ct: Container, params: dict, deleted: list) -> None:
         if token.is_root:
@@ -708,6 +711,8 @@ class Cluster:
         ct.status = "running" if running else "stopped"
         ct.started_at = time.time() if running else None
         ct.suspended = suspended
+        with self.lock:
+            self._sync_firewall()
 
     def _power_task(self, token, task_type, vmid, act, running_after, suspended=False,
                     skiplock=False, start=False):
@@ -864,6 +869,8 @@ class Cluster:
             self.pools[ct.pool]["members"].discard(vmid)
         if purge:
             self.backup_jobs.remove_vmid(vmid)
+        with self.lock:
+            self._sync_firewall()
 
     # ------------------------------------------------------------------ template
 
@@ -895,9 +902,36 @@ class Cluster:
 
     def firewall_write(self, vmid: int, write) -> None:
         with self.lock:
-            firewall = self._ct(vmid).firewall
-            write(firewall)
-            firewall.reload()
+            ct_firewall = self._ct(vmid).firewall
+            write(ct_firewall)
+            ct_firewall.reload()
+            self._sync_firewall()
+
+    def cluster_firewall_read(self) -> dict:
+        with self.lock:
+            return self.cluster_firewall.options_view()
+
+    def cluster_firewall_write(self, params: dict, delete: list, digest: str | None) -> None:
+        with self.lock:
+            self.cluster_firewall.set_options(params, delete, digest, int(time.time()))
+            self._sync_firewall()
+
+    def _sync_firewall(self) -> None:
+        """Hand every CT's firewall to the backend, which enforces it (the LXC one) or not (memory).
+
+        Called whenever what PVE's firewall daemon would compile changes: the datacenter options, a
+        CT's firewall, its config (net0's ``firewall=1``, MAC, address), its run state (a started CT
+        has a new veth) and its removal. Errors are logged: the API change stands, as in PVE, whose
+        pve-firewall applies the rules apart from the API call.
+        """
+        guests = [{"vmid": ct.vmid, "config": copy.deepcopy(ct.config), "running": ct.status == "running",
+                   "options": dict(ct.firewall.options), "rules": copy.deepcopy(ct.firewall.rules),
+                   "ipsets": copy.deepcopy(ct.firewall.ipsets)}
+                  for ct in self.containers.values() if not ct.is_template]
+        try:
+            self.backend.apply_firewall(guests, self.cluster_firewall.enabled)
+        except Exception:  # noqa: BLE001 - enforcement is the backend's business
+            LOG.exception("backend could not apply the firewall")
 
     # ------------------------------------------------------------------ storage
 

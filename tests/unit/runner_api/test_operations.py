@@ -146,7 +146,7 @@ def test_statuses_messages_steps_and_roles():
     assert (repair.success_status, repair.failure_status) == (None, None)
     assert create.success_message == 'pod is ACTIVE' and restart.success_message == 'RESTART done'
     assert [role for role, _label in create.progress_steps] == [
-        'pod_container', 'pod_first_boot', 'pod_dns', 'pod_backup', 'pod_mail']
+        'pod_container', 'pod_firewall', 'pod_first_boot', 'pod_dns', 'pod_backup', 'pod_mail']
     assert restart.progress_steps == terminate.progress_steps == repair.progress_steps == ()
     assert restart.roles == ('admin',) and restart.start_states == ('ACTIVE',)
     assert restart.not_startable('FAILED') == 'Only an ACTIVE pod can be restarted; this one is FAILED.'

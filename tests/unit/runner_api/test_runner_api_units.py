@@ -85,14 +85,15 @@ def _task(status='RUNNING', attempts=1, task_type='CREATE_CONTAINER'):
 def test_progress_follows_the_roles_of_the_latest_attempt():
     events = [{'attempt': 1, 'step': 'pod_container : Converge', 'status': 'failed'},
               {'attempt': 2, 'step': 'pod_container : Converge', 'status': 'changed'},
+              {'attempt': 2, 'step': 'pod_firewall : Converge', 'status': 'ok'},
               {'attempt': 2, 'step': 'pod_dns : Converge', 'status': 'started'}]
     running = views.progress(_task(attempts=2), events)
-    assert [s['status'] for s in running['steps']][:4] == ['done', 'skipped', 'running', 'pending']
+    assert [s['status'] for s in running['steps']][:5] == ['done', 'done', 'skipped', 'running', 'pending']
     assert 0 < running['percent'] < 100
     done = views.progress(_task('COMPLETED', 2), events)
     assert done['percent'] == 100
-    # pod_container, pod_first_boot, pod_dns, pod_backup, pod_mail (operations.py, CREATE_CONTAINER)
-    assert [s['status'] for s in done['steps']] == ['done', 'skipped', 'done', 'skipped', 'skipped']
+    # pod_container, pod_firewall, pod_first_boot, pod_dns, pod_backup, pod_mail (operations.py, CREATE_CONTAINER)
+    assert [s['status'] for s in done['steps']] == ['done', 'done', 'skipped', 'done', 'skipped', 'skipped']
     assert views.progress(None, [])['steps'] == []
 
 
