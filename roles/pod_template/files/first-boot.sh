@@ -182,10 +182,7 @@ sshd_test() {
 # The pod's own host keys (a clone of the template has none until cloudpod-ssh-host-keys.service
 # or this made them) and the directory of the customer's authorized_keys, root's: the customer
 # cannot change the list of keys (the panel's API does).
-ssh_host_keys_done=0
 ssh_host_keys() {
-    [ "$ssh_host_keys_done" = 0 ] || return 0
-    ssh_host_keys_done=1
     if ! compgen -G '/etc/ssh/ssh_host_*_key' >/dev/null; then
         [ "$check" = 1 ] || ssh-keygen -A >/dev/null || die "ssh-keygen -A failed"
         did "SSH host keys" "generated"
@@ -291,6 +288,9 @@ for setting in "user=$customer_user" "group=$customer_user" "listen.owner=www-da
     fi
 done
 
+# -- SSH host keys and the keys' directory (before sshd is tested or started) ---------------
+ssh_host_keys
+
 # -- services ------------------------------------------------------------------------------
 units=(ssh)
 [ "$access_only" = 1 ] || units=("php$php_version-fpm" mariadb nginx ssh)
@@ -306,7 +306,7 @@ for unit in "${units[@]}"; do
         if [ "$check" = 0 ]; then
             case "$unit" in
                 nginx) nginx_test ;;
-                ssh) ssh_host_keys; sshd_test ;;
+                ssh) sshd_test ;;
                 php*) php_test ;;
             esac
         fi
@@ -338,7 +338,6 @@ if [ "$reload_sshd" = 1 ] && [ "$sshd_started" = 0 ]; then
     fi
     did "service ssh" "reloaded"
 fi
-ssh_host_keys
 if [ "$access_only" = 1 ]; then
     finish
 fi
