@@ -55,6 +55,13 @@ def fingerprint_of(line):
     return '%s %s' % (fingerprint, rest.strip().rsplit(' ', 1)[-1])
 
 
+def key_lines(env, vmid):
+    """The keys in the pod's keys file (its comment line left out)."""
+    text = pct(env, vmid, 'cat', AUTHORIZED_KEYS).stdout
+    assert text.endswith('\n') and text.startswith('# ')
+    return [line for line in text.splitlines() if not line.startswith('#')]
+
+
 def stats(run):
     assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
     return run.report['global_custom_stats']
@@ -217,7 +224,7 @@ def test_sftp_upload_with_the_key_is_served_by_the_site(lxc_env, pods, keys):
                 WEB_ROOT + '/written-by-php.txt').stdout.split('\n')
     assert owner[:3] == ['%s 755' % USER, '%s 644' % USER, '%s 644' % USER]
     # Nginx still reaches PHP-FPM through its socket, which stays www-data's
-    socket = pct(lxc_env, keyed['vmid'], 'sh', '-c', 'stat -c "%U %G %a" /run/php/php*-fpm.sock').stdout.split()
+    socket = pct(lxc_env, keyed['vmid'], 'sh', '-c', 'stat -L -c "%U %G %a" /run/php/php-fpm.sock').stdout.split()
     assert socket == ['www-data', 'www-data', '660']
 
     # a shell too: the account is unprivileged, without sudo
@@ -260,9 +267,9 @@ def test_only_the_customer_key_gets_in(lxc_env, pods, keys):
 def test_repair_restores_the_keys_and_sshd_settings(lxc_env, pods, keys, dirs):
     keyed = pods['keyed']
     pod, vmid, first = keyed['pod_obj'], keyed['vmid'], keys['first']
-    # drift: the key removed, password login switched on
-    pct(lxc_env, vmid, 'sh', '-c', ': > %s && sed -i "s/^PasswordAuthentication no/PasswordAuthentication yes/" %s '
-        '&& systemctl reload ssh' % (AUTHORIZED_KEYS, DROP_IN))
+    # drift: the key removed, password login switched on (and allowed besides keys)
+    pct(lxc_env, vmid, 'sh', '-c', 'sed -i "/^ssh-/d" %s && sed -i -e "s/^PasswordAuthentication no/PasswordAuthentication yes/" '
+        '-e "s/^AuthenticationMethods publickey/AuthenticationMethods any/" %s && systemctl reload ssh' % (AUTHORIZED_KEYS, DROP_IN))
     assert_refused(pod.ssh(USER, 'true', identity=first[0]), methods='publickey,password')
 
     common = dict(pod=keyed['pod'], cloudpods_ssh_port=PORT, ssh_public_keys=[first[1]])
@@ -273,14 +280,14 @@ def test_repair_restores_the_keys_and_sshd_settings(lxc_env, pods, keys, dirs):
     shown = repr(diffs)
     assert 'PasswordAuthentication no' in shown and DROP_IN in shown
     assert first[1] in shown and AUTHORIZED_KEYS in shown
-    assert pct(lxc_env, vmid, 'cat', AUTHORIZED_KEYS).stdout == ''
+    assert key_lines(lxc_env, vmid) == []
     assert 'PasswordAuthentication yes' in pct(lxc_env, vmid, 'cat', DROP_IN).stdout
 
     repaired = run_pod_playbook('repair', lxc_env, dirs, timeout=900, **common)
     reported = stats(repaired)
     assert reported['ssh_host_keys'] == keyed['stats']['ssh_host_keys']
     assert changed_count(repaired) >= 2
-    assert pct(lxc_env, vmid, 'cat', AUTHORIZED_KEYS).stdout == first[1] + '\n'
+    assert key_lines(lxc_env, vmid) == [first[1]]
     assert pod.ssh(USER, 'true', identity=first[0]).returncode == 0
     assert_refused(pod.ssh(USER, 'true', extra=['-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password']))
 
@@ -291,7 +298,7 @@ def test_repair_restores_the_keys_and_sshd_settings(lxc_env, pods, keys, dirs):
     kept = run_pod_playbook('repair', lxc_env, dirs, timeout=900, pod=keyed['pod'], cloudpods_ssh_port=PORT)
     assert kept.rc == 0 and changed_count(kept) == 0, kept.stdout[-4000:]
     assert any('left as they are' in str(result.get('msg', '')) for result in kept.results)
-    assert pct(lxc_env, vmid, 'cat', AUTHORIZED_KEYS).stdout == first[1] + '\n'
+    assert key_lines(lxc_env, vmid) == [first[1]]
     no_private_host_keys(lxc_env, vmid, dry, repaired, again, kept)
 
 
@@ -305,7 +312,7 @@ def test_ssh_keys_playbook_replaces_the_keys(lxc_env, pods, keys, dirs):
     assert dry.rc == 0, dry.stdout[-4000:] + dry.stderr[-2000:]
     [diff] = [result['diff'] for result in dry.results if result.get('diff') and AUTHORIZED_KEYS in repr(result['diff'])]
     diff = diff[0] if isinstance(diff, list) else diff
-    assert (diff['before'], diff['after']) == (first[1] + '\n', second[1] + '\n')
+    assert (diff['before'].splitlines()[1:], diff['after'].splitlines()[1:]) == ([first[1]], [second[1]])
     assert pod.ssh(USER, 'true', identity=first[0]).returncode == 0  # nothing changed
     assert_refused(pod.ssh(USER, 'true', identity=second[0]))
 
