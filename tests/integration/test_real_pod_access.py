@@ -28,6 +28,7 @@ if HERE not in sys.path:
 from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
 from realpods import ENV_LXC, drop_zone, pct, site  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
+from smtplab import Mailbox  # noqa: E402
 
 pytestmark = pytest.mark.real_containers
 
@@ -159,7 +160,7 @@ def pods(lxc_env, dirs, keys, tmp_path_factory):
         for label, spec in specs.items():
             if spec.get('domain'):
                 drop_zone(lxc_env, spec['domain'])
-            run = run_pod_playbook('provision', lxc_env, dirs, plan=PLAN, customer_email='jane@customer.test',
+            run = run_pod_playbook('provision', lxc_env, dirs, plan=PLAN, customer_email=spec['pod'] + '@customer.test',
                                    cloudpods_linked_clones=True, timeout=900, **spec)
             reported = stats(run)
             runs[label] = run
@@ -199,6 +200,25 @@ def test_provision_reports_the_way_in_and_pods_have_their_own_host_keys(lxc_env,
     for run in pods['runs'].values():
         no_private_host_keys(lxc_env, keyed['vmid'], run)
         no_private_host_keys(lxc_env, bare['vmid'], run)
+
+
+def test_welcome_mail_says_how_to_connect(lxc_env, pods, keys):
+    mailbox = Mailbox.from_env(lxc_env)
+    private = pct(lxc_env, pods['keyed']['vmid'], 'cat', '/etc/ssh/ssh_host_ed25519_key').stdout.splitlines()[1]
+    keyed, bare = [mailbox.messages(to=pods[label]['pod'] + '@customer.test') for label in ('keyed', 'bare')]
+    assert len(keyed) == 1 and len(bare) == 1
+    text = Mailbox.text(keyed[0])
+    assert 'sftp -P %d %s@%s\n' % (PORT, USER, pods['keyed']['domain']) in text
+    assert 'sftp -P %d %s@%s ' % (PORT, USER, pods['keyed']['ip']) in text
+    assert 'Web root:   %s' % WEB_ROOT in text
+    assert 'Your keys:  %s' % fingerprint_of(keys['first'][1]).split()[0] in text
+    for host_key in pods['keyed']['stats']['ssh_host_keys']:
+        assert '\n  %s\n' % host_key in text
+    assert 'PRIVATE' not in text and private not in text and keys['first'][1].split()[1] not in text
+    text = Mailbox.text(bare[0])
+    assert 'sftp -P 22 %s@%s\n' % (USER, pods['bare']['ip']) in text
+    assert 'none yet: add your SSH public key in the control panel' in text
+    assert all(host_key in text for host_key in pods['bare']['stats']['ssh_host_keys'])
 
 
 def test_sftp_upload_with_the_key_is_served_by_the_site(lxc_env, pods, keys):
