@@ -66,19 +66,22 @@ def test_the_first_bad_entry_is_named_by_index_never_quoted(tmp_path):
 
 
 def run(tmp_path, keys):
-    """One play that checks ``keys`` (an extra var, as runner_api passes it: JSON, unsafe) and shows the result."""
+    """One play that checks ``keys`` (an extra var, as runner_api passes it: a YAML file, every string !unsafe)
+    and shows the result."""
     play = [{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
         {'name': 'check', 'ansible.builtin.set_fact': {'checked': '{{ ssh_public_keys | mpanel.cloudpods.ssh_public_keys }}'}},
         {'name': 'show', 'ansible.builtin.debug': {
             'msg': '{{ {"lines": checked, "fingerprints": checked | mpanel.cloudpods.ssh_public_key_fingerprints} }}'}}]}]
     path = tmp_path / 'playbook.yml'
     path.write_text(json.dumps(play))
+    vars_file = tmp_path / 'order-vars.yml'
+    vars_file.write_text('ssh_public_keys:\n' + ''.join('  - !unsafe %s\n' % json.dumps(key) for key in keys))
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''),
                ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
                ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_INVENTORY_UNPARSED_WARNING='False', ANSIBLE_NOCOLOR='1')
     done = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(path),
-         '-e', json.dumps({'ssh_public_keys': keys})],
+         '-e', '@' + str(vars_file)],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, check=False, timeout=120)
     return done
 
@@ -96,3 +99,12 @@ def test_in_a_playbook(tmp_path):
     assert result['failed'] and 'ssh_public_keys[1]: this is a PRIVATE key' in result['msg']
     for line in private.splitlines()[1:-1]:
         assert line not in bad.stdout + bad.stderr
+
+
+def test_a_comment_that_looks_like_a_template_stays_text(tmp_path):
+    public = make_key(tmp_path, 'ed', '-t', 'ed25519')[1]
+    line = ' '.join(public.split()[:2]) + " {{ lookup('ansible.builtin.pipe', 'id') }} {{ 7 * 7 }}"
+    done = run(tmp_path, [line])
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = json.loads(done.stdout)['plays'][0]['tasks'][1]['hosts']['localhost']['msg']
+    assert shown['lines'] == [line]
