@@ -272,6 +272,8 @@ def test_only_the_customer_key_gets_in(lxc_env, pods, keys):
         assert_refused(pod.ssh('root', 'true', identity=first))
     finally:
         pct(lxc_env, keyed['vmid'], 'rm', '-f', '/root/.ssh/authorized_keys', '/etc/ssh/cloudpod/authorized_keys/root')
+    # ssh runs and starts with the pod
+    assert pct(lxc_env, keyed['vmid'], 'systemctl', 'is-enabled', 'ssh').stdout.strip() == 'enabled'
     # sshd's effective settings are the drop-in's (it is read first: its values win)
     effective = pct(lxc_env, keyed['vmid'], 'sshd', '-T').stdout.lower().splitlines()
     for line in ('port %d' % PORT, 'permitrootlogin no', 'passwordauthentication no', 'kbdinteractiveauthentication no',
