@@ -25,7 +25,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         super(ActionModule, self).run(tmp, task_vars)
         dummy, params = self.validate_argument_spec(argument_spec=welcome_mail.ARGUMENT_SPEC)
-        error = welcome_mail.mode_error(params)
+        error = welcome_mail.mode_error(params) or welcome_mail.secret_error(params)
         if error:
             return dict(failed=True, msg=error)
         marker = params['marker']

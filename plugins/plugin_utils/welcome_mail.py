@@ -51,6 +51,19 @@ def mode_error(params):
     return octal_mode_error(params, ('marker_mode', 'marker_dir_mode'), '0640')
 
 
+# What a private key looks like in text (PEM, OpenSSH, PuTTY): a mail is sent in the clear and kept
+# in mailboxes, so a body with any of these is refused, whatever put it there.
+PRIVATE_KEY_MARKERS = ('PRIVATE KEY-----', 'PuTTY-User-Key-File', 'BEGIN SSH2 ENCRYPTED PRIVATE KEY')
+
+
+def secret_error(params):
+    """The message for a body that carries private key material, or None."""
+    if any(marker in params['body'] for marker in PRIVATE_KEY_MARKERS):
+        return ('the welcome mail body holds private key material: nothing was sent '
+                '(a mail carries public fingerprints only, never a key)')
+    return None
+
+
 def describe(params):
     """The mail in words, for the task's msg: subject, recipients and server."""
     return "'%s' to %s through %s:%s" % (params['subject'], ', '.join(params['to']), params['host'], params['port'])

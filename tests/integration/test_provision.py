@@ -44,11 +44,12 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
     mark = mailbox.mark()
     run = assert_ok(run_pod_playbook('provision', lab_env, dirs, **order))
 
-    # set_stats hands vmid, node and ip to ansible-runner / AWX
+    # set_stats hands vmid, node, ip, ssh_host_keys and ssh to ansible-runner / AWX
     stats = run.report['global_custom_stats']
     ct = container(lab_control, pod)
     [vmid] = pods_named(lab_control, pod)
-    assert stats == {'vmid': vmid, 'node': 'pve', 'ip': ct['ip']}
+    # no first boot in the simulator lab: no host keys to report; the customer's way in, with its defaults
+    assert stats == {'vmid': vmid, 'node': 'pve', 'ip': ct['ip'], 'ssh_host_keys': [], 'ssh': {'user': 'web', 'port': 22}}
     ip = stats['ip']
     assert ip
 

@@ -2,11 +2,21 @@
 # Cloud Pod first boot, inside the pod: what the pod needs besides its site's files.
 #
 #   first-boot.sh --pod NAME [--domain DOMAIN] [--web-root DIR] [--marker FILE]
-#                 [--php-version X.Y] [--reload-nginx] [--check]
+#                 [--php-version X.Y] [--customer-user USER] [--reload-nginx] [--reload-sshd]
+#                 [--access-only] [--check]
 #
 # In this order, each step only when the pod is not already so:
 #   - host name: /etc/hostname and the running name are the pod's (PVE writes the same at start);
-#   - web root: DIR (default /var/www/cloudpod/public) exists, owned by www-data, mode 0755;
+#   - customer account: USER (default web) exists, unprivileged (not uid 0), login shell
+#     /bin/bash, no password ('*' in /etc/shadow: no password can match; it logs in over SSH with
+#     its keys only, which Ansible writes to /etc/ssh/cloudpod/authorized_keys/USER);
+#   - web root: DIR (default /var/www/cloudpod/public) exists, owned by USER, mode 0755; files
+#     in it that www-data owned (a pod set up before the customer account) are given to USER;
+#   - PHP-FPM's pool "www" runs as USER (the site can write its own files); its socket keeps
+#     its path and stays www-data's (mode 0660), so Nginx reaches it and USER's shell does not;
+#   - SSH: the host keys exist (ssh-keygen -A when the clone has none), the directory of the
+#     authorized_keys files (root's, 0755), sshd's configuration passes 'sshd -t', ssh is
+#     enabled and running; --reload-sshd (the caller changed sshd's drop-in) reloads it;
 #   - services: PHP-FPM (the newest under /etc/php, or --php-version), MariaDB and Nginx enabled
 #     and running; --reload-nginx (the caller changed Nginx's configuration) tests the
 #     configuration and reloads a running Nginx;
@@ -16,9 +26,13 @@
 #     never printed. An existing user whose password is in that file keeps it. Root talks to
 #     MariaDB over the unix socket (unix_socket authentication);
 #   - marker: FILE (default /etc/cloudpod/first-boot.json) says pod, domain and version.
+# --access-only: only the customer account, web root, PHP-FPM pool and SSH steps (the host name,
+# Nginx, MariaDB and the marker are left alone).
 #
-# Output: what was done, one line each; exactly "unchanged" as the last line when nothing had
-# to be done. --check reports what would be done ("...: would be ...") and changes nothing.
+# Output: first one line per SSH host key, "ssh host key: SHA256:<base64> (ED25519|ECDSA|RSA)"
+# (public fingerprints; nothing of the private keys), then what was done, one line each; exactly
+# "unchanged" as the last line when nothing had to be done. --check reports what would be done
+# ("...: would be ...") and changes nothing.
 # Exit codes: 0 done or unchanged; 2 usage; 1 any other error (message on stderr).
 set -eu
 set -o pipefail
@@ -39,10 +53,14 @@ web_root=/var/www/cloudpod/public
 marker=/etc/cloudpod/first-boot.json
 php_version=""
 reload_nginx=0
+reload_sshd=0
+access_only=0
+customer_user=web
+readonly AUTHORIZED_KEYS_DIR=/etc/ssh/cloudpod/authorized_keys
 
 die() { printf 'first-boot.sh: %s\n' "$1" >&2; exit "${2:-1}"; }
 usage() {
-    printf 'usage: first-boot.sh --pod NAME [--domain DOMAIN] [--web-root DIR] [--marker FILE] [--php-version X.Y] [--reload-nginx] [--check]\n' >&2
+    printf 'usage: first-boot.sh --pod NAME [--domain DOMAIN] [--web-root DIR] [--marker FILE] [--php-version X.Y] [--customer-user USER] [--reload-nginx] [--reload-sshd] [--access-only] [--check]\n' >&2
     exit 2
 }
 
@@ -55,7 +73,10 @@ while [ $# -gt 0 ]; do
         --web-root) [ $# -ge 2 ] || usage; web_root="$2"; shift 2 ;;
         --marker) [ $# -ge 2 ] || usage; marker="$2"; shift 2 ;;
         --php-version) [ $# -ge 2 ] || usage; php_version="$2"; shift 2 ;;
+        --customer-user) [ $# -ge 2 ] || usage; customer_user="$2"; shift 2 ;;
         --reload-nginx) reload_nginx=1; shift ;;
+        --reload-sshd) reload_sshd=1; shift ;;
+        --access-only) access_only=1; shift ;;
         --check) check=1; shift ;;
         -h|--help) usage ;;
         *) printf 'first-boot.sh: unknown argument: %s\n' "$1" >&2; usage ;;
@@ -69,8 +90,16 @@ fi
 case "$web_root" in /*) ;; *) die "--web-root must be an absolute path" 2 ;; esac
 case "$marker" in /*) ;; *) die "--marker must be an absolute path" 2 ;; esac
 case "$php_version" in ""|[0-9]*.[0-9]*) ;; *) die "invalid --php-version '$php_version' (like 8.2)" 2 ;; esac
+# A plain POSIX user name, never root's or a system account's.
+if ! printf '%s' "$customer_user" | grep -Eqx '[a-z_][a-z0-9_-]{0,31}'; then
+    die "invalid --customer-user '$customer_user': lower case letters, digits, '_' and '-', at most 32" 2
+fi
+if [ "$customer_user" = root ] || [ "$customer_user" = www-data ] || [ "$customer_user" = mysql ]; then
+    die "--customer-user must not be a system account ($customer_user)" 2
+fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (MariaDB's root login is the unix socket)"
-command -v mariadb >/dev/null 2>&1 || die "the mariadb client is not installed"
+[ "$access_only" = 1 ] || command -v mariadb >/dev/null 2>&1 || die "the mariadb client is not installed"
+command -v sshd >/dev/null 2>&1 || die "no SSH server (openssh-server) in the pod: was it cloned from the Cloud Pod template?"
 
 # Names: the pod name with every character MariaDB would need quoting for replaced by '_',
 # lower case; databases hold at most 64 characters, user names 80.
@@ -134,55 +163,183 @@ did() {
     if [ "$check" = 1 ]; then changes+=("$1: would be $2"); else changes+=("$1: $2"); fi
 }
 
+nginx_test() {
+    nginx -t -q 2>/dev/null || die "Nginx's configuration does not pass 'nginx -t': $(nginx -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+}
+
+php_test() {
+    "php-fpm$php_version" --test >/dev/null 2>&1 \
+        || die "PHP-FPM's configuration does not pass 'php-fpm$php_version --test': $("php-fpm$php_version" --test 2>&1 | tail -n 2 | tr '\n' ' ')"
+}
+
+# sshd's own check of its configuration (drop-ins included): a configuration it would refuse is
+# never loaded, so the running sshd (the customer's way in) keeps working.
+sshd_test() {
+    install -d -m 0755 /run/sshd
+    sshd -t 2>/dev/null || die "sshd's configuration does not pass 'sshd -t': $(sshd -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+}
+
+# The pod's own host keys (a clone of the template has none until cloudpod-ssh-host-keys.service
+# or this made them) and the directory of the customer's authorized_keys, root's: the customer
+# cannot change the list of keys (the panel's API does).
+ssh_host_keys() {
+    if ! compgen -G '/etc/ssh/ssh_host_*_key' >/dev/null; then
+        [ "$check" = 1 ] || ssh-keygen -A >/dev/null || die "ssh-keygen -A failed"
+        did "SSH host keys" "generated"
+    fi
+    local dir
+    for dir in "${AUTHORIZED_KEYS_DIR%/*}" "$AUTHORIZED_KEYS_DIR"; do
+        if [ ! -d "$dir" ] || [ "$(stat -c '%u:%g:%a' "$dir")" != "0:0:755" ]; then
+            [ "$check" = 1 ] || { install -d -m 0755 -o root -g root "$dir"; chown root:root "$dir"; chmod 0755 "$dir"; }
+            did "$dir" "made root's, mode 0755"
+        fi
+    done
+}
+
+# The public fingerprints of the host keys, one line each (ssh-keygen -l reads the .pub files).
+print_host_keys() {
+    local type file line
+    for type in ed25519 ecdsa rsa; do
+        file="/etc/ssh/ssh_host_${type}_key.pub"
+        [ -f "$file" ] || continue
+        line="$(ssh-keygen -l -E sha256 -f "$file")" || die "cannot read $file"
+        # "256 SHA256:... root@host (ED25519)": the fingerprint and the type
+        printf 'ssh host key: %s %s\n' "$(printf '%s' "$line" | cut -d' ' -f2)" "${line##* }"
+    done
+}
+
+finish() {
+    print_host_keys
+    if [ "${#changes[@]}" -eq 0 ]; then
+        printf 'unchanged\n'
+    else
+        printf '%s\n' "${changes[@]}"
+    fi
+    exit 0
+}
+
 exec 9>"$LOCK"
 flock -w 60 9 || die "another first-boot.sh is running (lock $LOCK)"
 
 # -- host name ---------------------------------------------------------------------------
-if [ "$(cat /etc/hostname 2>/dev/null)" != "$pod" ]; then
+if [ "$access_only" = 0 ] && [ "$(cat /etc/hostname 2>/dev/null)" != "$pod" ]; then
     [ "$check" = 1 ] || printf '%s\n' "$pod" >/etc/hostname
     did "/etc/hostname" "set to $pod"
 fi
-if [ "$(hostname)" != "$pod" ]; then
+if [ "$access_only" = 0 ] && [ "$(hostname)" != "$pod" ]; then
     [ "$check" = 1 ] || hostname "$pod"
     did "host name" "set to $pod"
 fi
 
-# -- web root ------------------------------------------------------------------------------
-if [ ! -d "$web_root" ]; then
-    [ "$check" = 1 ] || install -d -m 0755 -o www-data -g www-data "$web_root"
-    did "$web_root" "created"
-elif [ "$(stat -c '%U:%G:%a' "$web_root")" != "www-data:www-data:755" ]; then
-    [ "$check" = 1 ] || { chown www-data:www-data "$web_root"; chmod 0755 "$web_root"; }
-    did "$web_root" "made www-data's, mode 0755"
+# -- customer account ----------------------------------------------------------------------
+account="$(getent passwd "$customer_user" || true)"
+if [ -z "$account" ]; then
+    [ "$check" = 1 ] || useradd --create-home --user-group --shell /bin/bash \
+        --comment "Cloud Pod customer" "$customer_user" || die "cannot create the user $customer_user"
+    did "user $customer_user" "created"
+else
+    [ "$(printf '%s' "$account" | cut -d: -f3)" -ge 1000 ] \
+        || die "the customer account $customer_user is a system account (uid below 1000): choose another cloudpods_customer_user"
+    if [ "$(printf '%s' "$account" | cut -d: -f7)" != /bin/bash ]; then
+        [ "$check" = 1 ] || usermod --shell /bin/bash "$customer_user"
+        did "user $customer_user" "given the login shell /bin/bash"
+    fi
+fi
+# '*': no password at all (not '!', "locked", which sshd refuses for every method without PAM).
+if [ -z "$account" ] || [ "$(getent shadow "$customer_user" | cut -d: -f2)" != '*' ]; then
+    [ "$check" = 1 ] || usermod --password '*' "$customer_user"
+    [ -z "$account" ] || did "user $customer_user" "left without a password"
 fi
 
-# -- services ------------------------------------------------------------------------------
+# -- web root ------------------------------------------------------------------------------
+if [ ! -d "$web_root" ]; then
+    [ "$check" = 1 ] || install -d -m 0755 -o "$customer_user" -g "$customer_user" "$web_root"
+    did "$web_root" "created"
+elif [ "$(stat -c '%U:%G:%a' "$web_root")" != "$customer_user:$customer_user:755" ]; then
+    [ "$check" = 1 ] || { chown "$customer_user:$customer_user" "$web_root"; chmod 0755 "$web_root"; }
+    did "$web_root" "made $customer_user's, mode 0755"
+fi
+if [ -d "$web_root" ] && [ -n "$(find "$web_root" -xdev -user www-data -print -quit 2>/dev/null)" ]; then
+    [ "$check" = 1 ] || find "$web_root" -xdev -user www-data -exec chown -h "$customer_user:$customer_user" {} +
+    did "files of www-data in $web_root" "given to $customer_user"
+fi
+
+# -- PHP-FPM pool --------------------------------------------------------------------------
 if [ -z "$php_version" ]; then
     php_version="$(find /etc/php -mindepth 2 -maxdepth 2 -name fpm -type d 2>/dev/null \
                    | cut -d/ -f4 | sort -V | tail -n 1)"
 fi
 [ -n "$php_version" ] || die "no PHP-FPM under /etc/php: was the pod cloned from the Cloud Pod template?"
+pool="/etc/php/$php_version/fpm/pool.d/www.conf"
+[ -f "$pool" ] || die "no PHP-FPM pool $pool"
+pool_changed=0
+# "key = value" lines of the pool, each exactly once (Debian's www.conf has them uncommented).
+for setting in "user=$customer_user" "group=$customer_user" "listen.owner=www-data" "listen.group=www-data" "listen.mode=0660"; do
+    key="${setting%%=*}"
+    value="${setting#*=}"
+    if [ "$(grep -Ec "^[[:space:]]*${key//./\\.}[[:space:]]*=" "$pool")" != 1 ] \
+        || ! grep -Eqx "[[:space:]]*${key//./\\.}[[:space:]]*=[[:space:]]*${value}[[:space:]]*" "$pool"; then
+        if [ "$check" = 0 ]; then
+            sed -i -E "/^[[:space:]]*${key//./\\.}[[:space:]]*=/d" "$pool"
+            sed -i -E "/^\[www\]/a $key = $value" "$pool"
+        fi
+        did "PHP-FPM pool www" "given $key = $value"
+        pool_changed=1
+    fi
+done
+
+# -- SSH host keys and the keys' directory (before sshd is tested or started) ---------------
+ssh_host_keys
+
+# -- services ------------------------------------------------------------------------------
+units=(ssh)
+[ "$access_only" = 1 ] || units=("php$php_version-fpm" mariadb nginx ssh)
 nginx_started=0
-for unit in "php$php_version-fpm" mariadb nginx; do
+php_started=0
+sshd_started=0
+for unit in "${units[@]}"; do
     if ! systemctl is-enabled --quiet "$unit" 2>/dev/null; then
         [ "$check" = 1 ] || systemctl enable --quiet "$unit" 2>/dev/null || die "cannot enable $unit"
         did "service $unit" "enabled"
     fi
     if ! systemctl is-active --quiet "$unit"; then
-        if [ "$unit" = nginx ] && [ "$check" = 0 ]; then
-            nginx -t -q 2>/dev/null || die "Nginx's configuration does not pass 'nginx -t': $(nginx -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+        if [ "$check" = 0 ]; then
+            case "$unit" in
+                nginx) nginx_test ;;
+                ssh) sshd_test ;;
+                php*) php_test ;;
+            esac
         fi
         [ "$check" = 1 ] || systemctl start "$unit" || die "cannot start $unit: $(systemctl status --no-pager --lines=3 "$unit" 2>&1 | tail -n 3 | tr '\n' ' ')"
         did "service $unit" "started"
-        [ "$unit" != nginx ] || nginx_started=1
+        case "$unit" in nginx) nginx_started=1 ;; ssh) sshd_started=1 ;; php*) php_started=1 ;; esac
     fi
 done
-if [ "$reload_nginx" = 1 ] && [ "$nginx_started" = 0 ]; then
+if [ "$reload_nginx" = 1 ] && [ "$nginx_started" = 0 ] && [ "$access_only" = 0 ]; then
     if [ "$check" = 0 ]; then
-        nginx -t -q 2>/dev/null || die "Nginx's configuration does not pass 'nginx -t': $(nginx -t 2>&1 | tail -n 2 | tr '\n' ' ')"
+        nginx_test
         systemctl reload nginx || die "cannot reload nginx"
     fi
     did "service nginx" "reloaded"
+fi
+# A pool that runs as another user: the workers are started again (a restart, so none of them
+# keeps running as the old user).
+if [ "$pool_changed" = 1 ] && [ "$php_started" = 0 ] && systemctl is-active --quiet "php$php_version-fpm"; then
+    if [ "$check" = 0 ]; then
+        php_test
+        systemctl restart "php$php_version-fpm" || die "cannot restart php$php_version-fpm"
+    fi
+    did "service php$php_version-fpm" "restarted"
+fi
+if [ "$reload_sshd" = 1 ] && [ "$sshd_started" = 0 ]; then
+    if [ "$check" = 0 ]; then
+        sshd_test
+        systemctl reload ssh || die "cannot reload ssh"
+    fi
+    did "service ssh" "reloaded"
+fi
+if [ "$access_only" = 1 ]; then
+    finish
 fi
 
 # MariaDB may have been started a moment ago: give it time to open its socket.
@@ -195,9 +352,8 @@ for _ in $(seq 1 30); do
 done
 if ! printf 'SELECT 1;\n' | sql >/dev/null 2>&1 && [ "$check" = 1 ]; then
     # A dry run right after a start that was only pretended: report, do not wait.
-    [ "${#changes[@]}" -eq 0 ] || printf '%s\n' "${changes[@]}"
-    printf 'database %s, user %s: would be created if missing (MariaDB does not answer: not looked at)\n' "$DB" "$DB_USER"
-    exit 0
+    did "database $DB, user $DB_USER" "created if missing (MariaDB does not answer: not looked at)"
+    finish
 fi
 printf 'SELECT 1;\n' | sql >/dev/null
 
@@ -278,8 +434,4 @@ if [ "$(cat "$marker" 2>/dev/null)" != "$marker_text" ]; then
     did "$marker" "written"
 fi
 
-if [ "${#changes[@]}" -eq 0 ]; then
-    printf 'unchanged\n'
-else
-    printf '%s\n' "${changes[@]}"
-fi
+finish

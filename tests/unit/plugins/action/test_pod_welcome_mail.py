@@ -206,3 +206,11 @@ def test_message_fields():
     assert message['Date'] and message['Message-ID']
     assert message.get_content_charset() == 'utf-8'
     assert message.get_payload(decode=True).decode('utf-8') == u'Gr\u00fc\u00dfe\n'
+
+
+def test_a_body_with_private_key_material_is_refused_before_anything(run, args, fake_smtp):
+    body = args['body'] + '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n'
+    failed = run(dict(args, body=body))
+    assert failed.result['failed'] and 'private key material' in failed.result['msg']
+    assert 'b3BlbnNzaC1rZXktdjEAAAAA' not in json.dumps(failed.result)
+    assert fake_smtp.sent == [] and failed.commands == [] and not os.path.exists(args['marker'])
