@@ -52,6 +52,9 @@ OS_TEMPLATE_PACKAGES = [
     "systemd-sysv", "dbus", "iproute2", "iputils-ping", "procps", "cron", "ca-certificates",
     "python3", "python3-apt", "nginx", "php-fpm", "php-mysql", "mariadb-server",
     "mariadb-client", "less", "curl", "zstd", "openssh-server", "certbot",
+    # certbot needs python3-cryptography, whose dependency on python3-cffi-backend is through
+    # virtual packages (python3-cffi-backend-api-*) that debootstrap does not resolve: named here.
+    "python3-cffi-backend",
 ]
 OS_TEMPLATE_SUITE = "bookworm"
 OS_TEMPLATE_NAME = "debian-12-cloudpods-lab_amd64.tar.zst"
