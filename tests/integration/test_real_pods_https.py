@@ -203,7 +203,7 @@ def test_dry_run_shows_a_removed_certificate_and_issues_nothing(lxc_env, pods, o
 def test_no_private_key_material_in_the_output(lxc_env, outputs, pod):
     keys = [pct(lxc_env, pod['vmid'], 'cat', LIVE + '/privkey.pem').stdout]
     keys += [pct(lxc_env, pod['vmid'], 'cat', path).stdout for path in pct(
-        lxc_env, pod['vmid'], 'sh', '-c', 'ls /etc/letsencrypt/accounts/*/directory/*/private_key.json').stdout.split()]
+        lxc_env, pod['vmid'], 'find', '/etc/letsencrypt/accounts', '-name', 'private_key.json').stdout.split()]
     assert len(keys) >= 2 and 'PRIVATE KEY' in keys[0]
     secrets = []
     for key in keys:
