@@ -147,7 +147,7 @@ def test_forced_renewal_serves_a_new_certificate_without_a_playbook(lxc_env, pod
     root = pebble_root(lxc_env)
     _status, _body, before = https_get(pod['ip'], 'www.' + pod['domain'], root)
     # what the pod's timer runs (cloudpod-https.service: 'cloudpod-https run'), with the renewal forced
-    result = pct(lxc_env, pod['vmid'], '/usr/local/sbin/cloudpod-https', 'run', '--force-renewal')
+    result = pct(lxc_env, pod['vmid'], 'python3', '/usr/local/lib/cloudpod-https.py', 'run', '--force-renewal')
     assert 'certificate issued' in result.stdout, result.stdout + result.stderr
     status, body, after = https_get(pod['ip'], 'www.' + pod['domain'], root)
     assert status == 200 and pod['pod'] in body

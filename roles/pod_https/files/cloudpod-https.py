@@ -1,11 +1,11 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """cloudpod-https: the pod's certificate for its domain, issued, retried and renewed inside the pod.
 
-Installed by the role mpanel.cloudpods.pod_https (see its README for the whole picture).
+Installed by the role mpanel.cloudpods.pod_https as /usr/local/lib/cloudpod-https.py (see its README
+for the whole picture); run it with python3 (no shebang: the collection's sanity rules allow none here).
 
     cloudpod-https configure --domain D --directory URL --email E [--retry S] [--wait S] [--check]
         (CA bundle on stdin, empty for the system CAs) writes the settings, the systemd units and
@@ -44,7 +44,7 @@ LETSENCRYPT = '/etc/letsencrypt'
 LINEAGE = 'cloudpod'
 LIVE_FILES = ('cert', 'chain', 'fullchain', 'privkey')
 UNIT_DIR = '/etc/systemd/system'
-SCRIPT = '/usr/local/sbin/cloudpod-https'
+SCRIPT = '/usr/local/lib/cloudpod-https.py'
 # Backoff after the CA refused (failed challenge, rate limit): Let's Encrypt allows 5 failed
 # validations per hostname and hour; an unreachable CA counts against nothing and is retried on
 # the plain interval.
@@ -59,7 +59,7 @@ Wants=network-online.target
 
 [Service]
 Type=oneshot
-ExecStart={script} run
+ExecStart=/usr/bin/python3 {script} run
 """
 
 TIMER_UNIT = """# Written by cloudpod-https (mpanel.cloudpods.pod_https). Every tick is cheap with a certificate
@@ -557,7 +557,7 @@ def cmd_status(_args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='cloudpod-https', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='cloudpod-https', description=__doc__.split('\n\n', maxsplit=1)[0])
     sub = parser.add_subparsers(dest='command', required=True)
     configure = sub.add_parser('configure')
     configure.add_argument('--domain', default='')
