@@ -149,7 +149,13 @@ def test_forced_renewal_serves_a_new_certificate_without_a_playbook(lxc_env, pod
     # what the pod's timer runs (cloudpod-https.service: 'cloudpod-https run'), with the renewal forced
     result = pct(lxc_env, pod['vmid'], 'python3', '/usr/local/lib/cloudpod-https.py', 'run', '--force-renewal')
     assert 'certificate issued' in result.stdout, result.stdout + result.stderr
-    status, body, after = https_get(pod['ip'], 'www.' + pod['domain'], root)
+    # nginx -s reload returns at once; its new workers take over gracefully
+    deadline = time.monotonic() + 30
+    while True:
+        status, body, after = https_get(pod['ip'], 'www.' + pod['domain'], root)
+        if after != before or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert status == 200 and pod['pod'] in body
     assert after != before
     assert pod_state(lxc_env, pod['vmid'])['serial'].replace(':', '').upper().lstrip('0') == after.lstrip('0')
