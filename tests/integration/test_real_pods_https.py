@@ -29,7 +29,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
-from realpods import ENV_LXC, drop_zone, pct, site  # noqa: E402
+from realpods import ENV_LXC, drop_zone, https_get, pct, site  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 
 PLAN = 'CLOUD_POD_STARTER'
@@ -86,24 +86,6 @@ def pebble_root(env):
     return reply.text
 
 
-def https_get(ip, name, root, path='/'):
-    """GET https://<name><path> from the pod's address with SNI <name>, verified against ``root``:
-    (status, body, serial of the certificate served)."""
-    context = ssl.create_default_context(cadata=root)
-    with socket.create_connection((ip, 443), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname=name) as conn:
-            serial = '%X' % int(conn.getpeercert()['serialNumber'], 16)
-            conn.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' % (path, name)).encode())
-            data = b''
-            while True:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    head, _sep, body = data.decode(errors='replace').partition('\r\n\r\n')
-    return int(head.split()[1]), body, serial
-
-
 def pod_state(env, vmid):
     return json.loads(pct(env, vmid, 'cat', STATE).stdout)
 
@@ -120,7 +102,7 @@ def test_provision_serves_the_domain_over_https(lxc_env, pod):
     assert re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$', https['not_after'])
     root = pebble_root(lxc_env)
     for name in (pod['domain'], 'www.' + pod['domain']):
-        status, body, _serial = https_get(pod['ip'], name, root)
+        status, body, _headers, _serial = https_get(pod['ip'], name, root)
         assert status == 200 and pod['pod'] in body  # the starter page, rendered by PHP
     # a certificate from another CA does not verify: the check above means Pebble's root
     with pytest.raises(ssl.SSLError):
@@ -145,14 +127,14 @@ def test_provision_serves_the_domain_over_https(lxc_env, pod):
 
 def test_forced_renewal_serves_a_new_certificate_without_a_playbook(lxc_env, pod):
     root = pebble_root(lxc_env)
-    _status, _body, before = https_get(pod['ip'], 'www.' + pod['domain'], root)
+    _status, _body, _headers, before = https_get(pod['ip'], 'www.' + pod['domain'], root)
     # what the pod's timer runs (cloudpod-https.service: 'cloudpod-https run'), with the renewal forced
     result = pct(lxc_env, pod['vmid'], 'python3', '/usr/local/lib/cloudpod-https.py', 'run', '--force-renewal')
     assert 'certificate issued' in result.stdout, result.stdout + result.stderr
     # nginx -s reload returns at once; its new workers take over gracefully
     deadline = time.monotonic() + 30
     while True:
-        status, body, after = https_get(pod['ip'], 'www.' + pod['domain'], root)
+        status, body, _headers, after = https_get(pod['ip'], 'www.' + pod['domain'], root)
         if after != before or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -164,7 +146,7 @@ def test_forced_renewal_serves_a_new_certificate_without_a_playbook(lxc_env, pod
 def test_repair_restores_a_deleted_key_and_certificate(lxc_env, pods, outputs, pod):
     dirs, _made = pods
     root = pebble_root(lxc_env)
-    _status, _body, serial = https_get(pod['ip'], pod['domain'], root)
+    _status, _body, _headers, serial = https_get(pod['ip'], pod['domain'], root)
     pct(lxc_env, pod['vmid'], 'rm', LIVE + '/privkey.pem', LIVE + '/cert.pem')
     assert pct(lxc_env, pod['vmid'], 'test', '-e', LIVE + '/privkey.pem', check=False).returncode != 0
 
@@ -176,7 +158,7 @@ def test_repair_restores_a_deleted_key_and_certificate(lxc_env, pods, outputs, p
     assert pct(lxc_env, pod['vmid'], 'test', '-f', LIVE + '/privkey.pem', check=False).returncode == 0
     assert run.report['global_custom_stats']['https']['status'] == 'active'
     pct(lxc_env, pod['vmid'], 'systemctl', 'reload', 'nginx')  # nginx reads the restored files
-    status, _body, now = https_get(pod['ip'], pod['domain'], root)
+    status, _body, _headers, now = https_get(pod['ip'], pod['domain'], root)
     assert status == 200 and now == serial  # the same certificate, from certbot's archive
 
     again = run_pod_playbook('repair', lxc_env, dirs, pod=pod['pod'], timeout=600)
@@ -202,7 +184,7 @@ def test_dry_run_shows_a_removed_certificate_and_issues_nothing(lxc_env, pods, o
     run = run_pod_playbook('https', lxc_env, dirs, pod=pod['pod'], timeout=600)
     outputs.append(run.stdout + run.stderr)
     assert run.rc == 0 and run.report['global_custom_stats']['https']['status'] == 'active', run.stdout[-4000:]
-    status, _body, _serial = https_get(pod['ip'], pod['domain'], pebble_root(lxc_env))
+    status, _body, _headers, _serial = https_get(pod['ip'], pod['domain'], pebble_root(lxc_env))
     assert status == 200
 
 
@@ -260,7 +242,7 @@ def test_ca_down_leaves_https_pending_then_the_pod_gets_it_alone(lxc_env, pods, 
     deadline = time.monotonic() + 240  # the pod's timer: every 5 s here
     while True:
         try:
-            status, body, _serial = https_get(pod['ip'], 'www.' + pod['domain'], root)
+            status, body, _headers, _serial = https_get(pod['ip'], 'www.' + pod['domain'], root)
             break
         except (OSError, ssl.SSLError):
             if time.monotonic() > deadline:
