@@ -364,21 +364,27 @@ def repair_lineage(config, check=False):
 
 
 def consume_trigger():
-    """The role's request for an attempt now (no backoff): a flag file the unit's run removes."""
-    if os.path.exists(TRIGGER):
+    """The role's request for an attempt now (no backoff): a file with a token, which the unit's
+    run removes and records in the state (``request``) when it is done, so ``configure`` knows
+    that this attempt, not an older one, finished."""
+    try:
+        with open(TRIGGER, encoding='utf-8') as handle:
+            token = handle.read().strip()
         os.unlink(TRIGGER)
-        return True
-    return False
+        return token
+    except OSError:
+        return ''
 
 
 def converge(config, force=False, manual=False):
     """The timer's run: repair, then issue/renew when needed; returns (state, changes)."""
     previous = read_json(STATE, {})
-    manual = consume_trigger() or manual
+    token = consume_trigger()
+    manual = bool(token) or manual
     if not config.get('domain'):
         changes = sync_nginx(config, None)
         state = state_for(config, None, previous, 'the pod has no domain: no certificate')
-        write_state(state)
+        write_state(dict(state, request=token) if token else state)
         return state, changes
     cert, changes = repair_lineage(config)
     renewed = False
@@ -397,6 +403,8 @@ def converge(config, force=False, manual=False):
     else:
         state = state_for(config, cert, previous)
     changes += sync_nginx(config, cert, renewed=renewed)
+    if token:
+        state['request'] = token
     write_state(state)
     return state, changes
 
@@ -469,16 +477,16 @@ def unit_changes(retry, check):
     return changes
 
 
-def wait_for_attempt(started, wait):
-    """Until an attempt that began after ``started`` finished, at most ``wait`` seconds."""
+def wait_for_attempt(token, wait):
+    """Until the run that took the request ``token`` finished, at most ``wait`` seconds."""
     deadline = time.monotonic() + wait
     while True:
         state = read_json(STATE, {})
-        if state.get('last_attempt', '') >= iso(started) and not state.get('attempting'):
+        if state.get('request') == token and not state.get('attempting'):
             return state, True
         if time.monotonic() >= deadline:
             return state, False
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def cmd_configure(args):
@@ -528,11 +536,10 @@ def cmd_configure(args):
             state, more = converge(config)
             changes += more
     if needs_attempt:
-        time.sleep(1)  # attempts are stamped to the second
-        started = utcnow()
-        write_file(TRIGGER, iso(started) + '\n')
+        token = '%s-%d' % (iso(utcnow()), os.getpid())
+        write_file(TRIGGER, token + '\n')
         run(['systemctl', 'start', '--no-block', 'cloudpod-https.service'])
-        state, finished = wait_for_attempt(started, args.wait)
+        state, finished = wait_for_attempt(token, args.wait)
         if not finished:
             state = dict(state_for(config, certificate(config['names']), state,
                                    'no answer from the CA within %d s (cloudpods_https_wait): issuance goes on in the pod'
