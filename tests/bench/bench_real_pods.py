@@ -21,6 +21,7 @@ clones (a real copy of the template's root filesystem), in the same run and on e
    durations of the ansible.posix.json callback: clone (the clone task), start, DHCP (from the end
    of the start until the address shows inside the CT), rest of the container step (config,
    resize, finding the pod), first boot (pod_first_boot inside the pod, through pct over SSH), DNS,
+   HTTPS (pod_https: the certificate from the lab's Pebble, issued inside the pod),
    backup, mail, and "outside tasks" (ansible-playbook start, plays, inventory, gaps).
 2. Order to ACTIVE: ``POST /api/cloud-pods/order`` to runner_api (gunicorn + one worker on a scratch
    database) until the pod is ACTIVE, ``--orders`` times per clone mode: the split plus the queue
@@ -81,8 +82,8 @@ from realpods import ENV_LXC, Service, drop_zone  # noqa: E402  pylint: disable=
 from labenv import read_env as read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
 
 PLAN = "CLOUD_POD_STARTER"
-STEPS = ["clone", "start", "DHCP", "container (rest)", "first boot", "DNS", "backup", "mail", "outside tasks"]
-ROLE_STEP = {"pod_first_boot": "first boot", "pod_dns": "DNS", "pod_backup": "backup", "pod_mail": "mail"}
+STEPS = ["clone", "start", "DHCP", "container (rest)", "first boot", "DNS", "HTTPS", "backup", "mail", "outside tasks"]
+ROLE_STEP = {"pod_first_boot": "first boot", "pod_dns": "DNS", "pod_https": "HTTPS", "pod_backup": "backup", "pod_mail": "mail"}
 
 
 def provision_split(env, base, linked):

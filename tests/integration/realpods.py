@@ -5,9 +5,12 @@
 """Helpers for the real-container tests and benchmark (the lab's ``--lxc`` part, ``.lab/env.lxc``):
 runner_api as a service on a scratch database, pct, the site, DNS, cgroups and DHCP leases."""
 
+import collections
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,8 +44,59 @@ def pct(env, vmid, *command, check=True):
     return result
 
 
+SiteReply = collections.namedtuple('SiteReply', 'status_code text headers serial')
+
+
 def site(ip, host, timeout=3.0):
-    return requests.get('http://%s/' % ip, headers={'Host': host}, timeout=timeout)
+    """GET / of the pod's site for ``host`` over http; once the pod redirects http to https (it has
+    its certificate, role pod_https), over https from the same address with SNI ``host``. The
+    certificate is not checked here (https_get with Pebble's root does that)."""
+    reply = requests.get('http://%s/' % ip, headers={'Host': host}, timeout=timeout, allow_redirects=False)
+    if reply.status_code in (301, 308) and reply.headers.get('Location', '').startswith('https://%s/' % host):
+        return https_get(ip, host, None, timeout=timeout)
+    return reply
+
+
+def https_get(ip, name, root, path='/', timeout=10.0):
+    """GET https://<name><path> from the pod's address with SNI ``name``, verified against the PEM
+    ``root`` (unverified when None): a SiteReply (status_code, text, headers, serial of the
+    certificate served, hexadecimal)."""
+    if root is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cadata=root)
+    with socket.create_connection((ip, 443), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as conn:
+            serial = conn.getpeercert(binary_form=True)
+            conn.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' % (path, name)).encode())
+            data = b''
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    from cryptography import x509  # pylint: disable=import-outside-toplevel
+    serial = '%X' % x509.load_der_x509_certificate(serial).serial_number
+    head, _sep, body = data.decode(errors='replace').partition('\r\n\r\n')
+    lines = head.split('\r\n')
+    headers = dict(line.split(': ', 1) for line in lines[1:] if ': ' in line)
+    if headers.get('Transfer-Encoding') == 'chunked':
+        body = _unchunk(body)
+    return SiteReply(int(lines[0].split()[1]), body, headers, serial)
+
+
+def _unchunk(body):
+    out, rest = [], body
+    while rest:
+        size, _sep, rest = rest.partition('\r\n')
+        length = int(size.split(';')[0] or '0', 16)
+        if length == 0:
+            break
+        out.append(rest[:length])
+        rest = rest[length + 2:]
+    return ''.join(out)
 
 
 class DnsNotAnswered(AssertionError):

@@ -44,12 +44,14 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
     mark = mailbox.mark()
     run = assert_ok(run_pod_playbook('provision', lab_env, dirs, **order))
 
-    # set_stats hands vmid, node, ip, ssh_host_keys and ssh to ansible-runner / AWX
+    # set_stats hands vmid, node, ip, ssh_host_keys, ssh and https to ansible-runner / AWX
     stats = run.report['global_custom_stats']
     ct = container(lab_control, pod)
     [vmid] = pods_named(lab_control, pod)
-    # no first boot in the simulator lab: no host keys to report; the customer's way in, with its defaults
+    # no first boot in the simulator lab: no host keys to report, no HTTPS; the customer's way in, with its defaults
+    https = stats.pop('https')
     assert stats == {'vmid': vmid, 'node': 'pve', 'ip': ct['ip'], 'ssh_host_keys': [], 'ssh': {'user': 'web', 'port': 22}}
+    assert https['status'] == 'none' and https['not_after'] == '' and 'CLOUDPODS_FIRST_BOOT=false' in https['reason']
     ip = stats['ip']
     assert ip
 
@@ -90,7 +92,7 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
     mark = mailbox.mark()
     again = assert_ok(run_pod_playbook('provision', lab_env, dirs, **order))
     assert changed_count(again) == 0, again.stdout[-5000:]
-    assert again.report['global_custom_stats'] == stats
+    assert again.report['global_custom_stats'] == dict(stats, https=https)
     mailbox.assert_no_mail(since=mark)  # after a probe proved the SMTP server alive
     assert pods_named(lab_control, pod) == [vmid]
 

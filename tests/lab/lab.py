@@ -13,7 +13,8 @@ seed's settings (``set -a; . .lab/env`` exports them). Each service is a small c
 with ``start``/``stop``/``healthy`` and the ``env`` it contributes: the Proxmox VE simulator
 (pvesim), a real PowerDNS Authoritative (pdnslab.py), an SMTP server that keeps what it receives
 (smtplab.py), a private PostgreSQL (pglab.py) and nginx in front of runner_api (nginxlab.py);
-with ``--lxc`` a second simulator whose containers are real (lxclab.py).
+with ``--lxc`` a second simulator whose containers are real (lxclab.py) and Pebble, the ACME test
+CA the pods get their certificates from.
 """
 
 import argparse
@@ -124,6 +125,35 @@ class CertificateAuthority:
         _write(self.server_key, private(server_key), secret=True)
         _write(self.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
         _write(self.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue_for(self, cert_path: Path, key_path: Path, ips: list[str]) -> None:
+        """A server certificate from this CA for the given IP addresses (SANs), e.g. Pebble's listener."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        self.ensure()
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ips[0])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+        _write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()), secret=True)
+        _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
     def client_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_cert))
@@ -553,6 +583,97 @@ class SshdService(Service):
         return self.process.log_tail()
 
 
+class PebbleService(Service):
+    """Let's Encrypt's test CA, Pebble (Debian's ``pebble``), for the pods' certificates (role pod_https).
+
+    It listens on the lab bridge's gateway address, the one address both sides have: the pods
+    reach its ACME directory there, and the tests and the host reach it too. Its listener
+    certificate comes from the lab CA (Debian's package ships none), with the gateway address and
+    127.0.0.1 as SANs; pods trust that CA for the directory's TLS only (CLOUDPODS_ACME_CA_BUNDLE).
+    Validation is real: ``-dnsserver`` is the lab's PowerDNS, so Pebble resolves the pod's domain
+    through the zone pod_dns published, and fetches the HTTP-01 challenge from the pod on port 80.
+    Pebble makes new roots on every start: tests read the current one from the management port
+    (``LAB_PEBBLE_MANAGEMENT_URL``/roots/0).
+    """
+
+    name = "pebble"
+    lxc_only = True
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.settings_file = self.directory / "settings.json"
+        self.config_file = self.directory / "pebble-config.json"
+        self.cert = self.directory / "listener.pem"
+        self.key = self.directory / "listener-key.pem"
+        self.process = BackgroundProcess(self.directory, "pebble", marker=str(self.config_file))
+
+    def _load_settings(self) -> dict:
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def start(self) -> None:
+        binary = shutil.which("pebble") or "/usr/bin/pebble"
+        if not os.path.exists(binary):
+            raise LabError("pebble not found: install the Debian package pebble (tools/install does)")
+        settings = self._load_settings()
+        settings["port"] = free_port(settings.get("port"))
+        settings["management_port"] = free_port(settings.get("management_port"))
+        while settings["management_port"] == settings["port"]:
+            settings["management_port"] = free_port()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _write(self.settings_file, json.dumps(settings).encode())
+        gateway = self.lab.network.gateway
+        if not self.cert.exists():
+            self.lab.pki.issue_for(self.cert, self.key, [gateway, "127.0.0.1"])
+        config = {"pebble": {
+            "listenAddress": f"{gateway}:{settings['port']}",
+            "managementListenAddress": f"{gateway}:{settings['management_port']}",
+            "certificate": str(self.cert), "privateKey": str(self.key),
+            # the VA fetches http://<domain>/.well-known/acme-challenge/ from the pod on the real port
+            "httpPort": 80, "tlsPort": 443,
+            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+        }}
+        _write(self.config_file, json.dumps(config, indent=2).encode())
+        dns_port = next(service for service in self.lab.services
+                        if isinstance(service, PowerDnsService))._load_settings()["dns_port"]
+        env = dict(os.environ,
+                   # no random 0-5 s sleep before each validation: the tests' timing stays deterministic
+                   PEBBLE_VA_NOSLEEP="1",
+                   # Pebble rejects 5 % of good nonces by default to exercise clients' retries; certbot
+                   # retries, but a test must not depend on that chance
+                   PEBBLE_WFE_NONCEREJECT="0")
+        self.process.start([binary, "-config", str(self.config_file), "-dnsserver", f"127.0.0.1:{dns_port}"],
+                           cwd=self.directory, env=env)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        settings = self._load_settings()
+        if not settings.get("port") or not self.process.running():
+            return False
+        try:
+            with urllib.request.urlopen(f"https://{self.lab.network.gateway}:{settings['port']}/dir", timeout=2,
+                                        context=self.lab.pki.client_context()) as reply:
+                return "newOrder" in json.load(reply)
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def env(self) -> dict:
+        settings = self._load_settings()
+        gateway = self.lab.network.gateway
+        return {"CLOUDPODS_ACME_DIRECTORY": f"https://{gateway}:{settings.get('port')}/dir",
+                "CLOUDPODS_ACME_CA_BUNDLE": str(self.lab.pki.ca_cert),
+                "LAB_PEBBLE_MANAGEMENT_URL": f"https://{gateway}:{settings.get('management_port')}"}
+
+    def describe(self) -> str:
+        settings = self._load_settings()
+        return (f"ACME https://{self.lab.network.gateway}:{settings.get('port')}/dir management "
+                f":{settings.get('management_port')} pid {self.process.pid()} log {self.process.log_file}")
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
 class PveSimLxcService(PveSimService):
     """A second simulator whose containers are real LXC containers (tests/lab/pvesim/lxcbackend.py)."""
 
@@ -598,7 +719,7 @@ class Lab:
     """
 
     SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService]
-    LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PveSimLxcService]
+    LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PebbleService, PveSimLxcService]
 
     def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):
         self.directory = directory
