@@ -111,6 +111,7 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
             ("pod_firewall", "Securing your pod's network"),
             ("pod_first_boot", "Installing the web stack"),
             ("pod_dns", "Setting up DNS"),
+            ("pod_https", "Getting your HTTPS certificate"),
             ("pod_backup", "Configuring backups"),
             ("pod_mail", "Sending the welcome email"),
         ),

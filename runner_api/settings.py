@@ -34,7 +34,7 @@ MASK = "********"
 # Variables the playbooks read (module defaults); handed to ansible-runner as environment.
 PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT", "CLOUDPODS_ACME_")
 # Site settings the playbooks read from the environment (their env fallback), none of them a secret.
-PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT")
+PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT", "CLOUDPODS_HTTPS_RETRY")
 # Never handed to a playbook even though a prefix would match.
 PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)

@@ -92,8 +92,8 @@ def test_progress_follows_the_roles_of_the_latest_attempt():
     assert 0 < running['percent'] < 100
     done = views.progress(_task('COMPLETED', 2), events)
     assert done['percent'] == 100
-    # pod_container, pod_firewall, pod_first_boot, pod_dns, pod_backup, pod_mail (operations.py, CREATE_CONTAINER)
-    assert [s['status'] for s in done['steps']] == ['done', 'done', 'skipped', 'done', 'skipped', 'skipped']
+    # pod_container, pod_firewall, pod_first_boot, pod_dns, pod_https, pod_backup, pod_mail (operations.py, CREATE_CONTAINER)
+    assert [s['status'] for s in done['steps']] == ['done', 'done', 'skipped', 'done', 'skipped', 'skipped', 'skipped']
     assert views.progress(None, [])['steps'] == []
 
 
