@@ -99,6 +99,80 @@ def _unchunk(body):
     return ''.join(out)
 
 
+# ---------------------------------------------------------------- the customer's way in
+
+SSH_CLIENT_TIMEOUT = 60  # seconds for one ssh/sftp run, far above what it needs
+
+
+def make_key(directory, name):
+    path = os.path.join(str(directory), name)
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', name + '@customer.test', '-f', path],
+                   check=True, timeout=30)
+    with open(path + '.pub') as handle:
+        return path, handle.read().strip()
+
+
+def fingerprint_of(line):
+    done = subprocess.run(['ssh-keygen', '-l', '-E', 'sha256', '-f', '-'], input=line + '\n', capture_output=True,
+                          text=True, check=True, timeout=30)
+    size, fingerprint, rest = done.stdout.split(' ', 2)  # pylint: disable=unused-variable
+    return '%s %s' % (fingerprint, rest.strip().rsplit(' ', 1)[-1])
+
+
+class Pod(object):
+    """A provisioned pod as the customer meets it: its address, port and reported host keys."""
+
+    def __init__(self, name, domain, ip, port, host_keys, workdir):
+        self.name, self.domain, self.ip, self.port = name, domain, ip, port
+        self.host_keys = host_keys
+        self.workdir = str(workdir)
+        self.known_hosts = os.path.join(self.workdir, 'known_hosts-' + name)
+        self.trust_reported_host_keys()
+
+    def trust_reported_host_keys(self):
+        """known_hosts = the pod's keys as ssh-keyscan sees them, each checked against the reported fingerprints."""
+        scan = subprocess.run(['ssh-keyscan', '-T', '20', '-p', str(self.port), self.ip], capture_output=True,
+                              text=True, check=False, timeout=SSH_CLIENT_TIMEOUT)
+        lines = [line for line in scan.stdout.splitlines() if line and not line.startswith('#')]
+        assert lines, 'ssh-keyscan found no host key at %s:%d: %s' % (self.ip, self.port, scan.stderr)
+        for line in lines:
+            host, key = line.split(' ', 1)
+            assert fingerprint_of(key) in self.host_keys, 'an SSH host key the playbook did not report: ' + key
+        with open(self.known_hosts, 'w') as handle:
+            handle.write('\n'.join(lines) + '\n')
+
+    def options(self, identity=None):
+        options = ['-o', 'BatchMode=yes', '-o', 'ConnectTimeout=20', '-o', 'StrictHostKeyChecking=yes',
+                   '-o', 'UserKnownHostsFile=' + self.known_hosts, '-o', 'GlobalKnownHostsFile=/dev/null',
+                   '-o', 'IdentityAgent=none', '-F', '/dev/null']
+        if identity:
+            options += ['-o', 'IdentitiesOnly=yes', '-i', identity]
+        return options
+
+    def ssh(self, user, command, identity=None, extra=()):
+        return subprocess.run(['ssh', '-p', str(self.port)] + self.options(identity) + list(extra)
+                              + ['%s@%s' % (user, self.ip), command],
+                              capture_output=True, text=True, check=False, timeout=SSH_CLIENT_TIMEOUT, stdin=subprocess.DEVNULL)
+
+    def sftp(self, identity, batch, user='web'):
+        return subprocess.run(['sftp', '-P', str(self.port), '-b', '-'] + self.options(identity)
+                              + ['%s@%s' % (user, self.ip)],
+                              input=batch, capture_output=True, text=True, check=False, timeout=SSH_CLIENT_TIMEOUT)
+
+
+def assert_refused(result, methods='publickey'):
+    """Refused by the pod's sshd, which offers only ``methods`` (after a real host key check)."""
+    assert result.returncode == 255, (result.returncode, result.stdout, result.stderr)
+    assert 'Permission denied (%s)' % methods in result.stderr, result.stderr
+    assert 'Host key verification failed' not in result.stderr
+
+
+def pebble_root(env):
+    reply = requests.get(env['LAB_PEBBLE_MANAGEMENT_URL'] + '/roots/0', verify=env['CLOUDPODS_ACME_CA_BUNDLE'], timeout=10)
+    reply.raise_for_status()
+    return reply.text
+
+
 class DnsNotAnswered(AssertionError):
     """The lab's PowerDNS gave no usable answer: nothing can be concluded about the name."""
 

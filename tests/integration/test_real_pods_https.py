@@ -29,7 +29,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
-from realpods import ENV_LXC, drop_zone, https_get, pct, site  # noqa: E402
+from realpods import ENV_LXC, drop_zone, https_get, pct, pebble_root, site  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 
 PLAN = 'CLOUD_POD_STARTER'
@@ -78,12 +78,6 @@ def provision(lxc_env, pods, outputs, domain, **settings):
     assert run.rc == 0, run.stdout[-5000:] + run.stderr[-2000:]
     stats = run.report['global_custom_stats']
     return dict(pod=pod, domain=domain, vmid=stats['vmid'], ip=stats['ip'], https=stats['https'])
-
-
-def pebble_root(env):
-    reply = requests.get(env['LAB_PEBBLE_MANAGEMENT_URL'] + '/roots/0', verify=env['CLOUDPODS_ACME_CA_BUNDLE'], timeout=10)
-    reply.raise_for_status()
-    return reply.text
 
 
 def pod_state(env, vmid):
