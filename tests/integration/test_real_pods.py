@@ -2,12 +2,14 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""End to end with real containers: an order over HTTP becomes a pod whose site answers.
+"""End to end with real containers: an order over HTTP becomes a pod whose site answers, and its
+customer puts their site on it over SFTP with their own key and gets it served over HTTPS.
 
 Runs against the LXC part of the lab (``tests/lab/lab up --lxc``, settings in ``.lab/env.lxc``):
 the LXC-backed simulator, the lab bridge with DHCP, the sshd for pct, and the lab's PowerDNS,
-SMTP and PostgreSQL. runner_api (gunicorn + one worker) runs on a scratch database. The tests
-share one pod and run in order: order -> checks, repair, deprovision.
+SMTP and PostgreSQL, and Pebble as the ACME CA. runner_api (gunicorn + one worker) runs on a
+scratch database. The tests share one pod and run in order: order -> checks, the customer's way in
+(SFTP, HTTPS, a key change through the API), repair, deprovision.
 """
 
 import email
@@ -29,7 +31,8 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402
-from realpods import ENV_LXC, Service, cgroup, dns_a, dns_no_zone, drop_zone, leases, pct, pve, site  # noqa: E402
+from realpods import (ENV_LXC, Pod, Service, assert_refused, cgroup, dns_a, dns_no_zone, drop_zone, https_get,  # noqa: E402
+                      leases, make_key, pct, pebble_root, pve, site)
 from labenv import read_env as read_lab_env  # noqa: E402
 from smtplab import Mailbox  # noqa: E402
 
@@ -54,17 +57,31 @@ def service(lxc_env, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def active_pod(lxc_env, service):
+def customer_keys(tmp_path_factory):
+    """The customer's key pair, a second one of theirs, and the marker a template in a key comment
+    would create if order data were ever rendered as a template."""
+    directory = tmp_path_factory.mktemp('customer-keys')
+    own_path, own_line = make_key(directory, 'jane')
+    marker = str(directory / 'rendered')
+    # The comment is free text: a template in it must reach the pod as the same text, never run.
+    own_line += " {{ lookup('ansible.builtin.pipe', 'touch %s') }}" % marker
+    return {'own': (own_path, own_line), 'second': make_key(directory, 'jane-laptop'),
+            'stranger': make_key(directory, 'stranger'), 'marker': marker}
+
+
+@pytest.fixture(scope='module')
+def active_pod(lxc_env, service, customer_keys):
     """The order, followed to its end. Every later test starts from this pod (and the last one
     removes it; if a test failed before, the pod is removed here)."""
-    pod = _order(service)
+    pod = _order(service, [customer_keys['own'][1]])
     yield pod
     if os.path.exists(os.path.join(lxc_env['LAB_LXC_PATH'], str(pod['vmid']))):
         run_pod_playbook('deprovision', lxc_env, service.dirs, pod=pod['hostname'], timeout=600)
 
 
-def _order(service):
-    status, body = service.call('POST', '/order', {'plan_code': PLAN, 'domain': DOMAIN, 'customer_email': CUSTOMER})
+def _order(service, ssh_public_keys):
+    status, body = service.call('POST', '/order', {'plan_code': PLAN, 'domain': DOMAIN, 'customer_email': CUSTOMER,
+                                                   'ssh_public_keys': ssh_public_keys})
     assert status in (201, 202), body
     started = time.monotonic()
     deadline = started + 600
@@ -148,6 +165,83 @@ def test_order_becomes_a_working_pod(lxc_env, service, active_pod):
     body = mails[0].get_payload(decode=True) if not mails[0].is_multipart() else mails[0].get_payload(0).get_payload(decode=True)
     text = body.decode()
     assert hostname in text and ip in text and password not in text
+
+
+def _wait_for_operation(service, pod_id, operation, timeout=600):
+    deadline = time.monotonic() + timeout
+    while True:
+        _status, pod = service.call('GET', '/' + pod_id)
+        progress = pod['progress']
+        if progress['operation'] == operation and progress['operation_status'] in ('COMPLETED', 'FAILED'):
+            return pod
+        assert time.monotonic() < deadline, 'the %s operation did not end: %s\n%s' % (operation, pod, service.logs())
+        time.sleep(0.5)
+
+
+def test_the_customer_uploads_over_sftp_and_https_serves_it(lxc_env, service, active_pod, customer_keys, tmp_path):
+    vmid, ip, hostname = active_pod['vmid'], active_pod['ip'], active_pod['hostname']
+    own, stranger = customer_keys['own'][0], customer_keys['stranger'][0]
+
+    # The pod detail says how to get in and that the domain has its certificate.
+    status, pod = service.call('GET', '/' + active_pod['id'])
+    assert status == 200
+    assert pod['https']['status'] == 'active' and pod['https']['not_after'], pod['https']
+    ssh = pod['ssh']
+    assert (ssh['host'], ssh['port'], ssh['user']) == (DOMAIN, 22, 'web')
+    assert [key['comment'] for key in ssh['keys']] == [customer_keys['own'][1].split(' ', 2)[2]]
+    # The key's comment arrived as text: the template in it was never rendered.
+    assert not os.path.exists(customer_keys['marker'])
+    keys_file = pct(lxc_env, vmid, 'cat', '/etc/ssh/cloudpod/authorized_keys/web').stdout
+    assert customer_keys['own'][1] in keys_file.splitlines()
+
+    # SFTP with the customer's key, the pod's host keys checked against the ones the API reported.
+    client = Pod(hostname, DOMAIN, ip, ssh['port'], ssh['host_key_fingerprints'], tmp_path)
+    token = uuid.uuid4().hex
+    page = tmp_path / 'index.php'
+    page.write_text("<?php echo 'uploaded %s on ' . gethostname();\n" % token)
+    upload = client.sftp(own, 'put %s /var/www/cloudpod/public/index.php\n' % page)
+    assert upload.returncode == 0, upload.stderr
+
+    # https://www.<domain>/, verified against Pebble's root, serves the uploaded page; http redirects.
+    root = pebble_root(lxc_env)
+    assert dns_a(lxc_env, 'www.' + DOMAIN) == [ip]
+    for name in ('www.' + DOMAIN, DOMAIN):
+        reply = https_get(ip, name, root)
+        assert (reply.status_code, reply.text) == (200, 'uploaded %s on %s' % (token, hostname))
+    plain = requests.get('http://%s/' % ip, headers={'Host': 'www.' + DOMAIN}, allow_redirects=False, timeout=10)
+    assert plain.status_code == 301 and plain.headers['Location'] == 'https://www.%s/' % DOMAIN
+
+    # Nobody else gets in: a wrong key, a password, root even with the customer's key.
+    assert client.ssh('web', 'true', identity=own).returncode == 0  # the control
+    assert_refused(client.ssh('web', 'true', identity=stranger))
+    assert_refused(client.ssh('web', 'true', extra=['-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password']))
+    assert_refused(client.ssh('root', 'true', identity=own))
+
+    # The customer replaces their keys through the API: the old one is refused, the new one works.
+    second_path, second_line = customer_keys['second']
+    status, task = service.call('PUT', '/%s/ssh-keys' % active_pod['id'], {'ssh_public_keys': [second_line]})
+    assert status == 202 and task['type'] == 'SET_SSH_KEYS', task
+    pod = _wait_for_operation(service, active_pod['id'], 'SET_SSH_KEYS')
+    assert pod['progress']['operation_status'] == 'COMPLETED', (pod, service.logs())
+    assert [key['comment'] for key in pod['ssh']['keys']] == ['jane-laptop@customer.test']
+    assert_refused(client.ssh('web', 'true', identity=own))
+    assert client.ssh('web', 'true', identity=second_path).returncode == 0
+
+    # No private material of the pod anywhere on our side: the TLS key, the SSH host keys, the ACME
+    # account key are not in the API's or the worker's log, nor in any row of the database.
+    private = pct(lxc_env, vmid, 'sh', '-c', 'cat /etc/letsencrypt/live/cloudpod/privkey.pem /etc/ssh/ssh_host_*_key').stdout
+    secrets = [line for line in private.splitlines() if line and not line.startswith('-----') and len(line) > 20]
+    for path in pct(lxc_env, vmid, 'find', '/etc/letsencrypt/accounts', '-name', 'private_key.json').stdout.split():
+        secrets.append(json.loads(pct(lxc_env, vmid, 'cat', path).stdout)['d'])
+    assert len(secrets) > 10
+    logs = ''.join(open(str(service.tmp_path / name), errors='replace').read() for name in ('worker.log', 'api.log'))
+    with service.pool.connection() as connection:
+        rows = [connection.execute('SELECT * FROM %s' % table).fetchall() for table in (
+            'cloud_pod_subscriptions', 'cloud_pod_provisioning_tasks', 'cloud_pod_events')]
+    stored = json.dumps(rows, default=str)
+    assert 'PRIVATE KEY' not in logs + stored
+    for secret in secrets:
+        assert secret not in logs and secret not in stored
 
 
 def test_repair_brings_the_site_back(lxc_env, service, active_pod):
