@@ -289,45 +289,43 @@ class Repository:
                                    (SELECT count(*) FROM cloud_pod_provisioning_tasks) AS tasks,
                                    (SELECT count(*) FROM cloud_pod_events) AS events""")
 
-    def enqueue_operation(self, subscription_id, task_type, max_attempts):
-        """Queue an operation (RESTART, ...) on an existing pod; one open task per pod."""
+    @staticmethod
+    def _insert_task(connection, subscription_id, task_type, max_attempts):
+        """A new PENDING task, announced on the queue's channel when the transaction commits.
+        Another open task of the pod: ``OperationInProgress`` (the one-open-task index)."""
         try:
-            with self.pool.connection() as connection, connection.transaction():
+            with connection.transaction():  # a savepoint: the caller's transaction stays usable
                 task = connection.execute(f"""
                     INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts)
                     VALUES (%s, %s, %s) RETURNING {TASK_COLUMNS}""",
                                           (subscription_id, task_type, max_attempts)).fetchone()
-                connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
-                return task
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name == "cloud_pod_provisioning_tasks_one_open":
                 raise OperationInProgress(subscription_id) from None
             raise
+        connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
+        return task
+
+    def enqueue_operation(self, subscription_id, task_type, max_attempts):
+        """Queue an operation (RESTART, ...) on an existing pod; one open task per pod."""
+        with self.pool.connection() as connection, connection.transaction():
+            return self._insert_task(connection, subscription_id, task_type, max_attempts)
 
     def set_ssh_keys(self, subscription_id, lines, task_type, max_attempts, start_states=("ACTIVE",)):
         """Replace the pod's wanted SSH keys and queue the operation that applies them, in one
         transaction: ``NotStartable`` (pod status) or ``OperationInProgress`` leave both unchanged.
         None if there is no such pod."""
-        try:
-            with self.pool.connection() as connection, connection.transaction():
-                pod = connection.execute("SELECT status FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
-                                         (subscription_id,)).fetchone()
-                if pod is None:
-                    return None
-                if pod["status"] not in start_states:
-                    raise NotStartable(pod["status"])
-                task = connection.execute(f"""
-                    INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts)
-                    VALUES (%s, %s, %s) RETURNING {TASK_COLUMNS}""",
-                                          (subscription_id, task_type, max_attempts)).fetchone()
-                connection.execute("UPDATE cloud_pod_subscriptions SET ssh_public_keys = %s, updated_at = now() "
-                                   "WHERE id = %s", (Jsonb(list(lines)), subscription_id))
-                connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
-                return task
-        except pg_errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == "cloud_pod_provisioning_tasks_one_open":
-                raise OperationInProgress(subscription_id) from None
-            raise
+        with self.pool.connection() as connection, connection.transaction():
+            pod = connection.execute("SELECT status FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
+                                     (subscription_id,)).fetchone()
+            if pod is None:
+                return None
+            if pod["status"] not in start_states:
+                raise NotStartable(pod["status"])
+            task = self._insert_task(connection, subscription_id, task_type, max_attempts)
+            connection.execute("UPDATE cloud_pod_subscriptions SET ssh_public_keys = %s, updated_at = now() "
+                               "WHERE id = %s", (Jsonb(list(lines)), subscription_id))
+            return task
 
     def queue(self, include_finished=False, limit=500):
         statuses = ["PENDING", "RUNNING", "FAILED", "COMPLETED"] if include_finished else ["PENDING", "RUNNING"]
