@@ -149,6 +149,13 @@ def stub_queue(lab_env, tmp_path):
             queue.stop_all()
 
 
+def why_retried(queue, tasks):
+    """What went wrong for ``tasks``: their events other than ok (a failed attempt says why), then the workers' logs."""
+    events = queue.rows("SELECT task_id, attempt, worker_id, step, status, message FROM cloud_pod_events "
+                        "WHERE task_id = ANY(%s) AND status <> 'ok' ORDER BY id", ([task['id'] for task in tasks],))
+    return '\n'.join(str(dict(event)) for event in events) + '\n' + queue.all_logs()[-6000:]
+
+
 def runs(queue):
     return [line.split()[0] for line in queue.run_log.read_text().splitlines() if line.strip()]
 
@@ -163,8 +170,9 @@ def test_workers_racing_run_every_task_exactly_once(stub_queue, workers):
     stub_queue.wait_all('ACTIVE', timeout=900)  # 50 ansible runs on 2 cores: minutes on a loaded machine
     ran = runs(stub_queue)
     assert sorted(ran) == sorted(pod['hostname'] for pod in pods)  # each exactly once
-    tasks = stub_queue.rows('SELECT status, attempts, worker_id FROM cloud_pod_provisioning_tasks')
-    assert all(task['status'] == 'COMPLETED' and task['attempts'] == 1 for task in tasks)
+    tasks = stub_queue.rows('SELECT id, status, attempts, worker_id FROM cloud_pod_provisioning_tasks')
+    again = [task for task in tasks if (task['status'], task['attempts']) != ('COMPLETED', 1)]
+    assert not again, 'tasks not done in one attempt: %s\nwhy:\n%s' % (again, why_retried(stub_queue, again))
     assert len(set(task['worker_id'] for task in tasks)) > 1, 'the work was not shared'
     claimed = stub_queue.rows("SELECT count(*) AS n FROM cloud_pod_events WHERE status = 'claimed'")[0]['n']
     assert claimed == 50
