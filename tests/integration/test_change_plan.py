@@ -7,14 +7,16 @@ moves the record, the backups and the firewall to the new plan, and repair keeps
 whose disk would shrink is refused before any write; check mode writes nothing; a second run
 changes nothing; a suspended (stopped) pod changes plan and stays stopped."""
 
+import os
 import time
 
 import pytest
+import yaml
 
 from runner_api import executors
 from playbooks import run_playbook  # pylint: disable=import-error
 from podplays import (  # pylint: disable=import-error
-    assert_ok, changed_count, changed_tasks, container, new_pod, pods_named, remove_pod, run_pod_playbook, task)
+    ROOT, assert_ok, changed_count, changed_tasks, container, new_pod, pods_named, remove_pod, run_pod_playbook, task)
 
 # The cron lines of the plans, written out by hand (as test_provision_plans does).
 STARTER_CRON = '30 3 * * *'
@@ -157,6 +159,26 @@ def test_a_stopped_pod_changes_plan_and_stays_stopped(lab_env, lab_control, dirs
     run = run_pod_playbook('change_plan', lab_env, dirs, pod=pod, plan='CLOUD_POD_PREMIUM')
     assert run.rc != 0 and 'has a 100G root disk and plan CLOUD_POD_PREMIUM (Premium) has 75G' in run.stdout
     assert container(lab_control, pod)['config'] == config
+
+
+def test_a_downgrade_that_keeps_the_disk_lowers_the_sizes_live(lab_env, lab_control, dirs, pod):
+    # The catalogue's downgrades all shrink the disk; a site's own catalogue (here through -e, which outranks
+    # vars/plans.yml) may have a smaller plan with the same disk: that one goes through, live.
+    [vmid] = pods_named(lab_control, pod)
+    with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')) as handle:
+        plans = yaml.safe_load(handle)['cloudpods_plans']
+    plans['CLOUD_POD_LITE'] = dict(plans['CLOUD_POD_STARTER'], name='Lite', memory_mb=512, swap_mb=256, disk_gb=30)
+    started = time.time()
+
+    run = assert_ok(run_pod_playbook('change_plan', lab_env, dirs, pod=pod, plan='CLOUD_POD_LITE', cloudpods_plans=plans))
+
+    after = container(lab_control, pod)
+    config = after['config']
+    assert (config['cores'], config['memory'], config['swap']) == (1, 512, 256) and 'size=30G' in config['rootfs']
+    assert after['status'] == 'running' and description_plan(config) == ['cloudpods-plan: CLOUD_POD_LITE']
+    paths = [r['path'].split('/lxc/%d/' % vmid, 1)[1] for r in writes_since(lab_control, vmid, started)]
+    assert [p for p in paths if not p.startswith('firewall')] == ['config']  # no resize: the disk is the same
+    assert run.report['global_custom_stats']['plan_before'] == 'CLOUD_POD_STARTER'
 
 
 @pytest.mark.parametrize('extra, expected', [

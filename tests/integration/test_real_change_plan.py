@@ -5,7 +5,7 @@
 """mpanel.cloudpods.change_plan with real containers (``tests/lab/lab up --lxc``, ``.lab/env.lxc``):
 an upgrade changes the cgroup limits of the running container at once, without restarting it (the
 same init process, started at the same time); a refused downgrade leaves the limits and the config
-as they were.
+as they were; a downgrade that keeps the disk lowers them, live as well.
 
 The lab's disks are directories without a size (see tests/lab/README.md): the resize is checked in
 the config Proxmox VE reports, not in the container's file system.
@@ -16,12 +16,13 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from podplays import HostDirs, assert_ok, changed_count, new_pod, remove_pod, run_pod_playbook  # noqa: E402
+from podplays import ROOT, HostDirs, assert_ok, changed_count, new_pod, remove_pod, run_pod_playbook  # noqa: E402
 from realpods import ENV_LXC, cgroup, pct, pve  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 
@@ -102,6 +103,18 @@ def test_upgrade_changes_the_running_containers_limits_without_a_restart(lxc_env
     assert pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data'] == config
     assert init_process(lxc_env, vmid) == init_before
 
-    # and the same plan again changes nothing
+    # the same plan again changes nothing
     assert changed_count(assert_ok(run_pod_playbook('change_plan', lxc_env, dirs, pod=starter_pod['pod'],
                                                     plan='CLOUD_POD_PREMIUM'))) == 0
+
+    # a downgrade that keeps the disk (a plan of a site's own catalogue, through -e) lowers the limits live too
+    with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')) as handle:
+        plans = yaml.safe_load(handle)['cloudpods_plans']
+    plans['CLOUD_POD_SMALL'] = dict(plans['CLOUD_POD_PREMIUM'], name='Small', vcpu=1, memory_mb=768, swap_mb=256)
+    assert_ok(run_pod_playbook('change_plan', lxc_env, dirs, pod=starter_pod['pod'], plan='CLOUD_POD_SMALL',
+                               cloudpods_plans=plans))
+    lowered = limits(lxc_env, vmid)
+    assert lowered['memory'] == 768 * MIB and lowered['cpus'] == '0'
+    if V2:
+        assert lowered['swap'] == 256 * MIB
+    assert init_process(lxc_env, vmid) == init_before
