@@ -135,6 +135,18 @@ def format_size(num_bytes):
     return '%d' % num_bytes
 
 
+def root_disk_size(conf):
+    """The root disk's size from a container config: ``('30G', 32212254720)``, or ``(None, None)`` when its
+    ``rootfs`` is missing, has no ``size=`` or a size that does not parse (a config edited by hand)."""
+    try:
+        text = parse_property_string((conf or {}).get('rootfs'), 'volume').get('size')
+        if not text:
+            return None, None
+        return to_text(text), parse_size(text)
+    except ProxmoxError:
+        return None, None
+
+
 def parse_tags(value):
     """Tags from a ``;``- (or ``,``/space-) separated string or a list, lower-cased, sorted, unique."""
     if value is None:

@@ -124,6 +124,17 @@ pods:
           description: Domain, from the C(cloudpods-domain) line; null when the pod has none.
           type: str
           sample: shop.example.com
+    disk:
+      description:
+        - Size of the root disk as Proxmox VE writes it in C(rootfs) (V(30G)); null when the configuration gives
+          none that parses.
+        - A plan change compares it with the new plan's disk, since Proxmox VE only grows disks.
+      type: str
+      sample: 30G
+    disk_bytes:
+      description: Size of the root disk in bytes; null when RV(pods[].disk) is null.
+      type: int
+      sample: 32212254720
     lock:
       description: Lock held on the container (for example V(create) while it is being cloned); null when none.
       type: str
@@ -145,7 +156,7 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils import pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import ProxmoxApiError
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_module import ProxmoxModule
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import proxmox_argument_spec
-from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import first_global_ipv4, parse_tags
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import first_global_ipv4, parse_tags, root_disk_size
 
 
 def argument_spec():
@@ -181,9 +192,10 @@ class PodContainerInfo(ProxmoxModule):
                 ip = None  # interfaces needs PVE 8.1+; the rest of the answer is still useful
         tags = parse_tags(conf.get('tags', ct.get('tags')))
         record = pod_record.read(conf.get('description'), tags)
+        disk, disk_bytes = root_disk_size(conf)
         pod = dict(vmid=int(ct['vmid']), node=ct.get('node'), hostname=ct.get('name') or conf.get('hostname'),
                    status=ct.get('status'), ip=ip, tags=tags, pod_id=record['pod'], record=record,
-                   lock=ct.get('lock') or None)
+                   disk=disk, disk_bytes=disk_bytes, lock=ct.get('lock') or None)
         if self.module.params['details']:
             pod['config'] = conf
         return pod

@@ -205,3 +205,15 @@ def test_describe_interfaces_lists_every_address_once():
     assert formats.describe_interfaces([LO, {'name': 'eth0', 'inet6': 'fe80::1/64'}]) == (
         'lo 127.0.0.1/8 ::1/128, eth0 fe80::1/64')
     assert formats.describe_interfaces(None) == 'none reported'
+
+
+@pytest.mark.parametrize('conf, expected', [
+    ({'rootfs': 'local-lvm:vm-101-disk-0,size=30G'}, ('30G', 30 * 1024 ** 3)),
+    ({'rootfs': 'local:101/vm-101-disk-0.raw,mountoptions=noatime,size=2560M'}, ('2560M', 2560 * 1024 ** 2)),
+    ({'rootfs': 'local-lvm:vm-101-disk-0'}, (None, None)),
+    ({'rootfs': 'local-lvm:vm-101-disk-0,size=lots'}, (None, None)),
+    ({}, (None, None)),
+    (None, (None, None)),
+])
+def test_root_disk_size(conf, expected):
+    assert formats.root_disk_size(conf) == expected
