@@ -143,7 +143,7 @@ def test_an_order_becomes_an_active_real_pod(installed, lxc_env, tmp_path):
                 'plan_code': 'CLOUD_POD_STARTER', 'domain': domain, 'customer_email': 'jane@example.org'})
             assert reply.status_code in (201, 202), reply.text
             pod = reply.json()
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 900  # bounded; minutes when other lanes load the machine
             while time.monotonic() < deadline and pod['status'] not in ('ACTIVE', 'FAILED'):
                 time.sleep(1)
                 pod = requests.get(base + '/' + pod['id'], headers=headers, timeout=30).json()
@@ -162,7 +162,7 @@ def test_an_order_becomes_an_active_real_pod(installed, lxc_env, tmp_path):
                 except subprocess.TimeoutExpired:
                     process.kill()
             if pod.get('vmid') and os.path.exists(os.path.join(lxc_env['LAB_LXC_PATH'], str(pod['vmid']))):
-                run_pod_playbook('deprovision', lxc_env, dirs, pod=pod['hostname'], timeout=300)
+                run_pod_playbook('deprovision', lxc_env, dirs, pod=pod['hostname'], timeout=600)
             drop_zone(lxc_env, domain)
 
 
