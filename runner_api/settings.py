@@ -290,7 +290,11 @@ class _Reader:
         value = self.raw(name)
         if value is not None:
             parts = urllib.parse.urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
                 self.problems.append(f"{name} must be an http(s) URL" + (f", got {value!r}" if echo else ""))
         return value
 

@@ -95,6 +95,10 @@ def test_webhook_settings():
     assert 'CLOUDPODS_WEBHOOK_URL must be an http(s) URL' in str(error.value)
     assert 'at least 16 characters' in str(error.value)
     assert 'token-in-url' not in str(error.value) and "'short'" not in str(error.value)
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({'DATABASE_URL': DB, 'CLOUDPODS_WEBHOOK_URL': 'http://mpanel.example:99999/hooks',
+                           'CLOUDPODS_WEBHOOK_SECRET': SECRET})
+    assert 'CLOUDPODS_WEBHOOK_URL must be an http(s) URL' in str(error.value)
 
 
 def test_the_url_target_keeps_path_and_query_and_takes_credentials_as_basic_auth():
