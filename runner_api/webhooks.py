@@ -196,7 +196,7 @@ class Deliverer:
                         LOG.warning("webhooks: database unavailable (%s); retrying",
                                     scrub(" ".join(str(exc).split())[:200], self.secrets))
                     self.stopping.wait(retry_delay(failures, 0.5, self.settings.db_retry_max_seconds))
-                except Exception as exc:  # pylint: disable=broad-exception-caught
+                except Exception as exc:  # pylint: disable=broad-except
                     # A bug must not end delivery for good: log it, wait, go on.
                     failures += 1
                     LOG.error("webhooks: %s", scrub(f"{type(exc).__name__}: {exc}", self.secrets))

@@ -25,6 +25,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import jsonschema
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -218,14 +219,13 @@ def test_500_twice_then_200_one_accepted_delivery_after_three_attempts(hook_queu
     assert accepted[0]['headers']['Content-Type'] == 'application/json'
     queue.wait(lambda: outbox(queue, pod['id'])[-1]['delivered_at'] is not None, 60, 'the last row marked')
     rows = outbox(queue, pod['id'])
-    assert [(r['attempts'], r['last_status'], r['last_error']) for r in rows] == [(3, 200, None), (1, 200, None),
-                                                                                    (1, 200, None)]
+    expected = [(3, 200, None), (1, 200, None), (1, 200, None)]
+    assert [(r['attempts'], r['last_status'], r['last_error']) for r in rows] == expected
     assert summary(rows) == CREATED_TO_ACTIVE
 
     # The event as mPanel receives it is the document's WebhookEvent.
     checker = OpenApiChecker()
     schema = checker.document['webhooks']['cloudPodEvent']['post']['requestBody']['content']['application/json']
-    import jsonschema  # pylint: disable=import-outside-toplevel
     validator = jsonschema.Draft202012Validator(dict(checker.document, **{'$ref': '#/$defs_target',
                                                                           '$defs_target': schema['schema']}),
                                                 format_checker=jsonschema.FormatChecker())
@@ -318,9 +318,9 @@ def test_admin_api_shows_the_delivery_state_filtered_and_paged(hook_queue):
     assert [d['event_id'] for d in first['deliveries'] + second['deliveries']] == [
         d['event_id'] for d in page['deliveries']]
     # Bad parameters: 400 naming the parameter; a customer: 403.
-    for query, parameter in (('?status=lost', 'status'), ('?pod=nope', 'pod'), ('?limit=0', 'limit'),
-                             ('?limit=501', 'limit'), ('?cursor=abc', 'cursor'), ('?status=failed&status=pending',
-                                                                                    'status')):
+    bad = (('?status=lost', 'status'), ('?pod=nope', 'pod'), ('?limit=0', 'limit'), ('?limit=501', 'limit'),
+           ('?cursor=abc', 'cursor'), ('?status=failed&status=pending', 'status'))
+    for query, parameter in bad:
         status, problem = get(query)
         assert (status, problem['parameter']) == (400, parameter), query
     assert get('', token=customer)[0] == 403

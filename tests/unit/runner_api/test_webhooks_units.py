@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import sys
 import uuid
 
@@ -109,7 +110,6 @@ def test_the_url_target_keeps_path_and_query_and_takes_credentials_as_basic_auth
 
 
 def test_a_closed_port_is_a_failed_attempt_not_an_exception():
-    import socket  # pylint: disable=import-outside-toplevel
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
