@@ -243,7 +243,7 @@ def test_500_twice_then_200_one_accepted_delivery_after_three_attempts(hook_queu
 
 def test_receiver_down_keeps_events_queued_then_all_arrive_in_order_per_pod(hook_queue):
     queue = hook_queue
-    pods = [queue.order() for _ in range(3)]
+    pods = [queue.order() for _pod in range(3)]
     queue.start('w1')
     queue.start('w2')  # two deliverers: one event is never sent by both at once
 
@@ -269,8 +269,8 @@ def test_receiver_down_keeps_events_queued_then_all_arrive_in_order_per_pod(hook
         seen.setdefault(event['pod_id'], []).append((event['sequence'], event['id']))
     for pod in pods:
         arrived = seen[str(pod['id'])]
-        assert [sequence for sequence, _ in arrived] == [1, 2, 3], arrived
-        assert [str(r['event_id']) for r in outbox(queue, pod['id'])] == [event_id for _, event_id in arrived]
+        assert [sequence for sequence, _event_id in arrived] == [1, 2, 3], arrived
+        assert [str(r['event_id']) for r in outbox(queue, pod['id'])] == [event_id for _sequence, event_id in arrived]
         assert summary(outbox(queue, pod['id'])) == CREATED_TO_ACTIVE
 
 
@@ -278,7 +278,7 @@ def test_receiver_down_keeps_events_queued_then_all_arrive_in_order_per_pod(hook
 
 def test_admin_api_shows_the_delivery_state_filtered_and_paged(hook_queue):
     queue = hook_queue
-    pods = [queue.order() for _ in range(3)]
+    pods = [queue.order() for _pod in range(3)]
     with queue.pool.connection() as connection:  # as a deliverer records them
         connection.execute("UPDATE cloud_pod_webhook_outbox SET attempts = 1, last_status = 200, delivered_at = now() "
                            "WHERE subscription_id = %s", (pods[0]['id'],))

@@ -73,7 +73,7 @@ def test_the_body_is_the_envelope_compact_and_stable_and_the_headers_sign_it():
 
 def test_the_backoff_doubles_up_to_the_cap_with_jitter():
     for attempts, ceiling in ((1, 5), (2, 10), (3, 20), (8, 600), (9, 600), (500, 600)):
-        delays = [webhooks.retry_delay(attempts, 5, 600) for _ in range(200)]
+        delays = [webhooks.retry_delay(attempts, 5, 600) for _draw in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
         assert len(set(delays)) > 1  # jitter
 
