@@ -4,6 +4,10 @@ Every statement takes parameters (never string formatting). The queue follows th
 "Queue semantics": claim with ``FOR UPDATE SKIP LOCKED``, attempts counted at claim, a lease
 renewed by heartbeat, reclaim of expired leases, retries with backoff, one open task per pod
 (a partial unique index), and ``NOTIFY cloud_pod_tasks`` to wake idle workers.
+
+Webhooks: every change of a pod's status and every end of a task (COMPLETED, FAILED) writes its
+webhook event to ``cloud_pod_webhook_outbox`` through the database's triggers (migration 0003), in
+the transaction of the change: nothing here (or in a method added later) has to call anything.
 """
 
 import hashlib
@@ -284,10 +288,11 @@ class Repository:
                             FROM cloud_pod_events WHERE task_id = %s ORDER BY id""", (task_id,))
 
     def count_rows(self):
-        """Row counts of the four tables (tests: "no row was written")."""
+        """Row counts of the tables a request may write (tests: "no row was written")."""
         return self._one("""SELECT (SELECT count(*) FROM cloud_pod_subscriptions) AS subscriptions,
                                    (SELECT count(*) FROM cloud_pod_provisioning_tasks) AS tasks,
-                                   (SELECT count(*) FROM cloud_pod_events) AS events""")
+                                   (SELECT count(*) FROM cloud_pod_events) AS events,
+                                   (SELECT count(*) FROM cloud_pod_webhook_outbox) AS webhook_events""")
 
     @staticmethod
     def _insert_task(connection, subscription_id, task_type, max_attempts):

@@ -74,6 +74,13 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     db_retry_max_seconds: float = 10.0
     https_retry_seconds: float = 60.0
     https_retry_max_seconds: float = 3600.0
+    # Webhooks to mPanel (runner_api/webhooks.py; README, "Webhooks to mPanel").
+    webhook_url: str | None = None  # None: events are written to the outbox but not sent
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_base_seconds: float = 5.0
+    webhook_retry_max_seconds: float = 600.0
+    webhook_poll_seconds: float = 1.0
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -82,6 +89,11 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         password = urllib.parse.urlsplit(self.database_url).password
         if password:
             values += [password, urllib.parse.unquote(password)]
+        if self.webhook_secret:
+            values.append(self.webhook_secret)
+        webhook_password = urllib.parse.urlsplit(self.webhook_url or "").password
+        if webhook_password:
+            values += [webhook_password, urllib.parse.unquote(webhook_password)]
         return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 
     def __repr__(self):
@@ -126,7 +138,22 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             # most CLOUDPODS_HTTPS_RETRY_MAX_SECONDS apart, for as long as the pod is ACTIVE.
             https_retry_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_SECONDS", 60.0, minimum=0.1),
             https_retry_max_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_MAX_SECONDS", 3600.0, minimum=0.1),
+            # Webhooks (README, "Webhooks to mPanel"): each worker delivers the outbox to
+            # CLOUDPODS_WEBHOOK_URL, signed with CLOUDPODS_WEBHOOK_SECRET; a failed delivery is retried
+            # after CLOUDPODS_WEBHOOK_RETRY_BASE_SECONDS, doubling, at most CLOUDPODS_WEBHOOK_RETRY_MAX_SECONDS
+            # apart (with jitter), and never given up.
+            webhook_url=reader.url("CLOUDPODS_WEBHOOK_URL", echo=False),
+            webhook_secret=reader.raw("CLOUDPODS_WEBHOOK_SECRET"),
+            webhook_timeout_seconds=reader.number("CLOUDPODS_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            webhook_retry_base_seconds=reader.number("CLOUDPODS_WEBHOOK_RETRY_BASE_SECONDS", 5.0, minimum=0.01),
+            webhook_retry_max_seconds=reader.number("CLOUDPODS_WEBHOOK_RETRY_MAX_SECONDS", 600.0, minimum=0.01),
+            webhook_poll_seconds=reader.number("CLOUDPODS_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
         )
+        if values["webhook_url"] and not values["webhook_secret"]:
+            problems.append("CLOUDPODS_WEBHOOK_SECRET is not set: webhooks to CLOUDPODS_WEBHOOK_URL are signed "
+                            "with it (README, \"Webhooks to mPanel\")")
+        elif values["webhook_secret"] and len(values["webhook_secret"]) < 16:
+            problems.append("CLOUDPODS_WEBHOOK_SECRET must be at least 16 characters long")
         reader.integer("CLOUDPODS_SSH_PORT", 22, minimum=1, maximum=65535)
         if worker:
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):
@@ -258,12 +285,17 @@ class _Reader:
             self.problems.append(f"{name} must be a postgresql:// URL (postgresql://user:password@host:port/db)")
         return value
 
-    def url(self, name):
+    def url(self, name, echo=True):
+        """An http(s) URL; ``echo=False``: a bad value is not repeated (it may carry a credential)."""
         value = self.raw(name)
         if value is not None:
             parts = urllib.parse.urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                self.problems.append(f"{name} must be an http(s) URL, got {value!r}")
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+                self.problems.append(f"{name} must be an http(s) URL" + (f", got {value!r}" if echo else ""))
         return value
 
     def pattern(self, name, regex, form):

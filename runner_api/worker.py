@@ -15,6 +15,10 @@ when it is back; a running playbook goes on meanwhile, its event rows are kept i
 written later, and its outcome is written as soon as the database answers again (still fenced by
 the lease: if another worker took the task over meanwhile, the write finds it is not ours). One
 warning when the database goes away, one line when it is back.
+
+Webhooks: with ``CLOUDPODS_WEBHOOK_URL`` set, each worker also delivers the webhook outbox in a
+thread of its own with its own database connection (``webhooks.Deliverer``); it stops with the
+worker, after the delivery in flight.
 """
 
 import collections
@@ -29,7 +33,7 @@ import time
 
 import psycopg
 
-from . import operations, runscope
+from . import operations, runscope, webhooks
 from .executors import LocalAnsibleRunner, RunRequest, RunResult
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
@@ -148,6 +152,9 @@ class Worker:
             self.repository = Repository(pool, https_retry_seconds=self.settings.https_retry_seconds,
                                          https_retry_max_seconds=self.settings.https_retry_max_seconds)
         ready = False
+        deliverer = None
+        if self.settings.webhook_url and not once:
+            deliverer = webhooks.Deliverer(self.settings, name=f"cloudpods-webhooks {self.worker_id}").start()
         try:
             while not self.stopping.is_set():
                 try:
@@ -170,6 +177,8 @@ class Worker:
                     self.outage.failed(exc)
                     self.stopping.wait(self.outage.delay())
         finally:
+            if deliverer is not None:
+                deliverer.stop()
             self._close_listener()
             if pool is not None:
                 pool.close()

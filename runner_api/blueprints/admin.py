@@ -5,7 +5,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import operations, views
+from .. import operations, views, webhooks
 from ..auth import authenticate, require_role
 from ..errors import Problem
 from ..repository import OperationInProgress
@@ -80,3 +80,45 @@ def restart(pod_id):
                       "done.", "operation-in-progress") from None
     task.update(hostname=pod["hostname"], plan_code=pod["plan_code"])
     return jsonify(views.task(task)), 202
+
+
+# ---------------------------------------------------------------- webhooks (runner_api/webhooks.py)
+
+WEBHOOK_PAGE_MAX = 500
+WEBHOOK_CURSOR = re.compile(r"^[1-9][0-9]{0,17}$")
+
+
+def _single_query(name):
+    values = request.args.getlist(name)
+    if len(values) > 1:
+        raise Problem(400, "Bad Request", f"The query parameter {name!r} is given {len(values)} times; give it once.",
+                      "invalid-parameter", parameter=name)
+    return values[0] if values else None
+
+
+@blueprint.get("/webhooks")
+def webhook_deliveries():
+    """The webhook outbox, newest first: ?status=pending|failed|delivered, ?pod=<id>, ?limit, ?cursor."""
+    status = _single_query("status")
+    if status is not None and status not in webhooks.STATUSES:
+        raise Problem(400, "Bad Request", f"The query parameter 'status' must be one of {', '.join(webhooks.STATUSES)}; "
+                      f"got {status[:64]!r}.", "invalid-parameter", parameter="status")
+    pod = _single_query("pod")
+    if pod is not None and not POD_ID.match(pod):
+        raise Problem(400, "Bad Request", f"The query parameter 'pod' must be a pod id (a UUID); got {pod[:64]!r}.",
+                      "invalid-parameter", parameter="pod")
+    limit = _single_query("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= WEBHOOK_PAGE_MAX):
+        raise Problem(400, "Bad Request", f"The query parameter 'limit' must be an integer from 1 to "
+                      f"{WEBHOOK_PAGE_MAX}; got {limit[:64]!r}.", "invalid-parameter", parameter="limit")
+    cursor = _single_query("cursor")
+    if cursor is not None and not WEBHOOK_CURSOR.match(cursor):
+        raise Problem(400, "Bad Request", "The query parameter 'cursor' is not a cursor this API gave out.",
+                      "invalid-parameter", parameter="cursor")
+    limit = int(limit) if limit is not None else 100
+    state = _state()
+    rows = webhooks.list_deliveries(state.repository.pool, status=status, pod_id=uuid.UUID(pod) if pod else None,
+                                    before=int(cursor) if cursor else None, limit=limit)
+    page = rows[:limit]
+    return jsonify(configured=bool(state.settings.webhook_url), deliveries=[webhooks.delivery_view(row) for row in page],
+                   next_cursor=str(page[-1]["id"]) if len(rows) > limit else None)
