@@ -81,6 +81,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     webhook_retry_base_seconds: float = 5.0
     webhook_retry_max_seconds: float = 600.0
     webhook_poll_seconds: float = 1.0
+    webhook_keep_days: float = 30.0  # delivered events older than this are deleted by the deliverer
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -148,6 +149,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             webhook_retry_base_seconds=reader.number("CLOUDPODS_WEBHOOK_RETRY_BASE_SECONDS", 5.0, minimum=0.01),
             webhook_retry_max_seconds=reader.number("CLOUDPODS_WEBHOOK_RETRY_MAX_SECONDS", 600.0, minimum=0.01),
             webhook_poll_seconds=reader.number("CLOUDPODS_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
+            webhook_keep_days=reader.number("CLOUDPODS_WEBHOOK_KEEP_DAYS", 30.0, minimum=0.0),
         )
         if values["webhook_url"] and not values["webhook_secret"]:
             problems.append("CLOUDPODS_WEBHOOK_SECRET is not set: webhooks to CLOUDPODS_WEBHOOK_URL are signed "

@@ -47,6 +47,7 @@ SIGNATURE_VERSION = "v1"
 USER_AGENT = "cloudpods-webhooks/1"
 RESPONSE_READ_LIMIT = 65536  # bytes of a receiver's answer read (and thrown away) before closing
 ERROR_LIMIT = 300  # characters of an error kept in last_error
+PRUNE_EVERY_SECONDS = 3600.0  # how often a deliverer deletes old delivered events (and once at start)
 STATUSES = ("pending", "failed", "delivered")
 
 # The next event a deliverer may send: undelivered, due, and the earliest undelivered one of its pod.
@@ -177,12 +178,16 @@ class Deliverer:
 
     def run(self):
         failures = 0
+        pruned_at = None
         LOG.info("webhooks: delivering to %s", self.host)
         try:
             while not self.stopping.is_set():
                 try:
                     if self.pool is None:
                         self.pool = open_pool(self.settings, name=self.name[:60], min_size=1, max_size=1)
+                    if pruned_at is None or time.monotonic() - pruned_at > PRUNE_EVERY_SECONDS:
+                        self.prune()
+                        pruned_at = time.monotonic()
                     if self.deliver_one():
                         failures = 0
                         continue
@@ -205,6 +210,19 @@ class Deliverer:
             if self.own_pool and self.pool is not None:
                 self.pool.close()
         LOG.info("webhooks: stopped")
+
+    def prune(self):
+        """Delete delivered events older than ``webhook_keep_days`` (CLOUDPODS_WEBHOOK_KEEP_DAYS); the
+        number deleted. Undelivered events are never deleted, whatever their age."""
+        with self.pool.connection() as connection:
+            deleted = connection.execute("""
+                DELETE FROM cloud_pod_webhook_outbox
+                WHERE delivered_at IS NOT NULL AND delivered_at < now() - make_interval(secs => %s)""",
+                                         (self.settings.webhook_keep_days * 86400,)).rowcount
+        if deleted:
+            LOG.info("webhooks: %s delivered events older than %g days deleted", deleted,
+                     self.settings.webhook_keep_days)
+        return deleted
 
     def seconds_until_due(self):
         with self.pool.connection() as connection:

@@ -36,6 +36,7 @@ for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT,
 
 from runner_api.app import create_app  # noqa: E402
 from runner_api.auth import new_token  # noqa: E402
+from runner_api import webhooks  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import OpenApiChecker, scratch_database, worker_environment  # noqa: E402
 from labenv import free_port  # noqa: E402
@@ -324,3 +325,22 @@ def test_admin_api_shows_the_delivery_state_filtered_and_paged(hook_queue):
         status, problem = get(query)
         assert (status, problem['parameter']) == (400, parameter), query
     assert get('', token=customer)[0] == 403
+
+
+def test_delivered_events_older_than_the_keep_days_are_pruned_undelivered_never(hook_queue):
+    queue = hook_queue
+    old, recent, waiting = queue.order(), queue.order(), queue.order()
+    with queue.pool.connection() as connection:
+        # Delivered 40 days ago, delivered 1 day ago, and never delivered though created 400 days ago.
+        connection.execute("UPDATE cloud_pod_webhook_outbox SET delivered_at = now() - interval '40 days' "
+                           "WHERE subscription_id = %s", (old['id'],))
+        connection.execute("UPDATE cloud_pod_webhook_outbox SET delivered_at = now() - interval '1 day' "
+                           "WHERE subscription_id = %s", (recent['id'],))
+        connection.execute("UPDATE cloud_pod_webhook_outbox SET created_at = now() - interval '400 days' "
+                           "WHERE subscription_id = %s", (waiting['id'],))
+    settings = Settings.from_env({'DATABASE_URL': queue.database_url, 'CLOUDPODS_WEBHOOK_KEEP_DAYS': '30'})
+    deliverer = webhooks.Deliverer(settings, pool=queue.pool)
+    assert deliverer.prune() == 1
+    assert outbox(queue, old['id']) == []
+    assert len(outbox(queue, recent['id'])) == 1 and len(outbox(queue, waiting['id'])) == 1
+    assert deliverer.prune() == 0
