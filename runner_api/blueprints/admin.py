@@ -5,7 +5,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import operations, views
+from .. import operations, paging, views
 from ..auth import authenticate, require_role
 from ..errors import Problem
 from ..repository import OperationInProgress
@@ -52,14 +52,23 @@ def pod_id_from_path(value):
 
 @blueprint.get("/all")
 def all_pods():
-    rows = _state().repository.list_subscriptions()
-    return jsonify(pods=[views.pod(row, admin=True) for row in rows])
+    size, after = paging.limit(), paging.pods_cursor("all")
+    rows = _state().repository.list_subscriptions(limit=size + 1, after=after)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("all", row["created_at"].isoformat(),
+                                                                     str(row["id"])))
+    return jsonify(pods=[views.pod(row, admin=True) for row in rows], next=cursor,
+                   links=paging.links("/api/cloud-pods/admin/all", size, cursor))
 
 
 @blueprint.get("/provisioning-queue")
 def provisioning_queue():
     include_finished = query_boolean("all")
-    return jsonify(tasks=[views.task(row) for row in _state().repository.queue(include_finished)])
+    size, before = paging.limit(), paging.tasks_cursor("queue")
+    rows = _state().repository.queue(include_finished, limit=size + 1, before_id=before)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("queue", row["id"]))
+    return jsonify(tasks=[views.task(row) for row in rows], next=cursor,
+                   links=paging.links("/api/cloud-pods/admin/provisioning-queue", size, cursor,
+                                      all="true" if include_finished else None))
 
 
 @blueprint.post("/<pod_id>/restart")
