@@ -10,7 +10,7 @@ pod's status, 409 ``operation-in-progress`` naming the open operation.
 
 from flask import Blueprint, current_app, jsonify
 
-from .. import operations, views
+from .. import keys, operations, views
 from ..auth import acting_customer, authenticate, require_role
 from ..errors import Problem
 from ..repository import DomainTaken, NotStartable, OperationInProgress
@@ -62,13 +62,16 @@ def accepted(task, pod):
 
 
 def queue(name, pod_id, body_schema=None, what=None):
-    """Check who asks, the pod, the body; queue operation ``name``. Returns (task, pod, body)."""
+    """Check who asks, the pod, the body; queue operation ``name``: the 202 answer."""
     operation = operations.get(name)
     require_role(*operation.roles)
     pod = _own_pod(pod_id)
     body = None
     if body_schema is not None:
         body, _lines = _json_body(_state(), body_schema, what)
+        if keys.FIELD in body:  # _json_body leaves this field to the key rule: here it is one too many
+            raise Problem(422, "Unprocessable Content", f"The {what} is not valid: {keys.FIELD}: not a field of it",
+                          f"invalid-{what.replace(' ', '-')}", errors=[f"{keys.FIELD}: not a field of it"])
     reason = body.get("reason") if body is not None and name == "SUSPEND" else None
     state = _state()
     try:
