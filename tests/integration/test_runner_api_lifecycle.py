@@ -390,6 +390,11 @@ class LabApi(object):
             time.sleep(0.3)
         raise AssertionError('task %s did not end\n%s' % (task_id, self.logs()[-4000:]))
 
+    def create_task(self, pod_id):
+        with self.repository.pool.connection() as connection:
+            return connection.execute("SELECT max(id) AS id FROM cloud_pod_provisioning_tasks WHERE subscription_id = %s "
+                                      "AND task_type = 'CREATE_CONTAINER'", (pod_id,)).fetchone()['id']
+
     def run(self, method, path, who, customer=None, **kwargs):
         """Ask for an operation (202) and wait until its task COMPLETED; the pod's detail after it."""
         response = self.call(method, path, who, customer, **kwargs)
@@ -410,10 +415,7 @@ def test_suspend_resume_repair_terminate_end_to_end(lab_api):
     response = lab_api.call('POST', '/order', 'mpanel', ALICE, json=order)
     assert response.status_code == 202, response.text
     pod_id = response.json()['id']
-    with lab_api.repository.pool.connection() as connection:
-        create = connection.execute('SELECT id FROM cloud_pod_provisioning_tasks WHERE subscription_id = %s',
-                                    (pod_id,)).fetchone()
-    assert lab_api.wait_task(create['id'])['status'] == 'COMPLETED'
+    assert lab_api.wait_task(lab_api.create_task(pod_id))['status'] == 'COMPLETED'
     pod = lab_api.call('GET', '/' + pod_id, 'mpanel', ALICE).json()
     assert pod['status'] == 'ACTIVE'
     vmid = pod['vmid']
@@ -454,7 +456,10 @@ def test_suspend_resume_repair_terminate_end_to_end(lab_api):
     assert lab_api.call('POST', '/%s/terminate' % pod_id, 'alice').status_code == 409
     response = lab_api.call('POST', '/order', 'mpanel', 'cust-other', json=order)
     assert response.status_code == 202, response.text
-    lab_api.run('POST', '/%s/terminate' % response.json()['id'], 'admin')  # the new order, cleaned up
+    again = response.json()['id']
+    assert lab_api.wait_task(lab_api.create_task(again))['status'] == 'COMPLETED'
+    assert lab_api.call('GET', '/' + again, 'admin').json()['domain'] == domain
+    lab_api.run('POST', '/%s/terminate' % again, 'admin')  # the new pod, cleaned up
 
 
 def test_failed_order_retried_adopts_its_container(lab_api):
@@ -469,10 +474,7 @@ def test_failed_order_retried_adopts_its_container(lab_api):
                                 json={'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'jane@example.org'})
         assert response.status_code == 202, response.text
         pod_id, hostname = response.json()['id'], response.json()['hostname']
-        with lab_api.repository.pool.connection() as connection:
-            create = connection.execute('SELECT id FROM cloud_pod_provisioning_tasks WHERE subscription_id = %s',
-                                        (pod_id,)).fetchone()
-        assert lab_api.wait_task(create['id'])['status'] == 'FAILED'
+        assert lab_api.wait_task(lab_api.create_task(pod_id))['status'] == 'FAILED'
     finally:
         control.clear_faults()
     assert lab_api.call('GET', '/' + pod_id, 'admin').json()['status'] == 'FAILED'
