@@ -131,7 +131,8 @@ def test_suspend_is_for_mpanel_and_admins_with_a_reason(api):
     api.refused(404, 'unknown-pod', 'POST', path, 'service', BOB, json=body)  # another customer's pod
     api.refused(400, 'customer-required', 'POST', path, 'service', json=body)
     api.refused(404, 'unknown-pod', 'POST', '/api/cloud-pods/%s/suspend' % NOWHERE, 'service', ALICE, json=body)
-    for bad in ({}, {'reason': 'late'}, {'reason': 'abuse', 'extra': 1}, {'reason': None}):
+    for bad in ({}, {'reason': 'late'}, {'reason': 'abuse', 'extra': 1}, {'reason': None},
+                {'reason': 'abuse', 'ssh_public_keys': []}):
         problem = api.refused(422, 'invalid-suspend-request', 'POST', path, 'service', ALICE, json=bad)
         assert problem['errors']
     api.refused(415, 'unsupported-media-type', 'POST', path, 'service', ALICE, data='reason=abuse')
