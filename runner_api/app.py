@@ -8,14 +8,14 @@ import yaml
 from flask import Flask, jsonify, request
 
 from . import grammar, keys
-from .blueprints import admin, customer, public
+from .blueprints import admin, customer, lifecycle, public
 from .errors import register_error_handlers
 from .logging_setup import install_secret_filter
 from .plans import PlanCatalogue
 from .repository import Repository, open_pool
 from .settings import Settings
 
-PRIVATE_BLUEPRINTS = ("customer", "admin")
+PRIVATE_BLUEPRINTS = ("customer", "admin", "lifecycle")
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.yaml"
 
 
@@ -52,6 +52,7 @@ def create_app(settings=None, repository=None):
     app.register_blueprint(public.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(customer.blueprint)
+    app.register_blueprint(lifecycle.blueprint)
 
     @app.after_request
     def _security_headers(response):

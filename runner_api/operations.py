@@ -9,9 +9,9 @@ events, the progress steps a customer sees while it runs, and the roles that may
 
 Adding an operation: an ``Operation`` in ``OPERATIONS`` with its playbook; if it is queued
 (``queued=True``), its name must also be allowed by the ``task_type`` CHECK constraint of the
-tasks table (migrations 0001 and 0002 allow CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE,
-SET_SSH_KEYS, ISSUE_HTTPS; any other name needs a new migration ``0003_*.sql``: an applied
-migration is never edited).
+tasks table (migration 0004 allows CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE,
+SET_SSH_KEYS, ISSUE_HTTPS, REPAIR, CHANGE_PLAN, REINSTALL, BACKUP, RESTORE; any other name needs a
+new migration: an applied migration is never edited).
 
 ``HTTPS_RETRY`` (ISSUE_HTTPS) is the one background operation: nobody asks for it, the worker
 queues it when a run reports HTTPS ``pending`` on an ACTIVE pod, and it never stands in the way
@@ -92,6 +92,22 @@ def _repair_vars(task):
     return variables
 
 
+def _repair_or_resuspend_vars(task):
+    """REPAIR from the API: as ``_repair_vars``; on a SUSPENDED pod ``suspended: true`` too, so
+    repair.yml (which must start the container to repair inside it) suspends it again at its end."""
+    variables = _repair_vars(task)
+    if task.get("pod_status") == "SUSPENDED":
+        variables["suspended"] = True
+    return variables
+
+
+# Every status but TERMINATED (terminate, repair). A PROVISIONING pod has its create open, so an
+# operation asked for meanwhile is refused as "in progress" naming it.
+NOT_TERMINATED = ("PROVISIONING", "ACTIVE", "SUSPENDED", "FAILED")
+# The reasons a suspension may have (migration 0004's CHECK on subscriptions.suspend_reason).
+SUSPEND_REASONS = ("non-payment", "abuse", "admin")
+
+
 def _terminate_vars(task):
     variables = {"pod": task["hostname"]}
     if task["domain"]:
@@ -124,9 +140,22 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         roles=("admin",)),  # POST /admin/{id}/restart
     Operation(
         "TERMINATE", "deprovision.yml", _terminate_vars,
-        # No endpoint queues it yet.
-        start_states=("ACTIVE", "SUSPENDED", "FAILED"), success_status="TERMINATED", failure_status=None,
-        success_message="TERMINATE done", verb="terminated"),
+        # Final backup, cron entry, the zone (when the pod owns it) and the container removed; the
+        # TERMINATED pod no longer holds its domain (migration 0001's live_domain index).
+        start_states=NOT_TERMINATED, success_status="TERMINATED", failure_status=None,
+        success_message="TERMINATE done", verb="terminated",
+        roles=("customer", "service", "admin")),  # POST /{id}/terminate
+    Operation(
+        "SUSPEND", "suspend.yml", _pod_vars,
+        # The reason (SUSPEND_REASONS) is written on the subscription with the task.
+        start_states=("ACTIVE",), success_status="SUSPENDED", failure_status=None,
+        success_message="pod is SUSPENDED", verb="suspended",
+        roles=("service", "admin")),  # POST /{id}/suspend
+    Operation(
+        "RESUME", "resume.yml", _pod_vars,
+        start_states=("SUSPENDED",), success_status="ACTIVE", failure_status=None,
+        success_message="pod is ACTIVE again", verb="resumed",
+        roles=("service", "admin")),  # POST /{id}/resume
     Operation(
         "SET_SSH_KEYS", "ssh_keys.yml", _keys_vars,
         start_states=("ACTIVE",), success_status=None, failure_status=None,
@@ -138,11 +167,10 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         start_states=("ACTIVE",), success_status=None, failure_status=None,
         success_message="HTTPS step done", verb="given a certificate", background=True),
     Operation(
-        "REPAIR", "repair.yml", _repair_vars,
-        # Not queued (migration 0001's task_type CHECK does not allow it); run by hand or by
-        # LocalAnsibleRunner.run(RunRequest("REPAIR", ...)).
-        start_states=("ACTIVE",), success_status=None, failure_status=None,
-        success_message="REPAIR done", verb="repaired", queued=False),
+        "REPAIR", "repair.yml", _repair_or_resuspend_vars,
+        start_states=NOT_TERMINATED, success_status=None, failure_status=None,
+        success_message="REPAIR done", verb="repaired",
+        roles=("admin",)),  # POST /admin/{id}/repair
 )})
 
 

@@ -39,7 +39,7 @@ SUBSCRIPTION_COLUMNS = """
     s.id, s.customer_id, s.customer_email, s.plan_code, s.domain, s.hostname, s.status, s.vmid, s.node,
     host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at,
     s.ssh_public_keys, s.ssh_host_keys, s.ssh_user, s.ssh_port,
-    s.https_status, s.https_reason, s.https_not_after, s.https_pending_runs,
+    s.https_status, s.https_reason, s.https_not_after, s.https_pending_runs, s.suspend_reason, s.suspended_at,
     (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id
      AND lt.task_type <> 'ISSUE_HTTPS') AS latest_task_id,
     (SELECT min(rt.run_at) FROM cloud_pod_provisioning_tasks rt WHERE rt.subscription_id = s.id
@@ -69,7 +69,12 @@ class DomainTaken(Exception):
 
 
 class OperationInProgress(Exception):
-    """The pod already has an unfinished task."""
+    """The pod already has an unfinished task: ``running`` is that task (id, task_type, status), or
+    None when it ended before it could be read."""
+
+    def __init__(self, subscription_id, running=None):
+        super().__init__(subscription_id)
+        self.running = running
 
 
 class IdempotencyMismatch(Exception):
@@ -266,12 +271,17 @@ class Repository:
         existing.pop("request_digest", None)
         return existing
 
-    def list_subscriptions(self, customer_id=None, limit=500):
-        if customer_id is None:
-            return self._all(f"SELECT {SUBSCRIPTION_COLUMNS} FROM cloud_pod_subscriptions s "
-                             "ORDER BY s.created_at DESC, s.id LIMIT %s", (limit,))
-        return self._all(f"SELECT {SUBSCRIPTION_COLUMNS} FROM cloud_pod_subscriptions s WHERE s.customer_id = %s "
-                         "ORDER BY s.created_at DESC, s.id LIMIT %s", (customer_id, limit))
+    def list_subscriptions(self, customer_id=None, limit=500, after=None):
+        """Pods, newest first (then by id), at most ``limit``; ``after`` = (created_at, id) of the
+        last pod of the page before (a cursor): the pods that come after it."""
+        created, last_id = after if after is not None else (None, None)
+        return self._all(f"""
+            SELECT {SUBSCRIPTION_COLUMNS} FROM cloud_pod_subscriptions s
+            WHERE (%(customer)s::text IS NULL OR s.customer_id = %(customer)s)
+              AND (%(created)s::timestamptz IS NULL OR s.created_at < %(created)s
+                   OR (s.created_at = %(created)s AND s.id > %(id)s))
+            ORDER BY s.created_at DESC, s.id LIMIT %(limit)s""",
+                         {"customer": customer_id, "created": created, "id": last_id, "limit": limit})
 
     def get_subscription(self, subscription_id):
         return self._one(f"SELECT {SUBSCRIPTION_COLUMNS} FROM cloud_pod_subscriptions s WHERE s.id = %s",
@@ -306,10 +316,59 @@ class Repository:
                                           (subscription_id, task_type, max_attempts)).fetchone()
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name == "cloud_pod_provisioning_tasks_one_open":
-                raise OperationInProgress(subscription_id) from None
+                running = connection.execute("""
+                    SELECT id, task_type, status FROM cloud_pod_provisioning_tasks
+                    WHERE subscription_id = %s AND status IN ('PENDING', 'RUNNING') AND task_type <> 'ISSUE_HTTPS'
+                    ORDER BY id LIMIT 1""", (subscription_id,)).fetchone()
+                raise OperationInProgress(subscription_id, running) from None
             raise
         connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
         return task
+
+    def start_operation(self, subscription_id, task_type, max_attempts, start_states, suspend_reason=None):
+        """Queue an operation a person asked for, in one transaction with the pod's row locked:
+        ``NotStartable`` when the pod's status is not one of ``start_states``, ``OperationInProgress``
+        when another operation is open; both write nothing. ``suspend_reason`` (SUSPEND) is written
+        on the subscription with the task. None if there is no such pod."""
+        with self.pool.connection() as connection, connection.transaction():
+            pod = connection.execute("SELECT status FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
+                                     (subscription_id,)).fetchone()
+            if pod is None:
+                return None
+            if pod["status"] not in start_states:
+                raise NotStartable(pod["status"])
+            task = self._insert_task(connection, subscription_id, task_type, max_attempts)
+            if suspend_reason is not None:
+                connection.execute("UPDATE cloud_pod_subscriptions SET suspend_reason = %s, updated_at = now() "
+                                   "WHERE id = %s", (suspend_reason, subscription_id))
+            return task
+
+    def retry_create(self, subscription_id, max_attempts):
+        """An admin's retry of a FAILED order: the pod is PROVISIONING again with a new CREATE_CONTAINER
+        task, in one transaction. provision.yml finds the container the failed run left by its host
+        name and adopts it, so nothing is orphaned. ``NotStartable`` unless the pod is FAILED and its
+        latest operation is a failed create; ``DomainTaken`` when another live pod holds its domain
+        meanwhile. None if there is no such pod."""
+        with self.pool.connection() as connection:
+            try:
+                with connection.transaction():
+                    pod = connection.execute("SELECT status, domain FROM cloud_pod_subscriptions WHERE id = %s "
+                                             "FOR UPDATE", (subscription_id,)).fetchone()
+                    if pod is None:
+                        return None
+                    latest = connection.execute("""
+                        SELECT task_type FROM cloud_pod_provisioning_tasks
+                        WHERE subscription_id = %s AND task_type <> 'ISSUE_HTTPS' ORDER BY id DESC LIMIT 1""",
+                                                (subscription_id,)).fetchone()
+                    if pod["status"] != "FAILED" or latest is None or latest["task_type"] != "CREATE_CONTAINER":
+                        raise NotStartable(pod["status"])
+                    connection.execute("UPDATE cloud_pod_subscriptions SET status = 'PROVISIONING', last_error = NULL, "
+                                       "updated_at = now() WHERE id = %s", (subscription_id,))
+                    return self._insert_task(connection, subscription_id, "CREATE_CONTAINER", max_attempts)
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name == "cloud_pod_subscriptions_live_domain":
+                    raise DomainTaken(pod["domain"]) from None
+                raise
 
     def enqueue_operation(self, subscription_id, task_type, max_attempts):
         """Queue an operation (RESTART, ...) on an existing pod; one open task per pod."""
@@ -332,11 +391,13 @@ class Repository:
                                "WHERE id = %s", (Jsonb(list(lines)), subscription_id))
             return task
 
-    def queue(self, include_finished=False, limit=500):
+    def queue(self, include_finished=False, limit=500, before_id=None):
+        """Tasks, newest first; ``before_id`` (a cursor: the last id of the page before) pages on."""
         statuses = ["PENDING", "RUNNING", "FAILED", "COMPLETED"] if include_finished else ["PENDING", "RUNNING"]
         return self._all(f"""SELECT {TASK_COLUMNS}, s.hostname, s.plan_code FROM cloud_pod_provisioning_tasks t
                              JOIN cloud_pod_subscriptions s ON s.id = t.subscription_id
-                             WHERE t.status = ANY(%s) ORDER BY t.id DESC LIMIT %s""", (statuses, limit))
+                             WHERE t.status = ANY(%s) AND (%s::bigint IS NULL OR t.id < %s)
+                             ORDER BY t.id DESC LIMIT %s""", (statuses, before_id, before_id, limit))
 
     # ------------------------------------------------------------------ the worker's side
 
@@ -463,7 +524,7 @@ class Repository:
                 FROM cloud_pod_subscriptions s
                 WHERE t.id = %(id)s AND s.id = t.subscription_id
                 RETURNING {TASK_COLUMNS}, s.plan_code, s.domain, s.hostname, s.customer_email, s.vmid, s.node,
-                          s.ssh_public_keys""", dict(params, id=candidate["id"])).fetchone()
+                          s.ssh_public_keys, s.status AS pod_status""", dict(params, id=candidate["id"])).fetchone()
 
     def heartbeat(self, task, lease_seconds):
         """Extend our lease; False if the task is no longer ours (lease lost to another worker)."""
@@ -515,6 +576,9 @@ class Repository:
                     last_error = CASE WHEN %(background)s THEN last_error END,
                     activated_at = CASE WHEN %(status)s = 'ACTIVE' THEN coalesce(activated_at, now())
                                    ELSE activated_at END,
+                    suspended_at = CASE WHEN %(status)s = 'SUSPENDED' THEN now()
+                                        WHEN %(status)s = 'ACTIVE' THEN NULL ELSE suspended_at END,
+                    suspend_reason = CASE WHEN %(status)s = 'ACTIVE' THEN NULL ELSE suspend_reason END,
                     ssh_host_keys = coalesce(%(ssh_host_keys)s, ssh_host_keys),
                     ssh_user = coalesce(%(ssh_user)s, ssh_user), ssh_port = coalesce(%(ssh_port)s, ssh_port),
                     https_status = coalesce(%(https)s, https_status),

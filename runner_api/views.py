@@ -26,11 +26,20 @@ def pod(row, admin=False):
         "created_at": iso(row["created_at"]), "activated_at": iso(row["activated_at"]),
         "last_error": row["last_error"] if admin else customer_error(row),
     }
+    view["suspension"] = suspension(row)
     view["ssh"] = ssh(row)
     view["https"] = https(row)
     if admin:
         view["customer_id"] = row["customer_id"]
     return view
+
+
+def suspension(row):
+    """Why the pod is suspended (written when the SUSPEND was asked for) and since when (once it
+    succeeded); null for a pod that is not suspended nor being suspended."""
+    if not row.get("suspend_reason"):
+        return None
+    return {"reason": row["suspend_reason"], "since": iso(row.get("suspended_at"))}
 
 
 def ssh(row):

@@ -5,7 +5,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .. import operations, views, webhooks
+from .. import operations, paging, views, webhooks
 from ..auth import authenticate, require_role
 from ..errors import Problem
 from ..repository import OperationInProgress
@@ -52,14 +52,23 @@ def pod_id_from_path(value):
 
 @blueprint.get("/all")
 def all_pods():
-    rows = _state().repository.list_subscriptions()
-    return jsonify(pods=[views.pod(row, admin=True) for row in rows])
+    size, after = paging.limit(), paging.pods_cursor("all")
+    rows = _state().repository.list_subscriptions(limit=size + 1, after=after)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("all", row["created_at"].isoformat(),
+                                                                     str(row["id"])))
+    return jsonify(pods=[views.pod(row, admin=True) for row in rows], next=cursor,
+                   links=paging.links("/api/cloud-pods/admin/all", size, cursor))
 
 
 @blueprint.get("/provisioning-queue")
 def provisioning_queue():
     include_finished = query_boolean("all")
-    return jsonify(tasks=[views.task(row) for row in _state().repository.queue(include_finished)])
+    size, before = paging.limit(), paging.tasks_cursor("queue")
+    rows = _state().repository.queue(include_finished, limit=size + 1, before_id=before)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("queue", row["id"]))
+    return jsonify(tasks=[views.task(row) for row in rows], next=cursor,
+                   links=paging.links("/api/cloud-pods/admin/provisioning-queue", size, cursor,
+                                      all="true" if include_finished else None))
 
 
 @blueprint.post("/<pod_id>/restart")
@@ -84,41 +93,22 @@ def restart(pod_id):
 
 # ---------------------------------------------------------------- webhooks (runner_api/webhooks.py)
 
-WEBHOOK_PAGE_MAX = 500
-WEBHOOK_CURSOR = re.compile(r"^[1-9][0-9]{0,17}$")
-
-
-def _single_query(name):
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise Problem(400, "Bad Request", f"The query parameter {name!r} is given {len(values)} times; give it once.",
-                      "invalid-parameter", parameter=name)
-    return values[0] if values else None
-
-
 @blueprint.get("/webhooks")
 def webhook_deliveries():
-    """The webhook outbox, newest first: ?status=pending|failed|delivered, ?pod=<id>, ?limit, ?cursor."""
-    status = _single_query("status")
+    """The webhook outbox, newest first: ?status=pending|failed|delivered, ?pod=<id>, ?limit, ?cursor
+    (paged like the other lists: runner_api/paging.py)."""
+    status = paging.single("status")
     if status is not None and status not in webhooks.STATUSES:
         raise Problem(400, "Bad Request", f"The query parameter 'status' must be one of {', '.join(webhooks.STATUSES)}; "
                       f"got {status[:64]!r}.", "invalid-parameter", parameter="status")
-    pod = _single_query("pod")
+    pod = paging.single("pod")
     if pod is not None and not POD_ID.match(pod):
         raise Problem(400, "Bad Request", f"The query parameter 'pod' must be a pod id (a UUID); got {pod[:64]!r}.",
                       "invalid-parameter", parameter="pod")
-    limit = _single_query("limit")
-    if limit is not None and not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= WEBHOOK_PAGE_MAX):
-        raise Problem(400, "Bad Request", f"The query parameter 'limit' must be an integer from 1 to "
-                      f"{WEBHOOK_PAGE_MAX}; got {limit[:64]!r}.", "invalid-parameter", parameter="limit")
-    cursor = _single_query("cursor")
-    if cursor is not None and not WEBHOOK_CURSOR.match(cursor):
-        raise Problem(400, "Bad Request", "The query parameter 'cursor' is not a cursor this API gave out.",
-                      "invalid-parameter", parameter="cursor")
-    limit = int(limit) if limit is not None else 100
+    size, before = paging.limit(), paging.tasks_cursor("webhooks")
     state = _state()
     rows = webhooks.list_deliveries(state.repository.pool, status=status, pod_id=uuid.UUID(pod) if pod else None,
-                                    before=int(cursor) if cursor else None, limit=limit)
-    page = rows[:limit]
-    return jsonify(configured=bool(state.settings.webhook_url), deliveries=[webhooks.delivery_view(row) for row in page],
-                   next_cursor=str(page[-1]["id"]) if len(rows) > limit else None)
+                                    before=before, limit=size)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("webhooks", row["id"]))
+    return jsonify(configured=bool(state.settings.webhook_url), deliveries=[webhooks.delivery_view(row) for row in rows],
+                   next=cursor, links=paging.links("/api/cloud-pods/admin/webhooks", size, cursor, status=status, pod=pod))

@@ -8,7 +8,7 @@ import jsonschema
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .. import grammar, keys, operations, views
+from .. import grammar, keys, operations, paging, views
 from ..auth import acting_customer, authenticate, require_role
 from ..errors import Problem
 from ..repository import DomainTaken, IdempotencyMismatch, NotStartable, OperationInProgress
@@ -47,8 +47,12 @@ def _strings(value):
 @blueprint.get("/my-pods")
 def my_pods():
     customer = acting_customer()
-    rows = _state().repository.list_subscriptions(customer_id=customer)
-    return jsonify(pods=[views.pod(row) for row in rows])
+    size, after = paging.limit(), paging.pods_cursor("my-pods")
+    rows = _state().repository.list_subscriptions(customer_id=customer, limit=size + 1, after=after)
+    rows, cursor = paging.page(rows, size, lambda row: paging.encode("my-pods", row["created_at"].isoformat(),
+                                                                     str(row["id"])))
+    return jsonify(pods=[views.pod(row) for row in rows], next=cursor,
+                   links=paging.links("/api/cloud-pods/my-pods", size, cursor))
 
 
 @blueprint.get("/<uuid:pod_id>")

@@ -9,7 +9,7 @@ Runs against the LXC part of the lab (``tests/lab/lab up --lxc``, settings in ``
 the LXC-backed simulator, the lab bridge with DHCP, the sshd for pct, and the lab's PowerDNS,
 SMTP and PostgreSQL, and Pebble as the ACME CA. runner_api (gunicorn + one worker) runs on a
 scratch database. The tests share one pod and run in order: order -> checks, the customer's way in
-(SFTP, HTTPS, a key change through the API), repair, deprovision.
+(SFTP, HTTPS, a key change through the API), repair, suspend and resume through the API, deprovision.
 """
 
 import email
@@ -259,6 +259,48 @@ def test_repair_brings_the_site_back(lxc_env, service, active_pod):
 
     again = run_pod_playbook('repair', lxc_env, service.dirs, pod=hostname, timeout=600)
     assert again.rc == 0 and changed_count(again) == 0, again.stdout[-3000:] + again.stderr[-2000:]
+
+
+def _lxc_state(lxc_env, vmid):
+    return subprocess.run(['lxc-info', '-P', lxc_env['LAB_LXC_PATH'], '-n', str(vmid), '-sH'],
+                          capture_output=True, text=True, check=False).stdout.strip()
+
+
+def test_suspend_stops_the_site_and_resume_brings_it_back(lxc_env, service, active_pod):
+    """mPanel suspends the pod for non-payment through the API: the site stops answering, the
+    container is stopped and not started at boot; resumed, it answers again."""
+    vmid, ip, pod_id = active_pod['vmid'], active_pod['ip'], active_pod['id']
+    assert site(ip, 'www.' + DOMAIN).status_code == 200
+    status, task = service.call('POST', '/%s/suspend' % pod_id, {'reason': 'non-payment'})
+    assert status == 202 and task['type'] == 'SUSPEND', task
+    pod = _wait_for_operation(service, pod_id, 'SUSPEND')
+    assert pod['progress']['operation_status'] == 'COMPLETED', (pod, service.logs())
+    assert pod['status'] == 'SUSPENDED' and pod['suspension']['reason'] == 'non-payment'
+    assert _lxc_state(lxc_env, vmid) == 'STOPPED'
+    config = pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data']
+    assert str(config.get('onboot')) == '0'
+    with pytest.raises(requests.ConnectionError):
+        site(ip, 'www.' + DOMAIN, timeout=2)
+    status, refused = service.call('POST', '/%s/suspend' % pod_id, {'reason': 'abuse'})
+    assert status == 409 and refused['pod_status'] == 'SUSPENDED'
+
+    status, task = service.call('POST', '/%s/resume' % pod_id)
+    assert status == 202 and task['type'] == 'RESUME', task
+    pod = _wait_for_operation(service, pod_id, 'RESUME')
+    assert pod['progress']['operation_status'] == 'COMPLETED', (pod, service.logs())
+    assert pod['status'] == 'ACTIVE' and pod['suspension'] is None
+    assert _lxc_state(lxc_env, vmid) == 'RUNNING'
+    config = pve(lxc_env, '/nodes/pve/lxc/%s/config' % vmid).json()['data']
+    assert str(config.get('onboot')) == '1'
+    deadline = time.monotonic() + 60
+    while True:  # nginx comes up with the container
+        try:
+            reply = site(pod['ip'], 'www.' + DOMAIN)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, 'the resumed pod\'s site does not answer'
+            time.sleep(0.5)
+    assert reply.status_code == 200 and active_pod['hostname'] in reply.text
 
 
 def test_deprovision_removes_the_pod_and_keeps_backups(lxc_env, service, active_pod):

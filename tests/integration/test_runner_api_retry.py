@@ -411,7 +411,13 @@ def test_migrate_takes_a_database_at_0001_with_data_to_0002(lab_env):
             connection.rollback()
             with pytest.raises(psycopg.errors.CheckViolation):
                 connection.execute("INSERT INTO cloud_pod_provisioning_tasks (subscription_id, task_type) "
-                                   "VALUES (%s, 'REPAIR')", (pod,))
+                                   "VALUES (%s, 'NOT_AN_OPERATION')", (pod,))
+            connection.rollback()
+            # Migration 0004: the lifecycle's task types, and no suspend reason on a pod never suspended.
+            assert connection.execute("SELECT suspend_reason, suspended_at FROM cloud_pod_subscriptions").fetchone() \
+                == (None, None)
+            with pytest.raises(psycopg.errors.CheckViolation):
+                connection.execute("UPDATE cloud_pod_subscriptions SET suspend_reason = 'boredom'")
         again = subprocess.run([sys.executable, '-m', 'runner_api.cli', 'migrate'], env=env, cwd=ROOT,
                                capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0 and '0002' not in again.stdout, again.stdout + again.stderr

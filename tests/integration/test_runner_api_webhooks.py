@@ -299,7 +299,7 @@ def test_admin_api_shows_the_delivery_state_filtered_and_paged(hook_queue):
         return response.status_code, response.get_json()
 
     status, page = get('')
-    assert status == 200 and page['configured'] is False and page['next_cursor'] is None
+    assert status == 200 and page['configured'] is False and page['next'] is None
     assert [d['pod_id'] for d in page['deliveries']] == [str(p['id']) for p in reversed(pods)]  # newest first
     by_pod = dict((d['pod_id'], d) for d in page['deliveries'])
     assert by_pod[str(pods[0]['id'])]['status'] == 'delivered' and by_pod[str(pods[0]['id'])]['next_attempt_at'] is None
@@ -313,11 +313,15 @@ def test_admin_api_shows_the_delivery_state_filtered_and_paged(hook_queue):
     assert [d['pod_id'] for d in get('?pod=%s' % pods[1]['id'])[1]['deliveries']] == [str(pods[1]['id'])]
     # Paged with the cursor: every row once.
     status, first = get('?limit=2')
-    assert len(first['deliveries']) == 2 and first['next_cursor']
-    status, second = get('?limit=2&cursor=' + first['next_cursor'])
-    assert status == 200 and second['next_cursor'] is None
+    assert len(first['deliveries']) == 2 and first['next']
+    status, second = get('?limit=2&cursor=' + first['next'])
+    assert status == 200 and second['next'] is None
     assert [d['event_id'] for d in first['deliveries'] + second['deliveries']] == [
         d['event_id'] for d in page['deliveries']]
+    status, filtered = get('?status=pending&limit=1')
+    assert filtered['links']['next'].endswith('&status=pending')  # the next page keeps the filter
+    status, rest = get(filtered['links']['next'][len('/api/cloud-pods/admin/webhooks'):])
+    assert [d['pod_id'] for d in filtered['deliveries'] + rest['deliveries']] == [str(pods[2]['id']), str(pods[1]['id'])]
     # Bad parameters: 400 naming the parameter; a customer: 403.
     bad = (('?status=lost', 'status'), ('?pod=nope', 'pod'), ('?limit=0', 'limit'), ('?limit=501', 'limit'),
            ('?cursor=abc', 'cursor'), ('?status=failed&status=pending', 'status'))

@@ -206,9 +206,15 @@ def down(workdir):
 
 # ---------------------------------------------------------------- check
 
+# The operations queued on an existing pod (202 with the task): the admin restart and the lifecycle
+# (runner_api/blueprints/lifecycle.py). A retry is never 202 here: no pod ever FAILED without a worker.
+OPERATION_PATHS = ('/restart', '/suspend', '/resume', '/terminate', '/repair', '/retry')
+OPERATION_TYPES = ('RESTART', 'SET_SSH_KEYS', 'SUSPEND', 'RESUME', 'TERMINATE', 'REPAIR')
+
+
 def answered(workdir):
     """What the API answered, from the cassettes (WORKDIR/<role>.cassette.yaml): {pod id: role} of
-    every POST /order answered 200 or 202, and the pod id of every restart answered 202."""
+    every POST /order answered 200 or 202, and the pod id of every operation (restart, suspend, ...) answered 202."""
     orders, restarts, key_sets, cassettes = {}, [], [], 0
     for name in sorted(os.listdir(workdir)):
         if not name.endswith('.cassette.yaml'):
@@ -228,7 +234,7 @@ def answered(workdir):
                     key_sets.append(json.loads(response['body']['string'])['pod_id'])
             elif path.endswith('/order') and code in ('200', '202'):
                 orders[json.loads(response['body']['string'])['id']] = role
-            elif path.endswith('/restart') and code == '202':
+            elif path.endswith(OPERATION_PATHS) and code == '202':
                 restarts.append(json.loads(response['body']['string'])['pod_id'])
     if not cassettes:
         raise SystemExit('no cassette in %s: did Schemathesis run?' % workdir)
@@ -303,7 +309,7 @@ def violations(rows, tasks, orders, restarts, active, rules, key_sets=()):  # py
         # and only when answered 202.
         others = [t for t in own if t['task_type'] != 'CREATE_CONTAINER']
         expected_others = restarts.count(pod) + list(key_sets).count(pod)
-        if len(others) != expected_others or any(t['task_type'] not in ('RESTART', 'SET_SSH_KEYS') or
+        if len(others) != expected_others or any(t['task_type'] not in OPERATION_TYPES or
                                                  t['status'] != 'PENDING' for t in others) or \
                 sum(1 for t in others if t['task_type'] == 'SET_SSH_KEYS') != list(key_sets).count(pod):
             problems.append('%s: %d other tasks (%s), but %d restarts and %d key changes answered 202' % (

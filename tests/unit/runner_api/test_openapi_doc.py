@@ -119,7 +119,7 @@ class FakeRepository(object):
     def token_by_secret(self, token):
         return {'id': 1, 'name': 'ops', 'role': 'admin', 'customer_id': None} if token == 'admin-token' else None
 
-    def queue(self, include_finished=False, limit=500):
+    def queue(self, include_finished=False, limit=500, before_id=None):  # pylint: disable=unused-argument
         self.queue_calls.append(include_finished)
         return []
 

@@ -70,9 +70,9 @@ def _task_type_check():
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_six_with_a_playbook():
-    assert sorted(operations.OPERATIONS) == ['CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART', 'SET_SSH_KEYS',
-                                             'TERMINATE']
+def test_the_operations_are_the_eight_with_a_playbook():
+    assert sorted(operations.OPERATIONS) == ['CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART', 'RESUME',
+                                             'SET_SSH_KEYS', 'SUSPEND', 'TERMINATE']
     for name, operation in operations.OPERATIONS.items():
         assert operation.name == name
         assert (PLAYBOOK_DIR / operation.playbook).is_file(), (name, operation.playbook)
@@ -82,18 +82,20 @@ def test_the_operations_are_the_six_with_a_playbook():
 def test_the_executor_reads_its_playbooks_from_the_registry():
     assert dict(executors.PLAYBOOKS) == {'CREATE_CONTAINER': 'provision.yml', 'RESTART': 'restart.yml',
                                          'TERMINATE': 'deprovision.yml', 'REPAIR': 'repair.yml',
-                                         'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml'}
+                                         'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml',
+                                         'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml'}
     with pytest.raises(TypeError):
-        executors.PLAYBOOKS['SUSPEND'] = 'suspend.yml'  # read-only: the registry is the one place
+        executors.PLAYBOOKS['BACKUP'] = 'backup_now.yml'  # read-only: the registry is the one place
 
 
 def test_queued_operations_are_task_types_the_migration_allows():
     allowed = _task_type_check()
     for name, operation in operations.OPERATIONS.items():
         if operation.queued:
-            assert name in allowed, '%s is queued but the migrations do not allow it: add 0003_*.sql' % name
-    # REPAIR is run directly only (the constraint does not allow it); no endpoint asks for it.
-    assert 'REPAIR' not in allowed and not operations.get('REPAIR').queued and operations.get('REPAIR').roles == ()
+            assert name in allowed, '%s is queued but the migrations do not allow it: add a migration' % name
+    # Migration 0004 allows the whole lifecycle, also the operations other parts register later.
+    assert {'SUSPEND', 'RESUME', 'TERMINATE', 'REPAIR', 'CHANGE_PLAN', 'REINSTALL', 'BACKUP', 'RESTORE'} <= allowed
+    assert operations.get('REPAIR').queued and operations.get('REPAIR').roles == ('admin',)
 
 
 def test_extra_vars_per_operation():
@@ -114,6 +116,10 @@ def test_extra_vars_per_operation():
     assert extra_vars_for(_row('TERMINATE', domain=None)) == {'pod': 'cp-0123456789'}
     # Repair reads plan and domain from the container: an extra var plan would be a resize.
     assert extra_vars_for(_row('REPAIR')) == {'pod': 'cp-0123456789'}
+    # A SUSPENDED pod is suspended again at the end of its repair.
+    assert extra_vars_for(_row('REPAIR', pod_status='SUSPENDED')) == {'pod': 'cp-0123456789', 'suspended': True}
+    assert extra_vars_for(_row('REPAIR', pod_status='ACTIVE')) == {'pod': 'cp-0123456789'}
+    assert extra_vars_for(_row('SUSPEND')) == extra_vars_for(_row('RESUME')) == {'pod': 'cp-0123456789'}
 
 
 def _unsafe(value):
@@ -147,6 +153,12 @@ def test_statuses_messages_steps_and_roles():
     assert restart.progress_steps == terminate.progress_steps == repair.progress_steps == ()
     assert restart.roles == ('admin',) and restart.start_states == ('ACTIVE',)
     assert restart.not_startable('FAILED') == 'Only an ACTIVE pod can be restarted; this one is FAILED.'
+    suspend, resume = operations.get('SUSPEND'), operations.get('RESUME')
+    assert (suspend.start_states, suspend.success_status, suspend.failure_status) == (('ACTIVE',), 'SUSPENDED', None)
+    assert (resume.start_states, resume.success_status, resume.failure_status) == (('SUSPENDED',), 'ACTIVE', None)
+    assert suspend.roles == resume.roles == ('service', 'admin')
+    assert terminate.roles == ('customer', 'service', 'admin') and repair.roles == ('admin',)
+    assert terminate.start_states == repair.start_states == ('PROVISIONING', 'ACTIVE', 'SUSPENDED', 'FAILED')
 
 
 def test_progress_steps_are_roles_that_exist():
@@ -158,7 +170,7 @@ def test_progress_steps_are_roles_that_exist():
 
 # ---------------------------------------------------------------- an unknown operation
 
-@pytest.mark.parametrize('name', ['SUSPEND', 'RESUME', 'restart', '', None])
+@pytest.mark.parametrize('name', ['CHANGE_PLAN', 'BACKUP', 'restart', '', None])
 def test_an_unknown_operation_is_refused_with_a_clear_error(name):
     assert operations.find(name) is None
     with pytest.raises(operations.UnknownOperation) as error:
@@ -172,9 +184,9 @@ def test_an_unknown_operation_is_refused_with_a_clear_error(name):
 def test_the_executor_refuses_an_unknown_operation_without_retries(tmp_path):
     settings = Settings(database_url='postgresql://unused@127.0.0.1/unused', plans_file=Path('unused'),
                         playbook_dir=PLAYBOOK_DIR, run_dir=tmp_path / 'runs')
-    result = LocalAnsibleRunner(settings).run(RunRequest('SUSPEND', {'pod': 'cp-0123456789'}), lambda event: None)
+    result = LocalAnsibleRunner(settings).run(RunRequest('CHANGE_PLAN', {'pod': 'cp-0123456789'}), lambda event: None)
     assert (result.status, result.retryable) == ('error', False)
-    assert "unknown operation 'SUSPEND'" in result.error
+    assert "unknown operation 'CHANGE_PLAN'" in result.error
     assert not (tmp_path / 'runs').exists() or list((tmp_path / 'runs').iterdir()) == []
 
 
@@ -226,11 +238,11 @@ def _execute(worker, task):
 
 def test_the_worker_fails_a_task_of_an_unknown_type_at_once():
     executor = RecordingExecutor()
-    repository = _execute(_worker(executor), _row('SUSPEND'))
+    repository = _execute(_worker(executor), _row('CHANGE_PLAN'))
     assert executor.requests == []  # nothing ran
     assert len(repository.failed) == 1
     error, give_up = repository.failed[0]
-    assert give_up is True and "unknown operation 'SUSPEND'" in error
+    assert give_up is True and "unknown operation 'CHANGE_PLAN'" in error
     assert repository.events[-1][:2] == ('worker', 'failed')
 
 
@@ -286,7 +298,7 @@ def test_a_task_that_failed_for_good_sets_its_operation_s_failure_status(task_ty
 
 @pytest.mark.parametrize('task_type,status', [
     ('CREATE_CONTAINER', 'ACTIVE'), ('RESTART', None), ('TERMINATE', 'TERMINATED'), ('REPAIR', None),
-    ('SUSPEND', None), ('RESUME', None)])
+    ('SUSPEND', 'SUSPENDED'), ('RESUME', 'ACTIVE')])
 def test_a_completed_task_sets_its_operation_s_success_status(task_type, status):
     connection = FakeConnection(returning={'id': 7, 'status': status or 'ACTIVE', 'https_status': None,
                                            'https_pending_runs': 0})
