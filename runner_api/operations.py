@@ -108,6 +108,12 @@ NOT_TERMINATED = ("PROVISIONING", "ACTIVE", "SUSPENDED", "FAILED")
 SUSPEND_REASONS = ("non-payment", "abuse", "admin")
 
 
+def _change_plan_vars(task):
+    """CHANGE_PLAN: the new plan is the task's own argument (``params.plan``, checked by the API
+    against the catalogue when it was asked for)."""
+    return {"pod": task["hostname"], "plan": str((task.get("params") or {}).get("plan", ""))}
+
+
 def _terminate_vars(task):
     variables = {"pod": task["hostname"]}
     if task["domain"]:
@@ -167,6 +173,15 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         start_states=("ACTIVE",), success_status=None, failure_status=None,
         success_message="HTTPS step done", verb="given a certificate", background=True),
     Operation(
+        "CHANGE_PLAN", "change_plan.yml", _change_plan_vars,
+        # Cores, memory and swap live, the disk grown, firewall and backups to the new plan; the
+        # pod's plan_code becomes params.plan once it succeeded (plan_after). A downgrade whose disk
+        # would shrink is refused by the API (409) before anything is written, and again by the
+        # playbook's first play (a precondition: not retried).
+        start_states=("ACTIVE", "SUSPENDED"), success_status=None, failure_status=None,
+        success_message="plan changed", verb="moved to another plan",
+        roles=("customer", "service", "admin")),  # POST /{id}/change-plan
+    Operation(
         "REPAIR", "repair.yml", _repair_or_resuspend_vars,
         start_states=NOT_TERMINATED, success_status=None, failure_status=None,
         success_message="REPAIR done", verb="repaired",
@@ -207,6 +222,13 @@ def failure_status(task_type):
     """The pod's status after a task of this type failed for good (None: unchanged, or unknown type)."""
     operation = find(task_type)
     return operation.failure_status if operation else None
+
+
+def plan_after(task):
+    """The pod's plan once ``task`` succeeded when the task changes it (CHANGE_PLAN), else None."""
+    if task.get("task_type") == "CHANGE_PLAN":
+        return (task.get("params") or {}).get("plan") or None
+    return None
 
 
 def background_types():

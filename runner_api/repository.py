@@ -60,7 +60,7 @@ CLAIMABLE = """
 """
 TASK_COLUMNS = """
     t.id, t.subscription_id, t.task_type, t.status, t.worker_id, t.attempts, t.max_attempts, t.run_at,
-    t.lease_expires_at, t.last_error, t.created_at, t.started_at, t.finished_at, t.updated_at
+    t.lease_expires_at, t.last_error, t.created_at, t.started_at, t.finished_at, t.updated_at, t.params
 """
 
 
@@ -305,15 +305,16 @@ class Repository:
                                    (SELECT count(*) FROM cloud_pod_webhook_outbox) AS webhook_events""")
 
     @staticmethod
-    def _insert_task(connection, subscription_id, task_type, max_attempts):
-        """A new PENDING task, announced on the queue's channel when the transaction commits.
-        Another open task of the pod: ``OperationInProgress`` (the one-open-task index)."""
+    def _insert_task(connection, subscription_id, task_type, max_attempts, params=None):
+        """A new PENDING task (``params``: the operation's own arguments, migration 0005), announced
+        on the queue's channel when the transaction commits. Another open task of the pod:
+        ``OperationInProgress`` (the one-open-task index)."""
         try:
             with connection.transaction():  # a savepoint: the caller's transaction stays usable
                 task = connection.execute(f"""
-                    INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts)
-                    VALUES (%s, %s, %s) RETURNING {TASK_COLUMNS}""",
-                                          (subscription_id, task_type, max_attempts)).fetchone()
+                    INSERT INTO cloud_pod_provisioning_tasks AS t (subscription_id, task_type, max_attempts, params)
+                    VALUES (%s, %s, %s, %s) RETURNING {TASK_COLUMNS}""",
+                                          (subscription_id, task_type, max_attempts, Jsonb(params or {}))).fetchone()
         except pg_errors.UniqueViolation as exc:
             if exc.diag.constraint_name == "cloud_pod_provisioning_tasks_one_open":
                 running = connection.execute("""
@@ -325,19 +326,24 @@ class Repository:
         connection.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(task["id"])))
         return task
 
-    def start_operation(self, subscription_id, task_type, max_attempts, start_states, suspend_reason=None):
+    def start_operation(self, subscription_id, task_type, max_attempts, start_states, suspend_reason=None,
+                        params=None, check=None):
         """Queue an operation a person asked for, in one transaction with the pod's row locked:
         ``NotStartable`` when the pod's status is not one of ``start_states``, ``OperationInProgress``
         when another operation is open; both write nothing. ``suspend_reason`` (SUSPEND) is written
-        on the subscription with the task. None if there is no such pod."""
+        on the subscription with the task; ``params`` are the operation's arguments (the task's
+        ``params``). ``check(pod row)``, when given, runs under the lock before anything is written
+        and may raise to refuse (CHANGE_PLAN: the plan the pod is on now). None if there is no such pod."""
         with self.pool.connection() as connection, connection.transaction():
-            pod = connection.execute("SELECT status FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
+            pod = connection.execute("SELECT status, plan_code FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
                                      (subscription_id,)).fetchone()
             if pod is None:
                 return None
             if pod["status"] not in start_states:
                 raise NotStartable(pod["status"])
-            task = self._insert_task(connection, subscription_id, task_type, max_attempts)
+            if check is not None:
+                check(pod)
+            task = self._insert_task(connection, subscription_id, task_type, max_attempts, params)
             if suspend_reason is not None:
                 connection.execute("UPDATE cloud_pod_subscriptions SET suspend_reason = %s, updated_at = now() "
                                    "WHERE id = %s", (suspend_reason, subscription_id))
@@ -579,6 +585,7 @@ class Repository:
                     suspended_at = CASE WHEN %(status)s = 'SUSPENDED' THEN now()
                                         WHEN %(status)s = 'ACTIVE' THEN NULL ELSE suspended_at END,
                     suspend_reason = CASE WHEN %(status)s = 'ACTIVE' THEN NULL ELSE suspend_reason END,
+                    plan_code = coalesce(%(plan_code)s, plan_code),
                     ssh_host_keys = coalesce(%(ssh_host_keys)s, ssh_host_keys),
                     ssh_user = coalesce(%(ssh_user)s, ssh_user), ssh_port = coalesce(%(ssh_port)s, ssh_port),
                     https_status = coalesce(%(https)s, https_status),
@@ -589,7 +596,8 @@ class Repository:
                                               WHEN %(https)s = 'pending' THEN https_pending_runs + 1 ELSE 0 END
                 WHERE id = %(id)s
                 RETURNING id, status, https_status, https_pending_runs""",
-                                     {"status": new_status, "vmid": stats.get("vmid"), "node": stats.get("node"),
+                                     {"status": new_status, "plan_code": operations.plan_after(task),
+                                      "vmid": stats.get("vmid"), "node": stats.get("node"),
                                       "ip": stats.get("ip") or None, "id": task["subscription_id"],
                                       "background": background,
                                       "ssh_host_keys": (Jsonb(stats["ssh_host_keys"]) if "ssh_host_keys" in stats

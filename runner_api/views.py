@@ -68,7 +68,7 @@ def task(row):
         "attempts": row["attempts"], "max_attempts": row["max_attempts"], "worker_id": row["worker_id"],
         "lease_expires_at": iso(row["lease_expires_at"]), "last_error": row["last_error"],
         "run_at": iso(row["run_at"]), "created_at": iso(row["created_at"]), "started_at": iso(row["started_at"]),
-        "finished_at": iso(row["finished_at"]),
+        "finished_at": iso(row["finished_at"]), "params": dict(row.get("params") or {}),
     }
 
 

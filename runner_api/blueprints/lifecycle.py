@@ -1,4 +1,4 @@
-"""The pod's lifecycle operations: suspend, resume, terminate (customer side: mPanel's service
+"""The pod's lifecycle operations: suspend, resume, change plan, terminate (customer side: mPanel's service
 token acting for a customer, the customer itself where operations.py allows it, an admin), and
 the admin's repair and retry of a failed order.
 
@@ -61,6 +61,29 @@ def accepted(task, pod):
     return response
 
 
+def arguments(name, body, state):
+    """The task's ``params`` for operation ``name`` from its (schema-checked) body, and the check
+    of them against the pod, run under the pod's lock before anything is written (None: none)."""
+    if name != "CHANGE_PLAN":
+        return {}, None
+    code = body["plan_code"]
+    new = state.plans.get(code)
+    if new is None:
+        raise Problem(422, "Unprocessable Content", f"There is no plan {code[:64]!r}; the plans are listed by "
+                      "GET /api/cloud-pods/plans.", "unknown-plan")
+
+    def check(pod):
+        if pod["plan_code"] == code:
+            raise Problem(409, "Conflict", f"The pod is on plan {code} already.", "same-plan",
+                          plan_code=pod["plan_code"])
+        current = state.plans.get(pod["plan_code"]) or {}
+        if int(new.get("disk_gb") or 0) < int(current.get("disk_gb") or 0):
+            raise Problem(409, "Conflict", f"Plan {code} has a {new.get('disk_gb')} GiB disk and the pod has "
+                          f"{current.get('disk_gb')} GiB on plan {pod['plan_code']}: Proxmox VE cannot shrink a "
+                          "disk. Nothing was changed.", "disk-would-shrink", plan_code=pod["plan_code"])
+    return {"plan": code}, check
+
+
 def queue(name, pod_id, body_schema=None, what=None):
     """Check who asks, the pod, the body; queue operation ``name``: the 202 answer."""
     operation = operations.get(name)
@@ -74,9 +97,11 @@ def queue(name, pod_id, body_schema=None, what=None):
                           f"invalid-{what.replace(' ', '-')}", errors=[f"{keys.FIELD}: not a field of it"])
     reason = body.get("reason") if body is not None and name == "SUSPEND" else None
     state = _state()
+    params, check = arguments(name, body, state) if body is not None else ({}, None)
     try:
         task = state.repository.start_operation(pod_id, operation.name, state.settings.max_attempts,
-                                                operation.start_states, suspend_reason=reason)
+                                                operation.start_states, suspend_reason=reason, params=params,
+                                                check=check)
     except NotStartable as exc:
         raise not_startable(operation, exc.status) from None
     except OperationInProgress as exc:
@@ -90,6 +115,13 @@ def queue(name, pod_id, body_schema=None, what=None):
 def suspend(pod_id):
     """Stop the pod and keep it down at boot (suspend.yml); the reason is stored with the pod."""
     return queue("SUSPEND", pod_id, "SuspendRequest", "suspend request")
+
+
+@blueprint.post("/<uuid:pod_id>/change-plan")
+def change_plan(pod_id):
+    """Move the pod to another plan (change_plan.yml): live, from ACTIVE or SUSPENDED; a downgrade
+    whose disk would shrink is refused (409) before anything is written."""
+    return queue("CHANGE_PLAN", pod_id, "ChangePlanRequest", "plan change request")
 
 
 @blueprint.post("/<uuid:pod_id>/resume")

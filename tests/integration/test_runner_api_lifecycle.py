@@ -191,6 +191,36 @@ def test_terminate_own_pods_from_any_state_but_terminated(api):
     assert problem['running_operation'] == 'CREATE_CONTAINER'
 
 
+def test_change_plan_for_everyone_who_owns_the_pod_and_never_a_shrinking_disk(api):
+    pod = api.pod()  # CLOUD_POD_STARTER: 30 GiB
+    path = '/api/cloud-pods/%s/change-plan' % pod
+    up = {'plan_code': 'CLOUD_POD_PREMIUM'}
+    api.refused(401, 'unauthorized', 'POST', path, None, json=up)
+    api.refused(404, 'unknown-pod', 'POST', path, 'bob', json=up)
+    api.refused(404, 'unknown-pod', 'POST', path, 'service', BOB, json=up)
+    for bad in ({}, {'plan_code': 'CLOUD_POD_GOLD'}, {'plan_code': 'CLOUD_POD_PREMIUM', 'extra': 1}, {'plan_code': 7}):
+        assert api.refused(422, 'invalid-plan-change-request', 'POST', path, 'alice', json=bad)['errors']
+    api.refused(415, 'unsupported-media-type', 'POST', path, 'alice', data='plan_code=CLOUD_POD_PREMIUM')
+    problem = api.refused(409, 'same-plan', 'POST', path, 'alice', json={'plan_code': 'CLOUD_POD_STARTER'})
+    assert problem['plan_code'] == 'CLOUD_POD_STARTER'
+    # Student has a 2 GiB disk: Proxmox VE cannot shrink 30 GiB to it, refused before anything is written.
+    problem = api.refused(409, 'disk-would-shrink', 'POST', path, 'service', ALICE, json={'plan_code': 'CLOUD_POD_STUDENT'})
+    assert 'Plan CLOUD_POD_STUDENT has a 2 GiB disk and the pod has 30 GiB' in problem['detail']
+    for status in ('PROVISIONING', 'FAILED', 'TERMINATED'):
+        other = api.pod(status=status)
+        problem = api.refused(409, 'pod-not-startable', 'POST', '/api/cloud-pods/%s/change-plan' % other, 'alice',
+                              json=up)
+        assert problem['pod_status'] == status
+        assert problem['detail'] == ('Only an ACTIVE or SUSPENDED pod can be moved to another plan; this one is %s.'
+                                     % status)
+    task = api.accepted('POST', path, 'alice', json=up)
+    assert (task['type'], task['params'], task['plan_code']) == ('CHANGE_PLAN', {'plan': 'CLOUD_POD_PREMIUM'},
+                                                                 'CLOUD_POD_STARTER')  # the pod's plan until it ran
+    assert api.refused(409, 'operation-in-progress', 'POST', path, 'admin', json=up)['running_operation'] == 'CHANGE_PLAN'
+    suspended = api.pod(status='SUSPENDED')
+    assert api.accepted('POST', '/api/cloud-pods/%s/change-plan' % suspended, 'admin', json=up)['type'] == 'CHANGE_PLAN'
+
+
 def test_a_terminated_pods_domain_can_be_ordered_again(api):
     domain = 'again-%s.example.com' % uuid.uuid4().hex[:6]
     pod = api.pod(domain=domain)
@@ -410,7 +440,7 @@ class LabApi(object):
         return self.control.state()['containers'].get(str(vmid))
 
 
-def test_suspend_resume_repair_terminate_end_to_end(lab_api):
+def test_suspend_repair_change_plan_resume_terminate_end_to_end(lab_api):
     domain = 'life-%s.example.com' % uuid.uuid4().hex[:6]
     order = {'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'jane@example.org', 'domain': domain}
     response = lab_api.call('POST', '/order', 'mpanel', ALICE, json=order)
@@ -443,6 +473,16 @@ def test_suspend_resume_repair_terminate_end_to_end(lab_api):
     assert pod['status'] == 'SUSPENDED'
     ct = lab_api.container(vmid)
     assert ct['status'] == 'stopped' and str(ct['config'].get('onboot')) == '0'
+
+    # Change plan while SUSPENDED (the customer asks): the new limits are in the config, the pod
+    # stays stopped, its plan is the new one; the way back down would shrink the disk: 409.
+    pod = lab_api.run('POST', '/%s/change-plan' % pod_id, 'alice', json={'plan_code': 'CLOUD_POD_PREMIUM'})
+    assert (pod['status'], pod['plan_code']) == ('SUSPENDED', 'CLOUD_POD_PREMIUM')
+    ct = lab_api.container(vmid)
+    assert ct['status'] == 'stopped' and (int(ct['config']['cores']), int(ct['config']['memory'])) == (2, 2048)
+    assert 'size=75G' in ct['config']['rootfs'], ct['config']['rootfs']
+    down = lab_api.call('POST', '/%s/change-plan' % pod_id, 'alice', json={'plan_code': 'CLOUD_POD_STARTER'})
+    assert down.status_code == 409 and down.json()['type'].endswith('/disk-would-shrink'), down.text
 
     # Resume: running, started at boot again (the plan's onboot, true), the suspension cleared.
     pod = lab_api.run('POST', '/%s/resume' % pod_id, 'mpanel', ALICE)

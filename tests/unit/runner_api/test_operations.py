@@ -70,9 +70,9 @@ def _task_type_check():
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_eight_with_a_playbook():
-    assert sorted(operations.OPERATIONS) == ['CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART', 'RESUME',
-                                             'SET_SSH_KEYS', 'SUSPEND', 'TERMINATE']
+def test_the_operations_are_the_nine_with_a_playbook():
+    assert sorted(operations.OPERATIONS) == ['CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART',
+                                             'RESUME', 'SET_SSH_KEYS', 'SUSPEND', 'TERMINATE']
     for name, operation in operations.OPERATIONS.items():
         assert operation.name == name
         assert (PLAYBOOK_DIR / operation.playbook).is_file(), (name, operation.playbook)
@@ -83,7 +83,8 @@ def test_the_executor_reads_its_playbooks_from_the_registry():
     assert dict(executors.PLAYBOOKS) == {'CREATE_CONTAINER': 'provision.yml', 'RESTART': 'restart.yml',
                                          'TERMINATE': 'deprovision.yml', 'REPAIR': 'repair.yml',
                                          'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml',
-                                         'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml'}
+                                         'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml',
+                                         'CHANGE_PLAN': 'change_plan.yml'}
     with pytest.raises(TypeError):
         executors.PLAYBOOKS['BACKUP'] = 'backup_now.yml'  # read-only: the registry is the one place
 
@@ -120,6 +121,11 @@ def test_extra_vars_per_operation():
     assert extra_vars_for(_row('REPAIR', pod_status='SUSPENDED')) == {'pod': 'cp-0123456789', 'suspended': True}
     assert extra_vars_for(_row('REPAIR', pod_status='ACTIVE')) == {'pod': 'cp-0123456789'}
     assert extra_vars_for(_row('SUSPEND')) == extra_vars_for(_row('RESUME')) == {'pod': 'cp-0123456789'}
+    # The new plan is the task's own argument (params, written with the task), not the pod's plan_code.
+    assert extra_vars_for(_row('CHANGE_PLAN', params={'plan': 'CLOUD_POD_PREMIUM'})) == {
+        'pod': 'cp-0123456789', 'plan': 'CLOUD_POD_PREMIUM'}
+    assert operations.plan_after(_row('CHANGE_PLAN', params={'plan': 'CLOUD_POD_PREMIUM'})) == 'CLOUD_POD_PREMIUM'
+    assert operations.plan_after(_row('REPAIR', params={'plan': 'CLOUD_POD_PREMIUM'})) is None
 
 
 def _unsafe(value):
@@ -131,7 +137,8 @@ def _unsafe(value):
 def test_every_operations_extra_vars_are_written_unsafe(tmp_path):
     for name in operations.OPERATIONS:
         variables = extra_vars_for(_row(name, domain=PAYLOAD, hostname=PAYLOAD, customer_email=PAYLOAD,
-                                        plan_code=PAYLOAD, ssh_public_keys=[KEY + ' ' + PAYLOAD, KEY]))
+                                        plan_code=PAYLOAD, ssh_public_keys=[KEY + ' ' + PAYLOAD, KEY],
+                                        params={'plan': PAYLOAD}))
         path = write_untrusted_vars(str(tmp_path / (name + '.yml')), variables)
         with open(path, encoding='utf-8') as handle:
             loaded = yaml.load(handle, Loader=UnsafeTagLoader)  # noqa: S506 (a SafeLoader)
@@ -170,7 +177,7 @@ def test_progress_steps_are_roles_that_exist():
 
 # ---------------------------------------------------------------- an unknown operation
 
-@pytest.mark.parametrize('name', ['CHANGE_PLAN', 'BACKUP', 'restart', '', None])
+@pytest.mark.parametrize('name', ['RESTORE', 'BACKUP', 'restart', '', None])
 def test_an_unknown_operation_is_refused_with_a_clear_error(name):
     assert operations.find(name) is None
     with pytest.raises(operations.UnknownOperation) as error:
@@ -184,9 +191,9 @@ def test_an_unknown_operation_is_refused_with_a_clear_error(name):
 def test_the_executor_refuses_an_unknown_operation_without_retries(tmp_path):
     settings = Settings(database_url='postgresql://unused@127.0.0.1/unused', plans_file=Path('unused'),
                         playbook_dir=PLAYBOOK_DIR, run_dir=tmp_path / 'runs')
-    result = LocalAnsibleRunner(settings).run(RunRequest('CHANGE_PLAN', {'pod': 'cp-0123456789'}), lambda event: None)
+    result = LocalAnsibleRunner(settings).run(RunRequest('RESTORE', {'pod': 'cp-0123456789'}), lambda event: None)
     assert (result.status, result.retryable) == ('error', False)
-    assert "unknown operation 'CHANGE_PLAN'" in result.error
+    assert "unknown operation 'RESTORE'" in result.error
     assert not (tmp_path / 'runs').exists() or list((tmp_path / 'runs').iterdir()) == []
 
 
@@ -238,11 +245,11 @@ def _execute(worker, task):
 
 def test_the_worker_fails_a_task_of_an_unknown_type_at_once():
     executor = RecordingExecutor()
-    repository = _execute(_worker(executor), _row('CHANGE_PLAN'))
+    repository = _execute(_worker(executor), _row('RESTORE'))
     assert executor.requests == []  # nothing ran
     assert len(repository.failed) == 1
     error, give_up = repository.failed[0]
-    assert give_up is True and "unknown operation 'CHANGE_PLAN'" in error
+    assert give_up is True and "unknown operation 'RESTORE'" in error
     assert repository.events[-1][:2] == ('worker', 'failed')
 
 
