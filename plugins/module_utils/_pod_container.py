@@ -37,6 +37,10 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats impo
 _POD_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$')
 
 
+# A unicast MAC address, as PVE's pve-configid 'mac-addr' format wants it (the I/G bit of the first octet clear).
+_HWADDR_RE = re.compile(r'[0-9A-Fa-f][02468ACEace](:[0-9A-Fa-f]{2}){5}')
+
+
 def check_options(params):
     """Fail (ProxmoxError) on the first module option that is not acceptable."""
     p = params
@@ -51,6 +55,9 @@ def check_options(params):
     for name in ('cores', 'memory', 'disk', 'timeout', 'ip_timeout'):
         if p[name] is not None and p[name] <= 0:
             raise ProxmoxError('%s must be a positive number; got %s' % (name, p[name]))
+    if p.get('hwaddr') is not None and not _HWADDR_RE.fullmatch(p['hwaddr']):
+        raise ProxmoxError('hwaddr %r must be a unicast MAC address, six pairs of hex digits separated by ":" with '
+                           'the lowest bit of the first pair 0, e.g. BC:24:11:2A:3B:4C' % p['hwaddr'])
     if p['swap'] is not None and p['swap'] < 0:
         raise ProxmoxError('swap must be 0 or more MiB; got %s' % p['swap'])
     if p['plan'] is not None and not pod_record.is_plan_code(p['plan']):
@@ -169,6 +176,8 @@ class WantedPod(object):
         wanted['firewall'] = '1'
         wanted['ip'] = 'dhcp'
         wanted.setdefault('type', 'veth')
+        if self.params.get('hwaddr') is not None:
+            wanted['hwaddr'] = self.params['hwaddr'].upper()
         if props == wanted:
             return None
         return format_property_string(wanted)
@@ -231,7 +240,7 @@ class WantedPod(object):
         conf['description'] = self.description(None)
         if conf.get('net0'):
             net0 = parse_property_string(conf['net0'])
-            net0.pop('hwaddr', None)  # a clone gets a new MAC address
+            net0.pop('hwaddr', None)  # a clone gets a new MAC address (the hwaddr option sets it right after)
             conf['net0'] = format_property_string(net0)
         if self.params['full'] and self.params['storage'] and conf.get('rootfs'):
             rootfs = parse_property_string(conf['rootfs'], 'volume')

@@ -99,6 +99,12 @@ options:
       - Uses the E(PROXMOX_CLOUDPOD_BRIDGE) environment variable if not specified.
     type: str
     default: vmbr0
+  hwaddr:
+    description:
+      - MAC address of C(net0), a unicast address such as V(BC:24:11:2A:3B:4C). Unchanged when omitted (a new clone
+        gets a random one from Proxmox VE).
+      - Set on a new clone before it first starts, so that a pod made again (reinstall) keeps its DHCP address.
+    type: str
   pool:
     description:
       - Resource pool to add a new container to. Only used when the container is created.
@@ -366,6 +372,7 @@ def argument_spec():
         storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
         pool=dict(type='str'),
+        hwaddr=dict(type='str'),
         cores=dict(type='int'),
         memory=dict(type='int'),
         swap=dict(type='int'),

@@ -21,6 +21,7 @@ for _path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
 from playbooks import run_playbook, start_playbook  # noqa: E402  pylint: disable=wrong-import-position
 
 VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
+PCT = os.path.join(ROOT, 'tests', 'lab', 'bin', 'pct')
 SECRET_KEYS = ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY')
 
 
@@ -36,7 +37,8 @@ class HostDirs(object):
 
     def extra_vars(self):
         return dict(cloudpods_proxmox_hosts='localhost', cloudpods_backup_root=self.backup_root,
-                    cloudpods_cron_dir=self.cron_dir, cloudpods_state_dir=self.state_dir, cloudpods_vzdump=VZDUMP)
+                    cloudpods_cron_dir=self.cron_dir, cloudpods_state_dir=self.state_dir, cloudpods_vzdump=VZDUMP,
+                    cloudpods_pct=PCT)
 
     def cron_file(self, pod):
         return os.path.join(self.cron_dir, 'cloudpod-' + pod.replace('.', '_'))

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from .containers import render_config
+
 
 class BackendError(Exception):
     """The backend could not do what was asked; the task fails with this text."""
@@ -83,6 +85,16 @@ class Backend:
     def vzdump(self, vmid: int, config: dict, archive: Path, compress: str) -> None:
         """Write the backup archive of ``vmid`` to ``archive``."""
         raise NotImplementedError
+
+    def restore(self, vmid: int, archive: Path, config: dict) -> None:
+        """Replace the root filesystem of CT ``vmid`` (stopped, or not there yet) by the contents
+        of the backup ``archive`` (a vzdump tar, known to exist), and take ``config`` (merged
+        by the state machine from the archive's ``etc/vzdump/pct.conf``) as its config.
+
+        Called in the ``vzrestore`` task's thread without the state lock. Until it returns, the
+        old root filesystem stays whole (the archive is unpacked beside it and swapped in), so a
+        failure leaves the CT as it was. The default does nothing.
+        """
 
     def make_template(self, vmid: int, config: dict) -> None:
         """Turn the stopped CT ``vmid`` into a template (``POST .../template``).
@@ -291,8 +303,7 @@ def link_local_address(mac: str) -> ipaddress.IPv6Address:
 
 def build_container_tar(vmid: int, config: dict) -> bytes:
     """A tiny but genuine vzdump-style tar: ``./etc/vzdump/pct.conf`` plus a marker."""
-    conf_text = "".join(f"{key}: {value}\n" for key, value in sorted(config.items())
-                        if key not in ("lock", "digest"))
+    conf_text = render_config({key: value for key, value in config.items() if key not in ("lock", "digest")})
     files = {
         "./etc/vzdump/pct.conf": conf_text.encode(),
         "./etc/hostname": f"{config.get('hostname', f'CT{vmid}')}\n".encode(),

@@ -6,6 +6,7 @@ next to a ``.log``, an optional ``.notes`` and an optional ``.protected`` file.
 
 import re
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
@@ -210,3 +211,15 @@ def _check_selection(job: dict) -> None:
         raise ParamError({"vmid": "property is missing"})
     if job.get("storage") and job.get("dumpdir"):
         raise ParamError({"storage": "option conflicts with option 'dumpdir'"})
+
+
+def read_archive_config(archive: Path) -> str:
+    """The ``./etc/vzdump/pct.conf`` of a vzdump CT archive (GNU tar detects the compression)."""
+    if not archive.is_file():
+        raise OSError(f"archive '{archive}' does not exist")
+    result = subprocess.run(["tar", "-xOf", str(archive), "./etc/vzdump/pct.conf"], capture_output=True,
+                            text=True, check=False, timeout=600)
+    if result.returncode != 0:
+        raise ValueError(f"unable to read the configuration of '{archive}': "
+                         f"{(result.stderr.strip().splitlines() or ['not a vzdump CT archive'])[-1]}")
+    return result.stdout

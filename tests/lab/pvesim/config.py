@@ -31,7 +31,7 @@ def bridge_acl(bridge: str) -> dict:
 
 TASK_TYPES = [
     "vzclone", "vzstart", "vzstop", "vzshutdown", "vzreboot", "vzdestroy", "vzdump",
-    "vzsuspend", "vzresume", "resize", "vzcreate", "vztemplate",
+    "vzsuspend", "vzresume", "resize", "vzcreate", "vztemplate", "vzrestore",
 ]
 
 DEFAULTS = {

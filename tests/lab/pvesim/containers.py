@@ -170,6 +170,31 @@ def render_config(config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def is_volume_key(key: str) -> bool:
+    """``mpN`` and ``unusedN``: volumes a restore does not take over from the archive."""
+    return re.fullmatch(r"(mp|unused)\d+", key) is not None
+
+
+def parse_config(text: str) -> dict:
+    """The inverse of ``render_config`` (``parse_pct_config`` for the keys we keep): ``#`` lines
+    are the description, ``key: value`` lines the keys; integers come back as numbers."""
+    config, description = {}, []
+    for line in text.splitlines():
+        if line.startswith("["):  # a snapshot section: not kept by a restore
+            break
+        if line.startswith("#"):
+            description.append(line[1:] + "\n")
+            continue
+        key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            continue
+        value = value.strip()
+        config[key.strip()] = int(value) if re.fullmatch(r"-?\d+", value) else value
+    if description:
+        config["description"] = "".join(description)
+    return config
+
+
 def _text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

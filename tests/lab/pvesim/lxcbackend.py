@@ -36,6 +36,7 @@ import threading
 from pathlib import Path
 
 from . import nftfirewall
+from .containers import render_config
 from .backend import Backend, BackendError, _parse_net, pve_interface
 
 COMMAND_TIMEOUT = 120
@@ -175,6 +176,36 @@ class LxcBackend(Backend):
             except BaseException:
                 self._remove_dir(directory)
                 raise
+
+    def restore(self, vmid: int, archive: Path, config: dict) -> None:
+        """Unpack beside the CT (``.restore-<vmid>``), then swap directories: the old root
+        filesystem is whole until the new one is in place (a failed unpack leaves it as it was)."""
+        with self._lock(vmid):
+            directory = self._dir(vmid)
+            staging = self.lxc_path / f".restore-{vmid}"
+            old = self.lxc_path / f".replaced-{vmid}"
+            for leftover in (staging, old):
+                if leftover.exists():
+                    self._remove_dir(leftover)
+            rootfs = staging / "rootfs"
+            rootfs.mkdir(parents=True)
+            try:
+                # GNU tar recognises zstd and gzip archives by their contents.
+                _run(["tar", "--numeric-owner", "-xpf", str(archive), "-C", str(rootfs)], timeout=1800)
+                for name in ("pct.conf", "pct.fw"):  # PVE's restore_configuration unlinks both
+                    (rootfs / "etc" / "vzdump" / name).unlink(missing_ok=True)
+                (staging / "storage.json").write_text(json.dumps({"kind": "dir"}))
+            except BaseException:
+                self._remove_dir(staging)
+                raise
+            if directory.exists():
+                self._stop(vmid, kill=True)
+                directory.rename(old)
+            staging.rename(directory)
+            self._write_lxc_config(vmid, config)
+            self.save_config(vmid, config)
+            if old.exists():
+                self._remove_dir(old)
 
     def destroy(self, vmid):
         with self._lock(vmid):
@@ -438,8 +469,7 @@ class LxcBackend(Backend):
     # ------------------------------------------------------------------ backup
 
     def vzdump(self, vmid, config, archive, compress):
-        conf_text = "".join(f"{key}: {value}\n" for key, value in sorted(config.items())
-                            if key not in ("lock", "digest"))
+        conf_text = render_config({key: value for key, value in config.items() if key not in ("lock", "digest")})
         archive.parent.mkdir(parents=True, exist_ok=True)
         compressor = {"zstd": ["-I", "zstd -q -1 -T0"], "gzip": ["-I", "gzip -1"]}.get(compress, [])
         with tempfile.TemporaryDirectory(prefix="vzdump-") as extra:

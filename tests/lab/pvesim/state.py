@@ -237,6 +237,7 @@ class Cluster:
         a failed task removes the CT again. ``password`` is dropped unseen: PVE only
         sets root's password inside the CT.
         """
+        unique = bool(params.get("unique"))
         params = {key: value for key, value in params.items()
                   if key not in ("node", "vmid", "password", "ignore-unpack-errors", "bwlimit",
                                  "unique", "template")}
@@ -245,11 +246,11 @@ class Cluster:
         unprivileged = bool(params.pop("unprivileged", 0))  # PVE 8's API default: privileged
         pool = options["pool"]
         default_storage = options["storage"] or "local"
+        if options["restore"]:
+            return self._restore(token, vmid, params, options, unique)
         with self.lock:
             if vmid in self.containers:
                 raise fail(f"CT {vmid} already exists on node '{self.node}'")
-            if options["restore"]:
-                raise fail("pvesim does not simulate restoring a backup (restore=1)")
             if options["ssh-public-keys"] is not None:
                 containers.check_ssh_public_keys(options["ssh-public-keys"])
             if pool is not None and pool not in self.pools:
@@ -265,6 +266,130 @@ class Cluster:
             self.containers[vmid] = Container(vmid, dict(config, lock="create"))
             return self._create_task(token, vmid, config, archive, ostemplate, pool,
                                      bool(options["start"]))
+
+    # ------------------------------------------------------------------ restore
+
+    def _restore(self, token: Token, vmid: int, params: dict, options: dict, unique: bool) -> str:
+        """POST /nodes/{node}/lxc with ``restore=1`` (``pct restore``): create_vm's restore branch.
+
+        In pve-container's order: an existing CT needs ``force`` (else check_vmid_unused fails),
+        must be stopped (``can't overwrite running container``) and unprotected; VM.Allocate on
+        the CT (or its pool), or for an existing CT with ``force`` VM.Backup alone (then the
+        archive's firewall config would be skipped: the simulator's archives carry none, and the
+        CT's firewall stays as it is either way); the archive: a backup volume (Datastore.
+        AllocateSpace, VM.Backup on its owner) or, for root only, a file path. The config is the
+        archive's ``etc/vzdump/pct.conf`` merged under the given keys (sanitize_and_merge_config:
+        digest, rootfs, snapshots, unprivileged, parent, mpN, unusedN, template dropped), NICs
+        keep the archive's MAC unless ``unique``. The CT holds ``lock: create`` during the
+        ``vzrestore`` task; a failed task leaves no CT (PVE destroyed the old volumes first).
+        """
+        force = bool(options["force"])
+        pool = options["pool"]
+        ostemplate = options["ostemplate"]
+        emsg = f"unable to restore CT {vmid} -"
+        with self.lock:
+            existing = self.containers.get(vmid)
+            if existing is not None and not force:
+                raise fail(f"CT {vmid} already exists on node '{self.node}'")
+            if existing is not None:
+                if existing.status == "running":
+                    raise fail("can't overwrite running container")
+                if existing.config.get("protection"):
+                    raise fail(f"unable to restore CT {vmid} - protection mode enabled")
+            if options["ssh-public-keys"] is not None:
+                containers.check_ssh_public_keys(options["ssh-public-keys"])
+            if pool is not None and pool not in self.pools:
+                raise PermissionDenied(f"pool '{pool}' does not exist")
+            if not (token.has(f"/vms/{vmid}", "VM.Allocate")
+                    or (pool and token.has(f"/pool/{pool}", "VM.Allocate"))
+                    or (existing is not None and token.has(f"/vms/{vmid}", "VM.Backup"))):
+                raise PermissionDenied()
+            archive = self._backup_archive(token, ostemplate)
+            try:
+                saved = containers.parse_config(backups.read_archive_config(archive))
+            except (OSError, ValueError) as exc:
+                raise fail(f"{emsg} {exc}") from exc
+            if existing is not None and existing.lock:
+                raise fail(f"{emsg} CT is locked ({existing.lock})")
+            config = self._restored_config(token, vmid, saved, params, options, unique, existing)
+            if existing is not None:
+                existing.config["lock"] = "create"
+            else:
+                self.containers[vmid] = Container(vmid, dict(config, lock="create"))
+
+            def work(task: Task):
+                task.log(f"recovering backed-up configuration from '{ostemplate}'")
+                task.log(f"restoring '{ostemplate}' now..")
+                self.backend.restore(vmid, archive, copy.deepcopy(config))
+                task.log("merging backed-up and given configuration..")
+
+            def on_success(task: Task, _result):
+                ct = self.containers.get(vmid)
+                if ct is None or ct.lock != "create":
+                    raise TaskError("lost 'create' config lock, aborting")
+                ct.config = copy.deepcopy(config)
+                ct.status, ct.started_at = "stopped", None
+                if pool:
+                    self._add_to_pool(ct, pool)
+                self._save_config(ct)
+                if options["start"]:
+                    self._power_start(token, vmid, {})
+
+            def on_failure(task: Task, _error):
+                ct = self.containers.get(vmid)
+                if ct is not None and ct.lock == "create":
+                    self._discard_created(task, vmid)
+                    self._forget(vmid, purge=False)
+
+            return self._start_task(token, "vzrestore", vmid, work, on_success, on_failure,
+                                    error_prefix=f"{emsg} ")
+
+    def _backup_archive(self, token: Token, ostemplate: str) -> Path:
+        """PVE's check_volume_access(..., 'backup'): the archive file an ``ostemplate`` names."""
+        if ":" not in ostemplate:
+            if not token.is_root:
+                raise fail("Only root can pass arbitrary filesystem paths.")
+            return Path(ostemplate)
+        storage_id, volname = ostemplate.split(":", 1)
+        item = self._storage(storage_id)
+        vtype, _name, owner = storage.parse_volname(item, volname)
+        if vtype != "backup":
+            raise fail(f"unable to use volume {ostemplate} - content type needs to be 'backup'")
+        if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
+            token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
+            if owner is not None:
+                token.require(f"/vms/{owner}", "VM.Backup")
+        return item.dump_dir / volname.split("/", 1)[1]
+
+    def _restored_config(self, token: Token, vmid: int, saved: dict, params: dict, options: dict,
+                         unique: bool, existing: Container | None) -> dict:
+        """sanitize_and_merge_config: the given keys win, the archive fills in the rest."""
+        config = self._create_config(vmid, {key: value for key, value in params.items() if key != "rootfs"},
+                                     {"volume": "pending"}, bool(saved.get("unprivileged")), "")
+        for key in ("arch", "ostype", "hostname", "memory", "swap"):
+            if key not in params:
+                config.pop(key, None)
+        for key, value in saved.items():
+            if key in ("digest", "rootfs", "snapshots", "unprivileged", "parent", "template", "lock") \
+                    or containers.is_volume_key(key) or key in config:
+                continue
+            if key.startswith("net") and key[3:].isdigit():
+                self._check_bridges(token, value)
+                if unique:
+                    value = containers.with_new_mac(value, key)
+            config[key] = value
+        # A new volume of the archive's size on 'storage' (PVE's default 'local', which on most nodes
+        # holds no container directories: pct restore then needs --storage), as PVE's storage-only restore.
+        old_rootfs = containers.parse_rootfs(str(saved.get("rootfs", "local:4")))
+        size = schema.parse_size(str(old_rootfs.get("size", "4G")))
+        default_storage = options["storage"] or "local"
+        rootfs = self._new_rootfs(token, vmid, params.get("rootfs") or
+                                  f"{default_storage}:{max(-(-size // storage.GIB), 1)}", default_storage)
+        config["rootfs"] = containers.print_rootfs(rootfs)
+        config["hostname"] = config.get("hostname") or f"CT{vmid}"
+        config["memory"] = config.get("memory") or 512
+        config.setdefault("swap", 512)
+        return config
 
     def _create_task(self, token: Token, vmid: int, config: dict, archive: Path, ostemplate: str,
                      pool: str | None, start: bool) -> str:

@@ -28,7 +28,8 @@ CT = {'vmid': 101, 'node': 'pve'}
 
 OPTIONS = dict(hostname='shop-example-com', vmid=None, pod_id=None, plan=None, domain=None, state='present',
                template=9000, full=True, storage=None, bridge='vmbr0', pool=None, cores=None, memory=None, swap=None,
-               disk=None, onboot=None, description=None, tags=None, timeout=300, wait_for_ip=True, ip_timeout=120)
+               disk=None, onboot=None, description=None, tags=None, timeout=300, wait_for_ip=True, ip_timeout=120,
+               hwaddr=None)
 
 
 def options(**params):
@@ -57,6 +58,13 @@ def test_net0_keeps_mac_and_extra_keys():
     changes = wanted().changes(CT, conf, 'stopped')
     assert changes.config['net0'] == \
         'name=eth0,bridge=vmbr0,hwaddr=BC:24:11:2A:3B:4C,ip=dhcp,rate=50,type=veth,firewall=1'
+
+
+def test_hwaddr_sets_the_mac_of_net0_and_keeps_the_rest():
+    # reinstall: the pod made again keeps its MAC address, so its DHCP address stays
+    assert wanted(hwaddr='bc:24:11:00:00:01').changes(CT, CONF, 'stopped').config['net0'] == \
+        'name=eth0,bridge=vmbr0,firewall=1,hwaddr=BC:24:11:00:00:01,ip=dhcp,type=veth'
+    assert 'net0' not in wanted(hwaddr='BC:24:11:2A:3B:4C').changes(CT, CONF, 'stopped').config
 
 
 def test_net0_created_when_missing():
@@ -168,6 +176,9 @@ def test_config_view_normalises():
     (dict(pod_id='sub-1\n'), 'pod_id'),
     (dict(vmid=99), 'vmid must be between 100'),
     (dict(cores=0), 'cores must be a positive number'),
+    (dict(hwaddr='01:24:11:00:00:01'), 'must be a unicast MAC address'),
+    (dict(hwaddr='BC:24:11:00:00'), 'must be a unicast MAC address'),
+    (dict(hwaddr='BC:24:11:00:00:01\n'), 'must be a unicast MAC address'),
     (dict(swap=-1), 'swap must be 0 or more'),
     (dict(tags=['ok', 'Not!Ok']), 'invalid tags not!ok'),
     (dict(plan='STARTER'), "plan 'STARTER' must be a plan code"),
