@@ -156,7 +156,7 @@ def cmd_restore(args: list[str]) -> int:
     rest = args[2:]
     while rest:
         if not rest[0].startswith("--") or len(rest) < 2:
-            die(f"400 unable to parse option\npct restore <vmid> <ostemplate> [OPTIONS]")
+            die("400 unable to parse option\npct restore <vmid> <ostemplate> [OPTIONS]")
         params[rest[0][2:]] = rest[1]
         rest = rest[2:]
     call = _root_api()
