@@ -399,7 +399,7 @@ def test_trickling_clients_do_not_hold_up_the_api(api):
           % (len(results), len(results), percentile(seconds, 0.5), p99, max(seconds), min(held), max(held)))
     # Held up, they would wait for a worker until REQUEST_TIMEOUT (5 s); 2.5 s leaves room for a loaded machine.
     assert p99 < REQUEST_TIMEOUT / 2, sorted(seconds)[-5:]
-    assert traffic[-1][1].endswith('/my-pods') and json.loads(results[-1][2]) == {'pods': []}
+    assert traffic[-1][1].endswith('/my-pods') and json.loads(results[-1][2]) == {'pods': [], 'next': None, 'links': {}}
 
 
 def test_no_query_token_in_logs_and_the_client_address_reaches_gunicorn(api):
@@ -424,7 +424,7 @@ def test_no_query_token_in_logs_and_the_client_address_reaches_gunicorn(api):
     # The header token is used, and logged nowhere.
     status, _type, body, _seconds = nginx.request('GET', '/api/cloud-pods/my-pods',
                                                   {'Authorization': 'Bearer ' + api['customer']})
-    assert status == 200 and json.loads(body) == {'pods': []}
+    assert status == 200 and json.loads(body) == {'pods': [], 'next': None, 'links': {}}
 
     # The last request's lines are written after its answer: once they are in, so are the others'.
     access_lines = access.wait_for('"GET /api/cloud-pods/my-pods HTTP/1.1" 200 ')
