@@ -344,17 +344,28 @@ class Cluster:
             return self._start_task(token, "vzrestore", vmid, work, on_success, on_failure,
                                     error_prefix=f"{emsg} ")
 
-    def _backup_archive(self, token: Token, ostemplate: str) -> Path:
-        """PVE's check_volume_access(..., 'backup'): the archive file an ``ostemplate`` names."""
+    def _archive_volume(self, token: Token, ostemplate: str, content: str):
+        """The part of PVE's check_volume_access both archive kinds share: a path (root only) is
+        ``(Path, None, None, None)``; a volume is ``(None, storage id, storage, parse_volname())``,
+        refused unless its content type is ``content``."""
         if ":" not in ostemplate:
             if not token.is_root:
                 raise fail("Only root can pass arbitrary filesystem paths.")
-            return Path(ostemplate)
+            return Path(ostemplate), None, None, None
         storage_id, volname = ostemplate.split(":", 1)
         item = self._storage(storage_id)
-        vtype, _name, owner = storage.parse_volname(item, volname)
-        if vtype != "backup":
-            raise fail(f"unable to use volume {ostemplate} - content type needs to be 'backup'")
+        parsed = storage.parse_volname(item, volname)
+        if parsed[0] != content:
+            raise fail(f"unable to use volume {ostemplate} - content type needs to be '{content}'")
+        return None, storage_id, item, parsed
+
+    def _backup_archive(self, token: Token, ostemplate: str) -> Path:
+        """PVE's check_volume_access(..., 'backup'): the archive file an ``ostemplate`` names."""
+        path, storage_id, item, parsed = self._archive_volume(token, ostemplate, "backup")
+        if path is not None:
+            return path
+        owner = parsed[2]
+        volname = ostemplate.split(":", 1)[1]
         if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
             token.require(f"/storage/{storage_id}", "Datastore.AllocateSpace")
             if owner is not None:
@@ -472,15 +483,10 @@ class Cluster:
 
     def _template_archive(self, token: Token, ostemplate: str) -> Path:
         """PVE's check_volume_access(..., 'vztmpl'): the file an ``ostemplate`` names."""
-        if ":" not in ostemplate:
-            if not token.is_root:
-                raise fail("Only root can pass arbitrary filesystem paths.")
-            return Path(ostemplate)
-        storage_id, volname = ostemplate.split(":", 1)
-        item = self._storage(storage_id)
-        vtype = storage.parse_volname(item, volname)[0]
-        if vtype != "vztmpl":
-            raise fail(f"unable to use volume {ostemplate} - content type needs to be 'vztmpl'")
+        path, storage_id, item, _parsed = self._archive_volume(token, ostemplate, "vztmpl")
+        if path is not None:
+            return path
+        volname = ostemplate.split(":", 1)[1]
         if not token.has(f"/storage/{storage_id}", "Datastore.Allocate"):
             token.require_any(f"/storage/{storage_id}", ["Datastore.AllocateSpace", "Datastore.Audit"])
         return storage.template_path(item, volname)
