@@ -34,10 +34,10 @@ from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import OpenApiChecker, scratch_database, start_worker, worker_environment  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 from labenv import free_port  # noqa: E402
+from test_runner_api import ALICE, BOB, Api as BaseApi  # noqa: E402
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
-ALICE, BOB = 'cust-alice', 'cust-bob'
 NOWHERE = '00000000-0000-4000-8000-000000000000'
 
 
@@ -56,26 +56,9 @@ def api(lab_env):
         pool.close()
 
 
-class Api(object):
-    def __init__(self, client, repository, tokens, checker):
-        self.client = client
-        self.repository = repository
-        self.tokens = tokens
-        self.checker = checker
-
-    def call(self, method, path, who=None, customer=None, **kwargs):
-        headers = {}
-        if who is not None:
-            headers['Authorization'] = 'Bearer ' + self.tokens[who]
-        if customer is not None:
-            headers['X-Customer-Id'] = customer
-        response = self.client.open(path, method=method, headers=headers, **kwargs)
-        body = response.get_json(silent=True)
-        assert body is not None, 'not JSON: %s %r' % (response.status, response.data[:200])
-        self.checker.check(method, path.split('?')[0], response.status_code, response.content_type, body)
-        if response.status_code >= 400:
-            assert response.content_type == 'application/problem+json'
-        return response
+class Api(BaseApi):
+    """test_runner_api's client (token, X-Customer-Id, the OpenAPI check of every answer) and
+    what these tests need besides: pods in a given state, SQL, refusals that write nothing."""
 
     def pod(self, customer=ALICE, status='ACTIVE', domain=None):
         """A pod of ``customer`` in ``status`` with no open task."""
