@@ -114,6 +114,20 @@ def _change_plan_vars(task):
     return {"pod": task["hostname"], "plan": str((task.get("params") or {}).get("plan", ""))}
 
 
+def _restore_vars(task):
+    """RESTORE: the archive is the task's own argument (``params.archive``: a bare vzdump file name the
+    API checked against the pod's listed archives). The subscription's SSH keys replace the archive's,
+    so a key the customer removed since that backup does not come back with it."""
+    return {"pod": task["hostname"], "archive": str((task.get("params") or {}).get("archive", "")),
+            "plan": task["plan_code"], "domain": task["domain"] or "", "ssh_public_keys": _keys(task)}
+
+
+def _reinstall_vars(task):
+    """REINSTALL: the same identity (plan, domain) and the subscription's SSH keys in the new pod."""
+    return {"pod": task["hostname"], "plan": task["plan_code"], "domain": task["domain"] or "",
+            "ssh_public_keys": _keys(task)}
+
+
 def _terminate_vars(task):
     variables = {"pod": task["hostname"]}
     if task["domain"]:
@@ -186,6 +200,40 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
         start_states=NOT_TERMINATED, success_status=None, failure_status=None,
         success_message="REPAIR done", verb="repaired",
         roles=("admin",)),  # POST /admin/{id}/repair
+    Operation(
+        "BACKUP", "backup_now.yml", _pod_vars,
+        # One manual archive now (vzdump on the Proxmox host), the pod's list of archives read again.
+        start_states=("ACTIVE", "SUSPENDED"), success_status=None, failure_status=None,
+        success_message="backup taken", verb="backed up",
+        roles=("customer", "service", "admin")),  # POST /{id}/backups
+    Operation(
+        "RESTORE", "restore.yml", _restore_vars,
+        # A safety backup, then `pct restore --force 1` of params.archive onto the pod's VMID, the pod
+        # converged (started, site, DNS, HTTPS, backups); a SUSPENDED pod is not restored (it would start).
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="archive restored", verb="restored",
+        progress_steps=(
+            ("pod_backup", "Taking a safety backup"),
+            ("pod_container", "Restoring your pod"),
+            ("pod_first_boot", "Checking the web stack"),
+            ("pod_dns", "Checking DNS"),
+            ("pod_https", "Checking your HTTPS certificate"),
+        ),
+        roles=("customer", "service", "admin")),  # POST /{id}/restore
+    Operation(
+        "REINSTALL", "reinstall.yml", _reinstall_vars,
+        # A backup, then a fresh container from the template with the same VMID, MAC, domain and keys.
+        start_states=("ACTIVE",), success_status=None, failure_status=None,
+        success_message="pod reinstalled", verb="reinstalled",
+        progress_steps=(
+            ("pod_backup", "Backing up your pod"),
+            ("pod_container", "Creating your container again"),
+            ("pod_firewall", "Securing your pod's network"),
+            ("pod_first_boot", "Installing the web stack"),
+            ("pod_dns", "Setting up DNS"),
+            ("pod_https", "Getting your HTTPS certificate"),
+        ),
+        roles=("customer", "service", "admin")),  # POST /{id}/reinstall
 )})
 
 

@@ -40,6 +40,7 @@ SUBSCRIPTION_COLUMNS = """
     host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at,
     s.ssh_public_keys, s.ssh_host_keys, s.ssh_user, s.ssh_port,
     s.https_status, s.https_reason, s.https_not_after, s.https_pending_runs, s.suspend_reason, s.suspended_at,
+    s.backups, s.backups_listed_at,
     (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id
      AND lt.task_type <> 'ISSUE_HTTPS') AS latest_task_id,
     (SELECT min(rt.run_at) FROM cloud_pod_provisioning_tasks rt WHERE rt.subscription_id = s.id
@@ -333,10 +334,11 @@ class Repository:
         when another operation is open; both write nothing. ``suspend_reason`` (SUSPEND) is written
         on the subscription with the task; ``params`` are the operation's arguments (the task's
         ``params``). ``check(pod row)``, when given, runs under the lock before anything is written
-        and may raise to refuse (CHANGE_PLAN: the plan the pod is on now). None if there is no such pod."""
+        and may raise to refuse (CHANGE_PLAN: the plan the pod is on now; RESTORE: its listed archives).
+        None if there is no such pod."""
         with self.pool.connection() as connection, connection.transaction():
-            pod = connection.execute("SELECT status, plan_code FROM cloud_pod_subscriptions WHERE id = %s FOR UPDATE",
-                                     (subscription_id,)).fetchone()
+            pod = connection.execute("SELECT status, plan_code, backups, backups_listed_at FROM cloud_pod_subscriptions "
+                                     "WHERE id = %s FOR UPDATE", (subscription_id,)).fetchone()
             if pod is None:
                 return None
             if pod["status"] not in start_states:
@@ -559,8 +561,9 @@ class Repository:
     def complete(self, task, stats):
         """Mark our task COMPLETED and apply its outcome to the subscription; False if not ours any more.
 
-        ``stats`` (checked by the worker): vmid, node, ip, ssh_host_keys, ssh_user, ssh_port and the
-        HTTPS report (https_status, https_reason, https_not_after); what a run did not report stays.
+        ``stats`` (checked by the worker): vmid, node, ip, ssh_host_keys, ssh_user, ssh_port, the
+        HTTPS report (https_status, https_reason, https_not_after) and the pod's archives (backups,
+        with the time they were read); what a run did not report stays.
         """
         background = task["task_type"] == operations.HTTPS_RETRY
         with self.pool.connection() as connection, connection.transaction():
@@ -593,7 +596,9 @@ class Repository:
                     https_not_after = CASE WHEN %(https)s::text IS NULL THEN https_not_after
                                       ELSE %(https_not_after)s::timestamptz END,
                     https_pending_runs = CASE WHEN %(https)s::text IS NULL THEN https_pending_runs
-                                              WHEN %(https)s = 'pending' THEN https_pending_runs + 1 ELSE 0 END
+                                              WHEN %(https)s = 'pending' THEN https_pending_runs + 1 ELSE 0 END,
+                    backups = coalesce(%(backups)s, backups),
+                    backups_listed_at = CASE WHEN %(backups)s::jsonb IS NULL THEN backups_listed_at ELSE now() END
                 WHERE id = %(id)s
                 RETURNING id, status, https_status, https_pending_runs""",
                                      {"status": new_status, "plan_code": operations.plan_after(task),
@@ -604,7 +609,8 @@ class Repository:
                                                         else None),
                                       "ssh_user": stats.get("ssh_user"), "ssh_port": stats.get("ssh_port"),
                                       "https": https, "https_reason": stats.get("https_reason", ""),
-                                      "https_not_after": stats.get("https_not_after")}).fetchone()
+                                      "https_not_after": stats.get("https_not_after"),
+                                      "backups": Jsonb(stats["backups"]) if "backups" in stats else None}).fetchone()
             self._schedule_https_retry(connection, pod, reported=https is not None or background)
         return True
 

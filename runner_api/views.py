@@ -61,6 +61,12 @@ def https(row):
             "next_attempt_at": iso(row.get("https_next_attempt_at")) if status == "pending" else None}
 
 
+def backups(row):
+    """The pod's archives as the worker last listed them (``listed_at``: null, never listed yet)."""
+    return {"pod_id": str(row["id"]), "listed_at": iso(row.get("backups_listed_at")),
+            "backups": list(row.get("backups") or [])}
+
+
 def task(row):
     return {
         "id": row["id"], "pod_id": str(row["subscription_id"]), "hostname": row.get("hostname"),

@@ -26,6 +26,7 @@ import datetime
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import threading
@@ -54,6 +55,10 @@ def retry_delay(attempt, base, cap):
 
 HOST_KEY_LIMIT = 16  # fingerprints kept per pod (a pod has three or four host keys)
 TEXT_LIMIT = 500  # characters kept of a reported string
+BACKUP_LIMIT = 1000  # archives kept in a pod's list (a daily job with a year's retention: 365)
+# vzdump's CT archive names (playbooks/tasks/list_backups.yml finds the same ones).
+ARCHIVE_NAME = re.compile(r"vzdump-lxc-[0-9]{3,9}-[0-9]{4}_[0-9]{2}_[0-9]{2}-[0-9]{2}_[0-9]{2}_[0-9]{2}"
+                          r"\.tar(\.(zst|gz|lzo))?\Z")
 
 
 def _text(value, limit=TEXT_LIMIT):
@@ -76,7 +81,8 @@ def reported_stats(stats):
 
     The contract with the playbooks (playbooks/common/report.yml, https.yml, ssh_keys.yml): ``vmid``,
     ``node``, ``ip``; ``ssh_host_keys`` a list of "SHA256:<b64> (ED25519|ECDSA|RSA)"; ``ssh``
-    {"user", "port"}; ``https`` {"status": active|pending|none, "reason", "not_after": ISO 8601 or ""}.
+    {"user", "port"}; ``https`` {"status": active|pending|none, "reason", "not_after": ISO 8601 or ""};
+    ``backups`` the pod's archives (``reported_backups``).
     A value of the wrong shape is left out (the pod keeps what it had) and logged.
     """
     out = {key: stats.get(key) for key in ("vmid", "node", "ip") if stats.get(key) not in (None, "")}
@@ -108,7 +114,47 @@ def reported_stats(stats):
             out["https_not_after"] = not_after.isoformat() if not_after else None
         else:
             LOG.warning("set_stats https is not {status: active|pending|none, ...}; ignored")
+    # The archive a BACKUP or REINSTALL wrote, the safety archive of a RESTORE: named in the task's result.
+    written = {"archive": _archive_name(stats.get("backup"), "name") or _archive_name(stats.get("reinstalled"), "backup"),
+               "safety_archive": _archive_name(stats.get("restored"), "safety")}
+    out.update({key: name for key, name in written.items() if name})
+    if "backups" in stats:
+        backups = reported_backups(stats.get("backups"))
+        if backups is None:
+            LOG.warning("set_stats backups is not a list; ignored")
+        else:
+            out["backups"] = backups
     return out
+
+
+def _archive_name(report, key):
+    """The archive file name in ``report[key]`` (a name or a host path), when it is a vzdump CT archive's."""
+    value = report.get(key) if isinstance(report, dict) else None
+    name = value.rsplit("/", 1)[-1] if isinstance(value, str) else None
+    return name if name and ARCHIVE_NAME.match(name) else None
+
+
+def reported_backups(listed):
+    """A pod's archives as a playbook lists them (playbooks/tasks/list_backups.yml: {volid, name, ctime,
+    size, kind}) in the API's shape, newest first: [{name, created_at, size_bytes, kind}]. The host
+    path (volid) stays out. None when ``listed`` is not a list; an entry of the wrong shape is left out
+    and logged."""
+    if not isinstance(listed, list):
+        return None
+    out = []
+    for entry in listed:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        created = _timestamp(entry.get("ctime")) if isinstance(entry, dict) else None
+        size = entry.get("size") if isinstance(entry, dict) else None
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if (not isinstance(name, str) or not ARCHIVE_NAME.match(name) or created is None
+                or not isinstance(size, int) or isinstance(size, bool) or size < 0 or kind not in ("manual", "scheduled")):
+            LOG.warning("a listed backup archive is not {name, ctime, size, kind}; left out")
+            continue
+        out.append({"name": name, "created_at": created.astimezone(datetime.timezone.utc).isoformat(),
+                    "size_bytes": size, "kind": kind})
+    out.sort(key=lambda archive: (archive["created_at"], archive["name"]), reverse=True)
+    return out[:BACKUP_LIMIT]
 
 
 def extra_vars_for(task):
@@ -327,8 +373,9 @@ class Worker:
         if not completed:
             LOG.warning("task %s finished but is no longer ours", task["id"])
             return
-        summary = ", ".join(f"{key} {value}" for key, value in stats.items()
-                            if key in ("vmid", "node", "ip", "https_status"))
+        summary = ", ".join([f"{key} {value}" for key, value in stats.items()
+                             if key in ("vmid", "node", "ip", "https_status")]
+                            + [f"{key} {stats[key]}" for key in ("archive", "safety_archive") if stats.get(key)])
         operation = operations.find(task["task_type"])
         message = operation.success_message if operation else f"{task['task_type']} done"
         self.events.add(step="worker", status="completed", message=message + (f": {summary}" if summary else ""))

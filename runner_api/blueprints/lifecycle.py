@@ -1,4 +1,5 @@
-"""The pod's lifecycle operations: suspend, resume, change plan, terminate (customer side: mPanel's service
+"""The pod's lifecycle operations: suspend, resume, change plan, backups (list, now), restore, reinstall,
+terminate (customer side: mPanel's service
 token acting for a customer, the customer itself where operations.py allows it, an admin), and
 the admin's repair and retry of a failed order.
 
@@ -64,6 +65,8 @@ def accepted(task, pod):
 def arguments(name, body, state):
     """The task's ``params`` for operation ``name`` from its (schema-checked) body, and the check
     of them against the pod, run under the pod's lock before anything is written (None: none)."""
+    if name == "RESTORE":
+        return restore_arguments(body["archive"])
     if name != "CHANGE_PLAN":
         return {}, None
     code = body["plan_code"]
@@ -82,6 +85,20 @@ def arguments(name, body, state):
                           f"{current.get('disk_gb')} GiB on plan {pod['plan_code']}: Proxmox VE cannot shrink a "
                           "disk. Nothing was changed.", "disk-would-shrink", plan_code=pod["plan_code"])
     return {"plan": code}, check
+
+
+def restore_arguments(archive):
+    """RESTORE: the archive (a vzdump CT archive's file name: the schema's pattern) must be one of the
+    pod's archives as the worker last listed them (GET .../backups); restore.yml checks it again on
+    the Proxmox host before anything changes."""
+    def check(pod):
+        listed = {entry.get("name") for entry in pod.get("backups") or []}
+        if archive not in listed:
+            when = views.iso(pod.get("backups_listed_at"))
+            raise Problem(409, "Conflict", f"The pod has no archive {archive} among its archives as they were last "
+                          f"listed ({when or 'never'}); GET /api/cloud-pods/{{id}}/backups lists them. Nothing was "
+                          "changed.", "unknown-archive", listed_at=when)
+    return {"archive": archive}, check
 
 
 def queue(name, pod_id, body_schema=None, what=None):
@@ -122,6 +139,32 @@ def change_plan(pod_id):
     """Move the pod to another plan (change_plan.yml): live, from ACTIVE or SUSPENDED; a downgrade
     whose disk would shrink is refused (409) before anything is written."""
     return queue("CHANGE_PLAN", pod_id, "ChangePlanRequest", "plan change request")
+
+
+@blueprint.get("/<uuid:pod_id>/backups")
+def backups(pod_id):
+    """The pod's archives, newest first, as the worker last read them from the Proxmox host (after
+    each backup, restore and reinstall, and every CLOUDPODS_BACKUP_LIST_SECONDS for all pods)."""
+    pod = _own_pod(pod_id)
+    return jsonify(views.backups(pod))
+
+
+@blueprint.post("/<uuid:pod_id>/backups")
+def backup_now(pod_id):
+    """One manual archive of the pod now (backup_now.yml), from ACTIVE or SUSPENDED."""
+    return queue("BACKUP", pod_id)
+
+
+@blueprint.post("/<uuid:pod_id>/restore")
+def restore(pod_id):
+    """Put one of the pod's archives back (restore.yml), after a safety backup of its current state."""
+    return queue("RESTORE", pod_id, "RestoreRequest", "restore request")
+
+
+@blueprint.post("/<uuid:pod_id>/reinstall")
+def reinstall(pod_id):
+    """A fresh container from the template with the same identity (reinstall.yml), after a backup."""
+    return queue("REINSTALL", pod_id)
 
 
 @blueprint.post("/<uuid:pod_id>/resume")

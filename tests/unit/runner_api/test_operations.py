@@ -70,9 +70,10 @@ def _task_type_check():
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_nine_with_a_playbook():
-    assert sorted(operations.OPERATIONS) == ['CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REPAIR', 'RESTART',
-                                             'RESUME', 'SET_SSH_KEYS', 'SUSPEND', 'TERMINATE']
+def test_the_operations_are_the_twelve_with_a_playbook():
+    assert sorted(operations.OPERATIONS) == ['BACKUP', 'CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REINSTALL',
+                                             'REPAIR', 'RESTART', 'RESTORE', 'RESUME', 'SET_SSH_KEYS', 'SUSPEND',
+                                             'TERMINATE']
     for name, operation in operations.OPERATIONS.items():
         assert operation.name == name
         assert (PLAYBOOK_DIR / operation.playbook).is_file(), (name, operation.playbook)
@@ -84,9 +85,10 @@ def test_the_executor_reads_its_playbooks_from_the_registry():
                                          'TERMINATE': 'deprovision.yml', 'REPAIR': 'repair.yml',
                                          'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml',
                                          'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml',
-                                         'CHANGE_PLAN': 'change_plan.yml'}
+                                         'CHANGE_PLAN': 'change_plan.yml', 'BACKUP': 'backup_now.yml',
+                                         'RESTORE': 'restore.yml', 'REINSTALL': 'reinstall.yml'}
     with pytest.raises(TypeError):
-        executors.PLAYBOOKS['BACKUP'] = 'backup_now.yml'  # read-only: the registry is the one place
+        executors.PLAYBOOKS['BACKUP'] = 'backups.yml'  # read-only: the registry is the one place
 
 
 def test_queued_operations_are_task_types_the_migration_allows():
@@ -126,6 +128,15 @@ def test_extra_vars_per_operation():
         'pod': 'cp-0123456789', 'plan': 'CLOUD_POD_PREMIUM'}
     assert operations.plan_after(_row('CHANGE_PLAN', params={'plan': 'CLOUD_POD_PREMIUM'})) == 'CLOUD_POD_PREMIUM'
     assert operations.plan_after(_row('REPAIR', params={'plan': 'CLOUD_POD_PREMIUM'})) is None
+    assert extra_vars_for(_row('BACKUP')) == {'pod': 'cp-0123456789'}
+    # Restore: the archive is the task's argument; plan, domain and the subscription's keys win over the
+    # archive's (a key removed since that backup does not come back).
+    archive = 'vzdump-lxc-101-2026_11_30-03_00_02.tar.zst'
+    assert extra_vars_for(_row('RESTORE', params={'archive': archive}, ssh_public_keys=[KEY])) == {
+        'pod': 'cp-0123456789', 'archive': archive, 'plan': 'CLOUD_POD_STARTER', 'domain': 'shop.example.org',
+        'ssh_public_keys': [KEY]}
+    assert extra_vars_for(_row('REINSTALL', domain=None)) == {
+        'pod': 'cp-0123456789', 'plan': 'CLOUD_POD_STARTER', 'domain': '', 'ssh_public_keys': []}
 
 
 def _unsafe(value):
@@ -138,7 +149,7 @@ def test_every_operations_extra_vars_are_written_unsafe(tmp_path):
     for name in operations.OPERATIONS:
         variables = extra_vars_for(_row(name, domain=PAYLOAD, hostname=PAYLOAD, customer_email=PAYLOAD,
                                         plan_code=PAYLOAD, ssh_public_keys=[KEY + ' ' + PAYLOAD, KEY],
-                                        params={'plan': PAYLOAD}))
+                                        params={'plan': PAYLOAD, 'archive': PAYLOAD}))
         path = write_untrusted_vars(str(tmp_path / (name + '.yml')), variables)
         with open(path, encoding='utf-8') as handle:
             loaded = yaml.load(handle, Loader=UnsafeTagLoader)  # noqa: S506 (a SafeLoader)
@@ -177,7 +188,7 @@ def test_progress_steps_are_roles_that_exist():
 
 # ---------------------------------------------------------------- an unknown operation
 
-@pytest.mark.parametrize('name', ['RESTORE', 'BACKUP', 'restart', '', None])
+@pytest.mark.parametrize('name', ['SNAPSHOT', 'MIGRATE', 'restart', '', None])
 def test_an_unknown_operation_is_refused_with_a_clear_error(name):
     assert operations.find(name) is None
     with pytest.raises(operations.UnknownOperation) as error:
@@ -191,9 +202,9 @@ def test_an_unknown_operation_is_refused_with_a_clear_error(name):
 def test_the_executor_refuses_an_unknown_operation_without_retries(tmp_path):
     settings = Settings(database_url='postgresql://unused@127.0.0.1/unused', plans_file=Path('unused'),
                         playbook_dir=PLAYBOOK_DIR, run_dir=tmp_path / 'runs')
-    result = LocalAnsibleRunner(settings).run(RunRequest('RESTORE', {'pod': 'cp-0123456789'}), lambda event: None)
+    result = LocalAnsibleRunner(settings).run(RunRequest('SNAPSHOT', {'pod': 'cp-0123456789'}), lambda event: None)
     assert (result.status, result.retryable) == ('error', False)
-    assert "unknown operation 'RESTORE'" in result.error
+    assert "unknown operation 'SNAPSHOT'" in result.error
     assert not (tmp_path / 'runs').exists() or list((tmp_path / 'runs').iterdir()) == []
 
 
@@ -245,11 +256,11 @@ def _execute(worker, task):
 
 def test_the_worker_fails_a_task_of_an_unknown_type_at_once():
     executor = RecordingExecutor()
-    repository = _execute(_worker(executor), _row('RESTORE'))
+    repository = _execute(_worker(executor), _row('SNAPSHOT'))
     assert executor.requests == []  # nothing ran
     assert len(repository.failed) == 1
     error, give_up = repository.failed[0]
-    assert give_up is True and "unknown operation 'RESTORE'" in error
+    assert give_up is True and "unknown operation 'SNAPSHOT'" in error
     assert repository.events[-1][:2] == ('worker', 'failed')
 
 
