@@ -61,6 +61,7 @@ class Operation:
 
 
 HTTPS_RETRY = "ISSUE_HTTPS"
+BACKUP_CATALOG = "BACKUP_CATALOG"
 
 
 def _keys(task):
@@ -71,6 +72,10 @@ def _keys(task):
 def _create_vars(task):
     return {"pod": task["hostname"], "plan": task["plan_code"], "domain": task["domain"] or "",
             "customer_email": task["customer_email"], "ssh_public_keys": _keys(task)}
+
+
+def _no_vars(_task):
+    return {}
 
 
 def _pod_vars(task):
@@ -234,6 +239,12 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
             ("pod_https", "Getting your HTTPS certificate"),
         ),
         roles=("customer", "service", "admin")),  # POST /{id}/reinstall
+    Operation(
+        BACKUP_CATALOG, "backup_catalog.yml", _no_vars,
+        # Not a task: an idle worker runs it every CLOUDPODS_BACKUP_LIST_SECONDS for all pods at once
+        # (worker.py, repository.claim_periodic) and stores each pod's archives (GET .../backups).
+        start_states=(), success_status=None, failure_status=None,
+        success_message="archives listed", verb="listed", queued=False),
 )})
 
 

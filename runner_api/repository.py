@@ -662,6 +662,40 @@ class Repository:
                                    (task["id"], task["subscription_id"], task["attempts"], task["worker_id"], reason))
         return row is not None
 
+    # ------------------------------------------------------------------ periodic jobs (migration 0006)
+
+    def claim_periodic(self, name, every_seconds):
+        """Claim periodic job ``name`` for this period: its start time (the database's clock) when it is
+        due and now ours, else None. The first call only starts the clock (the job is first due one
+        period after the first worker started); workers never claim one period twice."""
+        with self.pool.connection() as connection, connection.transaction():
+            inserted = connection.execute("""
+                INSERT INTO cloud_pod_maintenance (name, last_started_at) VALUES (%s, now())
+                ON CONFLICT (name) DO NOTHING RETURNING name""", (name,)).fetchone()
+            if inserted is not None:
+                return None
+            row = connection.execute("""
+                UPDATE cloud_pod_maintenance SET last_started_at = now()
+                WHERE name = %s AND last_started_at <= now() - make_interval(secs => %s)
+                RETURNING last_started_at""", (name, every_seconds)).fetchone()
+        return row["last_started_at"] if row else None
+
+    def finish_periodic(self, name, error=None):
+        self._one("""UPDATE cloud_pod_maintenance SET last_finished_at = now(), last_error = %s WHERE name = %s
+                     RETURNING name""", (error, name))
+
+    def store_backup_catalog(self, catalog, read_at):
+        """Every pod's archives from one pass over the backup root (``catalog``: hostname -> the API's
+        entries, checked by the worker), read from ``read_at`` on: a pod without an entry has none. A
+        pod whose list a run wrote after ``read_at`` keeps that newer list. Returns the pods written."""
+        with self.pool.connection() as connection, connection.transaction():
+            cursor = connection.execute("""
+                UPDATE cloud_pod_subscriptions
+                SET backups = coalesce(%(catalog)s::jsonb -> hostname, '[]'::jsonb), backups_listed_at = %(read_at)s
+                WHERE backups_listed_at IS NULL OR backups_listed_at < %(read_at)s""",
+                                        {"catalog": Jsonb(catalog), "read_at": read_at})
+            return cursor.rowcount
+
     def seconds_until_next_task(self, lease_seconds=30.0):
         """Seconds until the earliest task a worker could take is due or a lease expires (None: none).
         A task that waits for another task of its pod is not counted: the end of that one wakes us."""

@@ -73,6 +73,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     db_timeout_seconds: float = 2.0
     db_retry_max_seconds: float = 10.0
     https_retry_seconds: float = 60.0
+    backup_list_seconds: float = 3600.0  # every pod's archives read again (playbooks/backup_catalog.yml); 0: never
     https_retry_max_seconds: float = 3600.0
     # Webhooks to mPanel (runner_api/webhooks.py; README, "Webhooks to mPanel").
     webhook_url: str | None = None  # None: events are written to the outbox but not sent
@@ -138,6 +139,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             # CLOUDPODS_HTTPS_RETRY_SECONDS, doubling after each run that still reports pending, at
             # most CLOUDPODS_HTTPS_RETRY_MAX_SECONDS apart, for as long as the pod is ACTIVE.
             https_retry_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_SECONDS", 60.0, minimum=0.1),
+            backup_list_seconds=reader.number("CLOUDPODS_BACKUP_LIST_SECONDS", 3600.0, minimum=0.0),
             https_retry_max_seconds=reader.number("CLOUDPODS_HTTPS_RETRY_MAX_SECONDS", 3600.0, minimum=0.1),
             # Webhooks (README, "Webhooks to mPanel"): each worker delivers the outbox to
             # CLOUDPODS_WEBHOOK_URL, signed with CLOUDPODS_WEBHOOK_SECRET; a failed delivery is retried

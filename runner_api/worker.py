@@ -16,6 +16,9 @@ written later, and its outcome is written as soon as the database answers again 
 the lease: if another worker took the task over meanwhile, the write finds it is not ours). One
 warning when the database goes away, one line when it is back.
 
+Backup lists: when the queue is empty, one worker every ``CLOUDPODS_BACKUP_LIST_SECONDS`` reads
+every pod's archives on the Proxmox hosts (playbooks/backup_catalog.yml) for GET .../backups.
+
 Webhooks: with ``CLOUDPODS_WEBHOOK_URL`` set, each worker also delivers the webhook outbox in a
 thread of its own with its own database connection (``webhooks.Deliverer``); it stops with the
 worker, after the delivery in flight.
@@ -175,6 +178,7 @@ class Worker:
         self.listener = None
         self.outage = DatabaseOutage(self.worker_id, settings.db_retry_max_seconds)
         self.events = None
+        self.catalog_checked_at = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,6 +219,7 @@ class Worker:
                         continue
                     if once:
                         break
+                    self._backup_catalog()
                     self._idle()
                 except DB_ERRORS as exc:
                     # Claim, lease sweep, LISTEN or the idle query failed: nothing is lost (a
@@ -249,6 +254,35 @@ class Worker:
                 listener.close()
             except psycopg.Error:
                 pass
+
+    def _backup_catalog(self):
+        """When the queue is empty: every CLOUDPODS_BACKUP_LIST_SECONDS one worker (whichever claims the
+        period first) reads every pod's archives (playbooks/backup_catalog.yml) and stores them for
+        GET .../backups, so the scheduled archives of the night show there too. A failed run changes
+        no list (logged; the next period tries again)."""
+        every = self.settings.backup_list_seconds
+        now = time.monotonic()
+        if not every or (self.catalog_checked_at is not None and now - self.catalog_checked_at < min(every, 60.0)):
+            return
+        self.catalog_checked_at = now
+        started = self.repository.claim_periodic("backup_catalog", every)
+        if started is None:
+            return
+        try:
+            result = self.executor.run(RunRequest(operations.BACKUP_CATALOG, {}), lambda event: None, self.stopping.is_set)
+        except Exception as exc:  # pylint: disable=broad-except
+            LOG.exception("backup catalog: executor error")
+            result = RunResult("error", None, error=f"internal error while running the playbook ({type(exc).__name__})")
+        catalog = result.stats.get("backup_catalog") if result.ok else None
+        if not isinstance(catalog, dict):
+            error = result.error or "the playbook reported no backup_catalog"
+            LOG.warning("backup catalog not read: %s", error)
+            self.repository.finish_periodic("backup_catalog", error[:TEXT_LIMIT])
+            return
+        checked = {pod: reported_backups(listed) or [] for pod, listed in catalog.items() if isinstance(pod, str)}
+        written = self.repository.store_backup_catalog(checked, started)
+        self.repository.finish_periodic("backup_catalog")
+        LOG.info("backup catalog: %s pods' archives read, %s lists written", len(checked), written)
 
     def _idle(self):
         """Sleep until a NOTIFY, the next due task, or the poll interval; wake for a stop within 1 s."""

@@ -8,3 +8,13 @@
 ALTER TABLE cloud_pod_subscriptions
     ADD COLUMN backups jsonb CHECK (backups IS NULL OR jsonb_typeof(backups) = 'array'),
     ADD COLUMN backups_listed_at timestamptz;
+
+-- Periodic jobs the workers share (one run per period for all of them): a worker claims a job by
+-- moving last_started_at forward only when the period has passed since the last claim, in one
+-- statement, so two workers never claim the same period. backup_catalog: the listing above.
+CREATE TABLE cloud_pod_maintenance (
+    name text PRIMARY KEY CHECK (name ~ '^[a-z_]{1,40}$'),
+    last_started_at timestamptz NOT NULL,
+    last_finished_at timestamptz,
+    last_error text
+);

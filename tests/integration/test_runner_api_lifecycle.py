@@ -2,8 +2,9 @@
 # Copyright (c) 2025, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The pod's lifecycle through the API (issue 13): suspend, resume, terminate, the admin's repair and
-retry of a failed order, and cursor paging of the long lists.
+"""The pod's lifecycle through the API (issue 13): suspend, resume, change plan, backups (list, now),
+restore, reinstall, terminate, the admin's repair and retry of a failed order, the worker's periodic
+backup catalog, and cursor paging of the long lists.
 
 The first part calls the API in process against a real PostgreSQL (a database of its own): who may
 ask, from which states, and that every refusal writes nothing. The second part runs the API under
@@ -38,6 +39,8 @@ from test_runner_api import ALICE, BOB, Api as BaseApi  # noqa: E402
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')
 VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
+PCT = os.path.join(ROOT, 'tests', 'lab', 'bin', 'pct')
+ARCHIVE = 'vzdump-lxc-%d-2026_11_30-03_00_02.tar.zst'
 NOWHERE = '00000000-0000-4000-8000-000000000000'
 
 
@@ -213,6 +216,105 @@ def test_a_terminated_pods_domain_can_be_ordered_again(api):
     assert api.call('POST', '/api/cloud-pods/order', 'alice', json=order).status_code == 202
 
 
+def listed(api, pod, *names, when='2026-11-30 03:00:10+00'):
+    """The pod's archives as the worker would have stored them (migration 0006)."""
+    backups = [{'name': name, 'created_at': '2026-11-30T03:00:10+00:00', 'size_bytes': 1024, 'kind': 'scheduled'}
+               for name in names]
+    api.sql('UPDATE cloud_pod_subscriptions SET backups = %s::jsonb, backups_listed_at = %s WHERE id = %s',
+            (json.dumps(backups), when, pod))
+
+
+def test_backups_list_and_backup_now_for_everyone_who_owns_the_pod(api):
+    pod = api.pod()
+    path = '/api/cloud-pods/%s/backups' % pod
+    # Never listed yet: an empty list and listed_at null.
+    assert api.call('GET', path, 'alice').get_json() == {'pod_id': pod, 'listed_at': None, 'backups': []}
+    listed(api, pod, ARCHIVE % 101)
+    for who, customer in (('alice', None), ('service', ALICE), ('admin', None)):
+        body = api.call('GET', path, who, customer).get_json()
+        assert body['listed_at'].startswith('2026-11-30T03:00:10') and [b['name'] for b in body['backups']] == [
+            ARCHIVE % 101]
+    assert api.call('GET', path, 'bob').status_code == 404
+    assert api.call('GET', path, 'service', BOB).status_code == 404
+    api.refused(401, 'unauthorized', 'POST', path, None)
+    api.refused(404, 'unknown-pod', 'POST', path, 'bob')
+    for status in ('PROVISIONING', 'FAILED', 'TERMINATED'):
+        other = api.pod(status=status)
+        problem = api.refused(409, 'pod-not-startable', 'POST', '/api/cloud-pods/%s/backups' % other, 'alice')
+        assert problem['pod_status'] == status
+        assert problem['detail'] == 'Only an ACTIVE or SUSPENDED pod can be backed up; this one is %s.' % status
+    task = api.accepted('POST', path, 'alice')
+    assert (task['type'], task['params']) == ('BACKUP', {})
+    assert api.refused(409, 'operation-in-progress', 'POST', path, 'service', ALICE)['running_operation'] == 'BACKUP'
+    suspended = api.pod(status='SUSPENDED')
+    assert api.accepted('POST', '/api/cloud-pods/%s/backups' % suspended, 'service', ALICE)['type'] == 'BACKUP'
+
+
+def test_restore_only_a_listed_archive_of_an_active_pod(api):
+    pod = api.pod()
+    path = '/api/cloud-pods/%s/restore' % pod
+    body = {'archive': ARCHIVE % 101}
+    api.refused(401, 'unauthorized', 'POST', path, None, json=body)
+    api.refused(404, 'unknown-pod', 'POST', path, 'bob', json=body)
+    for bad in ({}, {'archive': '../cp-other/' + ARCHIVE % 101}, {'archive': '/mnt/windows-backup/x/' + ARCHIVE % 101},
+                {'archive': 'vzdump-qemu-101-2026_11_30-03_00_02.vma.zst'}, {'archive': ARCHIVE % 101 + '\n'},
+                {'archive': ARCHIVE % 101, 'storage': 'local'}, {'archive': 7}):
+        assert api.refused(422, 'invalid-restore-request', 'POST', path, 'alice', json=bad)['errors'], bad
+    api.refused(415, 'unsupported-media-type', 'POST', path, 'alice', data='archive=x')
+    # Never listed: refused (409) naming when it was listed (never); listed without it: the same.
+    problem = api.refused(409, 'unknown-archive', 'POST', path, 'alice', json=body)
+    assert problem['listed_at'] is None and 'GET /api/cloud-pods/{id}/backups' in problem['detail']
+    listed(api, pod, ARCHIVE % 102)
+    problem = api.refused(409, 'unknown-archive', 'POST', path, 'service', ALICE, json=body)
+    assert problem['listed_at'].startswith('2026-11-30T03:00:10')
+    for status in ('SUSPENDED', 'PROVISIONING', 'FAILED', 'TERMINATED'):
+        other = api.pod(status=status)
+        listed(api, other, ARCHIVE % 101)
+        problem = api.refused(409, 'pod-not-startable', 'POST', '/api/cloud-pods/%s/restore' % other, 'alice', json=body)
+        assert problem['detail'] == 'Only an ACTIVE pod can be restored; this one is %s.' % status
+    listed(api, pod, ARCHIVE % 102, ARCHIVE % 101)
+    task = api.accepted('POST', path, 'alice', json=body)
+    assert (task['type'], task['params']) == ('RESTORE', {'archive': ARCHIVE % 101})
+    assert api.refused(409, 'operation-in-progress', 'POST', path, 'admin', json=body)['running_operation'] == 'RESTORE'
+
+
+def test_reinstall_own_active_pods(api):
+    pod = api.pod()
+    path = '/api/cloud-pods/%s/reinstall' % pod
+    api.refused(401, 'unauthorized', 'POST', path, None)
+    api.refused(404, 'unknown-pod', 'POST', path, 'bob')
+    api.refused(404, 'unknown-pod', 'POST', path, 'service', BOB)
+    for status in ('SUSPENDED', 'PROVISIONING', 'FAILED', 'TERMINATED'):
+        other = api.pod(status=status)
+        problem = api.refused(409, 'pod-not-startable', 'POST', '/api/cloud-pods/%s/reinstall' % other, 'service', ALICE)
+        assert problem['pod_status'] == status
+    assert api.accepted('POST', path, 'alice')['type'] == 'REINSTALL'
+    assert api.refused(409, 'operation-in-progress', 'POST', path, 'alice')['running_operation'] == 'REINSTALL'
+    assert api.accepted('POST', '/api/cloud-pods/%s/reinstall' % api.pod(), 'admin')['type'] == 'REINSTALL'
+
+
+def test_the_backup_catalog_is_claimed_once_per_period(api):
+    """Periodic jobs (migration 0006): the first call starts the clock, then one claim per period,
+    whoever asks; the catalog writes every pod's list but never over a newer one."""
+    repository = api.repository
+    name = 'test_catalog'  # a scratch database of this module's own
+    assert repository.claim_periodic(name, 3600) is None  # the clock starts
+    assert repository.claim_periodic(name, 3600) is None  # not due
+    api.sql("UPDATE cloud_pod_maintenance SET last_started_at = now() - interval '2 hours' WHERE name = %s", (name,))
+    started = repository.claim_periodic(name, 3600)
+    assert started is not None and repository.claim_periodic(name, 3600) is None
+    older, newer, empty = api.pod(), api.pod(), api.pod()
+    listed(api, newer, ARCHIVE % 103, when='2999-01-01 00:00:00+00')
+    hostnames = {row['id']: row['hostname'] for row in api.sql('SELECT id::text, hostname FROM cloud_pod_subscriptions')}
+    entry = {'name': ARCHIVE % 104, 'created_at': '2026-11-30T03:00:10+00:00', 'size_bytes': 5, 'kind': 'scheduled'}
+    repository.store_backup_catalog({hostnames[older]: [entry], hostnames[newer]: [entry]}, started)
+    body = api.call('GET', '/api/cloud-pods/%s/backups' % older, 'alice').get_json()
+    assert body['backups'] == [entry] and body['listed_at']
+    assert [b['name'] for b in api.call('GET', '/api/cloud-pods/%s/backups' % newer, 'alice').get_json()['backups']] == [
+        ARCHIVE % 103]  # its list was newer than the catalog
+    assert api.call('GET', '/api/cloud-pods/%s/backups' % empty, 'alice').get_json()['backups'] == []
+
+
 def test_repair_is_for_admins_from_any_state_but_terminated(api):
     for status in ('ACTIVE', 'SUSPENDED', 'FAILED'):
         pod = api.pod(status=status)
@@ -325,7 +427,7 @@ def lab_api(lab_env, tmp_path_factory):
     site.write_text(json.dumps({
         'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
         'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP}))
+        'cloudpods_vzdump': VZDUMP, 'cloudpods_pct': PCT}))
     with scratch_database(lab_env['DATABASE_URL']) as url:
         env = worker_environment(lab_env, url, extra_vars_file=site, poll_seconds=1, retry_base_seconds=0.5,
                                  retry_max_seconds=1, max_attempts=2)

@@ -70,8 +70,8 @@ def _task_type_check():
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_twelve_with_a_playbook():
-    assert sorted(operations.OPERATIONS) == ['BACKUP', 'CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REINSTALL',
+def test_the_operations_are_the_thirteen_with_a_playbook():
+    assert sorted(operations.OPERATIONS) == ['BACKUP', 'BACKUP_CATALOG', 'CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REINSTALL',
                                              'REPAIR', 'RESTART', 'RESTORE', 'RESUME', 'SET_SSH_KEYS', 'SUSPEND',
                                              'TERMINATE']
     for name, operation in operations.OPERATIONS.items():
@@ -86,7 +86,8 @@ def test_the_executor_reads_its_playbooks_from_the_registry():
                                          'SET_SSH_KEYS': 'ssh_keys.yml', 'ISSUE_HTTPS': 'https.yml',
                                          'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml',
                                          'CHANGE_PLAN': 'change_plan.yml', 'BACKUP': 'backup_now.yml',
-                                         'RESTORE': 'restore.yml', 'REINSTALL': 'reinstall.yml'}
+                                         'RESTORE': 'restore.yml', 'REINSTALL': 'reinstall.yml',
+                                         'BACKUP_CATALOG': 'backup_catalog.yml'}
     with pytest.raises(TypeError):
         executors.PLAYBOOKS['BACKUP'] = 'backups.yml'  # read-only: the registry is the one place
 
@@ -129,6 +130,8 @@ def test_extra_vars_per_operation():
     assert operations.plan_after(_row('CHANGE_PLAN', params={'plan': 'CLOUD_POD_PREMIUM'})) == 'CLOUD_POD_PREMIUM'
     assert operations.plan_after(_row('REPAIR', params={'plan': 'CLOUD_POD_PREMIUM'})) is None
     assert extra_vars_for(_row('BACKUP')) == {'pod': 'cp-0123456789'}
+    # The catalog is no task (no pod): the worker runs it for every pod, without extra vars.
+    assert extra_vars_for(_row('BACKUP_CATALOG')) == {} and not operations.get('BACKUP_CATALOG').queued
     # Restore: the archive is the task's argument; plan, domain and the subscription's keys win over the
     # archive's (a key removed since that backup does not come back).
     archive = 'vzdump-lxc-101-2026_11_30-03_00_02.tar.zst'
