@@ -262,7 +262,7 @@ class Worker:
         no list (logged; the next period tries again)."""
         every = self.settings.backup_list_seconds
         now = time.monotonic()
-        if not every or (self.catalog_checked_at is not None and now - self.catalog_checked_at < min(every, 60.0)):
+        if not every or (self.catalog_checked_at is not None and now - self.catalog_checked_at < min(every, 10.0)):
             return
         self.catalog_checked_at = now
         started = self.repository.claim_periodic("backup_catalog", every)

@@ -448,6 +448,7 @@ def lab_api(lab_env, tmp_path_factory):
         worker = start_worker(env, 'lifecycle', str(tmp / 'worker.log'))
         lab = LabApi('http://127.0.0.1:%d/api/cloud-pods' % port, tokens, repository, LabControl.from_env(lab_env),
                      tmp, worker)
+        lab.lab_env = lab_env
         try:
             lab.wait_http()
             yield lab
@@ -586,6 +587,70 @@ def test_suspend_repair_change_plan_resume_terminate_end_to_end(lab_api):
     assert lab_api.wait_task(lab_api.create_task(again))['status'] == 'COMPLETED'
     assert lab_api.call('GET', '/' + again, 'admin').json()['domain'] == domain
     lab_api.run('POST', '/%s/terminate' % again, 'admin')  # the new pod, cleaned up
+
+
+def test_backup_restore_reinstall_and_the_catalog_end_to_end(lab_api):
+    """Backup now, restore and reinstall asked through the API and run by the worker; a scheduled
+    archive the cron job wrote appears in the list once the worker's periodic catalog ran."""
+    control = lab_api.control
+    domain = 'bak-%s.example.com' % uuid.uuid4().hex[:6]
+    response = lab_api.call('POST', '/order', 'mpanel', ALICE,
+                            json={'plan_code': 'CLOUD_POD_STARTER', 'customer_email': 'jane@example.org', 'domain': domain})
+    assert response.status_code == 202, response.text
+    pod_id, hostname = response.json()['id'], response.json()['hostname']
+    assert lab_api.wait_task(lab_api.create_task(pod_id))['status'] == 'COMPLETED'
+    before = lab_api.call('GET', '/' + pod_id, 'alice').json()
+    vmid = before['vmid']
+    net0 = lab_api.container(vmid)['config']['net0']
+    backup_dir = lab_api.tmp / 'host' / 'backup' / hostname
+
+    # Backup now (the customer): one manual archive, listed for GET at once.
+    lab_api.run('POST', '/%s/backups' % pod_id, 'alice')
+    listing = lab_api.call('GET', '/%s/backups' % pod_id, 'alice').json()
+    assert [b['kind'] for b in listing['backups']] == ['manual'] and listing['listed_at']
+    chosen = listing['backups'][0]['name']
+    assert (backup_dir / chosen).is_file() and listing['backups'][0]['size_bytes'] == (backup_dir / chosen).stat().st_size
+
+    # A scheduled archive (what the cron job runs on the host) shows once the catalog ran: make its
+    # period due now (the worker checks every 10 s when idle).
+    subprocess.run([VZDUMP, str(vmid), '--dumpdir', str(backup_dir), '--compress', 'zstd'], check=True,
+                   capture_output=True, env=dict(os.environ, **lab_api.lab_env))
+    with lab_api.repository.pool.connection() as connection:
+        connection.execute("UPDATE cloud_pod_maintenance SET last_started_at = now() - interval '2 hours' "
+                           "WHERE name = 'backup_catalog'")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listing = lab_api.call('GET', '/%s/backups' % pod_id, 'alice').json()
+        if len(listing['backups']) == 2:
+            break
+        time.sleep(1)
+    assert sorted(b['kind'] for b in listing['backups']) == ['manual', 'scheduled'], (listing, lab_api.logs()[-3000:])
+    assert 'backup catalog:' in lab_api.logs()
+
+    # Restore the manual archive: a safety backup first, the same container (VMID, MAC), running.
+    restores = len([t for t in control.state()['tasks'] if t['type'] == 'vzrestore'])
+    pod = lab_api.run('POST', '/%s/restore' % pod_id, 'alice', json={'archive': chosen})
+    assert pod['status'] == 'ACTIVE' and pod['vmid'] == vmid and pod['ip'] == before['ip']
+    assert len([t for t in control.state()['tasks'] if t['type'] == 'vzrestore']) == restores + 1
+    ct = lab_api.container(vmid)
+    assert ct['status'] == 'running' and ct['config']['net0'] == net0
+    listing = lab_api.call('GET', '/%s/backups' % pod_id, 'alice').json()
+    assert sorted(b['kind'] for b in listing['backups']) == ['manual', 'manual', 'scheduled']  # + the safety backup
+    assert not (backup_dir / '.restore').exists()
+    # An archive that is not the pod's: refused before anything is queued.
+    other = lab_api.call('POST', '/%s/restore' % pod_id, 'alice', json={'archive': ARCHIVE % 999})
+    assert other.status_code == 409 and other.json()['type'].endswith('/unknown-archive')
+
+    # Reinstall (mPanel for the customer): a backup first, then a new clone with the same VMID and MAC.
+    clones = len([r for r in control.requests() if r['path'].endswith('/clone')])
+    pod = lab_api.run('POST', '/%s/reinstall' % pod_id, 'mpanel', ALICE)
+    assert pod['status'] == 'ACTIVE' and pod['vmid'] == vmid and pod['domain'] == domain
+    assert len([r for r in control.requests() if r['path'].endswith('/clone')]) == clones + 1
+    assert lab_api.container(vmid)['config']['net0'] == net0
+    assert len(lab_api.call('GET', '/%s/backups' % pod_id, 'alice').json()['backups']) == 4
+    assert not (backup_dir / '.reinstall').exists()
+    lab_api.run('POST', '/%s/terminate' % pod_id, 'alice')
+    assert lab_api.container(vmid) is None
 
 
 def test_failed_order_retried_adopts_its_container(lab_api):
