@@ -208,8 +208,10 @@ def down(workdir):
 
 # The operations queued on an existing pod (202 with the task): the admin restart and the lifecycle
 # (runner_api/blueprints/lifecycle.py). A retry is never 202 here: no pod ever FAILED without a worker.
-OPERATION_PATHS = ('/restart', '/suspend', '/resume', '/terminate', '/repair', '/retry', '/change-plan')
-OPERATION_TYPES = ('RESTART', 'SET_SSH_KEYS', 'SUSPEND', 'RESUME', 'TERMINATE', 'REPAIR', 'CHANGE_PLAN')
+OPERATION_PATHS = ('/restart', '/suspend', '/resume', '/terminate', '/repair', '/retry', '/change-plan', '/backups',
+                   '/restore', '/reinstall')
+OPERATION_TYPES = ('RESTART', 'SET_SSH_KEYS', 'SUSPEND', 'RESUME', 'TERMINATE', 'REPAIR', 'CHANGE_PLAN', 'BACKUP',
+                   'RESTORE', 'REINSTALL')
 
 
 def answered(workdir):
