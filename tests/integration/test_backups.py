@@ -187,6 +187,18 @@ def test_restore_in_check_mode_changes_nothing(lab_env, lab_control, dirs, pod):
     assert not os.path.exists(os.path.join(dirs.backup_dir(name), '.restore'))
 
 
+def test_reinstall_in_check_mode_changes_nothing(lab_env, lab_control, dirs, pod):
+    name = pod['pod']
+    before, listed = container(lab_control, name), archives(dirs, name)
+    writes = [r for r in lab_control.requests() if r['method'] != 'GET']
+    run = assert_ok(run_pod_playbook('reinstall', lab_env, dirs, pod=name, check=True, diff=True))
+    assert container(lab_control, name) == before
+    assert archives(dirs, name) == listed
+    assert [r for r in lab_control.requests() if r['method'] != 'GET'] == writes, 'check mode wrote to Proxmox'
+    assert not os.path.exists(os.path.join(dirs.backup_dir(name), '.reinstall'))
+    assert 'Stop and destroy the old container' in run.stdout  # the run went through, not stopped early
+
+
 def test_reinstall_keeps_vmid_mac_address_and_domain(lab_env, lab_control, pdns, dirs, pod):
     name, domain = pod['pod'], pod['domain']
     [vmid] = pods_named(lab_control, name)
