@@ -247,7 +247,7 @@ def prune(root, dry_run=False, now=None, log=None):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog='cloudpods-prune-backups', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='cloudpods-prune-backups', description=__doc__.split('\n', maxsplit=1)[0])
     commands = parser.add_subparsers(dest='command')
     commands.required = True
     marking = commands.add_parser('mark', help='mark the backup directory of a terminated pod')
