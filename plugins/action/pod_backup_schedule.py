@@ -34,10 +34,10 @@ class ActionModule(ActionBase):
             return dict(failed=True, msg='could not look at %s: %s' % (
                 params['cron_file'], to_text(probe.get('stderr', '')).strip()))
         try:
-            dir_mode, cron_mode, content = backup_schedule.parse_probe(to_text(probe['stdout']))
+            stale, dir_mode, cron_mode, content = backup_schedule.parse_probe(to_text(probe['stdout']))
         except ValueError:
             return dict(failed=True, msg='unexpected answer looking at %s: %r' % (params['cron_file'], probe['stdout']))
-        changes, diff, actions = backup_schedule.changes(params, dir_mode, cron_mode, content)
+        changes, diff, actions = backup_schedule.changes(params, dir_mode, cron_mode, content, stale)
         if actions and not self._task.check_mode:
             done = self._low_level_execute_command(backup_schedule.script(actions))
             if done['rc'] != 0:

@@ -44,6 +44,14 @@ options:
       - Permissions of the backup directory.
     type: str
     default: '0750'
+  stale_file:
+    description:
+      - With O(state=present), this file is removed when it is there (a symbolic link is removed, not followed).
+      - The role pod_backup passes the marker C(<backup_dir>/.terminated) that deprovision writes in the directory of
+        a terminated pod. A pod ordered again under the same name so makes the directory its own again, and the job
+        that prunes terminated pods' backups leaves it alone.
+    type: path
+    version_added: 0.2.0
   state:
     description:
       - V(present) - the backup directory exists and the cron file has O(content).
@@ -95,5 +103,5 @@ changes:
   returned: always
   type: list
   elements: str
-  sample: [backup directory created, cron file written]
+  sample: [backup directory created, terminated marker removed, cron file written]
 """

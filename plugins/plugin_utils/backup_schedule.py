@@ -23,10 +23,12 @@ ARGUMENT_SPEC = dict(
     backup_dir=dict(type='str'),
     backup_dir_mode=dict(type='str', default='0750'),
     state=dict(type='str', default='present', choices=['present', 'absent']),
+    stale_file=dict(type='str'),
 )
 REQUIRED_IF = [('state', 'present', ('content', 'backup_dir'))]
 
-_PROBE = ('if [ -d {d} ]; then stat -c %a {d}; else echo -; fi; '
+_PROBE = ('if [ -e {s} ] || [ -L {s} ]; then echo stale; else echo -; fi; '
+          'if [ -d {d} ]; then stat -c %a {d}; else echo -; fi; '
           'if [ -f {f} ]; then stat -c %a {f}; cat {f}; else echo -; fi')
 
 
@@ -36,22 +38,27 @@ def mode_error(params):
 
 
 def probe_command(params):
-    """One command printing the backup directory's mode, the cron file's mode and its content."""
-    return _PROBE.format(d=shlex.quote(params['backup_dir'] or '/nonexistent/'), f=shlex.quote(params['cron_file']))
+    """One command printing whether the stale file is there, the backup directory's mode, the cron file's mode
+    and its content."""
+    return _PROBE.format(s=shlex.quote(params['stale_file'] or '/nonexistent/'),
+                         d=shlex.quote(params['backup_dir'] or '/nonexistent/'), f=shlex.quote(params['cron_file']))
 
 
 def parse_probe(stdout):
-    """'750\\n644\\n<content>' -> (dir mode or None, cron mode or None, content or None)."""
-    dir_line, rest = stdout.split('\n', 1)
+    """'-\\n750\\n644\\n<content>' -> (stale file there, dir mode or None, cron mode or None, content or None)."""
+    stale_line, dir_line, rest = stdout.split('\n', 2)
     cron_line, content = rest.split('\n', 1) if '\n' in rest else (rest, '')
+    stale = stale_line.strip() == 'stale'
     dir_mode = None if dir_line.strip() == '-' else int(dir_line.strip(), 8)
     if cron_line.strip() == '-':
-        return dir_mode, None, None
-    return dir_mode, int(cron_line.strip(), 8), content
+        return stale, dir_mode, None, None
+    return stale, dir_mode, int(cron_line.strip(), 8), content
 
 
-def changes(params, dir_mode, cron_mode, before_content):
+def changes(params, dir_mode, cron_mode, before_content, stale=False):
     """What to do, given what the probe found (None for what is missing): (changes, diff, actions).
+
+    ``stale``: the stale file (the marker of an earlier, terminated pod of this name) is there.
 
     ``actions`` are tuples for ``script()``.
     """
@@ -75,6 +82,9 @@ def changes(params, dir_mode, cron_mode, before_content):
     elif dir_mode != wanted_dir_mode:
         changes.append('backup directory mode set')
         actions.append(('chmod', backup_dir, wanted_dir_mode))
+    if stale:
+        changes.append('terminated marker removed')
+        actions.append(('remove', params['stale_file']))
     content = params['content']
     if before_content != content:
         changes.append('cron file written')
@@ -87,6 +97,9 @@ def changes(params, dir_mode, cron_mode, before_content):
              before='present\n' if dir_exists else 'absent\n', after='present\n'),
         dict(before_header=cron_file, after_header=cron_file, before=before_content or '', after=content),
     ]
+    if stale:
+        diff.append(dict(before_header=params['stale_file'], after_header=params['stale_file'],
+                         before='present\n', after='absent\n'))
     return changes, diff, actions
 
 

@@ -183,11 +183,12 @@ def bench_scaling(args):
             reset_simulator(control)
             tmp = Path(tempfile.mkdtemp(prefix='cloudpods-bench-'))
             (tmp / 'cron.d').mkdir()
+            (tmp / 'lib').mkdir()  # /usr/local/lib: where deprovision installs the prune script
             site = tmp / 'site.json'
             site.write_text(json.dumps({
                 'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(tmp / 'backup'),
                 'cloudpods_cron_dir': str(tmp / 'cron.d'), 'cloudpods_state_dir': str(tmp / 'state'),
-                'cloudpods_vzdump': VZDUMP}))
+                'cloudpods_vzdump': VZDUMP, 'cloudpods_lib_dir': str(tmp / 'lib')}))
             with scratch_database(lab_env['DATABASE_URL'], prefix='cloudpods_bench') as url:
                 env = worker_environment(lab_env, url, extra_vars_file=site, poll_seconds=1, lease_seconds=60,
                                          heartbeat_seconds=5)

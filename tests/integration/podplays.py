@@ -33,12 +33,14 @@ class HostDirs(object):
         self.backup_root = os.path.join(self.base, 'backup')
         self.cron_dir = os.path.join(self.base, 'cron.d')
         self.state_dir = os.path.join(self.base, 'state')
+        self.lib_dir = os.path.join(self.base, 'lib')
         os.makedirs(self.cron_dir)  # /etc/cron.d exists on every host
+        os.makedirs(self.lib_dir)  # as /usr/local/lib does
 
     def extra_vars(self):
         return dict(cloudpods_proxmox_hosts='localhost', cloudpods_backup_root=self.backup_root,
                     cloudpods_cron_dir=self.cron_dir, cloudpods_state_dir=self.state_dir, cloudpods_vzdump=VZDUMP,
-                    cloudpods_pct=PCT)
+                    cloudpods_pct=PCT, cloudpods_lib_dir=self.lib_dir)
 
     def cron_file(self, pod):
         return os.path.join(self.cron_dir, 'cloudpod-' + pod.replace('.', '_'))
@@ -47,11 +49,11 @@ class HostDirs(object):
         return os.path.join(self.backup_root, pod)
 
     def files(self):
-        """Every file and directory created under the host paths (the cron dir itself excluded)."""
+        """Every file and directory created under the host paths (the cron and lib dirs themselves excluded)."""
         found = []
         for top, dirs, files in os.walk(self.base):
             found.extend(os.path.join(top, name) for name in dirs + files)
-        return sorted(path for path in found if path != self.cron_dir)
+        return sorted(path for path in found if path not in (self.cron_dir, self.lib_dir))
 
 
 def new_pod(prefix='pod'):

@@ -423,11 +423,12 @@ def lab_api(lab_env, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('lifecycle')
     host = tmp / 'host'
     (host / 'cron.d').mkdir(parents=True)
+    (host / 'lib').mkdir()  # /usr/local/lib: where deprovision installs the prune script
     site = tmp / 'site.json'
     site.write_text(json.dumps({
         'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
         'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP, 'cloudpods_pct': PCT}))
+        'cloudpods_vzdump': VZDUMP, 'cloudpods_pct': PCT, 'cloudpods_lib_dir': str(host / 'lib')}))
     with scratch_database(lab_env['DATABASE_URL']) as url:
         env = worker_environment(lab_env, url, extra_vars_file=site, poll_seconds=1, retry_base_seconds=0.5,
                                  retry_max_seconds=1, max_attempts=2)

@@ -271,11 +271,12 @@ def site_vars(tmp_path):
     localhost, its backup, cron and state directories under ``tmp_path``, vzdump the lab's stand-in."""
     host = tmp_path / 'host'
     (host / 'cron.d').mkdir(parents=True)
+    (host / 'lib').mkdir()  # /usr/local/lib: where deprovision installs the prune script
     path = tmp_path / 'site.json'
     path.write_text(json.dumps({
         'cloudpods_proxmox_hosts': 'localhost', 'cloudpods_backup_root': str(host / 'backup'),
         'cloudpods_cron_dir': str(host / 'cron.d'), 'cloudpods_state_dir': str(host / 'state'),
-        'cloudpods_vzdump': VZDUMP}))
+        'cloudpods_vzdump': VZDUMP, 'cloudpods_lib_dir': str(host / 'lib')}))
     return path
 
 

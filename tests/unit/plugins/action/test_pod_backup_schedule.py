@@ -135,3 +135,28 @@ def test_a_change_that_fails_is_reported(run, paths, tmp_path):
     assert failed.result['failed'] is True
     assert failed.result['msg'].startswith('could not change %s: ' % paths['cron_file'])
     assert not os.path.exists(paths['cron_file'])
+
+
+def test_present_removes_the_marker_of_a_terminated_pod_of_the_same_name(run, paths):
+    run(content=CONTENT, **paths)
+    stale = os.path.join(paths['backup_dir'], '.terminated')
+    with open(stale, 'w') as handle:
+        handle.write('{"pod": "pod-a"}\n')
+    checked = run(content=CONTENT, stale_file=stale, check_mode=True, **paths).result
+    assert checked['changes'] == ['terminated marker removed'] and os.path.exists(stale)
+    assert checked['diff'][2] == dict(before_header=stale, after_header=stale, before='present\n', after='absent\n')
+    removed = run(content=CONTENT, stale_file=stale, **paths)
+    assert removed.result['changed'] is True and removed.result['changes'] == ['terminated marker removed']
+    assert not os.path.exists(stale)
+    again = run(content=CONTENT, stale_file=stale, **paths)
+    assert again.result['changed'] is False and len(again.commands) == 1 and len(again.result['diff']) == 2
+
+
+def test_a_stale_marker_that_is_a_symlink_is_removed_not_followed(run, paths, tmp_path):
+    run(content=CONTENT, **paths)
+    target = tmp_path / 'elsewhere'
+    target.write_text(u'kept')
+    stale = os.path.join(paths['backup_dir'], '.terminated')
+    os.symlink(str(target), stale)
+    assert run(content=CONTENT, stale_file=stale, **paths).result['changes'] == ['terminated marker removed']
+    assert not os.path.lexists(stale) and target.read_text() == u'kept'
