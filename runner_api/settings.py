@@ -34,7 +34,8 @@ MASK = "********"
 # Variables the playbooks read (module defaults); handed to ansible-runner as environment.
 PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT", "CLOUDPODS_ACME_")
 # Site settings the playbooks read from the environment (their env fallback), none of them a secret.
-PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT", "CLOUDPODS_HTTPS_RETRY")
+PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT", "CLOUDPODS_HTTPS_RETRY",
+                      "CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS")
 # Never handed to a playbook even though a prefix would match.
 PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)
@@ -159,6 +160,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         elif values["webhook_secret"] and len(values["webhook_secret"]) < 16:
             problems.append("CLOUDPODS_WEBHOOK_SECRET must be at least 16 characters long")
         reader.integer("CLOUDPODS_SSH_PORT", 22, minimum=1, maximum=65535)
+        # deprovision.yml checks it too (^[0-9]{1,5}$), but only once a pod is terminated: refused here at start.
+        reader.integer("CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS", 30, minimum=0, maximum=99999)
         if worker:
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):
                 reader.required(name)

@@ -112,10 +112,11 @@ def test_the_playbooks_get_the_site_settings_of_the_contract():
     env = dict(WORKER_ENV, DATABASE_URL=DB, CLOUDPODS_SSH_PORT='2222', CLOUDPODS_CUSTOMER_USER='site',
                CLOUDPODS_ACME_DIRECTORY='https://127.0.0.1:14000/dir', CLOUDPODS_ACME_EMAIL='hostmaster@example.net',
                CLOUDPODS_ACME_CA_BUNDLE='/etc/pebble/root.pem', CLOUDPODS_HTTPS_WAIT='30',
-               CLOUDPODS_HTTPS_RETRY_SECONDS='0.5', CLOUDPODS_LEASE_SECONDS='40')
+               CLOUDPODS_HTTPS_RETRY_SECONDS='0.5', CLOUDPODS_LEASE_SECONDS='40',
+               CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS='7')
     settings = Settings.from_env(env, worker=True)
     contract = ('CLOUDPODS_SSH_PORT', 'CLOUDPODS_CUSTOMER_USER', 'CLOUDPODS_ACME_DIRECTORY', 'CLOUDPODS_ACME_EMAIL',
-                'CLOUDPODS_ACME_CA_BUNDLE', 'CLOUDPODS_HTTPS_WAIT')
+                'CLOUDPODS_ACME_CA_BUNDLE', 'CLOUDPODS_HTTPS_WAIT', 'CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS')
     assert {name: settings.playbook_env[name] for name in contract} == {name: env[name] for name in contract}
     # None of them is a secret: they go to ansible-playbook as plain environment.
     assert all(name in executors.LocalAnsibleRunner(settings).public_env for name in contract)
@@ -126,3 +127,7 @@ def test_the_playbooks_get_the_site_settings_of_the_contract():
     with pytest.raises(SettingsError) as error:
         Settings.from_env(dict(env, CLOUDPODS_SSH_PORT='70000'))
     assert 'CLOUDPODS_SSH_PORT must be at most 65535' in str(error.value)
+    for bad in ('-1', 'thirty', '1.5'):  # deprovision would refuse it only once a pod is terminated
+        with pytest.raises(SettingsError) as error:
+            Settings.from_env(dict(env, CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS=bad))
+        assert 'CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS' in str(error.value)
