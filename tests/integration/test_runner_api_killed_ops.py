@@ -184,9 +184,9 @@ def kill_worker(queue, worker_id):
 
 
 def kill_at_hold(queue, worker_id, task_id, task_type, vmid, since):
-    """With the PVE task ``task_type`` of CT ``vmid`` held: kill the worker running the operation there,
-    prove that the kill landed while the playbook was at that point, release the PVE task and wait
-    until it ended on its own. Returns the killed processes' command lines."""
+    """With the PVE task ``task_type`` of CT ``vmid`` held: kill the worker running the operation there and
+    prove that the kill landed while the playbook was at that point. Returns the killed processes'
+    command lines. The PVE task stays held (``release``)."""
     queue.control.wait_held(task_type, timeout=180)
     row = task_row(queue, task_id)
     assert (row['status'], row['attempts'], row['worker_id']) == ('RUNNING', 1, worker_id), row
@@ -197,18 +197,23 @@ def kill_at_hold(queue, worker_id, task_id, task_type, vmid, since):
     # The first attempt ran the playbook (its event rows) and has no outcome: the kill ended it.
     events = queue.rows('SELECT attempt, worker_id, step, status FROM cloud_pod_events WHERE task_id = %s ORDER BY id',
                         (task_id,))
-    assert [e for e in events if e['attempt'] == 1 and e['step'] not in ('worker',)], events
+    assert [e for e in events if e['attempt'] == 1 and e['step'] != 'worker'], events
     assert not [e for e in events if e['attempt'] == 1 and e['status'] in OUTCOMES], events
     assert task_row(queue, task_id)['status'] == 'RUNNING'  # nobody closed it: the lease will expire
+    return killed
+
+
+def release(queue, task_type, vmid, since):
+    """Let the held PVE task go on, and wait until it ended on its own (nobody watches it any more)."""
     queue.control.release(task_type)
     queue.wait(lambda: pve_tasks(queue, task_type, vmid, since)[0]['status'] == 'stopped', 60,
                'the released %s task to end' % task_type)
-    return killed
 
 
 def rescued(queue, task_id):
     """A second worker takes the task over once its lease expired and completes it: attempt 2."""
-    queue.start('rescuer')
+    if 'rescuer' not in queue.workers:
+        queue.start('rescuer')
     row = wait_task(queue, task_id)
     assert (row['attempts'], row['worker_id']) == (2, 'rescuer'), row
     events = queue.rows('SELECT attempt, worker_id, status, message FROM cloud_pod_events WHERE task_id = %s '
@@ -226,7 +231,8 @@ def listed(queue, pod_id):
 
 # ---------------------------------------------------------------- the three operations
 
-def test_restore_killed_during_pves_restore_task_is_finished_by_another_worker(queue):
+@pytest.mark.parametrize('pve_task', ['ends before the next worker comes', 'still runs when the next worker comes'])
+def test_restore_killed_during_pves_restore_task_is_finished_by_another_worker(queue, pve_task):
     pod = active_pod(queue, 'first')
     pod_id, hostname, vmid = str(pod['id']), pod['hostname'], pod['vmid']
     # The archive to restore: a BACKUP through the API, which lists the pod's archives for the API.
@@ -242,11 +248,24 @@ def test_restore_killed_during_pves_restore_task_is_finished_by_another_worker(q
     task = ask(queue, '/%s/restore' % pod_id, json={'archive': chosen})
     killed = kill_at_hold(queue, 'first', task['id'], 'vzrestore', vmid, since)
     assert any(' restore %d ' % vmid in line and chosen in line for line in killed), killed  # pct restore ran
-    # Killed: the container is the restored one (PVE's task finished), the safety backup and the journal there.
+    # Killed: one container (the old pod under PVE's restore, or the restored one), the safety backup and
+    # the journal there.
     assert containers_named(queue.control, hostname) == [str(vmid)]
     [safety] = [name for name in archives(queue, hostname) if name != chosen]
     journal = os.path.join(queue.dirs.backup_dir(hostname), '.restore')
     assert json.loads(open(journal).read())['archive'] == chosen
+    if pve_task == 'ends before the next worker comes':
+        release(queue, 'vzrestore', vmid, since)
+    else:
+        # A long restore (a big archive) outlives the lease: the next worker finds PVE's task still running
+        # (the CT locked), takes no second safety backup and waits for it at the stop of the container.
+        queue.start('rescuer')
+        queue.wait(lambda: queue.rows("SELECT 1 FROM cloud_pod_events WHERE task_id = %s AND attempt = 2 AND step = %s "
+                                      "AND status = 'started'", (task['id'], "Stop the pod's container")),
+                   180, 'the second attempt to reach the stop of the container')
+        assert pve_tasks(queue, 'vzrestore', vmid, since)[0]['status'] == 'running'
+        assert archives(queue, hostname) == sorted([chosen, safety])
+        release(queue, 'vzrestore', vmid, since)
 
     row = rescued(queue, task['id'])
     # Exactly one container, the pod's, restored and running; the hand edit is gone.
@@ -275,6 +294,7 @@ def test_reinstall_killed_after_the_old_container_went_is_finished_by_another_wo
     queue.control.hold('vzclone')
     task = ask(queue, '/%s/reinstall' % pod_id)
     kill_at_hold(queue, 'first', task['id'], 'vzclone', None, since)
+    release(queue, 'vzclone', None, since)
     # Killed after the old container was destroyed, while the new one was being cloned: the backup and
     # the journal are there.
     assert [t['status'] for t in pve_tasks(queue, 'vzdestroy', vmid, since)] == ['stopped']
@@ -309,6 +329,7 @@ def test_terminate_killed_during_the_destroy_is_finished_by_another_worker(queue
     queue.control.hold('vzdestroy')
     task = ask(queue, '/%s/terminate' % pod_id)
     kill_at_hold(queue, 'first', task['id'], 'vzdestroy', vmid, since)
+    release(queue, 'vzdestroy', vmid, since)
     # Killed during the destroy, after the final backup: it is there.
     [final] = archives(queue, hostname)
     assert queue.subscriptions()[pod_id]['status'] == 'ACTIVE'
