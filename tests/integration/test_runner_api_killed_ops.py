@@ -215,7 +215,9 @@ def rescued(queue, task_id):
     if 'rescuer' not in queue.workers:
         queue.start('rescuer')
     row = wait_task(queue, task_id)
-    assert (row['attempts'], row['worker_id']) == (2, 'rescuer'), row
+    assert (row['attempts'], row['worker_id']) == (2, 'rescuer'), queue.rows(
+        "SELECT attempt, step, status, message FROM cloud_pod_events WHERE task_id = %s AND status NOT IN "
+        "('ok', 'started', 'skipped') ORDER BY id", (task_id,))
     events = queue.rows('SELECT attempt, worker_id, status, message FROM cloud_pod_events WHERE task_id = %s '
                         "AND step = 'worker' ORDER BY id", (task_id,))
     assert [(e['attempt'], e['worker_id'], e['status']) for e in events if e['status'] in OUTCOMES] == \
@@ -329,10 +331,10 @@ def test_terminate_killed_during_the_destroy_is_finished_by_another_worker(queue
     queue.control.hold('vzdestroy')
     task = ask(queue, '/%s/terminate' % pod_id)
     kill_at_hold(queue, 'first', task['id'], 'vzdestroy', vmid, since)
-    release(queue, 'vzdestroy', vmid, since)
     # Killed during the destroy, after the final backup: it is there.
     [final] = archives(queue, hostname)
     assert queue.subscriptions()[pod_id]['status'] == 'ACTIVE'
+    release(queue, 'vzdestroy', vmid, since)
 
     rescued(queue, task['id'])
     assert containers_named(queue.control, hostname) == []
