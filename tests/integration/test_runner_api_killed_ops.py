@@ -215,6 +215,8 @@ def rescued(queue, task_id):
     if 'rescuer' not in queue.workers:
         queue.start('rescuer')
     row = wait_task(queue, task_id)
+    # Nothing of the killed run cleaned up after it (its guard was killed too): the rescuer removed its directory.
+    assert 'left behind by a worker that died' in queue.log('rescuer')
     assert (row['attempts'], row['worker_id']) == (2, 'rescuer'), queue.rows(
         "SELECT attempt, step, status, message FROM cloud_pod_events WHERE task_id = %s AND status NOT IN "
         "('ok', 'started', 'skipped') ORDER BY id", (task_id,))
@@ -320,7 +322,8 @@ def test_reinstall_killed_after_the_old_container_went_is_finished_by_another_wo
     assert listed(queue, pod_id) == [backup]
 
 
-def test_terminate_killed_during_the_destroy_is_finished_by_another_worker(queue):
+@pytest.mark.parametrize('pve_task', ['ends before the next worker comes', 'still runs when the next worker comes'])
+def test_terminate_killed_during_the_destroy_is_finished_by_another_worker(queue, pve_task):
     pod = active_pod(queue, 'first')
     pod_id, hostname, vmid = str(pod['id']), pod['hostname'], pod['vmid']
     domain = queue.rows('SELECT domain FROM cloud_pod_subscriptions WHERE id = %s', (pod_id,))[0]['domain']
@@ -334,10 +337,25 @@ def test_terminate_killed_during_the_destroy_is_finished_by_another_worker(queue
     # Killed during the destroy, after the final backup: it is there.
     [final] = archives(queue, hostname)
     assert queue.subscriptions()[pod_id]['status'] == 'ACTIVE'
-    release(queue, 'vzdestroy', vmid, since)
+    if pve_task == 'ends before the next worker comes':
+        release(queue, 'vzdestroy', vmid, since)
+    else:
+        # A destroy that outlives the lease: the next worker finds the CT locked 'destroyed' (vzdump cannot
+        # back it up), takes no second final backup, and its destroy, refused while the lock holds, is
+        # retried until PVE's task is over. pod_container asks for the CT's run state just before it
+        # destroys (nothing else of the run does).
+        queue.control.clear_requests()
+        queue.start('rescuer')
+        status_path = '/lxc/%d/status/current' % vmid
+        queue.wait(lambda: [r for r in queue.control.requests() if r['method'] == 'GET' and r['path'].endswith(status_path)],
+                   180, 'the second attempt to reach the destroy')
+        assert pve_tasks(queue, 'vzdestroy', vmid, since)[0]['status'] == 'running'
+        assert task_row(queue, task['id'])['attempts'] == 2
+        release(queue, 'vzdestroy', vmid, since)
 
     rescued(queue, task['id'])
     assert containers_named(queue.control, hostname) == []
+    assert len(pve_tasks(queue, 'vzdestroy', vmid, since)) == 1  # the first attempt's, never a second one
     assert queue.subscriptions()[pod_id]['status'] == 'TERMINATED'
     assert queue.pdns.zone(domain) is None and not os.path.exists(queue.dirs.cron_file(hostname))
     assert archives(queue, hostname) == [final]  # the final backup kept, and no second one
