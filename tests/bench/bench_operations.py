@@ -77,17 +77,17 @@ import os
 import resource
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
+# bench_provision puts tests/lab and tests/integration on sys.path for the three after it.
 from bench_provision import PLAN, ROOT, Floor, module_run_cost, role_of, seconds
-from labcontrol import LabControl  # noqa: E402  pylint: disable=wrong-import-position
-from playbooks import PrivateLab  # noqa: E402  pylint: disable=wrong-import-position
-from podplays import PCT, VZDUMP, HostDirs, failed_count, run_pod_playbook  # noqa: E402  pylint: disable=wrong-import-position
+from labcontrol import LabControl
+from playbooks import PrivateLab
+from podplays import PCT, VZDUMP, HostDirs, failed_count, run_pod_playbook
 
 UP_PLAN = "CLOUD_POD_PREMIUM"
 OPERATIONS = ("suspend", "resume", "change_plan", "change_plan_back", "backup_now", "backups", "restore",
