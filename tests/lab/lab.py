@@ -495,6 +495,18 @@ class PowerDnsService(Service):
         return self.process.log_tail()
 
 
+class PowerDnsLxcService(PowerDnsService):
+    """A second PowerDNS, for the real-container part (``.lab/env.lxc``) and the ACME server.
+
+    The real-container lane runs beside the simulator lane; tests of the simulator lane count the
+    zone writes PowerDNS logs, and a ``POST /zones`` line does not name its zone. With a server of
+    its own, a real pod's zone never shows up in the other lane's counts.
+    """
+
+    name = "powerdns-lxc"
+    lxc_only = True
+
+
 # ---------------------------------------------------------------- the lab
 
 class LxcNetService(Service):
@@ -633,8 +645,9 @@ class PebbleService(Service):
             "ocspResponderURL": "", "externalAccountBindingRequired": False,
         }}
         _write(self.config_file, json.dumps(config, indent=2).encode())
+        # the VA resolves the pods' names, whose zones are on the real-container part's PowerDNS
         dns_port = next(service for service in self.lab.services
-                        if isinstance(service, PowerDnsService))._load_settings()["dns_port"]
+                        if isinstance(service, PowerDnsLxcService))._load_settings()["dns_port"]
         env = dict(os.environ,
                    # no random 0-5 s sleep before each validation: the tests' timing stays deterministic
                    PEBBLE_VA_NOSLEEP="1",
@@ -713,13 +726,15 @@ class PveSimLxcService(PveSimService):
 class Lab:
     """All services, started in order and stopped in reverse.
 
-    With ``lxc`` (``lab up --lxc``, remembered in ``.lab/lxc.enabled``), three more services make
-    containers real: the bridge with DHCP, an sshd for pct, and the LXC-backed simulator, whose
-    settings go to ``.lab/env.lxc`` (the same file as ``.lab/env`` with PROXMOX_* pointing to it).
+    With ``lxc`` (``lab up --lxc``, remembered in ``.lab/lxc.enabled``), more services make
+    containers real: the bridge with DHCP, an sshd for pct, a second PowerDNS, Pebble, and the
+    LXC-backed simulator, whose
+    settings go to ``.lab/env.lxc`` (the same file as ``.lab/env`` with PROXMOX_* pointing to it, and
+    POWERDNS_* to a PowerDNS of its own).
     """
 
     SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService]
-    LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PebbleService, PveSimLxcService]
+    LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PowerDnsLxcService, PebbleService, PveSimLxcService]
 
     def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):
         self.directory = directory

@@ -11,6 +11,7 @@
   it, and for the benchmark), started with the lab's ``PowerDnsService``.
 """
 
+import json
 import re
 import sys
 import tempfile
@@ -27,6 +28,8 @@ import requests
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SHARED_LOG = ROOT / '.lab' / 'powerdns' / 'pdns.log'
+# the real-container part's own PowerDNS (``.lab/env.lxc``)
+LXC_DIR = ROOT / '.lab' / 'powerdns-lxc'
 
 # "[webserver] <uuid> 127.0.0.1:40000 "GET /api/v1/servers/localhost/zones/x. HTTP/1.1" 200 1234"
 _REQUEST_LINE = re.compile(r'\[webserver\] \S+ \S+ "(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d+)')
@@ -100,13 +103,13 @@ class RequestLog(object):
 class PowerDnsLab(object):
     """API, DNS and request log of one lab PowerDNS, from its env (``POWERDNS_*``)."""
 
-    def __init__(self, env, log_path=SHARED_LOG):
+    def __init__(self, env, log_path=None):
         self.env = env
         self.api_url = env['POWERDNS_API_URL'].rstrip('/')
         self.key = env['POWERDNS_API_KEY']
         self.server_id = env.get('POWERDNS_SERVER_ID', 'localhost')
         self.dns_port = int(env['POWERDNS_DNS_PORT'])
-        self.log = RequestLog(log_path, probe=self.zone)
+        self.log = RequestLog(log_path or _lab_log(self.api_url), probe=self.zone)
 
     # -- API ------------------------------------------------------------
 
@@ -190,6 +193,17 @@ class PowerDnsLab(object):
             return found
         suffix = '/zones/%s' % _dotted(zone)
         return [r for r in found if r.path.endswith(suffix) or (r.method == 'POST' and r.path.endswith('/zones'))]
+
+
+def _lab_log(api_url):
+    """The request log of the lab's PowerDNS at ``api_url``: the real-container part's, else the shared one."""
+    try:
+        settings = json.loads((LXC_DIR / 'settings.json').read_text())
+    except (OSError, ValueError):
+        return SHARED_LOG
+    if api_url == 'http://127.0.0.1:%s' % settings.get('api_port'):
+        return LXC_DIR / 'pdns.log'
+    return SHARED_LOG
 
 
 def _dotted(name):
