@@ -29,6 +29,9 @@ ensure_collection_link()
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402
 
+# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+pytestmark = pytest.mark.own_lab
+
 MODULE = 'mpanel.cloudpods.pod_firewall'
 WEB = [{'name': 'http', 'proto': 'tcp', 'dport': '80'}, {'name': 'https', 'proto': 'tcp', 'dport': '443'}]
 SSH = {'name': 'ssh', 'proto': 'tcp', 'dport': '22'}

@@ -22,6 +22,9 @@ from labcontrol import LabControl  # pylint: disable=import-error
 from pdnslab import PowerDnsLab  # pylint: disable=import-error
 from smtplab import Mailbox  # pylint: disable=import-error
 
+# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+pytestmark = pytest.mark.own_lab
+
 
 def process_tree(pid):
     """pid and all its descendants, from /proc."""

@@ -11,11 +11,15 @@ only grows disks, so the template must not be larger than the smallest plan (Stu
 
 import os
 
+import pytest
 import yaml
 
 from playbooks import PrivateLab  # pylint: disable=import-error
 from podplays import ROOT, HostDirs, assert_ok, new_pod, pods_named, run_pod_playbook  # pylint: disable=import-error
 from labcontrol import LabControl  # pylint: disable=import-error
+
+# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+pytestmark = pytest.mark.own_lab
 
 with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')) as _handle:
     PLANS = yaml.safe_load(_handle)['cloudpods_plans']
