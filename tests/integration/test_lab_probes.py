@@ -98,6 +98,10 @@ def test_no_mail_is_concluded_only_from_a_live_server(smtp_server):
     with pytest.raises(AssertionError, match='unexpected mail'):
         mailbox.assert_no_mail(since=mark)
     mailbox.assert_no_mail(since=mark, to='joe@example.org')
+    # another lane's mail does not count for a test that names its pod; the text is searched too
+    mailbox.assert_no_mail(since=mark, mentioning='pod-of-another-test')
+    with pytest.raises(AssertionError, match='unexpected mail'):
+        mailbox.assert_no_mail(since=mark, mentioning='HELLO')
 
     process.terminate()
     process.wait(timeout=15)

@@ -140,7 +140,7 @@ def test_dry_run_reports_and_creates_nothing(lab_env, lab_control, pdns, mailbox
     assert pods_named(lab_control, order['pod']) == []
     assert pdns.zone(order['domain']) is None
     assert dirs.files() == []
-    mailbox.assert_no_mail(since=mark)
+    mailbox.assert_no_mail(since=mark, mentioning=order['pod'])
     assert_no_secret(lab_env, run.stdout, run.stderr)
 
 
@@ -167,4 +167,4 @@ def test_bad_extra_vars_stop_before_anything(lab_env, lab_control, pdns, mailbox
     assert pods_named(lab_control, order['pod']) == []
     assert pdns.zone(order['domain']) is None
     assert dirs.files() == []
-    mailbox.assert_no_mail(since=mark)
+    mailbox.assert_no_mail(since=mark, mentioning=order['pod'])

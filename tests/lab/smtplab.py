@@ -170,10 +170,13 @@ class Mailbox:
                                      f"reached the mailbox {self.directory}")
             time.sleep(0.05)
 
-    def assert_no_mail(self, since, to=None):
-        """No message (to ``to``) since the mark ``since``, from a server proven alive just now."""
+    def assert_no_mail(self, since, to=None, mentioning=None):
+        """No message (to ``to``, naming ``mentioning``) since the mark ``since``, from a server proven alive just now.
+
+        The lab's SMTP server is shared by the test lanes: a test that must see no mail of its own
+        names its recipient or its pod, so that another lane's mail does not count."""
         self.prove_alive()
-        found = self.messages(since=since, to=to)
+        found = self.messages(since=since, to=to, mentioning=mentioning)
         assert found == [], "unexpected mail: %s" % [(m.get("X-Lab-Rcpt-To"), m.get("Subject")) for m in found]
 
     def files(self):
@@ -183,7 +186,9 @@ class Mailbox:
         """The names received so far; pass to messages(since=...) to see only newer ones."""
         return {path.name for path in self.files()}
 
-    def messages(self, since=None, to=None):
+    def messages(self, since=None, to=None, mentioning=None):
+        """Messages since the mark ``since``; with ``to``, those to that recipient; with ``mentioning``,
+        those whose recipients, subject or text contain that string."""
         found = []
         for path in self.files():
             if since is not None and path.name in since:
@@ -192,6 +197,8 @@ class Mailbox:
             if message.get("X-Lab-Rcpt-To", "").endswith("@" + PROBE_DOMAIN):
                 continue  # a liveness probe, not mail
             if to is not None and to.lower() not in message.get("X-Lab-Rcpt-To", "").lower():
+                continue
+            if mentioning is not None and mentioning.lower() not in _text(message).lower():
                 continue
             found.append(message)
         return found
@@ -355,5 +362,15 @@ def main(argv=None):
     return 0
 
 
+def _text(message):
+    """A message's headers and decoded text parts, as one string (what ``mentioning`` searches)."""
+    parts = ["%s: %s" % (name, value) for name, value in message.items()]
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            parts.append(part.get_content())
+    return "\n".join(parts)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
