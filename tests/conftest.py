@@ -41,8 +41,8 @@ _SKIPPED = []
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'real_containers: needs the lab\'s real LXC containers (tests/lab/lab up --lxc)')
-    config.addinivalue_line('markers', 'own_lab: uses a lab of its own or stubs, never the shared simulator or PowerDNS '
-                            '(tools/test runs these in the real-container lane)')
+    config.addinivalue_line('markers', 'own_lab: uses a lab of its own, never the shared simulator or PowerDNS; '
+                            'tools/test runs these in the real-container lane to even out the lanes')
 
 
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument

@@ -39,9 +39,6 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors i
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import parse_property_string  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
-pytestmark = pytest.mark.own_lab
-
 MODULE = 'mpanel.cloudpods.pod_container'
 INFO = 'mpanel.cloudpods.pod_container_info'
 TASK_DURATION = 0.2

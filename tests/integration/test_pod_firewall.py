@@ -29,7 +29,7 @@ ensure_collection_link()
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # noqa: E402
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 MODULE = 'mpanel.cloudpods.pod_firewall'

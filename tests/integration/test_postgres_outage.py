@@ -39,7 +39,7 @@ from playbooks import PrivateLab  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 from test_runner_api_worker import Queue, _wait_http, site_vars  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')

@@ -22,7 +22,7 @@ from labcontrol import LabControl  # pylint: disable=import-error
 from pdnslab import PowerDnsLab  # pylint: disable=import-error
 from smtplab import Mailbox  # pylint: disable=import-error
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 

@@ -18,7 +18,7 @@ from playbooks import PrivateLab  # pylint: disable=import-error
 from podplays import ROOT, HostDirs, assert_ok, new_pod, pods_named, run_pod_playbook  # pylint: disable=import-error
 from labcontrol import LabControl  # pylint: disable=import-error
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')) as _handle:

@@ -45,7 +45,7 @@ from test_provision_killed import process_tree  # noqa: E402
 from test_runner_api import ALICE, Api  # noqa: E402
 from test_runner_api_worker import Queue, containers_named  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 PLANS_FILE = os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')

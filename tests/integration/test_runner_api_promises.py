@@ -30,7 +30,7 @@ from pdnslab import PowerDnsLab  # noqa: E402
 from test_runner_api_worker import Queue, containers_named, site_vars  # noqa: E402
 from test_untrusted_input import _processes_with  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
+# a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
 
 TASK_ROW = ('SELECT status, worker_id, attempts, result, last_error, lease_expires_at, finished_at, updated_at '

@@ -35,9 +35,6 @@ from cloudpods_testing import scratch_database, start_worker, worker_environment
 from labenv import free_port  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
 
-# a lab of its own (or stubs): tools/test runs it in the real-container lane, beside the shared simulator
-pytestmark = pytest.mark.own_lab
-
 VZDUMP = os.path.join(ROOT, 'tests', 'lab', 'bin', 'vzdump')
 STUB_PLAYBOOK = """
 - name: Stub of provision.yml for the queue tests
