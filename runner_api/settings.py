@@ -35,7 +35,9 @@ MASK = "********"
 PLAYBOOK_ENV_PREFIXES = ("PROXMOX_", "POWERDNS_", "SMTP_", "CLOUDPODS_MAIL_", "CLOUDPODS_FIRST_BOOT", "CLOUDPODS_ACME_")
 # Site settings the playbooks read from the environment (their env fallback), none of them a secret.
 PLAYBOOK_ENV_NAMES = ("CLOUDPODS_SSH_PORT", "CLOUDPODS_CUSTOMER_USER", "CLOUDPODS_HTTPS_WAIT", "CLOUDPODS_HTTPS_RETRY",
-                      "CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS")
+                      "CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS",
+                      # the lab's flag: there, cloudpods_company_domain may stay example.net
+                      "CLOUDPODS_LAB")
 # Never handed to a playbook even though a prefix would match.
 PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)
