@@ -6,7 +6,9 @@ import logging
 import os
 import sys
 
-from .settings import Settings, SettingsError
+from .preflight import EXTRA_VARS_SETTING
+from .repository import connect_timeout
+from .settings import Settings, SettingsError, redact_url, scrub
 
 LOG = logging.getLogger("runner_api")
 
@@ -19,17 +21,52 @@ def _settings(worker=False, catalogue=True):
         raise SystemExit(2) from None
 
 
-def cmd_migrate(_args):
+def _preflight(settings):
+    """The files and the collection the playbooks run with (runner_api/preflight.py); exit 2 naming each problem."""
+    from . import preflight  # pylint: disable=import-outside-toplevel
+    problems = preflight.startup_problems(settings)
+    for problem in problems:
+        print(f"cloudpods: {scrub(problem, settings.secrets())}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
+
+
+def _unreachable(settings, exc):
+    """One line for a database that did not answer: where (password masked), how long we waited, why."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return (f"cloudpods: cannot reach the database (DATABASE_URL {redact_url(settings.database_url)}, waited at most "
+            f"{connect_timeout(settings)} s: CLOUDPODS_DB_TIMEOUT_SECONDS): {scrub(reason, settings.secrets())}")
+
+
+def _database_command(command):
+    """``command(args, settings)`` with the settings of migrate and token, a database that does not answer
+    ends it with one line (exit 1) after the connect timeout, instead of a traceback."""
+    def run(args):
+        import psycopg  # pylint: disable=import-outside-toplevel
+        settings = _settings(catalogue=False)
+        try:
+            # One connection first, with libpq's connect timeout: its error says why (refused, no such
+            # host, authentication); the pool's own would only say it timed out.
+            psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)).close()
+            return command(args, settings)
+        except psycopg.OperationalError as exc:
+            print(_unreachable(settings, exc), file=sys.stderr)
+            return 1
+    return run
+
+
+@_database_command
+def cmd_migrate(_args, settings):
     from .repository import migrate  # pylint: disable=import-outside-toplevel
-    applied = migrate(_settings(catalogue=False).database_url)
+    applied = migrate(settings.database_url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
-def cmd_token(args):
+@_database_command
+def cmd_token(args, settings):
     from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
     from .repository import Repository, open_pool  # pylint: disable=import-outside-toplevel
-    settings = _settings(catalogue=False)
     with open_pool(settings, name="cloudpods-token", min_size=1, max_size=1) as pool:
         repository = Repository(pool)
         if args.token_command == "create":
@@ -41,9 +78,16 @@ def cmd_token(args):
                 return 2
             token = new_token()
             row = repository.create_token(args.name, args.role, args.customer, token)
-            # The token is shown once, on stdout only; the database keeps its SHA-256.
-            print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
-                              "customer_id": row["customer_id"], "token": token}) if args.json else token)
+            # The token is shown once, on stdout only; the database keeps its SHA-256. Its id (for
+            # revoke and the list) goes to stderr, so TOKEN=$(cloudpods token create ...) still works.
+            if args.json:
+                print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
+                                  "customer_id": row["customer_id"], "token": token}))
+            else:
+                print(f"created token {row['id']} ({row['name']}, {row['role']}"
+                      + (f", customer {row['customer_id']}" if row["customer_id"] else "")
+                      + "); its value, shown once:", file=sys.stderr)
+                print(token)
             return 0
         if args.token_command == "revoke":
             row = repository.revoke_token(args.id)
@@ -52,6 +96,7 @@ def cmd_token(args):
                 return 1
             print(f"revoked token {row['id']} ({row['name']}, {row['role']})")
             return 0
+        print("ID\tROLE\tCUSTOMER\tSTATE\tNAME")
         for row in repository.list_tokens():
             state = "revoked" if row["revoked_at"] else "active"
             print(f"{row['id']}\t{row['role']}\t{row['customer_id'] or '-'}\t{state}\t{row['name']}")
@@ -68,6 +113,7 @@ def cmd_api(args):
 def cmd_worker(args):
     from .worker import Worker  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
+    _preflight(settings)
     return Worker(settings, worker_id=args.worker_id).run(once=args.once)
 
 
@@ -83,6 +129,7 @@ def cmd_provision(args):
         print("cloudpods: provision without --dry-run is not offered: order through the API so the pod "
               "is recorded", file=sys.stderr)
         return 2
+    _preflight(settings)
     # The extra vars an order's task gets, built by the operation registry from a task row.
     task = {"task_type": "CREATE_CONTAINER", "hostname": args.pod or "dry-run-pod", "plan_code": args.plan,
             "domain": args.domain, "customer_email": args.email}
@@ -95,6 +142,13 @@ def cmd_provision(args):
                 print(f"           {change}")
 
     result = LocalAnsibleRunner(settings).run(RunRequest(task["task_type"], extra_vars, check=True), show)
+    if not result.ok and result.error:
+        # Already scrubbed of secrets by the executor; the playbooks' hints say "-e NAME=...", which
+        # this command takes from the site settings file.
+        print(f"cloudpods: {result.error}", file=sys.stderr)
+        if " -e " in f" {result.error} ":
+            print(f"cloudpods: where a hint says -e NAME=VALUE, put NAME: VALUE in the file {EXTRA_VARS_SETTING} "
+                  "names (cloudpods provision takes the site settings from there)", file=sys.stderr)
     print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
     return 0 if result.ok else 1
 
