@@ -44,6 +44,8 @@ PRECONDITION_PLAY_PREFIX = "Check "
 PRECONDITION_ACTIONS = ("ansible.builtin.assert", "assert", "ansible.builtin.fail", "fail")
 # A site setting (cloudpods_*) a task needs and nobody set: the configuration, not the moment, is wrong.
 UNDEFINED_SETTING = re.compile(r"'(cloudpods_[a-z0-9_]+)' is undefined")
+# A task that fails on what is installed (a role or module the collection path does not hold) fails again.
+NOT_INSTALLED = re.compile(r"the role '[^']+' was not found|couldn't resolve module/action '[^']+'")
 
 
 @dataclass
@@ -229,7 +231,7 @@ class LocalAnsibleRunner(Executor):
                     output = scrub(runner.stdout.read(), self.secrets) if runner.stdout else ""
                     error += ": " + preflight.error_lines(output) if output.strip() else ""
                     refused = not collector.started and preflight.ansible_refused(output)
-                retryable = not (collector.precondition_failed or collector.undefined_setting or refused)
+                retryable = not (collector.precondition_failed or collector.config_error or refused)
             return RunResult(status, runner.rc, collector.stats, error, retryable)
         finally:
             scope.close()
@@ -244,7 +246,7 @@ class _EventCollector:
         self.on_event = on_event
         self.first_failure = None
         self.precondition_failed = False
-        self.undefined_setting = None
+        self.config_error = False  # the failure is one of the configuration: retrying cannot help
         self.stats = {}
         self.started = {}
 
@@ -280,9 +282,12 @@ class _EventCollector:
                                         and str(data.get("play") or "").startswith(PRECONDITION_PLAY_PREFIX))
             undefined = UNDEFINED_SETTING.search(message or "") if status == "failed" else None
             if undefined:
-                self.undefined_setting = undefined.group(1)
-                self.first_failure += (f" (site setting {self.undefined_setting}: set it in the file "
+                self.config_error = True
+                self.first_failure += (f" (site setting {undefined.group(1)}: set it in the file "
                                        f"{preflight.EXTRA_VARS_SETTING} names)")
+            elif status == "failed" and NOT_INSTALLED.search(message or ""):
+                self.config_error = True
+                self.first_failure += " (ANSIBLE_COLLECTIONS_PATH: is the current collection installed there?)"
         return False  # nothing needs to stay in the (soon deleted) artifacts
 
     def _emit(self, data, host, status, duration_ms, message, diff=None):
