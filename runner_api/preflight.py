@@ -11,6 +11,7 @@ instead of failing every order five times:
   must match a host of that inventory, as the playbooks' "Check the Proxmox host group" does.
   Asked of Ansible itself (``ansible PATTERN --list-hosts``), so patterns, inventory plugins and
   directories mean what they mean to the playbooks; at start-up only (it takes a second or two).
+- ``CLOUDPODS_RUN_DIR``: where each run gets its private directory; it must be a writable directory.
 - The ``mpanel.cloudpods`` collection on the collection path ansible-runner is given (its roles and
   modules are what the playbooks call), with a playbook for every operation.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from . import operations
+from . import operations, runscope
 from .settings import COLLECTION, default_collections_path, find_collection, scrub
 
 EXTRA_VARS_SETTING = "CLOUDPODS_EXTRA_VARS_FILE"
@@ -214,12 +215,24 @@ def error_lines(output, limit=OUTPUT_LINES):
     return " ".join(" ".join(chosen).split())[:600]
 
 
+def run_dir_problem(settings):
+    """The runs' private directories go under CLOUDPODS_RUN_DIR: it must be (or become) a writable directory."""
+    base = Path(settings.run_dir or runscope.default_run_base())
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"CLOUDPODS_RUN_DIR: the runs' directory {base} cannot be made ({exc.strerror or type(exc).__name__})"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"CLOUDPODS_RUN_DIR: the runs' directory {base} is not writable"
+    return None
+
+
 def startup_problems(settings):
     """Every problem of the files, the host group and the collection: one-line messages (empty: fine)."""
     problems = file_problems()
-    collection = collection_problem(settings)
-    if collection:
-        problems.append(collection)
+    for problem in (run_dir_problem(settings), collection_problem(settings)):
+        if problem:
+            problems.append(problem)
     if not problems:
         group = host_group_problem(settings)
         if group:

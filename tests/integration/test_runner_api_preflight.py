@@ -114,6 +114,12 @@ def _old_collection(tmp_path):
              'ANSIBLE_COLLECTIONS_PATH': str(tmp_path / 'collections')}, 'playbooks/deprovision.yml')
 
 
+def _run_dir_under_a_file(tmp_path):
+    (tmp_path / 'a-file').write_text('')
+    return ({'CLOUDPODS_EXTRA_VARS_FILE': str(stub_site(tmp_path / 'site.json')),
+             'CLOUDPODS_RUN_DIR': str(tmp_path / 'a-file' / 'runs')}, str(tmp_path / 'a-file' / 'runs'))
+
+
 WRONG_FILES = [
     ('missing', _missing, 'CLOUDPODS_EXTRA_VARS_FILE', 'does not exist'),
     ('not-yaml', _not_yaml, 'CLOUDPODS_EXTRA_VARS_FILE', 'is not valid YAML or JSON at line'),
@@ -124,6 +130,7 @@ WRONG_FILES = [
     ('group-without-inventory', _group_without_inventory, 'cloudpods_proxmox_hosts', "'pve_nodes'"),
     ('no-collection', _no_collection, 'ANSIBLE_COLLECTIONS_PATH', 'mpanel.cloudpods collection is not installed'),
     ('old-collection', _old_collection, 'ANSIBLE_COLLECTIONS_PATH', 'has no'),
+    ('run-dir-under-a-file', _run_dir_under_a_file, 'CLOUDPODS_RUN_DIR', 'cannot be made'),
 ]
 
 
@@ -298,8 +305,9 @@ def test_token_create_shows_the_id_and_list_has_a_header(lab_env, database):
 
 # ---------------------------------------------------------------- cloudpods provision --dry-run
 
-@pytest.mark.parametrize('case, setting, words', [WRONG_FILES[0][1:], WRONG_FILES[6][1:], WRONG_FILES[7][1:]],
-                         ids=['missing', 'group-without-inventory', 'no-collection'])
+@pytest.mark.parametrize('case, setting, words', [WRONG_FILES[0][1:], WRONG_FILES[6][1:], WRONG_FILES[7][1:],
+                                                  WRONG_FILES[9][1:]],
+                         ids=['missing', 'group-without-inventory', 'no-collection', 'run-dir-under-a-file'])
 def test_dry_run_refuses_naming_the_setting_and_the_file(lab_env, tmp_path, case, setting, words):
     overrides, path = case(tmp_path)
     env = worker_environment(lab_env, lab_env['DATABASE_URL'])
