@@ -194,7 +194,10 @@ def _list_hosts(settings, pattern, inventory, scratch):
         return [], f"ansible --list-hosts did not run ({type(exc).__name__})"
     lines = [line.strip() for line in done.stdout.splitlines()]
     if done.returncode != 0:
-        return [], scrub(error_lines(done.stderr + "\n" + done.stdout), settings.secrets())
+        # Ansible's own error lines only: its warnings may quote the inventory, which may hold a password.
+        output = done.stderr + "\n" + done.stdout
+        complaint = error_lines(output) if ansible_refused(output) else f"ansible --list-hosts ended with rc {done.returncode}"
+        return [], scrub(complaint, settings.secrets())
     listed = [line for line in lines[1:] if line] if lines and lines[0].startswith("hosts (") else []
     return listed, None
 

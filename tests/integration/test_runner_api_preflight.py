@@ -161,6 +161,19 @@ def test_worker_refuses_to_start_naming_the_setting_and_the_file(lab_env, databa
     assert (task['status'], task['attempts'], task['worker_id'], events[0]['n']) == ('PENDING', 0, None, 0), line
 
 
+def test_an_inventory_ansible_cannot_read_is_named_and_its_content_never_shown(lab_env, tmp_path):
+    """Ansible's warnings quote the line it could not parse; a password on that line stays out of the message."""
+    password = 'inv-pw-%s' % uuid.uuid4().hex
+    inventory = tmp_path / 'inventory'
+    inventory.write_text('[proxmox_hosts]\npve ansible_password="%s\n' % password)
+    env = worker_environment(lab_env, 'postgresql://unused:unused@127.0.0.1:1/unused', extra_vars_file=stub_site(
+        tmp_path / 'site.json', cloudpods_proxmox_hosts='proxmox_hosts'), inventory=inventory)
+    result = cloudpods(env, 'worker', '--worker-id', 'unparsed')
+    line = refused(result, 'CLOUDPODS_INVENTORY', str(inventory), 'Ansible cannot read')
+    assert '[ERROR]: No inventory was parsed' in line, line
+    assert password not in result.stdout + result.stderr
+
+
 def test_worker_with_an_inventory_that_has_the_group_starts(lab_env, tmp_path):
     """The other side of the refusals: the group in the inventory, no host group in the site file."""
     inventory = tmp_path / 'inventory'
