@@ -38,24 +38,37 @@ def _unreachable(settings, exc):
             f"{connect_timeout(settings)} s: CLOUDPODS_DB_TIMEOUT_SECONDS): {scrub(reason, settings.secrets())}")
 
 
-def _database_command(command):
-    """``command(args, settings)`` with the settings of migrate and token, a database that does not answer
-    ends it with one line (exit 1) after the connect timeout, instead of a traceback."""
-    def run(args):
-        import psycopg  # pylint: disable=import-outside-toplevel
-        settings = _settings(catalogue=False)
-        try:
-            # One connection first, with libpq's connect timeout: its error says why (refused, no such
-            # host, authentication); the pool's own would only say it timed out.
-            psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)).close()
-            return command(args, settings)
-        except psycopg.OperationalError as exc:
-            print(_unreachable(settings, exc), file=sys.stderr)
-            return 1
-    return run
+def _unmigrated(settings, pending):
+    return (f"cloudpods: the database (DATABASE_URL {redact_url(settings.database_url)}) lacks the migrations "
+            f"{', '.join(pending)}: run cloudpods migrate first")
 
 
-@_database_command
+def _database_command(migrated=True):
+    """``command(args, settings)`` with the settings of migrate and token: a database that does not answer
+    ends it with one line (exit 1) after the connect timeout, instead of a traceback; ``migrated``: so
+    does a database without this release's migrations."""
+    def decorate(command):
+        def run(args):
+            import psycopg  # pylint: disable=import-outside-toplevel
+            from .repository import pending_migrations  # pylint: disable=import-outside-toplevel
+            settings = _settings(catalogue=False)
+            try:
+                # One connection first, with libpq's connect timeout: its error says why (refused, no such
+                # host, authentication); the pool's own would only say it timed out.
+                with psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)) as connection:
+                    pending = pending_migrations(connection) if migrated else []
+                if pending:
+                    print(_unmigrated(settings, pending), file=sys.stderr)
+                    return 1
+                return command(args, settings)
+            except psycopg.OperationalError as exc:
+                print(_unreachable(settings, exc), file=sys.stderr)
+                return 1
+        return run
+    return decorate
+
+
+@_database_command(migrated=False)
 def cmd_migrate(_args, settings):
     from .repository import migrate  # pylint: disable=import-outside-toplevel
     applied = migrate(settings.database_url)
@@ -63,7 +76,7 @@ def cmd_migrate(_args, settings):
     return 0
 
 
-@_database_command
+@_database_command()
 def cmd_token(args, settings):
     from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
     from .repository import Repository, open_pool  # pylint: disable=import-outside-toplevel
@@ -114,7 +127,23 @@ def cmd_worker(args):
     from .worker import Worker  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
     _preflight(settings)
+    _refuse_unmigrated(settings)
     return Worker(settings, worker_id=args.worker_id).run(once=args.once)
+
+
+def _refuse_unmigrated(settings):
+    """A database that answers without this release's migrations stops the worker (exit 2); one that does not
+    answer does not: the worker waits for it, as it rides out any outage."""
+    import psycopg  # pylint: disable=import-outside-toplevel
+    from .repository import pending_migrations  # pylint: disable=import-outside-toplevel
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)) as connection:
+            pending = pending_migrations(connection)
+    except psycopg.OperationalError:
+        return
+    if pending:
+        print(_unmigrated(settings, pending), file=sys.stderr)
+        raise SystemExit(2)
 
 
 def cmd_provision(args):

@@ -10,7 +10,8 @@
 - A configuration error met by a run (the site file gone, an undefined site setting, a playbook Ansible
   refuses) fails the task at once, named, instead of five retries.
 - ``cloudpods token``/``migrate`` against a database that does not answer end with one line (no password)
-  after the configured connect timeout; ``token create`` shows the id, ``token list`` a header.
+  after the configured connect timeout; ``token`` and the worker against one without the migrations say
+  to migrate; ``token create`` shows the id, ``token list`` a header.
 - ``cloudpods provision --dry-run`` refuses the same wrong files, and shows why a run failed.
 """
 
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import uuid
 
+import psycopg
+import psycopg.conninfo
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,7 +34,7 @@ for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT,
 
 from runner_api.executors import LocalAnsibleRunner, RunRequest  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
+from cloudpods_testing import scratch_database, with_database, worker_environment  # noqa: E402
 from test_runner_api_worker import Queue, stub_site  # noqa: E402
 
 BIN = os.path.dirname(os.path.abspath(sys.executable))
@@ -345,3 +348,30 @@ def test_dry_run_failure_shows_why_and_a_hint_the_command_takes(lab_env, tmp_pat
     assert "cloudpods: Step 'Check that the Proxmox host group has a host (cloudpods_proxmox_hosts)' failed" in result.stderr
     assert 'put NAME: VALUE in the file CLOUDPODS_EXTRA_VARS_FILE names' in result.stderr, output
     assert lab_env['PROXMOX_API_TOKEN_SECRET'] not in output
+
+
+def test_a_database_without_the_migrations_is_named_not_a_traceback(lab_env, tmp_path):
+    """A new, empty database: token and worker say to migrate (nothing is written to it); migrate then works."""
+    name = 'cloudpods_unmigrated_%s' % uuid.uuid4().hex[:8]
+    with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
+        admin.execute('CREATE DATABASE "%s"' % name)
+    url = with_database(lab_env['DATABASE_URL'], name)
+    try:
+        env = worker_environment(lab_env, url, extra_vars_file=stub_site(tmp_path / 'site.json'))
+        env.pop('CLOUDPODS_INVENTORY', None)
+        listed = cloudpods(env, 'token', 'list')
+        worker = cloudpods(env, 'worker', '--worker-id', 'unmigrated')
+        with psycopg.connect(url) as connection:
+            tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+        migrated = cloudpods(env, 'migrate')
+    finally:
+        with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
+            admin.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+    password = psycopg.conninfo.conninfo_to_dict(url)['password']
+    for result, rc in ((listed, 1), (worker, 2)):
+        output = result.stdout + result.stderr
+        assert result.returncode == rc and 'Traceback' not in output and password not in output, output
+        [line] = result.stderr.splitlines()
+        assert 'lacks the migrations 0001_cloud_pods.sql' in line and line.endswith('run cloudpods migrate first'), line
+    assert tables == 0
+    assert migrated.returncode == 0 and migrated.stdout.startswith('applied: 0001_cloud_pods.sql'), migrated.stderr
