@@ -182,7 +182,9 @@ def _list_hosts(settings, pattern, inventory, scratch):
     ansible = os.path.join(bin_dir, "ansible")
     if not os.access(ansible, os.X_OK):
         ansible = "ansible"
-    env = {name: value for name, value in os.environ.items() if name not in settings.playbook_env}
+    # The playbooks' environment (secrets included: an inventory plugin may need the Proxmox token, as in a
+    # run), never the database's; the output is scrubbed below.
+    env = dict(os.environ, **settings.playbook_env)
     env.pop("DATABASE_URL", None)
     env.update({"ANSIBLE_COLLECTIONS_PATH": collections_path(settings), "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
                 "ANSIBLE_LOCALHOST_WARNING": "False", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": scratch,
