@@ -4,6 +4,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
 from .preflight import EXTRA_VARS_SETTING
@@ -11,6 +12,7 @@ from .repository import connect_timeout
 from .settings import Settings, SettingsError, redact_url, scrub
 
 LOG = logging.getLogger("runner_api")
+SITE_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _settings(worker=False, catalogue=True):
@@ -21,10 +23,10 @@ def _settings(worker=False, catalogue=True):
         raise SystemExit(2) from None
 
 
-def _preflight(settings):
+def _preflight(settings, overrides=None):
     """The files and the collection the playbooks run with (runner_api/preflight.py); exit 2 naming each problem."""
     from . import preflight  # pylint: disable=import-outside-toplevel
-    problems = preflight.startup_problems(settings)
+    problems = preflight.startup_problems(settings, overrides)
     for problem in problems:
         print(f"cloudpods: {scrub(problem, settings.secrets())}", file=sys.stderr)
     if problems:
@@ -146,10 +148,30 @@ def _refuse_unmigrated(settings):
         raise SystemExit(2)
 
 
+def _site_overrides(assignments, order_names):
+    """``-e NAME=VALUE`` of cloudpods provision: site settings for this dry run (the order's own fields have options)."""
+    overrides = {}
+    for assignment in assignments or []:
+        name, equals, value = assignment.partition("=")
+        if not equals or not SITE_SETTING_NAME.match(name):
+            print(f"cloudpods: -e takes NAME=VALUE with NAME a site setting (letters, digits, _), got {name[:40]!r}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        if name in order_names:
+            print(f"cloudpods: -e {name}: the order's fields have options of their own (--pod, --domain, --email)",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        overrides[name] = value
+    return overrides
+
+
 def cmd_provision(args):
     from . import operations  # pylint: disable=import-outside-toplevel
     from .executors import LocalAnsibleRunner, RunRequest  # pylint: disable=import-outside-toplevel
     from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
+    if args.inventory:
+        # The same setting the worker reads; this process runs one dry run and ends.
+        os.environ["CLOUDPODS_INVENTORY"] = os.path.abspath(args.inventory)
     settings = _settings(worker=True)
     if PlanCatalogue(settings.plans_file).get(args.plan) is None:
         print(f"cloudpods: unknown plan {args.plan!r}", file=sys.stderr)
@@ -158,11 +180,14 @@ def cmd_provision(args):
         print("cloudpods: provision without --dry-run is not offered: order through the API so the pod "
               "is recorded", file=sys.stderr)
         return 2
-    _preflight(settings)
     # The extra vars an order's task gets, built by the operation registry from a task row.
     task = {"task_type": "CREATE_CONTAINER", "hostname": args.pod or "dry-run-pod", "plan_code": args.plan,
             "domain": args.domain, "customer_email": args.email}
     extra_vars = operations.extra_vars(task)
+    overrides = _site_overrides(args.extra_vars, extra_vars)
+    _preflight(settings, overrides)
+    # After the order's vars, as strings (written !unsafe like every value of the dry run): they win over the file's.
+    extra_vars.update(overrides)
 
     def show(event):
         if event["status"] in ("changed", "failed", "unreachable"):
@@ -176,8 +201,8 @@ def cmd_provision(args):
         # this command takes from the site settings file.
         print(f"cloudpods: {result.error}", file=sys.stderr)
         if " -e " in f" {result.error} ":
-            print(f"cloudpods: where a hint says -e NAME=VALUE, put NAME: VALUE in the file {EXTRA_VARS_SETTING} "
-                  "names (cloudpods provision takes the site settings from there)", file=sys.stderr)
+            print(f"cloudpods: a hint's -e NAME=VALUE can be given to cloudpods provision as it is; for the worker, "
+                  f"put NAME: VALUE in the file {EXTRA_VARS_SETTING} names", file=sys.stderr)
     print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
     return 0 if result.ok else 1
 
@@ -233,6 +258,9 @@ def build_parser():
     provision.add_argument("--email", default="dry-run@example.com")
     provision.add_argument("--pod")
     provision.add_argument("--dry-run", action="store_true")
+    provision.add_argument("-e", "--extra-vars", action="append", metavar="NAME=VALUE",
+                           help="a site setting for this dry run (wins over the CLOUDPODS_EXTRA_VARS_FILE file's); repeatable")
+    provision.add_argument("--inventory", metavar="FILE", help="the inventory for this dry run (default: CLOUDPODS_INVENTORY)")
     provision.set_defaults(func=cmd_provision)
     return parser
 

@@ -139,9 +139,10 @@ def run_problem(settings, operation):
     return collection_problem(settings, [operation])
 
 
-def host_group_problem(settings, environ=None):
+def host_group_problem(settings, environ=None, overrides=None):
     """The Proxmox host group matches no host of the inventory: the message, else None.
 
+    ``overrides``: settings given on the command line (``cloudpods provision -e``), which win over the file's.
     Asks ``ansible PATTERN -i INVENTORY --list-hosts`` with the playbooks' collection path.
     """
     extra = extra_vars_file(environ)
@@ -151,9 +152,14 @@ def host_group_problem(settings, environ=None):
             site = read_extra_vars(extra)
         except ValueError as exc:
             return str(exc)
-    pattern = site.get(HOST_GROUP_VARIABLE, DEFAULT_HOST_GROUP)
-    where_set = f"{HOST_GROUP_VARIABLE} in {extra}" if HOST_GROUP_VARIABLE in site else (
-        f"{HOST_GROUP_VARIABLE} not set, default {DEFAULT_HOST_GROUP}")
+    overrides = overrides or {}
+    pattern = overrides.get(HOST_GROUP_VARIABLE, site.get(HOST_GROUP_VARIABLE, DEFAULT_HOST_GROUP))
+    if HOST_GROUP_VARIABLE in overrides:
+        where_set = f"-e {HOST_GROUP_VARIABLE}"
+    elif HOST_GROUP_VARIABLE in site:
+        where_set = f"{HOST_GROUP_VARIABLE} in {extra}"
+    else:
+        where_set = f"{HOST_GROUP_VARIABLE} not set, default {DEFAULT_HOST_GROUP}"
     if not isinstance(pattern, str) or not pattern.strip():
         return f"{EXTRA_VARS_SETTING}: {HOST_GROUP_VARIABLE} in {extra} must be an inventory group or host pattern"
     if "{{" in pattern or "{%" in pattern:
@@ -232,14 +238,16 @@ def run_dir_problem(settings):
     return None
 
 
-def startup_problems(settings):
-    """Every problem of the files, the host group and the collection: one-line messages (empty: fine)."""
+def startup_problems(settings, overrides=None):
+    """Every problem of the files, the host group and the collection: one-line messages (empty: fine).
+
+    ``overrides``: site settings given on the command line (``cloudpods provision -e NAME=VALUE``)."""
     problems = file_problems()
     for problem in (run_dir_problem(settings), collection_problem(settings)):
         if problem:
             problems.append(problem)
     if not problems:
-        group = host_group_problem(settings)
+        group = host_group_problem(settings, overrides=overrides)
         if group:
             problems.append(group)
     return problems

@@ -12,7 +12,8 @@
 - ``cloudpods token``/``migrate`` against a database that does not answer end with one line (no password)
   after the configured connect timeout; ``token`` and the worker against one without the migrations say
   to migrate; ``token create`` shows the id, ``token list`` a header.
-- ``cloudpods provision --dry-run`` refuses the same wrong files, and shows why a run failed.
+- ``cloudpods provision --dry-run`` refuses the same wrong files, and shows why a run failed; it takes the
+  playbooks' hint ``-e NAME=VALUE`` (a site setting for the dry run) and ``--inventory``.
 """
 
 import json
@@ -335,43 +336,33 @@ def test_dry_run_refuses_naming_the_setting_and_the_file(lab_env, tmp_path, case
 
 
 def test_dry_run_failure_shows_why_and_a_hint_the_command_takes(lab_env, tmp_path):
-    """A host group only the playbook can evaluate (a template): its check fails with the playbook's
-    hint (-e ...), and the command says where such a setting goes for it."""
-    site = tmp_path / 'site.json'
-    site.write_text(json.dumps({'cloudpods_proxmox_hosts': "{{ 'no_such_group' }}"}))
-    env = worker_environment(lab_env, lab_env['DATABASE_URL'], extra_vars_file=site)
+    """The host group given with -e (it wins over the site file's localhost) as a template, which only the
+    playbook evaluates (as data: !unsafe): its check fails with the playbook's hint (-e ...), the command
+    shows that error and says it takes -e as it is."""
+    env = worker_environment(lab_env, lab_env['DATABASE_URL'], extra_vars_file=stub_site(tmp_path / 'site.json'))
     env.pop('CLOUDPODS_INVENTORY', None)
-    result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run')
+    result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run',
+                       '-e', "cloudpods_proxmox_hosts={{ 'no_such_group' }}")
     output = result.stdout + result.stderr
     assert result.returncode == 1 and 'Traceback' not in output, output
     assert 'dry run failed' in result.stdout, output
-    assert "cloudpods: Step 'Check that the Proxmox host group has a host (cloudpods_proxmox_hosts)' failed" in result.stderr
-    assert 'put NAME: VALUE in the file CLOUDPODS_EXTRA_VARS_FILE names' in result.stderr, output
+    [failed] = [line for line in result.stderr.splitlines() if line.startswith('cloudpods: Step ')]
+    assert failed.startswith("cloudpods: Step 'Check that the Proxmox host group has a host (cloudpods_proxmox_hosts)' "
+                             "failed: "), output
+    assert 'no_such_group' in failed and '-e cloudpods_proxmox_hosts=<host>' in failed, failed
+    assert "a hint's -e NAME=VALUE can be given to cloudpods provision as it is" in result.stderr, output
     assert lab_env['PROXMOX_API_TOKEN_SECRET'] not in output
 
 
-def test_a_database_without_the_migrations_is_named_not_a_traceback(lab_env, tmp_path):
-    """A new, empty database: token and worker say to migrate (nothing is written to it); migrate then works."""
-    name = 'cloudpods_unmigrated_%s' % uuid.uuid4().hex[:8]
-    with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
-        admin.execute('CREATE DATABASE "%s"' % name)
-    url = with_database(lab_env['DATABASE_URL'], name)
-    try:
-        env = worker_environment(lab_env, url, extra_vars_file=stub_site(tmp_path / 'site.json'))
-        env.pop('CLOUDPODS_INVENTORY', None)
-        listed = cloudpods(env, 'token', 'list')
-        worker = cloudpods(env, 'worker', '--worker-id', 'unmigrated')
-        with psycopg.connect(url) as connection:
-            tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
-        migrated = cloudpods(env, 'migrate')
-    finally:
-        with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
-            admin.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
-    password = psycopg.conninfo.conninfo_to_dict(url)['password']
-    for result, rc in ((listed, 1), (worker, 2)):
-        output = result.stdout + result.stderr
-        assert result.returncode == rc and 'Traceback' not in output and password not in output, output
-        [line] = result.stderr.splitlines()
-        assert 'lacks the migrations 0001_cloud_pods.sql' in line and line.endswith('run cloudpods migrate first'), line
-    assert tables == 0
-    assert migrated.returncode == 0 and migrated.stdout.startswith('applied: 0001_cloud_pods.sql'), migrated.stderr
+@pytest.mark.parametrize('argv, words', [
+    (['-e', 'cloudpods_proxmox_hosts=no_such_group'], ["'no_such_group' (-e cloudpods_proxmox_hosts)", 'CLOUDPODS_INVENTORY']),
+    (['-e', 'pod=other'], ["-e pod: the order's fields have options of their own"]),
+    (['-e', 'no equals sign'], ['-e takes NAME=VALUE']),
+    (['--inventory', 'no-such-inventory'], ['CLOUDPODS_INVENTORY: the inventory', 'no-such-inventory', 'does not exist']),
+], ids=['group-from-e', 'order-field', 'not-an-assignment', 'inventory-option'])
+def test_dry_run_options_are_checked_before_the_run(lab_env, tmp_path, argv, words):
+    env = worker_environment(lab_env, lab_env['DATABASE_URL'], extra_vars_file=stub_site(tmp_path / 'site.json'))
+    env.pop('CLOUDPODS_INVENTORY', None)
+    result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run', *argv)
+    refused(result, *words)
+    assert 'dry run' not in result.stdout
