@@ -366,3 +366,30 @@ def test_dry_run_options_are_checked_before_the_run(lab_env, tmp_path, argv, wor
     result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run', *argv)
     refused(result, *words)
     assert 'dry run' not in result.stdout
+
+
+def test_a_database_without_the_migrations_is_named_not_a_traceback(lab_env, tmp_path):
+    """A new, empty database: token and worker say to migrate (nothing is written to it); migrate then works."""
+    name = 'cloudpods_unmigrated_%s' % uuid.uuid4().hex[:8]
+    with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
+        admin.execute('CREATE DATABASE "%s"' % name)
+    url = with_database(lab_env['DATABASE_URL'], name)
+    try:
+        env = worker_environment(lab_env, url, extra_vars_file=stub_site(tmp_path / 'site.json'))
+        env.pop('CLOUDPODS_INVENTORY', None)
+        listed = cloudpods(env, 'token', 'list')
+        worker = cloudpods(env, 'worker', '--worker-id', 'unmigrated')
+        with psycopg.connect(url) as connection:
+            tables = connection.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+        migrated = cloudpods(env, 'migrate')
+    finally:
+        with psycopg.connect(lab_env['DATABASE_URL'], autocommit=True) as admin:
+            admin.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+    password = psycopg.conninfo.conninfo_to_dict(url)['password']
+    for result, rc in ((listed, 1), (worker, 2)):
+        output = result.stdout + result.stderr
+        assert result.returncode == rc and 'Traceback' not in output and password not in output, output
+        [line] = result.stderr.splitlines()
+        assert 'lacks the migrations 0001_cloud_pods.sql' in line and line.endswith('run cloudpods migrate first'), line
+    assert tables == 0
+    assert migrated.returncode == 0 and migrated.stdout.startswith('applied: 0001_cloud_pods.sql'), migrated.stderr
