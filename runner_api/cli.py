@@ -4,11 +4,15 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 
-from .settings import Settings, SettingsError
+from .preflight import EXTRA_VARS_SETTING
+from .repository import connect_timeout
+from .settings import Settings, SettingsError, redact_url, scrub
 
 LOG = logging.getLogger("runner_api")
+SITE_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _settings(worker=False, catalogue=True):
@@ -19,17 +23,65 @@ def _settings(worker=False, catalogue=True):
         raise SystemExit(2) from None
 
 
-def cmd_migrate(_args):
+def _preflight(settings, overrides=None):
+    """The files and the collection the playbooks run with (runner_api/preflight.py); exit 2 naming each problem."""
+    from . import preflight  # pylint: disable=import-outside-toplevel
+    problems = preflight.startup_problems(settings, overrides)
+    for problem in problems:
+        print(f"cloudpods: {scrub(problem, settings.secrets())}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
+
+
+def _unreachable(settings, exc):
+    """One line for a database that did not answer: where (password masked), how long we waited, why."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return (f"cloudpods: cannot reach the database (DATABASE_URL {redact_url(settings.database_url)}, waited at most "
+            f"{connect_timeout(settings)} s: CLOUDPODS_DB_TIMEOUT_SECONDS): {scrub(reason, settings.secrets())}")
+
+
+def _unmigrated(settings, pending):
+    return (f"cloudpods: the database (DATABASE_URL {redact_url(settings.database_url)}) lacks the migrations "
+            f"{', '.join(pending)}: run cloudpods migrate first")
+
+
+def _database_command(migrated=True):
+    """``command(args, settings)`` with the settings of migrate and token: a database that does not answer
+    ends it with one line (exit 1) after the connect timeout, instead of a traceback; ``migrated``: so
+    does a database without this release's migrations."""
+    def decorate(command):
+        def run(args):
+            import psycopg  # pylint: disable=import-outside-toplevel
+            from .repository import pending_migrations  # pylint: disable=import-outside-toplevel
+            settings = _settings(catalogue=False)
+            try:
+                # One connection first, with libpq's connect timeout: its error says why (refused, no such
+                # host, authentication); the pool's own would only say it timed out.
+                with psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)) as connection:
+                    pending = pending_migrations(connection) if migrated else []
+                if pending:
+                    print(_unmigrated(settings, pending), file=sys.stderr)
+                    return 1
+                return command(args, settings)
+            except psycopg.OperationalError as exc:
+                print(_unreachable(settings, exc), file=sys.stderr)
+                return 1
+        return run
+    return decorate
+
+
+@_database_command(migrated=False)
+def cmd_migrate(_args, settings):
     from .repository import migrate  # pylint: disable=import-outside-toplevel
-    applied = migrate(_settings(catalogue=False).database_url)
+    applied = migrate(settings.database_url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
-def cmd_token(args):
+@_database_command()
+def cmd_token(args, settings):
     from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
     from .repository import Repository, open_pool  # pylint: disable=import-outside-toplevel
-    settings = _settings(catalogue=False)
     with open_pool(settings, name="cloudpods-token", min_size=1, max_size=1) as pool:
         repository = Repository(pool)
         if args.token_command == "create":
@@ -41,9 +93,16 @@ def cmd_token(args):
                 return 2
             token = new_token()
             row = repository.create_token(args.name, args.role, args.customer, token)
-            # The token is shown once, on stdout only; the database keeps its SHA-256.
-            print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
-                              "customer_id": row["customer_id"], "token": token}) if args.json else token)
+            # The token is shown once, on stdout only; the database keeps its SHA-256. Its id (for
+            # revoke and the list) goes to stderr, so TOKEN=$(cloudpods token create ...) still works.
+            if args.json:
+                print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
+                                  "customer_id": row["customer_id"], "token": token}))
+            else:
+                print(f"created token {row['id']} ({row['name']}, {row['role']}"
+                      + (f", customer {row['customer_id']}" if row["customer_id"] else "")
+                      + "); its value, shown once:", file=sys.stderr)
+                print(token)
             return 0
         if args.token_command == "revoke":
             row = repository.revoke_token(args.id)
@@ -52,6 +111,7 @@ def cmd_token(args):
                 return 1
             print(f"revoked token {row['id']} ({row['name']}, {row['role']})")
             return 0
+        print("ID\tROLE\tCUSTOMER\tSTATE\tNAME")
         for row in repository.list_tokens():
             state = "revoked" if row["revoked_at"] else "active"
             print(f"{row['id']}\t{row['role']}\t{row['customer_id'] or '-'}\t{state}\t{row['name']}")
@@ -68,13 +128,50 @@ def cmd_api(args):
 def cmd_worker(args):
     from .worker import Worker  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
+    _preflight(settings)
+    _refuse_unmigrated(settings)
     return Worker(settings, worker_id=args.worker_id).run(once=args.once)
+
+
+def _refuse_unmigrated(settings):
+    """A database that answers without this release's migrations stops the worker (exit 2); one that does not
+    answer does not: the worker waits for it, as it rides out any outage."""
+    import psycopg  # pylint: disable=import-outside-toplevel
+    from .repository import pending_migrations  # pylint: disable=import-outside-toplevel
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=connect_timeout(settings)) as connection:
+            pending = pending_migrations(connection)
+    except psycopg.OperationalError:
+        return
+    if pending:
+        print(_unmigrated(settings, pending), file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _site_overrides(assignments, order_names):
+    """``-e NAME=VALUE`` of cloudpods provision: site settings for this dry run (the order's own fields have options)."""
+    overrides = {}
+    for assignment in assignments or []:
+        name, equals, value = assignment.partition("=")
+        if not equals or not SITE_SETTING_NAME.match(name):
+            print(f"cloudpods: -e takes NAME=VALUE with NAME a site setting (letters, digits, _), got {name[:40]!r}",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        if name in order_names:
+            print(f"cloudpods: -e {name}: the order's fields have options of their own (--pod, --domain, --email)",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        overrides[name] = value
+    return overrides
 
 
 def cmd_provision(args):
     from . import operations  # pylint: disable=import-outside-toplevel
     from .executors import LocalAnsibleRunner, RunRequest  # pylint: disable=import-outside-toplevel
     from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
+    if args.inventory:
+        # The same setting the worker reads; this process runs one dry run and ends.
+        os.environ["CLOUDPODS_INVENTORY"] = os.path.abspath(args.inventory)
     settings = _settings(worker=True)
     if PlanCatalogue(settings.plans_file).get(args.plan) is None:
         print(f"cloudpods: unknown plan {args.plan!r}", file=sys.stderr)
@@ -87,6 +184,10 @@ def cmd_provision(args):
     task = {"task_type": "CREATE_CONTAINER", "hostname": args.pod or "dry-run-pod", "plan_code": args.plan,
             "domain": args.domain, "customer_email": args.email}
     extra_vars = operations.extra_vars(task)
+    overrides = _site_overrides(args.extra_vars, extra_vars)
+    _preflight(settings, overrides)
+    # After the order's vars, as strings (written !unsafe like every value of the dry run): they win over the file's.
+    extra_vars.update(overrides)
 
     def show(event):
         if event["status"] in ("changed", "failed", "unreachable"):
@@ -95,6 +196,13 @@ def cmd_provision(args):
                 print(f"           {change}")
 
     result = LocalAnsibleRunner(settings).run(RunRequest(task["task_type"], extra_vars, check=True), show)
+    if not result.ok and result.error:
+        # Already scrubbed of secrets by the executor; the playbooks' hints say "-e NAME=...", which
+        # this command takes from the site settings file.
+        print(f"cloudpods: {result.error}", file=sys.stderr)
+        if " -e " in f" {result.error} ":
+            print(f"cloudpods: a hint's -e NAME=VALUE can be given to cloudpods provision as it is; for the worker, "
+                  f"put NAME: VALUE in the file {EXTRA_VARS_SETTING} names", file=sys.stderr)
     print(f"dry run {result.status} (rc {result.rc}); nothing was changed")
     return 0 if result.ok else 1
 
@@ -150,6 +258,9 @@ def build_parser():
     provision.add_argument("--email", default="dry-run@example.com")
     provision.add_argument("--pod")
     provision.add_argument("--dry-run", action="store_true")
+    provision.add_argument("-e", "--extra-vars", action="append", metavar="NAME=VALUE",
+                           help="a site setting for this dry run (wins over the CLOUDPODS_EXTRA_VARS_FILE file's); repeatable")
+    provision.add_argument("--inventory", metavar="FILE", help="the inventory for this dry run (default: CLOUDPODS_INVENTORY)")
     provision.set_defaults(func=cmd_provision)
     return parser
 

@@ -9,6 +9,7 @@ machine; an AWX executor (launch a job template, follow its events) fits the sam
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -19,9 +20,9 @@ from types import MappingProxyType
 
 import yaml
 
-from . import operations
+from . import operations, preflight
 from .runscope import RunScope
-from .settings import SECRET_NAME_PATTERN, default_collections_path, scrub
+from .settings import SECRET_NAME_PATTERN, scrub
 
 # Operation -> playbook file, from the registry (runner_api/operations.py); read-only.
 PLAYBOOKS = MappingProxyType(operations.playbooks())
@@ -41,6 +42,10 @@ RUNNER_ENV_NAMES = ("ORIGINAL_STDOUT_CALLBACK", "AD_HOC_COMMAND_ID")
 # settings): retrying cannot help, so the task fails at once.
 PRECONDITION_PLAY_PREFIX = "Check "
 PRECONDITION_ACTIONS = ("ansible.builtin.assert", "assert", "ansible.builtin.fail", "fail")
+# A site setting (cloudpods_*) a task needs and nobody set: the configuration, not the moment, is wrong.
+UNDEFINED_SETTING = re.compile(r"'(cloudpods_[a-z0-9_]+)' is undefined")
+# A task that fails on what is installed (a role or module the collection path does not hold) fails again.
+NOT_INSTALLED = re.compile(r"the role '[^']+' was not found|couldn't resolve module/action '[^']+'")
 
 
 @dataclass
@@ -146,8 +151,7 @@ class LocalAnsibleRunner(Executor):
         path = bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
         # The collections the playbooks run with: the settings' (ANSIBLE_COLLECTIONS_PATH, in a checkout
         # .build/collections, else Ansible's default), where the installed mpanel.cloudpods was found.
-        collections = (self.settings.collections_path or os.environ.get("ANSIBLE_COLLECTIONS_PATH")
-                       or default_collections_path())
+        collections = preflight.collections_path(self.settings)
         env = dict(self.public_env)  # secrets go through the guard's hand-off, never as variables
         env.update(scope.env())
         env.update({
@@ -164,21 +168,22 @@ class LocalAnsibleRunner(Executor):
         })
         return env
 
-    def _inventory(self, private_dir):
-        configured = os.environ.get("CLOUDPODS_INVENTORY")
+    @staticmethod
+    def _inventory(private_dir):
+        configured = preflight.inventory_file()
         if configured:
             return configured
         path = os.path.join(private_dir, "inventory", "hosts")
         os.makedirs(os.path.dirname(path))
         with open(path, "w", encoding="utf-8") as handle:
-            handle.write(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+            handle.write(preflight.default_inventory_text())
         return path
 
     @staticmethod
     def _operator_vars_args():
         """Site settings for the playbooks (the operator's file, trusted): CLOUDPODS_EXTRA_VARS_FILE."""
-        path = os.environ.get("CLOUDPODS_EXTRA_VARS_FILE")
-        return ["-e", "@" + os.path.abspath(path)] if path else []
+        path = preflight.extra_vars_file()
+        return ["-e", "@" + str(path)] if path else []
 
     def run(self, request, on_event, cancel=lambda: False):
         operation = operations.find(request.operation)
@@ -189,6 +194,10 @@ class LocalAnsibleRunner(Executor):
         if not playbook.is_file():
             return RunResult("error", None, error=f"no playbook for {request.operation} ({playbook})",
                              retryable=False)
+        # A configuration error (site file, inventory, collection) fails the task at once, named.
+        problem = preflight.run_problem(self.settings, request.operation)
+        if problem:
+            return RunResult("error", None, error=scrub(problem, self.secrets), retryable=False)
         from ansible_runner.interface import init_runner  # pylint: disable=import-outside-toplevel
         scope = RunScope(self.settings.run_dir, secret_env=self.secret_env)
         try:
@@ -217,11 +226,12 @@ class LocalAnsibleRunner(Executor):
             retryable = True
             if status != "successful":
                 error = collector.first_failure or f"the playbook ended {status} (rc {runner.rc})"
+                refused = False  # ansible-playbook itself refused before its first task (a missing role, bad YAML)
                 if status == "failed" and not collector.first_failure:
-                    tail = scrub(runner.stdout.read()[-600:], self.secrets) if runner.stdout else ""
-                    error += ": " + " ".join(tail.split())[-400:] if tail else ""
-                if collector.precondition_failed:
-                    retryable = False
+                    output = scrub(runner.stdout.read(), self.secrets) if runner.stdout else ""
+                    error += ": " + preflight.error_lines(output) if output.strip() else ""
+                    refused = not collector.started and preflight.ansible_refused(output)
+                retryable = not (collector.precondition_failed or collector.config_error or refused)
             return RunResult(status, runner.rc, collector.stats, error, retryable)
         finally:
             scope.close()
@@ -236,6 +246,7 @@ class _EventCollector:
         self.on_event = on_event
         self.first_failure = None
         self.precondition_failed = False
+        self.config_error = False  # the failure is one of the configuration: retrying cannot help
         self.stats = {}
         self.started = {}
 
@@ -269,6 +280,14 @@ class _EventCollector:
             action = data.get("resolved_action") or data.get("task_action")
             self.precondition_failed = (status == "failed" and action in PRECONDITION_ACTIONS
                                         and str(data.get("play") or "").startswith(PRECONDITION_PLAY_PREFIX))
+            undefined = UNDEFINED_SETTING.search(message or "") if status == "failed" else None
+            if undefined:
+                self.config_error = True
+                self.first_failure += (f" (site setting {undefined.group(1)}: set it in the file "
+                                       f"{preflight.EXTRA_VARS_SETTING} names)")
+            elif status == "failed" and NOT_INSTALLED.search(message or ""):
+                self.config_error = True
+                self.first_failure += " (ANSIBLE_COLLECTIONS_PATH: is the current collection installed there?)"
         return False  # nothing needs to stay in the (soon deleted) artifacts
 
     def _emit(self, data, host, status, duration_ms, message, diff=None):

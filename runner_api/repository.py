@@ -100,6 +100,13 @@ def token_digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def pending_migrations(connection):
+    """The migrations (file names) this release has and the database has not recorded, in name order."""
+    recorded = connection.execute("SELECT to_regclass('cloud_pod_schema_migrations') IS NOT NULL").fetchone()[0]
+    done = {row[0] for row in connection.execute("SELECT name FROM cloud_pod_schema_migrations")} if recorded else set()
+    return [path.name for path in sorted(MIGRATIONS_DIR.glob("*.sql")) if path.name not in done]
+
+
 def migrate(database_url, upto=None):
     """Apply the migrations not yet recorded, in name order; return the names applied.
 

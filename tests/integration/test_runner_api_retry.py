@@ -40,7 +40,7 @@ from runner_api.auth import new_token  # noqa: E402
 from runner_api.repository import migrate  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import OpenApiChecker, scratch_database, with_database, worker_environment  # noqa: E402
-from test_runner_api_worker import Queue  # noqa: E402
+from test_runner_api_worker import Queue, stub_site  # noqa: E402
 
 KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBYaY9Fc2WAspbusY48TMbpXKmmrNgmMZLkJq2wNBXOa jane@laptop'
 HOST_KEYS = ['SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU (ED25519)',
@@ -153,8 +153,7 @@ def stubs(tmp_path):
     (stub_dir / 'https-outcomes').write_text('')
     log = tmp_path / 'runs.txt'
     log.write_text('')
-    operator = tmp_path / 'vars.json'
-    operator.write_text(json.dumps({'stub_dir': str(stub_dir), 'stub_log': str(log), 'stub_keys_seconds': 0}))
+    operator = stub_site(tmp_path / 'vars.json', stub_dir=str(stub_dir), stub_log=str(log), stub_keys_seconds=0)
     return {'playbooks': playbooks, 'dir': stub_dir, 'log': log, 'vars': operator}
 
 

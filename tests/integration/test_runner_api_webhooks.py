@@ -40,7 +40,7 @@ from runner_api import webhooks  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
 from cloudpods_testing import OpenApiChecker, scratch_database, worker_environment  # noqa: E402
 from labenv import free_port  # noqa: E402
-from test_runner_api_worker import STUB_PLAYBOOK, Queue  # noqa: E402
+from test_runner_api_worker import STUB_PLAYBOOK, Queue, stub_site  # noqa: E402
 
 SECRET = 'whsec-' + uuid.uuid4().hex  # this run's shared secret (never in a log or a row)
 
@@ -99,8 +99,7 @@ def hook_queue(lab_env, tmp_path):
     (playbooks / 'provision.yml').write_text(STUB_PLAYBOOK)
     run_log = tmp_path / 'runs.txt'
     run_log.write_text('')
-    extra_vars = tmp_path / 'vars.json'
-    extra_vars.write_text(json.dumps({'stub_run_log': str(run_log), 'stub_seconds': 0}))
+    extra_vars = stub_site(tmp_path / 'vars.json', stub_run_log=str(run_log), stub_seconds=0)
     port = free_port()
     receivers = []
     with scratch_database(lab_env['DATABASE_URL']) as url:

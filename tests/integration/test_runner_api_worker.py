@@ -125,6 +125,14 @@ class Queue(object):
         self.pool.close()
 
 
+def stub_site(path, **values):
+    """A stub playbook's site settings file: its values, and the Proxmox host group every worker checks at
+    start (cloudpods_proxmox_hosts: this machine, as the default inventory has it)."""
+    values.setdefault('cloudpods_proxmox_hosts', 'localhost')
+    path.write_text(json.dumps(values))
+    return path
+
+
 @pytest.fixture
 def stub_queue(lab_env, tmp_path):
     """A queue whose provision playbook is the stub (no lab services needed besides PostgreSQL)."""
@@ -133,8 +141,7 @@ def stub_queue(lab_env, tmp_path):
     (playbooks / 'provision.yml').write_text(STUB_PLAYBOOK)
     run_log = tmp_path / 'runs.txt'
     run_log.write_text('')
-    extra_vars = tmp_path / 'vars.json'
-    extra_vars.write_text(json.dumps({'stub_run_log': str(run_log), 'stub_seconds': 0}))
+    extra_vars = stub_site(tmp_path / 'vars.json', stub_run_log=str(run_log), stub_seconds=0)
     with scratch_database(lab_env['DATABASE_URL']) as url:
         # A long lease: no queue test waits for one to expire, and with 8 workers on a loaded 2-core
         # machine a 1 s heartbeat can fall seconds behind (a lost lease would run a task twice).
@@ -182,7 +189,7 @@ def test_workers_racing_run_every_task_exactly_once(stub_queue, workers):
 
 
 def test_sigterm_lets_the_running_playbook_finish(stub_queue):
-    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 3}))
+    stub_site(stub_queue.extra_vars, stub_run_log=str(stub_queue.run_log), stub_seconds=3)
     pod = stub_queue.order()
     worker = stub_queue.start('graceful', CLOUDPODS_SHUTDOWN_GRACE_SECONDS='300')
     stub_queue.wait(lambda: runs(stub_queue), 120, 'the playbook to start')
@@ -198,7 +205,7 @@ def test_sigterm_lets_the_running_playbook_finish(stub_queue):
 
 
 def test_sigterm_past_the_grace_period_releases_the_task(stub_queue):
-    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 600}))
+    stub_site(stub_queue.extra_vars, stub_run_log=str(stub_queue.run_log), stub_seconds=600)
     pod = stub_queue.order()
     worker = stub_queue.start('impatient', CLOUDPODS_SHUTDOWN_GRACE_SECONDS='0.5')
     stub_queue.wait(lambda: runs(stub_queue), 120, 'the playbook to start')
@@ -207,7 +214,7 @@ def test_sigterm_past_the_grace_period_releases_the_task(stub_queue):
     task = stub_queue.rows('SELECT status, attempts, worker_id FROM cloud_pod_provisioning_tasks')[0]
     assert (task['status'], task['attempts'], task['worker_id']) == ('PENDING', 0, None)
     # Nothing lost: another worker picks it up at once and finishes it.
-    stub_queue.extra_vars.write_text(json.dumps({'stub_run_log': str(stub_queue.run_log), 'stub_seconds': 0}))
+    stub_site(stub_queue.extra_vars, stub_run_log=str(stub_queue.run_log), stub_seconds=0)
     stub_queue.start('next')
     stub_queue.wait_all('ACTIVE', timeout=120)
     assert runs(stub_queue) == [pod['hostname'], pod['hostname']]

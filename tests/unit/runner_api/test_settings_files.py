@@ -79,9 +79,13 @@ def test_the_mask_is_the_collections():
     assert settings_module.redact_url(DB) == 'postgresql://cloudpods:********@127.0.0.1:5432/cloudpods'
 
 
-def test_the_dry_run_builds_its_extra_vars_with_the_operation_registry(monkeypatch, capsys):
+def test_the_dry_run_builds_its_extra_vars_with_the_operation_registry(monkeypatch, capsys, tmp_path):
     for name, value in dict(WORKER_ENV, DATABASE_URL=DB).items():
         monkeypatch.setenv(name, value)
+    site = tmp_path / 'site.yml'
+    site.write_text('cloudpods_proxmox_hosts: localhost\n')  # the start-up check's host group: this machine
+    monkeypatch.setenv('CLOUDPODS_EXTRA_VARS_FILE', str(site))
+    monkeypatch.delenv('CLOUDPODS_INVENTORY', raising=False)
     seen = []
 
     def run(self, request, on_event, cancel=None):  # pylint: disable=unused-argument
