@@ -27,8 +27,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 for _path in (HERE, os.path.join(ROOT, 'tests', 'lab')):
