@@ -189,10 +189,14 @@ def link_collection() -> None:
 
 
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    """Write a whole file at once (a temporary file renamed over it): ``lab up`` run again while tests
+    read ``.lab/env`` (README.md's first block does) never shows them a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600 if secret else 0o644), "wb") as handle:
+    with os.fdopen(os.open(partial, flags, 0o600 if secret else 0o644), "wb") as handle:
         handle.write(data)
+    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------- processes
