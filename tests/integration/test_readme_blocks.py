@@ -160,12 +160,16 @@ def _clean(env, pdns):
     for pod, zone in PODS.items():
         remove_pod(env, pod)
         pdns.delete_zone(zone)
-    for path in ('proxmox-host/backup', 'proxmox-host/state', 'demo-host'):
+    for path in ('proxmox-host/state', 'demo-host'):
         shutil.rmtree(os.path.join(LAB_DIR, path), ignore_errors=True)
-    for path in ('proxmox-host/cron.d', 'proxmox-host/lib'):
+    # Emptied, not removed: lab up makes them, as they exist on a node (the backup storage mounted).
+    for path in ('proxmox-host/backup', 'proxmox-host/cron.d', 'proxmox-host/lib'):
         directory = os.path.join(LAB_DIR, path)
         for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            os.unlink(os.path.join(directory, name))
+            if os.path.isdir(os.path.join(directory, name)) and not os.path.islink(os.path.join(directory, name)):
+                shutil.rmtree(os.path.join(directory, name))
+            else:
+                os.unlink(os.path.join(directory, name))
 
 
 def _run_block(body, env):

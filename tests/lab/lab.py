@@ -862,7 +862,7 @@ class Lab:
         ``.lab/env.lxc``), so one site file serves both.
         """
         host = self.directory / "proxmox-host"
-        for name in ("cron.d", "lib"):  # they exist on every node
+        for name in ("backup", "cron.d", "lib"):  # they exist on every node (the backup storage: mounted)
             (host / name).mkdir(parents=True, exist_ok=True)
         _write(self.directory / "inventory", LAB_INVENTORY.encode())
         site = {
