@@ -850,6 +850,9 @@ class Lab:
             # The collection as it is in this checkout, for ansible-playbook and runner_api alike
             # (tools/lib.sh sets the same): no stale copy in ~/.ansible/collections is ever used.
             lines += [f"ANSIBLE_COLLECTIONS_PATH={shlex.quote(str(COLLECTIONS_DIR))}"]
+            # The playbooks' explicit lab flag (cloudpods_lab, vars/settings.yml): only the lab sets it, and
+            # with it cloudpods_company_domain may stay unset (the placeholder example.net).
+            lines += ["CLOUDPODS_LAB=true"]
             _write(self.directory / name, ("\n".join(lines) + "\n").encode(), secret=True)
         self.write_site_files()
 
