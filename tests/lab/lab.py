@@ -838,6 +838,12 @@ class Lab:
         for service in self.services:
             if lxc or not getattr(service, "lxc_only", False):
                 values.update(service.env())
+        # The collection as it is in this checkout, for ansible-playbook and runner_api alike
+        # (tools/lib.sh sets the same): no stale copy in ~/.ansible/collections is ever used.
+        values["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS_DIR)
+        # The playbooks' explicit lab flag (cloudpods_lab, vars/settings.yml): only the lab sets it, and
+        # with it cloudpods_company_domain may stay unset (the placeholder example.net).
+        values["CLOUDPODS_LAB"] = "true"
         return values
 
     def write_env(self) -> None:
@@ -847,12 +853,6 @@ class Lab:
         for name, lxc in files:
             lines = [f"# Written by tests/lab/lab up; load with: set -a; . .lab/{name}; set +a"]
             lines += [f"{key}={shlex.quote(value)}" for key, value in self.env(lxc).items()]
-            # The collection as it is in this checkout, for ansible-playbook and runner_api alike
-            # (tools/lib.sh sets the same): no stale copy in ~/.ansible/collections is ever used.
-            lines += [f"ANSIBLE_COLLECTIONS_PATH={shlex.quote(str(COLLECTIONS_DIR))}"]
-            # The playbooks' explicit lab flag (cloudpods_lab, vars/settings.yml): only the lab sets it, and
-            # with it cloudpods_company_domain may stay unset (the placeholder example.net).
-            lines += ["CLOUDPODS_LAB=true"]
             _write(self.directory / name, ("\n".join(lines) + "\n").encode(), secret=True)
         self.write_site_files()
 
