@@ -79,14 +79,10 @@ def main(argv=None):
     token = new_token()
     with open_pool(settings, name="cloudpods-demo", min_size=1, max_size=1) as pool:
         Repository(pool).create_token("demo", "service", None, token)
-    host_dir = DEMO_DIR / "proxmox-host"
-    (host_dir / "cron.d").mkdir(parents=True, exist_ok=True)
-    site = DEMO_DIR / "site.json"
-    site.write_text(json.dumps({
-        "cloudpods_proxmox_hosts": "localhost", "cloudpods_backup_root": str(host_dir / "backup"),
-        "cloudpods_cron_dir": str(host_dir / "cron.d"), "cloudpods_state_dir": str(host_dir / "state"),
-        "cloudpods_vzdump": str(REPO_ROOT / "tests" / "lab" / "bin" / "vzdump")}))
-    env = dict(os.environ, CLOUDPODS_EXTRA_VARS_FILE=str(site), CLOUDPODS_POLL_SECONDS="2")
+    # The worker's inventory and site settings are the lab's versions of inventory.example and
+    # site.example.yml, which tests/lab/lab up writes: this machine is the Proxmox VE node.
+    env = dict(os.environ, CLOUDPODS_INVENTORY=str(LAB_DIR / "inventory"),
+               CLOUDPODS_EXTRA_VARS_FILE=str(LAB_DIR / "site.yml"), CLOUDPODS_POLL_SECONDS="2")
     port = free_port()
     bin_dir = os.path.dirname(os.path.abspath(sys.executable))
     processes = []

@@ -1,6 +1,6 @@
 """The Cloud Pods lab: stand-ins for the company's servers on one machine.
 
-    tests/lab/lab up       start every service (idempotent), write .lab/env
+    tests/lab/lab up       start every service (idempotent), write .lab/env, .lab/inventory, .lab/site.yml
     tests/lab/lab status   report each service's health (exit 1 if one is down)
     tests/lab/lab restart  restart the services (same ports and secrets, so .lab/env holds)
     tests/lab/lab down     stop what ``up`` started and remove .lab/
@@ -49,6 +49,22 @@ from pvesim import nftfirewall  # the pods' firewall on the lab bridge (nft tabl
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
+# The checkout as the collection mpanel.cloudpods (tools/lib.sh's link_collection makes the same link).
+COLLECTIONS_DIR = REPO_ROOT / ".build" / "collections"
+COLLECTION_LINK = COLLECTIONS_DIR / "ansible_collections" / "mpanel" / "cloudpods"
+# .lab/inventory: inventory.example for the lab. localhost is listed, so it needs its local
+# connection; the interpreter is the one ansible-playbook runs with (the project's venv).
+LAB_INVENTORY = """\
+# Written by tests/lab/lab up: inventory.example for the lab (this machine is the Proxmox VE node).
+#   ansible-playbook -i .lab/inventory -e @.lab/site.yml mpanel.cloudpods.<playbook> -e pod=...
+#   CLOUDPODS_INVENTORY=.lab/inventory CLOUDPODS_EXTRA_VARS_FILE=.lab/site.yml cloudpods worker
+[proxmox_hosts]
+localhost ansible_connection=local ansible_python_interpreter="{{ ansible_playbook_python }}"
+"""
+LAB_SITE_HEADER = """\
+---
+# Written by tests/lab/lab up: site.example.yml for the lab. The node's paths are under
+# .lab/proxmox-host, vzdump and pct are the lab's stand-ins (tests/lab/bin)."""
 
 
 class LabError(Exception):
@@ -165,11 +181,22 @@ class CertificateAuthority:
         return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def link_collection() -> None:
+    """``.build/collections/ansible_collections/mpanel/cloudpods`` -> the repository root (relative)."""
+    if not COLLECTION_LINK.is_symlink():
+        COLLECTION_LINK.parent.mkdir(parents=True, exist_ok=True)
+        COLLECTION_LINK.symlink_to(Path("..", "..", "..", ".."))
+
+
 def _write(path: Path, data: bytes, secret: bool = False) -> None:
+    """Write a whole file at once (a temporary file renamed over it): ``lab up`` run again while tests
+    read ``.lab/env`` (README.md's first block does) never shows them a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600 if secret else 0o644), "wb") as handle:
+    with os.fdopen(os.open(partial, flags, 0o600 if secret else 0o644), "wb") as handle:
         handle.write(data)
+    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------- processes
@@ -814,14 +841,47 @@ class Lab:
         for service in self.services:
             if lxc or not getattr(service, "lxc_only", False):
                 values.update(service.env())
+        # The collection as it is in this checkout, for ansible-playbook and runner_api alike
+        # (tools/lib.sh sets the same): no stale copy in ~/.ansible/collections is ever used.
+        values["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS_DIR)
+        # The playbooks' explicit lab flag (cloudpods_lab, vars/settings.yml): only the lab sets it, and
+        # with it cloudpods_company_domain may stay unset (the placeholder example.net).
+        values["CLOUDPODS_LAB"] = "true"
         return values
 
     def write_env(self) -> None:
+        """``.lab/env`` (and ``.lab/env.lxc``), then the lab's inventory and site file beside them."""
+        link_collection()
         files = [("env", False)] + ([("env.lxc", True)] if self.lxc else [])
         for name, lxc in files:
             lines = [f"# Written by tests/lab/lab up; load with: set -a; . .lab/{name}; set +a"]
             lines += [f"{key}={shlex.quote(value)}" for key, value in self.env(lxc).items()]
             _write(self.directory / name, ("\n".join(lines) + "\n").encode(), secret=True)
+        self.write_site_files()
+
+    def write_site_files(self) -> None:
+        """``.lab/inventory`` and ``.lab/site.yml``: inventory.example and site.example.yml for the lab.
+
+        This machine is the Proxmox VE node (local connection, as root or not); its backup root,
+        cron, state and lib directories are under ``.lab/proxmox-host``; vzdump and pct are the
+        lab's stand-ins, which reach the simulator of the environment they run in (``.lab/env`` or
+        ``.lab/env.lxc``), so one site file serves both.
+        """
+        host = self.directory / "proxmox-host"
+        for name in ("backup", "cron.d", "lib"):  # they exist on every node (the backup storage: mounted)
+            (host / name).mkdir(parents=True, exist_ok=True)
+        _write(self.directory / "inventory", LAB_INVENTORY.encode())
+        site = {
+            "cloudpods_backup_root": str(host / "backup"),
+            "cloudpods_cron_dir": str(host / "cron.d"),
+            "cloudpods_state_dir": str(host / "state"),
+            "cloudpods_lib_dir": str(host / "lib"),
+            "cloudpods_vzdump": str(HERE / "bin" / "vzdump"),
+            "cloudpods_pct": str(HERE / "bin" / "pct"),
+            "cloudpods_company_domain": "example.net",
+        }
+        lines = [LAB_SITE_HEADER] + [f"{key}: {json.dumps(value)}" for key, value in site.items()]
+        _write(self.directory / "site.yml", ("\n".join(lines) + "\n").encode())
 
 
 @contextmanager
@@ -859,6 +919,9 @@ def _cmd_up(lab: Lab) -> int:
     for service in lab.services:
         print(f"  {service.name}: {service.describe()}")
     print(f"  env: {ENV_FILE}  (set -a; . {ENV_FILE.relative_to(REPO_ROOT)}; set +a)")
+    print(f"  playbooks: -i {(lab.directory / 'inventory').relative_to(REPO_ROOT)}"
+          f" -e @{(lab.directory / 'site.yml').relative_to(REPO_ROOT)}"
+          "  (runner_api: CLOUDPODS_INVENTORY, CLOUDPODS_EXTRA_VARS_FILE)")
     if lab.lxc:
         print(f"  env with real containers: {lab.directory / 'env.lxc'}  (PROXMOX_* of pvesim-lxc, PROXMOX_SSH_*)")
     return 0
