@@ -833,11 +833,8 @@ class Lab:
         return {service.name: service.healthy() for service in self.services}
 
     def env(self, lxc: bool = False) -> dict:
-        """Every service's settings; with ``lxc`` the LXC services' override (PROXMOX_* of pvesim-lxc).
-
-        ``CLOUDPODS_LAB=true`` tells the playbooks they run in the lab, where the company domain
-        may stay ``example.net`` (outside it they refuse to run without ``cloudpods_company_domain``)."""
-        values = {"CLOUDPODS_LAB": "true"}
+        """Every service's settings; with ``lxc`` the LXC services' override (PROXMOX_* of pvesim-lxc)."""
+        values = {}
         for service in self.services:
             if lxc or not getattr(service, "lxc_only", False):
                 values.update(service.env())
