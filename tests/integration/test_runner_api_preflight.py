@@ -335,10 +335,10 @@ def test_dry_run_refuses_naming_the_setting_and_the_file(lab_env, tmp_path, case
     assert 'dry run' not in result.stdout  # refused before any run
 
 
-def test_dry_run_failure_shows_why_and_a_hint_the_command_takes(lab_env, tmp_path):
+def test_dry_run_failure_shows_why(lab_env, tmp_path):
     """The host group given with -e (it wins over the site file's localhost) as a template, which only the
-    playbook evaluates (as data: !unsafe): its check fails with the playbook's hint (-e ...), the command
-    shows that error and says it takes -e as it is."""
+    playbook evaluates (as data: !unsafe): its check fails pointing to an inventory, and the command shows
+    that error."""
     env = worker_environment(lab_env, lab_env['DATABASE_URL'], extra_vars_file=stub_site(tmp_path / 'site.json'))
     env.pop('CLOUDPODS_INVENTORY', None)
     result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run',
@@ -349,8 +349,25 @@ def test_dry_run_failure_shows_why_and_a_hint_the_command_takes(lab_env, tmp_pat
     [failed] = [line for line in result.stderr.splitlines() if line.startswith('cloudpods: Step ')]
     assert failed.startswith("cloudpods: Step 'Check that the Proxmox host group has a host (cloudpods_proxmox_hosts)' "
                              "failed: "), output
-    assert 'no_such_group' in failed and '-e cloudpods_proxmox_hosts=<host>' in failed, failed
+    assert 'no_such_group' in failed and 'inventory.example' in failed, failed
+    assert lab_env['PROXMOX_API_TOKEN_SECRET'] not in output
+
+
+def test_dry_run_failure_with_a_hint_says_the_command_takes_it(lab_env, tmp_path):
+    """Outside the lab (no CLOUDPODS_LAB) without a company domain: the settings check fails with the
+    playbook's hint "-e cloudpods_company_domain=...", and the command says it takes -e as it is."""
+    env = worker_environment(lab_env, lab_env['DATABASE_URL'], extra_vars_file=stub_site(tmp_path / 'site.json'))
+    env.pop('CLOUDPODS_INVENTORY', None)
+    env.pop('CLOUDPODS_LAB', None)
+    result = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run')
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and 'Traceback' not in output, output
+    [failed] = [line for line in result.stderr.splitlines() if line.startswith('cloudpods: Step ')]
+    assert 'cloudpods_company_domain not set' in failed and '-e cloudpods_company_domain=' in failed, failed
     assert "a hint's -e NAME=VALUE can be given to cloudpods provision as it is" in result.stderr, output
+    with_domain = cloudpods(env, 'provision', 'CLOUD_POD_STARTER', '--pod', 'dry-preflight', '--dry-run',
+                            '-e', 'cloudpods_company_domain=hosting.example')
+    assert with_domain.returncode == 0, with_domain.stdout + with_domain.stderr
     assert lab_env['PROXMOX_API_TOKEN_SECRET'] not in output
 
 
