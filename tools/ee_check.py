@@ -258,6 +258,13 @@ def check(root=ROOT, ee_file=None):
         problems.append('%s: version must be 3 (ansible-builder schema 3), not %r' % (ee_file, ee_def.get('version')))
     if python is None:
         problems.append('%s declares no Python requirements file (dependencies.python)' % ee_file)
+    meta = os.path.join(root, 'meta', 'execution-environment.yml')
+    if os.path.isfile(meta):  # collection metadata: its paths are relative to the collection root
+        meta_python = (load_yaml(meta).get('dependencies') or {}).get('python')
+        if not meta_python or python is None or \
+                os.path.realpath(os.path.join(root, meta_python)) != os.path.realpath(python):
+            problems.append('%s: dependencies.python (%s, from the collection root) is not the Python requirements '
+                            'file of %s (%s)' % (meta, meta_python, ee_file, python))
     collections = galaxy_collections(galaxy)
     build_context(ee_file, python, collections, problems)
     covered = introspect(root, python, collections, problems)

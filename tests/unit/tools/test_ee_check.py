@@ -125,6 +125,13 @@ def test_an_ee_whose_dependency_file_is_missing_fails(fake):
     assert any(p.startswith('ansible-builder create failed') for p in problems), problems
 
 
+def test_collection_metadata_naming_another_file_fails(fake):
+    # meta/execution-environment.yml resolves from the collection root: meta/ee-requirements.txt there.
+    write(os.path.join(fake, 'meta', 'execution-environment.yml'), 'version: 1\ndependencies:\n  python: ee-requirements.txt\n')
+    problems = ee_check.check(fake)
+    assert any('dependencies.python (ee-requirements.txt, from the collection root)' in p for p in problems), problems
+
+
 def test_the_command_exits_1_and_names_the_import(fake):
     add_plugin(fake, 'import flask\n')
     proc = subprocess.run([os.path.join(ROOT, 'tools', 'ee-check'), '--root', fake],
