@@ -17,7 +17,8 @@ import re
 import jsonschema
 import pytest
 import yaml
-from jinja2 import StrictUndefined, Undefined, meta, nodes
+from awx_credentials import inject
+from jinja2 import StrictUndefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -209,31 +210,24 @@ class TestCredentialType:
                 assert field.get('secret') is True, field['id']
 
     def test_injection_as_awx_does_it_with_only_the_required_inputs(self, path, tmp_path):
-        # At job time AWX leaves inputs not given undefined (plain Undefined: renders empty), writes
-        # every file template to a file of its own and names it in tower.filename.<n>.
+        # At job time AWX leaves inputs not given undefined (they render empty), writes every file
+        # template to a file of its own and names it in tower.filename.<n> (tests/support/awx_credentials.py).
         ctype = load(path)
         given = {fid: 'given-' + fid for fid in ctype['inputs'].get('required', [])}
-        env = ImmutableSandboxedEnvironment(undefined=Undefined)
-        files = {}
-        for key, tmpl in ctype['injectors'].get('file', {}).items():
-            name = key.split('.', 1)[1]
-            files[name] = str(tmp_path / name)
-            with open(files[name], 'w', encoding='utf-8') as handle:
-                handle.write(env.from_string(tmpl).render(given))
-        namespace = dict(given, tower={'filename': files})
-        injected = {k: env.from_string(v).render(namespace) for k, v in ctype['injectors'].get('env', {}).items()}
+        injected, extra_vars = inject(ctype, given, str(tmp_path))
         defaults = {f['id']: f['default'] for f in ctype['inputs']['fields'] if 'default' in f}
-        for var, tmpl in ctype['injectors'].get('env', {}).items():
+        for var, tmpl in dict(ctype['injectors'].get('env', {}), **ctype['injectors'].get('extra_vars', {})).items():
+            value = injected.get(var, extra_vars.get(var))
             field = re.search(r'\{\{\s*([a-z_]+)', tmpl).group(1)
             if field in given:
-                assert injected[var] == given[field]
+                assert value.rstrip('\n') == given[field] or var.endswith('_FILE'), var
             elif field in defaults:
-                assert injected[var] == defaults[field], 'an input left empty gets its default: %s' % var
+                assert value == defaults[field], 'an input left empty gets its default: %s' % var
             elif var.endswith('_CA_BUNDLE'):
-                assert injected[var] == '', 'no CA given: %s is empty (the system CAs), not an empty file' % var
+                assert value == '', 'no CA given: %s is empty (the system CAs), not an empty file' % var
             elif field != 'tower':
-                assert injected[var] == '', var
+                assert value == '', var
         for var, value in injected.items():
             if var.endswith('_FILE'):
                 with open(value, encoding='utf-8') as handle:
-                    assert handle.read() in given.values(), '%s names the file holding the input' % var
+                    assert handle.read().rstrip('\n') in given.values(), '%s names the file holding the input' % var
