@@ -40,8 +40,8 @@ options:
     type: str
   token:
     description:
-      - Name of the API token of O(user) to make if missing, always with privilege separation (C(privsep=1)):
-        the token has only what the ACL entries naming it grant, and never more than its user.
+      - Name of the API token of O(user) to make if missing, always with privilege separation (C(privsep=1)).
+        The token has only what the ACL entries naming it grant, and never more than its user.
     type: str
   token_comment:
     description: Comment of a token the module creates.

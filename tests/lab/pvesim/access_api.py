@@ -240,8 +240,8 @@ def update_role(call: Call):
 # ------------------------------------------------------------------ users
 
 def _user_data(data: dict, full: bool) -> dict:
-    entry = {key: data[key] for key in ("enable", "expire", "firstname", "lastname", "email",
-                                         "comment", "keys") if data.get(key) is not None}
+    keys = ("enable", "expire", "firstname", "lastname", "email", "comment", "keys")
+    entry = {key: data[key] for key in keys if data.get(key) is not None}
     if full:
         entry["groups"] = []
         entry["tokens"] = {name: dict(info) for name, info in data.get("tokens", {}).items()}
