@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from playbooks import VENV_BIN, PlaybookRun, PrivateLab, playbook_env
+from playbooks import VENV_BIN, PlaybookRun, PrivateLab, playbook_env, run_playbook
 from pvesim.config import CLOUDPODS_PROV_PRIVILEGES  # tests/lab is on sys.path (tests/conftest.py)
 
 pytestmark = pytest.mark.own_lab
@@ -168,6 +168,19 @@ def test_bootstrap_then_the_token_works_as_its_acl_says(lab):
     lab.api(ADMIN, ADMIN_SECRET, 'PUT', '/access/acl', path='/', roles='BootProv',
             tokens='cloudpods-api@pve!prov')
 
+    # Our own module provisions a pod with the new token (clone, config, start).
+    pod = run_playbook([{'name': 'pod', 'mpanel.cloudpods.pod_container': {
+        'hostname': 'boot-pod-example-com', 'state': 'started', 'cores': 1}}],
+        env=dict(lab.env, PROXMOX_API_TOKEN_ID=token, PROXMOX_API_TOKEN_SECRET=secret))
+    result = pod.result(0)
+    assert pod.rc == 0 and not result.get('failed'), result.get('msg')
+    assert secret not in pod.stdout
+    state = lab.control('GET', '/state')
+    made = [ct for ct in state['containers'].values() if ct['config'].get('hostname') == 'boot-pod-example-com']
+    assert len(made) == 1 and made[0]['status'] == 'running'
+    clones = [r for r in state['requests'] if r['path'] == '/nodes/pve/lxc/9000/clone' and r['status'] == 200]
+    assert clones and set(r['token_id'] for r in clones) == {token}
+
     # A second run changes nothing and makes no new token.
     again = bootstrap(lab, ADMIN, ADMIN_SECRET, 'cloudpods-api@pve')
     assert again.rc == 0, again.stdout[-3000:]
@@ -181,3 +194,58 @@ def test_refuses_the_provisioning_users_own_token(lab):
     run = bootstrap(lab, 'cloudpods-api@pve!prov', 'x' * 36, 'cloudpods-api@pve')
     assert run.rc != 0
     assert 'never the provisioning user' in run.stdout
+
+
+def test_access_endpoints_answer_as_pve(lab):
+    """The error answers a bootstrap meets, with PVE's status, reason and per-parameter errors."""
+    def admin(method, api_path, **params):
+        return lab.api(ADMIN, ADMIN_SECRET, method, api_path, **params)
+
+    assert admin('POST', '/access/roles', roleid='EdgeRole', privs='VM.Audit').status_code == 200
+    answer = admin('POST', '/access/roles', roleid='EdgeRole', privs='VM.Audit')
+    assert (answer.status_code, answer.reason) == (500, "create role failed: role 'EdgeRole' already exists")
+    answer = admin('POST', '/access/roles', roleid='Other', privs='VM.Audit,VM.Bogus')
+    assert answer.status_code == 400
+    assert answer.json()['errors'] == {'privs': "invalid format - invalid privilege 'VM.Bogus'"}
+    answer = admin('PUT', '/access/roles/EdgeRole', privs='VM.Clone', append=1)
+    assert answer.status_code == 200
+    assert admin('GET', '/access/roles/EdgeRole').json()['data'] == {'VM.Audit': 1, 'VM.Clone': 1}
+    admin('PUT', '/access/roles/EdgeRole', privs='VM.Clone')
+    assert admin('GET', '/access/roles/EdgeRole').json()['data'] == {'VM.Clone': 1}
+
+    assert admin('POST', '/access/users', userid='edge@pve').status_code == 200
+    answer = admin('POST', '/access/users', userid='edge@pve')
+    assert (answer.status_code, answer.reason) == (500, "create user failed: user 'edge@pve' already exists")
+    made = admin('POST', '/access/users/edge@pve/token/t1', privsep=1, comment='edge').json()['data']
+    assert made['full-tokenid'] == 'edge@pve!t1' and made['info'] == {'privsep': 1, 'comment': 'edge'}
+    answer = admin('POST', '/access/users/edge@pve/token/t1')
+    assert answer.status_code == 400 and answer.json()['errors'] == {'tokenid': 'Token already exists.'}
+    tokens = admin('GET', '/access/users/edge@pve').json()['data']['tokens']
+    assert tokens == {'t1': {'privsep': 1, 'comment': 'edge'}} and made['value'] not in str(tokens)
+
+    answer = admin('PUT', '/access/acl', path='/', roles='EdgeRole')
+    assert answer.status_code == 400
+    assert set(answer.json()['errors']) == {'users', 'groups', 'tokens'}
+    answer = admin('PUT', '/access/acl', path='/nowhere', roles='EdgeRole', users='edge@pve')
+    assert answer.json()['errors'] == {'path': "invalid ACL path '/nowhere'"}
+    answer = admin('PUT', '/access/acl', path='/', roles='Missing', users='edge@pve')
+    assert (answer.status_code, answer.reason) == (500, "ACL update failed: role 'Missing' does not exist")
+
+    # The token has nothing until the ACL names it AND its user; then it can audit /vms/9000.
+    def audit():
+        return lab.api('edge@pve!t1', made['value'], 'GET', '/nodes/{node}/lxc/9000/status/current')
+    assert audit().status_code == 403
+    admin('PUT', '/access/acl', path='/vms/9000', roles='PVEAuditor', tokens='edge@pve!t1')
+    assert audit().status_code == 403
+    admin('PUT', '/access/acl', path='/vms', roles='PVEAuditor', users='edge@pve')
+    assert audit().status_code == 200
+    admin('PUT', '/access/acl', path='/vms/9000', roles='PVEAuditor', tokens='edge@pve!t1', delete=1)
+    assert audit().status_code == 403
+
+    # A token without User.Modify may not make tokens; a removed token is refused at once.
+    lab.control('POST', '/tokens', {'token_id': 'viewer@pve!ro', 'secret': 'e14-viewer-0123456789', 'privs': ['Sys.Audit']})
+    answer = lab.api('viewer@pve!ro', 'e14-viewer-0123456789', 'POST', '/access/users/edge@pve/token/t2')
+    assert (answer.status_code, answer.reason) == (403, 'Permission check failed')
+    assert admin('DELETE', '/access/users/edge@pve/token/t1').status_code == 200
+    answer = audit()
+    assert (answer.status_code, answer.reason) == (401, "no such token 't1' for user 'edge@pve'")
