@@ -249,3 +249,18 @@ def test_access_endpoints_answer_as_pve(lab):
     assert admin('DELETE', '/access/users/edge@pve/token/t1').status_code == 200
     answer = audit()
     assert (answer.status_code, answer.reason) == (401, "no such token 't1' for user 'edge@pve'")
+
+
+def test_a_failing_token_step_still_says_why(lab):
+    """The token task runs with no_log; its error (which holds no secret) is still shown by the next task."""
+    run = bootstrap(lab, ADMIN, ADMIN_SECRET, 'half@pve', token='first', role='HalfProv', net_role='HalfNet')
+    assert run.rc == 0, run.stdout[-3000:]
+    # May change roles and ACLs, but not users or their tokens (no User.Modify).
+    lab.control('POST', '/tokens', {'token_id': 'acl-admin@pve!tk', 'secret': 'e14-acl-admin-0123456789',
+                                    'privs': ['Sys.Audit', 'Sys.Modify', 'Permissions.Modify']})
+    again = bootstrap(lab, 'acl-admin@pve!tk', 'e14-acl-admin-0123456789', 'half@pve', token='second',
+                      role='HalfProv', net_role='HalfNet')
+    assert again.rc != 0
+    [stop] = [task['result'] for task in again.tasks if task['name'] == 'Stop if the token could not be read or made']
+    assert stop.get('failed') and '403 Permission check failed (/access/groups, User.Modify)' in stop['msg']
+    assert 'second' not in lab.access()['users']['half@pve']['tokens']
