@@ -14,6 +14,7 @@ from urllib.parse import unquote
 from .errors import AuthError, PermissionDenied
 
 ALL_PRIVILEGES = frozenset([
+    "Sys.AccessNetwork",
     "VM.Allocate", "VM.Audit", "VM.Backup", "VM.Clone", "VM.Config.CDROM", "VM.Config.CPU",
     "VM.Config.Cloudinit", "VM.Config.Disk", "VM.Config.HWType", "VM.Config.Memory",
     "VM.Config.Network", "VM.Config.Options", "VM.Console", "VM.Migrate", "VM.Monitor",
@@ -47,6 +48,8 @@ class Token:
     token_id: str
     secret: str
     acl: dict = field(default_factory=dict)  # path -> frozenset of privileges
+    # The cluster's access.AccessControl (users, roles, ACL), for checks that look users up.
+    access: object = field(default=None, repr=False, compare=False)
 
     @property
     def user(self) -> str:
@@ -114,13 +117,15 @@ def token_from_spec(spec: dict) -> Token:
 class TokenRegistry:
     """The tokens the server accepts; safe to change while requests run."""
 
-    def __init__(self, specs=()):
+    def __init__(self, specs=(), access=None):
         self._lock = threading.Lock()
         self._tokens: dict[str, Token] = {}
+        self.access = access  # access.AccessControl: the tokens made through /access
         for spec in specs:
             self.add(token_from_spec(spec))
 
     def add(self, token: Token) -> None:
+        token.access = self.access
         with self._lock:
             self._tokens[token.token_id] = token
 
@@ -162,6 +167,8 @@ class TokenRegistry:
         with self._lock:
             token = self._tokens.get(token_id)
             user_exists = user == "root@pam" or any(known.user == user for known in self._tokens.values())
+        if token is None and self.access is not None and self.access.has_user(user):
+            return self.access.verify(token_id, secret)
         if not user_exists:
             raise AuthError(f"no such user ('{user}')")
         if token is None:

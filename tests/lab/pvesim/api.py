@@ -747,3 +747,7 @@ def permissions(call: Call):
         sorted(set(call.token.acl) | {"/"})
     return {path: {privilege: 1 for privilege in sorted(call.token.privileges_at(path))}
             for path in paths}
+
+
+# The access endpoints register their routes on import (after everything above exists).
+from . import access_api  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import

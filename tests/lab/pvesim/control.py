@@ -55,6 +55,7 @@ def state(app, _body):
     data["faults"] = app.cluster.faults.describe()
     data["config"] = _runtime_config(app)
     data["tokens"] = app.tokens.describe()
+    data["access"] = app.access.describe()
     return data
 
 

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import api, schema
+from .access import AccessControl
 from .acl import TokenRegistry, claimed_token_id
 from .backend import Backend, MemoryBackend
 from .config import SimConfig
@@ -39,7 +40,9 @@ class Application:
         self.config = config
         self.initial_values = copy.deepcopy(config.values)
         self.cluster = Cluster(config, backend or make_backend(config))
-        self.tokens = TokenRegistry(config.tokens)
+        self.access = AccessControl()
+        self.cluster.access = self.access
+        self.tokens = TokenRegistry(config.tokens, self.access)
         self.requests = RequestLog()
         self.control = ControlApi(self)
         self.cluster.ssl_fingerprint = _certificate_fingerprint(config.tls_cert)
@@ -48,7 +51,9 @@ class Application:
         """Back to how the process started: config, tokens, state, log."""
         self.config.values.clear()
         self.config.values.update(copy.deepcopy(self.initial_values))
-        self.tokens = TokenRegistry(self.config.tokens)
+        self.access = AccessControl()
+        self.cluster.access = self.access
+        self.tokens = TokenRegistry(self.config.tokens, self.access)
         self.cluster.reset()
         self.requests.clear()
 
