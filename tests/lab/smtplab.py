@@ -373,4 +373,3 @@ def _text(message):
 
 if __name__ == "__main__":
     sys.exit(main())
-
