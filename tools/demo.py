@@ -13,9 +13,12 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -118,19 +121,52 @@ def main(argv=None):
 
 
 def _show_site(ip, host):
-    """The pod's site over HTTP on its own address, as a browser asks for www.<domain>."""
-    request = urllib.request.Request(f"http://{ip}/", headers={"Host": host})
+    """The pod's site on its own address, as a browser asks for www.<domain>: over http, and once the
+    pod has its certificate (http answers with a redirect to https://<host>/), over https from the same
+    address with SNI <host>, verified against the lab's ACME CA (Pebble's root)."""
+    url = f"http://{ip}/"
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            body = reply.read().decode(errors="replace")
-            status = reply.status
-    except OSError as exc:
-        print(f"demo: the site of the pod does not answer on http://{ip}/ (Host: {host}): {exc}", file=sys.stderr)
+        status, headers, body = _get(ip, host)
+        if status in (301, 308) and headers.get("location", "").startswith(f"https://{host}/"):
+            url = f"https://{host}/ (from {ip})"
+            status, headers, body = _get(ip, host, tls=_pebble_context())
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        print(f"demo: the site of the pod does not answer on {url} (Host: {host}): {exc}", file=sys.stderr)
         return 1
     text = " ".join(re.sub(r"<[^>]+>", " ", body).split())
-    print(f"== http://{ip}/ with Host: {host} -> HTTP {status}, {len(body)} bytes:")
+    print(f"== {url} with Host: {host} -> HTTP {status}, {len(body)} bytes:")
     print(f"   {text[:300]}")
     return 0 if status == 200 else 1
+
+
+def _pebble_context():
+    """TLS that trusts the lab's ACME CA only: Pebble's current root, from its management port."""
+    context = ssl.create_default_context(cafile=os.environ["CLOUDPODS_ACME_CA_BUNDLE"])
+    with urllib.request.urlopen(os.environ["LAB_PEBBLE_MANAGEMENT_URL"] + "/roots/0", timeout=10,
+                                context=context) as reply:
+        return ssl.create_default_context(cadata=reply.read().decode())
+
+
+def _get(ip, host, tls=None):
+    """GET / from ``ip`` for ``host`` (HTTP/1.0, no redirect followed); with ``tls``, over https with SNI ``host``."""
+    with socket.create_connection((ip, 443 if tls else 80), timeout=10) as raw:
+        conn = tls.wrap_socket(raw, server_hostname=host) if tls else raw
+        try:
+            conn.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            if tls:
+                conn.close()
+    head, _sep, body = data.decode(errors="replace").partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _colon, value in
+               (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
 
 
 def _follow(url, token, timeout):
