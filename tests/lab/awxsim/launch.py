@@ -1,0 +1,196 @@
+"""``/api/v2/job_templates/{id}/launch/`` and ``survey_spec/``: AWX's prompt and survey rules.
+
+- A prompt (``inventory``, ``limit``, ``job_tags`` ...) is applied only when its
+  ``ask_<prompt>_on_launch`` is true. An unprompted one is **not** a 400: AWX drops it and
+  reports it in ``ignored_fields`` (manual launches exclude ``prompts`` errors).
+- ``extra_vars`` are applied whole with ``ask_variables_on_launch``; otherwise only the
+  survey's variables are (survey enabled), the others go to ``ignored_fields.extra_vars``.
+- A ``null`` value is a 400; a missing inventory is a 400 ``resources_needed_to_start``;
+  survey problems are a 400 ``variables_needed_to_start`` with AWX's messages.
+- Success: 201 with ``Location`` and ``{"job": id, "ignored_fields": {...}, ...}``.
+"""
+
+import json
+
+from . import errors
+
+# launch field -> the ask_*_on_launch flag gating it (docs/prompting.md)
+GATES = {
+    "extra_vars": "ask_variables_on_launch", "inventory": "ask_inventory_on_launch",
+    "credentials": "ask_credential_on_launch", "limit": "ask_limit_on_launch",
+    "job_tags": "ask_tags_on_launch", "skip_tags": "ask_skip_tags_on_launch",
+    "job_type": "ask_job_type_on_launch", "verbosity": "ask_verbosity_on_launch",
+    "diff_mode": "ask_diff_mode_on_launch", "scm_branch": "ask_scm_branch_on_launch",
+}
+QUESTION_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
+
+
+def _choices(question):
+    choices = question.get("choices", [])
+    if isinstance(choices, str):
+        choices = [line for line in choices.split("\n") if line.strip()]
+    return choices
+
+
+def validate_answer(question: dict, answers: dict) -> list:
+    """AWX's messages for one survey question against the launch's extra vars."""
+    var = question["variable"]
+    if var not in answers:
+        return ["'%s' value missing" % var] if question.get("required") else []
+    value, qtype = answers[var], question.get("type")
+    low, high = question.get("min"), question.get("max")
+    low = None if low in ("", None) else low
+    high = None if high in ("", None) else high
+    if qtype in ("text", "textarea", "password"):
+        if not isinstance(value, str):
+            return ["Value %s for '%s' expected to be a string." % (value, var)]
+        found = []
+        if low is not None and len(value) < int(low):
+            found.append("'%s' value %s is too small (length is %s must be at least %s)." % (var, value, len(value), low))
+        if high is not None and len(value) > int(high):
+            found.append("'%s' value %s is too large (must be no more than %s)." % (var, value, high))
+        return found
+    if qtype in ("integer", "float"):
+        if qtype == "integer" and (not isinstance(value, int) or isinstance(value, bool)):
+            return ["Value %s for '%s' expected to be an integer." % (value, var)]
+        if qtype == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            return ["Value %s for '%s' expected to be a numeric type." % (value, var)]
+        found = []
+        if low is not None and value < low:
+            found.append("'%s' value %s is too small (must be at least %s)." % (var, value, low))
+        if high is not None and value > high:
+            found.append("'%s' value %s is too large (must be no more than %s)." % (var, value, high))
+        return found
+    choices = _choices(question)
+    if qtype == "multiplechoice":
+        if value not in choices:
+            return ["Value %s for '%s' expected to be one of %s." % (value, var, choices)]
+        return []
+    if qtype == "multiselect":
+        if not isinstance(value, list):
+            return ["'%s' value is expected to be a list." % var]
+        return ["Value %s for '%s' expected to be one of %s." % (item, var, choices)
+                for item in value if item not in choices]
+    return []
+
+
+def check_survey_spec(spec) -> dict:
+    """A ``survey_spec`` POST body, or a 400 ``{"error": ...}`` as AWX answers bad specs."""
+    if not isinstance(spec, dict):
+        raise errors.ApiError(400, {"error": "Survey spec must be a dictionary."})
+    for key in ("name", "description"):
+        if key not in spec:
+            raise errors.ApiError(400, {"error": "'%s' missing from survey spec." % key})
+    questions = spec.get("spec")
+    if not isinstance(questions, list):
+        raise errors.ApiError(400, {"error": "'spec' must be a list of items."})
+    seen = set()
+    for pos, question in enumerate(questions):
+        if not isinstance(question, dict):
+            raise errors.ApiError(400, {"error": "Survey question %d is not a json object." % pos})
+        for key in ("type", "question_name", "variable", "required"):
+            if key not in question:
+                raise errors.ApiError(400, {"error": "'%s' missing from survey question %d." % (key, pos)})
+        if question["type"] not in QUESTION_TYPES:
+            raise errors.ApiError(400, {"error": "'%s' in survey question %d is not one of '%s' allowed question types." % (
+                question["type"], pos, "', '".join(QUESTION_TYPES))})
+        if question["variable"] in seen:
+            raise errors.ApiError(400, {"error": "'variable' '%s' duplicated in survey question %d." % (question["variable"], pos)})
+        seen.add(question["variable"])
+    return spec
+
+
+def _parse_vars(text):
+    if isinstance(text, dict):
+        return dict(text)
+    return json.loads(text) if text and text.strip() else {}
+
+
+def launch_info(store, jt: dict) -> dict:
+    """``GET launch/``: what a launch needs and what it may be asked."""
+    survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
+    needed = [q["variable"] for q in (survey or {}).get("spec", [])
+              if q.get("required") and q.get("default") in (None, "")]
+    inventory = store.objects["inventories"].get(jt["inventory"])
+    info = {
+        "can_start_without_user_input": not needed and inventory is not None,
+        "passwords_needed_to_start": [],
+        "variables_needed_to_start": needed,
+        "credential_needed_to_start": False,
+        "inventory_needed_to_start": inventory is None,
+        "job_template_data": {"name": jt["name"], "id": jt["id"], "description": jt["description"]},
+        "survey_enabled": jt["survey_enabled"],
+        "defaults": {
+            "extra_vars": jt["extra_vars"], "limit": jt["limit"], "job_tags": jt["job_tags"],
+            "skip_tags": jt["skip_tags"], "job_type": jt["job_type"], "verbosity": jt["verbosity"],
+            "diff_mode": jt["diff_mode"], "scm_branch": jt["scm_branch"], "credentials": [],
+            "inventory": {"name": inventory["name"], "id": inventory["id"]} if inventory else {"name": None, "id": None},
+        },
+    }
+    for flag in sorted(set(GATES.values())):
+        info[flag] = jt[flag]
+    return info
+
+
+def accept(store, jt: dict, body) -> tuple:
+    """``(applied, ignored)`` for a launch body; a 400 ``ApiError`` when AWX refuses it."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise errors.fields({"non_field_errors": ["Invalid data. Expected a dictionary."]})
+    problems, applied, ignored = {}, {}, {}
+    for field, flag in GATES.items():
+        if field not in body:
+            continue
+        if body[field] is None:
+            problems[field] = ["This field may not be null."]
+        elif field == "extra_vars":
+            continue
+        elif jt[flag]:
+            applied[field] = body[field]
+        else:
+            ignored[field] = body[field]
+    if "inventory" in applied:
+        message, value = store._check_value("fk:inventories", True, applied["inventory"])  # pylint: disable=protected-access
+        if message:
+            problems["inventory"] = [message]
+        else:
+            applied["inventory"] = value
+    extra = body.get("extra_vars")
+    if extra is not None:
+        try:
+            extra = _parse_vars(extra)
+        except ValueError:
+            problems["extra_vars"] = ["Must be valid JSON or YAML."]
+        if not problems.get("extra_vars") and not isinstance(extra, dict):
+            problems["extra_vars"] = ["Must be a valid JSON or YAML dictionary."]
+    if problems:
+        raise errors.fields(problems)
+    survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
+    questions = (survey or {}).get("spec", [])
+    answers = {}
+    if extra:
+        if jt["ask_variables_on_launch"]:
+            answers = dict(extra)
+        else:
+            asked = {q["variable"] for q in questions}
+            answers = {k: v for k, v in extra.items() if k in asked}
+            dropped = {k: v for k, v in extra.items() if k not in asked}
+            if dropped:
+                ignored["extra_vars"] = dropped
+    for question in questions:
+        if question["variable"] not in answers and question.get("default") not in (None, ""):
+            answers[question["variable"]] = question["default"]
+    survey_errors = []
+    for question in questions:
+        survey_errors.extend(validate_answer(question, answers))
+    if survey_errors:
+        raise errors.ApiError(400, {"variables_needed_to_start": survey_errors})
+    inventory = applied.get("inventory", jt["inventory"])
+    if inventory is None or inventory not in store.objects["inventories"]:
+        raise errors.ApiError(400, {"resources_needed_to_start": ["Job Template 'inventory' is missing or undefined."]})
+    merged = _parse_vars(jt["extra_vars"])
+    merged.update(answers)
+    applied["extra_vars"] = merged
+    applied["inventory"] = inventory
+    return applied, ignored
