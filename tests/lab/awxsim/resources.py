@@ -67,10 +67,10 @@ VERBOSE = {
     "organizations": "Organization", "projects": "Project", "inventories": "Inventory",
     "credential_types": "Credential type", "credentials": "Credential", "job_templates": "Job template",
 }
+# only the sub-resources the stand-in serves (jobs, credentials lists: STATUS.md, next)
 RELATED = {
-    "organizations": ("projects", "inventories", "job_templates", "credentials"),
-    "projects": (), "inventories": (), "credential_types": ("credentials",), "credentials": (),
-    "job_templates": ("launch", "survey_spec", "jobs", "credentials"),
+    "organizations": (), "projects": (), "inventories": (), "credential_types": (), "credentials": (),
+    "job_templates": ("launch", "survey_spec"),
 }
 
 

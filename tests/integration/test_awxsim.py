@@ -1,0 +1,340 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, mPanel Cloud Pods team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The AWX API v2 stand-in (tests/lab/awxsim), over HTTP on loopback: bearer tokens and their
+401/403, AWX's pagination, named URLs, DRF field errors, and the job template launch rules
+(prompts, ignored_fields, surveys). The server runs in this module's own fixture; no lab needed."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAB = os.path.join(os.path.dirname(HERE), 'lab')
+if LAB not in sys.path:
+    sys.path.insert(0, LAB)
+
+from awxsim.errors import NOT_AUTHENTICATED, PERMISSION_DENIED  # noqa: E402  pylint: disable=wrong-import-position
+from awxsim.server import create_server  # noqa: E402  pylint: disable=wrong-import-position
+from labenv import free_port  # noqa: E402  pylint: disable=wrong-import-position
+
+ADMIN_TOKEN = 'admin-write-token-for-tests'
+READ_TOKEN = 'admin-read-token-for-tests'
+OUTSIDER_TOKEN = 'outsider-token-for-tests'
+CONTROL_KEY = 'awxsim-control-key'
+
+
+class Client:
+    def __init__(self, base):
+        self.base = base
+
+    def call(self, method, path, body=None, token=ADMIN_TOKEN, headers=None):
+        """``(status, json body or None, headers)``."""
+        data = json.dumps(body).encode() if body is not None else None
+        head = {'Content-Type': 'application/json'}
+        if token:
+            head['Authorization'] = 'Bearer ' + token
+        head.update(headers or {})
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers=head)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw, status, got = response.read(), response.status, response.headers
+        except urllib.error.HTTPError as exc:
+            raw, status, got = exc.read(), exc.code, exc.headers
+        return status, (json.loads(raw) if raw else None), got
+
+    def ok(self, method, path, body=None, status=200):
+        got, data, _headers = self.call(method, path, body)
+        assert got == status, (method, path, got, data)
+        return data
+
+
+@pytest.fixture(scope='module')
+def awx():
+    config = {'listen_port': free_port(), 'control_key': CONTROL_KEY,
+              'users': [{'username': 'admin', 'password': 'admin-pass', 'is_superuser': True},
+                        {'username': 'outsider', 'password': 'outsider-pass', 'organizations': []}],
+              'tokens': [{'token': ADMIN_TOKEN, 'user': 'admin', 'scope': 'write'},
+                         {'token': READ_TOKEN, 'user': 'admin', 'scope': 'read'},
+                         {'token': OUTSIDER_TOKEN, 'user': 'outsider', 'scope': 'write'}]}
+    server = create_server(config)
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True)
+    thread.start()
+    yield Client('http://127.0.0.1:%d' % server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(awx):
+    """The module's server, reset to its configured users and tokens and no objects."""
+    status, _data, _headers = awx.call('POST', '/_lab/reset', token=None, headers={'X-Lab-Key': CONTROL_KEY})
+    assert status == 200
+    return awx
+
+
+def seed(client, org='Org A'):
+    """An organization, project, inventory and job template; their ids."""
+    ids = {'org': client.ok('POST', '/api/v2/organizations/', {'name': org}, 201)['id']}
+    ids['project'] = client.ok('POST', '/api/v2/projects/', {'name': 'Cloud Pods', 'organization': ids['org']}, 201)['id']
+    ids['inventory'] = client.ok('POST', '/api/v2/inventories/', {'name': 'Nodes', 'organization': ids['org']}, 201)['id']
+    ids['jt'] = client.ok('POST', '/api/v2/job_templates/', {
+        'name': 'Provision', 'project': ids['project'], 'playbook': 'playbooks/provision.yml',
+        'inventory': ids['inventory']}, 201)['id']
+    return ids
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def test_unauthenticated_endpoints_and_401(client):
+    assert client.ok('GET', '/api/v2/ping/')['version']
+    root = client.call('GET', '/api/v2/', token=None)
+    assert root[0] == 200 and root[1]['job_templates'] == '/api/v2/job_templates/'
+    for token in (None, 'not-a-known-token'):
+        status, data, _headers = client.call('GET', '/api/v2/me/', token=token)
+        assert (status, data) == (401, {'detail': NOT_AUTHENTICATED})
+        status, data, _headers = client.call('GET', '/api/v2/job_templates/', token=token)
+        assert (status, data) == (401, {'detail': NOT_AUTHENTICATED})
+
+
+def test_me_names_the_token_user(client):
+    me = client.ok('GET', '/api/v2/me/')
+    assert me['count'] == 1 and me['results'][0]['username'] == 'admin'
+    status, me, _headers = client.call('GET', '/api/v2/me/', token=OUTSIDER_TOKEN)
+    assert status == 200 and me['results'][0]['username'] == 'outsider'
+
+
+def test_read_token_cannot_change_or_launch(client):
+    ids = seed(client)
+    assert client.call('GET', '/api/v2/job_templates/%d/' % ids['jt'], token=READ_TOKEN)[0] == 200
+    for method, path, body in (('POST', '/api/v2/organizations/', {'name': 'B'}),
+                               ('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'limit': 'x'}),
+                               ('DELETE', '/api/v2/job_templates/%d/' % ids['jt'], None),
+                               ('POST', '/api/v2/job_templates/%d/launch/' % ids['jt'], {})):
+        status, data, _headers = client.call(method, path, body, token=READ_TOKEN)
+        assert (status, data) == (403, {'detail': PERMISSION_DENIED}), (method, path)
+    # nothing changed
+    assert client.ok('GET', '/api/v2/organizations/')['count'] == 1
+    assert client.ok('GET', '/api/v2/job_templates/%d/' % ids['jt'])['limit'] == ''
+
+
+def test_user_outside_the_organization(client):
+    ids = seed(client)
+    status, data, _headers = client.call('GET', '/api/v2/job_templates/', token=OUTSIDER_TOKEN)
+    assert status == 200 and data['count'] == 0
+    status, data, _headers = client.call('GET', '/api/v2/job_templates/%d/' % ids['jt'], token=OUTSIDER_TOKEN)
+    assert (status, data) == (403, {'detail': PERMISSION_DENIED})
+    status, data, _headers = client.call('POST', '/api/v2/projects/', {'name': 'x', 'organization': ids['org']},
+                                         token=OUTSIDER_TOKEN)
+    assert (status, data) == (403, {'detail': PERMISSION_DENIED})
+    assert client.ok('GET', '/api/v2/projects/')['count'] == 1
+
+
+def test_token_made_with_basic_auth_then_revoked(client):
+    import base64  # pylint: disable=import-outside-toplevel
+    basic = {'Authorization': 'Basic ' + base64.b64encode(b'admin:admin-pass').decode()}
+    status, token, _headers = client.call('POST', '/api/v2/tokens/', {'description': 'x', 'application': None,
+                                                                     'scope': 'write'}, token=None, headers=basic)
+    assert status == 201 and token['scope'] == 'write'
+    assert client.call('GET', '/api/v2/me/', token=token['token'])[0] == 200
+    assert client.call('DELETE', '/api/v2/tokens/%d/' % token['id'], token=token['token'])[0] == 204
+    assert client.call('GET', '/api/v2/me/', token=token['token'])[0] == 401
+    wrong = {'Authorization': 'Basic ' + base64.b64encode(b'admin:wrong').decode()}
+    assert client.call('GET', '/api/v2/me/', token=None, headers=wrong)[0] == 401
+
+
+# ------------------------------------------------------------------ lists, named URLs, field errors
+
+
+def test_pagination(client):
+    for number in range(30):
+        client.ok('POST', '/api/v2/organizations/', {'name': 'org-%02d' % number}, 201)
+    first = client.ok('GET', '/api/v2/organizations/')
+    assert first['count'] == 30 and len(first['results']) == 25 and first['previous'] is None
+    assert first['next'] == '/api/v2/organizations/?page=2'
+    second = client.ok('GET', first['next'])
+    assert [o['name'] for o in second['results']] == ['org-%02d' % n for n in range(25, 30)]
+    assert second['next'] is None and second['previous'] == '/api/v2/organizations/'
+    small = client.ok('GET', '/api/v2/organizations/?page_size=7&page=2')
+    assert [o['name'] for o in small['results']] == ['org-%02d' % n for n in range(7, 14)]
+    assert small['next'] == '/api/v2/organizations/?page_size=7&page=3'
+    capped = client.ok('GET', '/api/v2/organizations/?page_size=1000')
+    assert len(capped['results']) == 30 and capped['next'] is None
+    assert client.call('GET', '/api/v2/organizations/?page=9')[:2] == (404, {'detail': 'Invalid page.'})
+    assert client.ok('GET', '/api/v2/organizations/?count_disabled=1&page_size=2') == {
+        'results': first['results'][:2]}
+
+
+def test_page_size_cap_is_200_and_next_carries_it(client):
+    for number in range(205):
+        client.ok('POST', '/api/v2/organizations/', {'name': 'o%03d' % number}, 201)
+    page = client.ok('GET', '/api/v2/organizations/?page_size=500')
+    assert len(page['results']) == 200 and page['next'] == '/api/v2/organizations/?page_size=200&page=2'
+
+
+def test_name_filter_as_awx_clients_look_up(client):
+    ids = seed(client)
+    found = client.ok('GET', '/api/v2/job_templates/?name=Provision')
+    assert found['count'] == 1 and found['results'][0]['id'] == ids['jt']
+    assert client.ok('GET', '/api/v2/job_templates/?name=Nope')['count'] == 0
+    both = client.ok('GET', '/api/v2/job_templates/?or__id=%d&or__name=%d' % (ids['jt'], ids['jt']))
+    assert both['count'] == 1
+
+
+def test_named_urls(client):
+    ids = seed(client, org='Org; A+B')
+    client.ok('POST', '/api/v2/job_templates/', {'name': 'a+b', 'project': ids['project'], 'playbook': 'p.yml'}, 201)
+    jt = client.ok('GET', '/api/v2/job_templates/%d/' % ids['jt'])
+    assert jt['related']['named_url'] == '/api/v2/job_templates/Provision++Org%3B%20A[+]B/'
+    assert client.ok('GET', jt['related']['named_url'])['id'] == ids['jt']
+    assert client.ok('GET', '/api/v2/job_templates/a[+]b++Org%3B%20A[+]B/')['name'] == 'a+b'
+    assert client.ok('GET', '/api/v2/organizations/Org%3B%20A[+]B/')['id'] == ids['org']
+    assert client.ok('GET', '/api/v2/projects/Cloud%20Pods++Org%3B%20A[+]B/')['id'] == ids['project']
+    assert client.call('GET', '/api/v2/job_templates/Provision++Other/')[:2] == (404, {'detail': 'Not found.'})
+    client.ok('PATCH', jt['related']['named_url'], {'limit': 'pod1'})
+    assert client.ok('GET', '/api/v2/job_templates/%d/' % ids['jt'])['limit'] == 'pod1'
+
+
+def test_create_field_errors(client):
+    status, data, _headers = client.call('POST', '/api/v2/job_templates/', {'name': ''})
+    assert status == 400
+    assert data == {'name': ['This field may not be blank.'], 'project': ['This field is required.'],
+                    'playbook': ['This field is required.']}
+    status, data, _headers = client.call('POST', '/api/v2/inventories/', {'name': 'i', 'organization': 99})
+    assert (status, data) == (400, {'organization': ['Invalid pk "99" - object does not exist.']})
+    status, data, _headers = client.call('POST', '/api/v2/credential_types/', {'name': 'c', 'kind': 'ssh'})
+    assert (status, data) == (400, {'kind': ["Must be 'cloud' or 'net', not ssh"]})
+    client.ok('POST', '/api/v2/organizations/', {'name': 'Dup'}, 201)
+    status, data, _headers = client.call('POST', '/api/v2/organizations/', {'name': 'Dup'})
+    assert (status, data) == (400, {'name': ['Organization with this Name already exists.']})
+    # a refusal creates nothing
+    assert client.ok('GET', '/api/v2/organizations/')['count'] == 1
+    assert client.ok('GET', '/api/v2/inventories/')['count'] == 0
+
+
+def test_patch_and_delete(client):
+    ids = seed(client)
+    status, data, _headers = client.call('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'job_type': 'bogus'})
+    assert (status, data) == (400, {'job_type': ['"bogus" is not a valid choice.']})
+    assert client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'ask_limit_on_launch': True})['ask_limit_on_launch']
+    assert client.call('DELETE', '/api/v2/job_templates/%d/' % ids['jt'])[0] == 204
+    assert client.call('GET', '/api/v2/job_templates/%d/' % ids['jt'])[0] == 404
+
+
+def test_credentials_hide_secret_inputs(client):
+    ctype = client.ok('POST', '/api/v2/credential_types/', {
+        'name': 'Proxmox', 'kind': 'cloud',
+        'inputs': {'fields': [{'id': 'url', 'label': 'URL', 'type': 'string'},
+                              {'id': 'secret', 'label': 'Secret', 'type': 'string', 'secret': True}]}}, 201)
+    cred = client.ok('POST', '/api/v2/credentials/', {'name': 'pve', 'credential_type': ctype['id'],
+                                                     'inputs': {'url': 'https://pve', 'secret': 's3cr3t'}}, 201)
+    assert cred['inputs'] == {'url': 'https://pve', 'secret': '$encrypted$'}
+    assert 's3cr3t' not in json.dumps(client.ok('GET', '/api/v2/credentials/'))
+    assert client.ok('GET', '/api/v2/credential_types/Proxmox+cloud/')['id'] == ctype['id']
+
+
+# ------------------------------------------------------------------ launch
+
+
+def launch(client, jt, body, token=ADMIN_TOKEN):
+    status, data, headers = client.call('POST', '/api/v2/job_templates/%d/launch/' % jt, body, token=token)
+    return status, data, headers
+
+
+def test_launch_drops_unprompted_fields_into_ignored_fields(client):
+    ids = seed(client)
+    status, job, headers = launch(client, ids['jt'], {'limit': 'pod1', 'extra_vars': {'x': 1}, 'job_tags': 't'})
+    assert status == 201 and headers['Location'] == '/api/v2/jobs/%d/' % job['job']
+    assert job['ignored_fields'] == {'limit': 'pod1', 'extra_vars': {'x': 1}, 'job_tags': 't'}
+    assert job['limit'] == '' and json.loads(job['extra_vars']) == {}
+
+
+def test_launch_applies_prompted_fields(client):
+    ids = seed(client)
+    client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {
+        'ask_limit_on_launch': True, 'ask_variables_on_launch': True, 'extra_vars': '{"keep": 1}'})
+    status, job, _headers = launch(client, ids['jt'], {'limit': 'pod1', 'extra_vars': {'x': 1}})
+    assert status == 201 and job['ignored_fields'] == {}
+    assert job['limit'] == 'pod1' and json.loads(job['extra_vars']) == {'keep': 1, 'x': 1}
+    status, data, _headers = launch(client, ids['jt'], {'limit': None})
+    assert (status, data) == (400, {'limit': ['This field may not be null.']})
+
+
+def test_launch_without_inventory(client):
+    ids = seed(client)
+    client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'inventory': None})
+    info = client.ok('GET', '/api/v2/job_templates/%d/launch/' % ids['jt'])
+    assert info['inventory_needed_to_start'] and not info['can_start_without_user_input']
+    status, data, _headers = launch(client, ids['jt'], {})
+    assert (status, data) == (400, {'resources_needed_to_start': ["Job Template 'inventory' is missing or undefined."]})
+    client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'ask_inventory_on_launch': True})
+    status, job, _headers = launch(client, ids['jt'], {'inventory': ids['inventory']})
+    assert status == 201 and job['inventory'] == ids['inventory']
+
+
+SURVEY = {'name': 'pod', 'description': 'pod order', 'spec': [
+    {'type': 'text', 'question_name': 'Hostname', 'variable': 'hostname', 'required': True, 'min': 3, 'max': 10},
+    {'type': 'integer', 'question_name': 'Disk', 'variable': 'disk_gb', 'required': False, 'min': 5, 'max': 20,
+     'default': 8},
+    {'type': 'multiplechoice', 'question_name': 'Plan', 'variable': 'plan', 'required': True,
+     'choices': ['small', 'large']},
+]}
+
+
+def test_survey_rules(client):
+    ids = seed(client)
+    jt_url = '/api/v2/job_templates/%d/' % ids['jt']
+    client.ok('POST', jt_url + 'survey_spec/', SURVEY)
+    client.ok('PATCH', jt_url, {'survey_enabled': True})
+    info = client.ok('GET', jt_url + 'launch/')
+    assert info['variables_needed_to_start'] == ['hostname', 'plan'] and info['survey_enabled']
+    status, data, _headers = launch(client, ids['jt'], {})
+    assert (status, data) == (400, {'variables_needed_to_start': ["'hostname' value missing", "'plan' value missing"]})
+    status, data, _headers = launch(client, ids['jt'], {'extra_vars': {'hostname': 5, 'disk_gb': 3, 'plan': 'z'}})
+    assert (status, data) == (400, {'variables_needed_to_start': [
+        "Value 5 for 'hostname' expected to be a string.",
+        "'disk_gb' value 3 is too small (must be at least 5).",
+        "Value z for 'plan' expected to be one of ['small', 'large']."]})
+    status, data, _headers = launch(client, ids['jt'], {'extra_vars': {'hostname': 'ab', 'disk_gb': 30, 'plan': 'small'}})
+    assert (status, data) == (400, {'variables_needed_to_start': [
+        "'hostname' value ab is too small (length is 2 must be at least 3).",
+        "'disk_gb' value 30 is too large (must be no more than 20)."]})
+    status, job, _headers = launch(client, ids['jt'], {'extra_vars': {'hostname': 'pod1', 'plan': 'small', 'other': 1}})
+    assert status == 201
+    assert json.loads(job['extra_vars']) == {'hostname': 'pod1', 'plan': 'small', 'disk_gb': 8}
+    assert job['ignored_fields'] == {'extra_vars': {'other': 1}}
+
+
+def test_bad_survey_spec_is_refused(client):
+    ids = seed(client)
+    status, data, _headers = client.call('POST', '/api/v2/job_templates/%d/survey_spec/' % ids['jt'],
+                                         {'name': 'x', 'spec': []})
+    assert (status, data) == (400, {'error': "'description' missing from survey spec."})
+    assert client.ok('GET', '/api/v2/job_templates/%d/survey_spec/' % ids['jt']) == {}
+
+
+# ------------------------------------------------------------------ AWX's own client
+
+
+AWX_CLI = shutil.which('awx', path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(AWX_CLI is None, reason='awxkit (the awx CLI) is not installed in this venv')
+def test_awxkit_cli_lists_job_templates(client):
+    ids = seed(client)
+    env = dict(os.environ, CONTROLLER_HOST=client.base, CONTROLLER_OAUTH_TOKEN=ADMIN_TOKEN,
+               CONTROLLER_VERIFY_SSL='false')
+    result = subprocess.run([AWX_CLI, 'job_templates', 'list', '-f', 'json'], env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [jt['id'] for jt in listed['results']] == [ids['jt']]
