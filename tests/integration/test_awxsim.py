@@ -328,13 +328,36 @@ def test_bad_survey_spec_is_refused(client):
 AWX_CLI = shutil.which('awx', path=os.path.dirname(sys.executable))
 
 
+def awx_cli(client, *args):
+    """``awx <args> -f json`` against the stand-in, with the admin token; its JSON answer."""
+    env = dict(os.environ, CONTROLLER_HOST=client.base, CONTROLLER_OAUTH_TOKEN=ADMIN_TOKEN,
+               CONTROLLER_VERIFY_SSL='false')
+    result = subprocess.run([AWX_CLI] + list(args) + ['-f', 'json', '--conf.color', 'false'], env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
 @pytest.mark.skipif(AWX_CLI is None, reason='awxkit (the awx CLI) is not installed in this venv')
 def test_awxkit_cli_lists_job_templates(client):
     ids = seed(client)
-    env = dict(os.environ, CONTROLLER_HOST=client.base, CONTROLLER_OAUTH_TOKEN=ADMIN_TOKEN,
-               CONTROLLER_VERIFY_SSL='false')
-    result = subprocess.run([AWX_CLI, 'job_templates', 'list', '-f', 'json'], env=env, capture_output=True,
-                            text=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stderr
-    listed = json.loads(result.stdout)
+    listed = awx_cli(client, 'job_templates', 'list')
     assert [jt['id'] for jt in listed['results']] == [ids['jt']]
+
+
+@pytest.mark.skipif(AWX_CLI is None, reason='awxkit (the awx CLI) is not installed in this venv')
+def test_awxkit_cli_creates_by_name_modifies_and_launches(client):
+    """awxkit reads the root and OPTIONS to build its commands, resolves names with ``?name=``
+    and follows AWX's answers; every object it makes is checked through the API."""
+    org = awx_cli(client, 'organizations', 'create', '--name', 'Cloud Org')
+    project = awx_cli(client, 'projects', 'create', '--name', 'Pods', '--organization', 'Cloud Org')
+    inventory = awx_cli(client, 'inventory', 'create', '--name', 'Nodes', '--organization', 'Cloud Org')
+    jt = awx_cli(client, 'job_templates', 'create', '--name', 'Provision', '--project', 'Pods',
+                 '--playbook', 'playbooks/provision.yml', '--inventory', 'Nodes')
+    assert (project['organization'], inventory['organization']) == (org['id'], org['id'])
+    stored = client.ok('GET', '/api/v2/job_templates/Provision++Cloud%20Org/')
+    assert (stored['id'], stored['project'], stored['inventory']) == (jt['id'], project['id'], inventory['id'])
+    awx_cli(client, 'job_templates', 'modify', 'Provision', '--ask_limit_on_launch', 'true')
+    assert client.ok('GET', '/api/v2/job_templates/%d/' % jt['id'])['ask_limit_on_launch'] is True
+    job = awx_cli(client, 'job_templates', 'launch', 'Provision')
+    assert job['job'] and job['ignored_fields'] == {}

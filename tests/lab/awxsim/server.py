@@ -131,8 +131,10 @@ class Application:
             path += "/"
         parts = [part for part in path[len("/api/v2/"):].split("/") if part]
         if not parts:
-            root = {kind: "/api/v2/%s/" % kind for kind in FIELDS}
-            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs", "config")})
+            # AWX's root names the inventories list "inventory" (ApiV2RootView); awxkit's CLI
+            # takes its resource names from these keys (``awx inventory list``).
+            root = {("inventory" if kind == "inventories" else kind): "/api/v2/%s/" % kind for kind in FIELDS}
+            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens")})
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
