@@ -361,3 +361,55 @@ def test_awxkit_cli_creates_by_name_modifies_and_launches(client):
     assert client.ok('GET', '/api/v2/job_templates/%d/' % jt['id'])['ask_limit_on_launch'] is True
     job = awx_cli(client, 'job_templates', 'launch', 'Provision')
     assert job['job'] and job['ignored_fields'] == {}
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def lab_status(client, job, status):
+    got, data, _headers = client.call('POST', '/_lab/jobs/%d/status' % job, {'status': status}, token=None,
+                                      headers={'X-Lab-Key': CONTROL_KEY})
+    return got, data
+
+
+def test_job_life_and_list(client):
+    ids = seed(client)
+    status, launched, _headers = launch(client, ids['jt'], {})
+    assert status == 201 and launched['status'] == 'pending'
+    job_url = '/api/v2/jobs/%d/' % launched['job']
+    job = client.ok('GET', job_url)
+    assert (job['status'], job['started'], job['finished'], job['failed']) == ('pending', None, None, False)
+    assert lab_status(client, launched['job'], 'running')[0] == 200
+    running = client.ok('GET', job_url)
+    assert running['status'] == 'running' and running['started'] and not running['event_processing_finished']
+    assert lab_status(client, launched['job'], 'failed')[0] == 200
+    done = client.ok('GET', job_url)
+    assert done['status'] == 'failed' and done['failed'] is True and done['finished'] and done['event_processing_finished']
+    # a finished job does not go back
+    assert lab_status(client, launched['job'], 'running')[0] == 400
+    listed = client.ok('GET', '/api/v2/jobs/?status=failed')
+    assert [j['id'] for j in listed['results']] == [launched['job']]
+    assert 'job_env' not in listed['results'][0] and 'job_env' in done
+    assert client.ok('GET', '/api/v2/jobs/?status=successful')['count'] == 0
+    status, data, _headers = client.call('GET', job_url, token=OUTSIDER_TOKEN)
+    assert (status, data) == (403, {'detail': PERMISSION_DENIED})
+
+
+def test_cancel(client):
+    ids = seed(client)
+    pending = launch(client, ids['jt'], {})[1]['job']
+    assert client.ok('GET', '/api/v2/jobs/%d/cancel/' % pending) == {'can_cancel': True}
+    assert client.call('POST', '/api/v2/jobs/%d/cancel/' % pending)[0] == 202
+    job = client.ok('GET', '/api/v2/jobs/%d/' % pending)
+    assert job['status'] == 'canceled' and job['cancel_flag'] is True
+    assert client.ok('GET', '/api/v2/jobs/%d/cancel/' % pending) == {'can_cancel': False}
+    assert client.call('POST', '/api/v2/jobs/%d/cancel/' % pending)[0] == 405
+    running = launch(client, ids['jt'], {})[1]['job']
+    lab_status(client, running, 'running')
+    assert client.call('POST', '/api/v2/jobs/%d/cancel/' % running)[0] == 202
+    job = client.ok('GET', '/api/v2/jobs/%d/' % running)
+    assert job['status'] == 'running' and job['cancel_flag'] is True  # until what runs it stops
+    lab_status(client, running, 'canceled')
+    assert client.ok('GET', '/api/v2/jobs/%d/' % running)['status'] == 'canceled'
+    status, _data, _headers = client.call('POST', '/api/v2/jobs/%d/cancel/' % running, token=READ_TOKEN)
+    assert status == 403

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import errors, launch
+from .jobs import Jobs
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
 
@@ -67,6 +68,7 @@ class Application:
 
     def reset(self) -> None:
         self.store = Store()
+        self.jobs = Jobs(self.store)
         self.users = {}
         for index, user in enumerate(self.config.get("users", []), start=1):
             self.users[user["username"]] = {
@@ -112,6 +114,13 @@ class Application:
             return 200, {"requests": list(self.requests),
                          "objects": {kind: [self.store.serialize(kind, obj) for obj in table.values()]
                                      for kind, table in self.store.objects.items()}}
+        match = re.fullmatch(r"/_lab/jobs/(\d+)/status", path)
+        if match and http.command == "POST":
+            job = self.jobs.get(match.group(1))
+            if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+                raise errors.fields({"status": ["This field is required."]})
+            self.jobs.set_status(job, body["status"], str(body.get("job_explanation", "")))
+            return 200, self.jobs.serialize(job)
         if path == "/_lab/tokens" and http.command == "POST":
             if not isinstance(body, dict) or body.get("user") not in self.users:
                 raise errors.fields({"user": ["unknown user"]})
@@ -134,7 +143,7 @@ class Application:
             # AWX's root names the inventories list "inventory" (ApiV2RootView); awxkit's CLI
             # takes its resource names from these keys (``awx inventory list``).
             root = {("inventory" if kind == "inventories" else kind): "/api/v2/%s/" % kind for kind in FIELDS}
-            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens")})
+            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs")})
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
@@ -148,6 +157,8 @@ class Application:
             return 200, self.paginate([self.user_json(user)], "/api/v2/me/", query), {}
         if parts[0] == "tokens":
             return self.tokens_api(method, parts[1:], user, body)
+        if parts[0] == "jobs":
+            return self.jobs_api(method, parts[1:], user, query)
         kind = parts[0]
         if kind not in FIELDS:
             raise errors.detail(404, errors.NOT_FOUND)
@@ -158,7 +169,7 @@ class Application:
         if len(parts) == 2:
             return self.detail(method, kind, obj, body)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "launch":
-            return self.launch(method, obj, body)
+            return self.launch(method, obj, body, user)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "survey_spec":
             return self.survey_spec(method, obj, body)
         raise errors.detail(404, errors.NOT_FOUND)
@@ -228,7 +239,7 @@ class Application:
             return 200, self.options(kind, ("GET", "POST")), {"Allow": "GET, POST, HEAD, OPTIONS"}
         if method in ("GET", "HEAD"):
             items = [obj for obj in self.store.objects[kind].values() if self.can_see(user, kind, obj)]
-            items = self.filter(kind, items, query)
+            items = self.filter(set(FIELDS[kind]) | {"id", "organization"}, items, query)
             return 200, self.paginate([self.store.serialize(kind, obj) for obj in items],
                                       "/api/v2/%s/" % kind, query), {}
         if method == "POST":
@@ -257,7 +268,7 @@ class Application:
             return 204, None, {}
         raise errors.detail(405, 'Method "%s" not allowed.' % method)
 
-    def launch(self, method, jt, body):
+    def launch(self, method, jt, body, user):
         if method == "OPTIONS":
             actions = {"POST": {field: {"type": "field", "label": field} for field in launch.GATES}}
             return 200, {"name": "Job Template Launch", "actions": actions}, {"Allow": "GET, POST, HEAD, OPTIONS"}
@@ -266,16 +277,37 @@ class Application:
         if method != "POST":
             raise errors.detail(405, 'Method "%s" not allowed.' % method)
         applied, ignored = launch.accept(self.store, jt, body)
-        # Jobs are the next step (STATUS.md): the accepted launch is answered as AWX does.
-        with self.store.lock:
-            job_id = self.store.next_job_id = getattr(self.store, "next_job_id", 0) + 1
-        job = {"id": job_id, "type": "job", "url": "/api/v2/jobs/%d/" % job_id, "job": job_id,
-               "ignored_fields": ignored, "status": "pending", "job_template": jt["id"],
-               "name": jt["name"], "launch_type": "manual", "inventory": applied["inventory"],
-               "extra_vars": json.dumps(applied["extra_vars"]),
-               **{field: applied.get(field, jt[field]) for field in
-                  ("limit", "job_tags", "skip_tags", "job_type", "verbosity", "diff_mode", "scm_branch")}}
-        return 201, job, {"Location": job["url"]}
+        job = self.jobs.create(jt, applied, ignored, user)
+        data = dict(self.jobs.serialize(job), job=job["id"], ignored_fields=ignored)
+        return 201, data, {"Location": data["url"]}
+
+    def jobs_api(self, method, rest, user, query):
+        visible = {jt["id"] for jt in self.store.objects["job_templates"].values()
+                   if self.can_see(user, "job_templates", jt)}
+        if not rest:
+            if method not in ("GET", "HEAD"):
+                raise errors.detail(405, 'Method "%s" not allowed.' % method)
+            items = [job for job in self.jobs.by_id.values() if user["is_superuser"] or job["job_template"] in visible]
+            fields = {"id", "name", "status", "job_template", "inventory", "project", "launch_type", "failed"}
+            items = self.filter(fields, items, query)
+            return 200, self.paginate([self.jobs.serialize(job, detail=False) for job in items], "/api/v2/jobs/", query), {}
+        job = self.jobs.get(rest[0])
+        if not user["is_superuser"] and job["job_template"] not in visible:
+            raise errors.detail(403, errors.PERMISSION_DENIED)
+        if len(rest) == 1 and method in ("GET", "HEAD"):
+            return 200, self.jobs.serialize(job), {}
+        if rest[1:] == ["cancel"]:
+            if method in ("GET", "HEAD"):
+                return 200, {"can_cancel": job["status"] in ("new", "pending", "waiting", "running")}, {}
+            if method == "POST":
+                self.jobs.cancel(job)
+                return 202, None, {}
+        if rest[1:] == ["job_events"] and method in ("GET", "HEAD"):
+            # No events until jobs run through ansible-runner (next step, STATUS.md).
+            return 200, self.paginate([], "/api/v2/jobs/%d/job_events/" % job["id"], query), {}
+        if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"]):
+            raise errors.detail(405, 'Method "%s" not allowed.' % method)
+        raise errors.detail(404, errors.NOT_FOUND)
 
     def survey_spec(self, method, jt, body):
         key = ("job_templates", jt["id"])
@@ -315,10 +347,9 @@ class Application:
 
     # ------------------------------------------------------------ lists
 
-    def filter(self, kind, items, query):
+    def filter(self, fields, items, query):
         """AWX list filters, the subset its clients use: ``field``, ``field__icontains``,
         ``field__startswith``, ``field__in`` and the ``or__`` prefix; ``order_by``."""
-        fields = set(FIELDS[kind]) | {"id", "organization"}
         ands, ors = [], []
         for key, value in query:
             if key in RESERVED_QUERY:
