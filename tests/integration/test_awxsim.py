@@ -6,6 +6,7 @@
 401/403, AWX's pagination, named URLs, DRF field errors, and the job template launch rules
 (prompts, ignored_fields, surveys). The server runs in this module's own fixture; no lab needed."""
 
+import base64
 import json
 import os
 import shutil
@@ -140,10 +141,9 @@ def test_user_outside_the_organization(client):
 
 
 def test_token_made_with_basic_auth_then_revoked(client):
-    import base64  # pylint: disable=import-outside-toplevel
     basic = {'Authorization': 'Basic ' + base64.b64encode(b'admin:admin-pass').decode()}
-    status, token, _headers = client.call('POST', '/api/v2/tokens/', {'description': 'x', 'application': None,
-                                                                     'scope': 'write'}, token=None, headers=basic)
+    body = {'description': 'x', 'application': None, 'scope': 'write'}
+    status, token, _headers = client.call('POST', '/api/v2/tokens/', body, token=None, headers=basic)
     assert status == 201 and token['scope'] == 'write'
     assert client.call('GET', '/api/v2/me/', token=token['token'])[0] == 200
     assert client.call('DELETE', '/api/v2/tokens/%d/' % token['id'], token=token['token'])[0] == 204
@@ -235,8 +235,8 @@ def test_credentials_hide_secret_inputs(client):
         'name': 'Proxmox', 'kind': 'cloud',
         'inputs': {'fields': [{'id': 'url', 'label': 'URL', 'type': 'string'},
                               {'id': 'secret', 'label': 'Secret', 'type': 'string', 'secret': True}]}}, 201)
-    cred = client.ok('POST', '/api/v2/credentials/', {'name': 'pve', 'credential_type': ctype['id'],
-                                                     'inputs': {'url': 'https://pve', 'secret': 's3cr3t'}}, 201)
+    cred = client.ok('POST', '/api/v2/credentials/', {
+        'name': 'pve', 'credential_type': ctype['id'], 'inputs': {'url': 'https://pve', 'secret': 's3cr3t'}}, 201)
     assert cred['inputs'] == {'url': 'https://pve', 'secret': '$encrypted$'}
     assert 's3cr3t' not in json.dumps(client.ok('GET', '/api/v2/credentials/'))
     assert client.ok('GET', '/api/v2/credential_types/Proxmox+cloud/')['id'] == ctype['id']
@@ -413,3 +413,37 @@ def test_cancel(client):
     assert client.ok('GET', '/api/v2/jobs/%d/' % running)['status'] == 'canceled'
     status, _data, _headers = client.call('POST', '/api/v2/jobs/%d/cancel/' % running, token=READ_TOKEN)
     assert status == 403
+
+
+@pytest.mark.skipif(AWX_CLI is None, reason='awxkit (the awx CLI) is not installed in this venv')
+def test_awxkit_cli_launch_waits_for_the_job(client):
+    """``awx job_templates launch --wait`` follows the job until it finishes; the test moves the job
+    (running, then successful) only after it has seen awxkit ask for it, so no step depends on time."""
+    ids = seed(client)
+    env = dict(os.environ, CONTROLLER_HOST=client.base, CONTROLLER_OAUTH_TOKEN=ADMIN_TOKEN,
+               CONTROLLER_VERIFY_SSL='false')
+    with subprocess.Popen([AWX_CLI, 'job_templates', 'launch', str(ids['jt']), '--wait', '-f', 'json',
+                           '--conf.color', 'false'], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            wait_for_request(client, proc, lambda r: r['method'] == 'POST' and r['path'].endswith('/launch/'))
+            job_id = client.ok('GET', '/api/v2/jobs/')['results'][0]['id']
+            assert lab_status(client, job_id, 'running')[0] == 200
+            wait_for_request(client, proc, lambda r: r['path'] == '/api/v2/jobs/%d/' % job_id)
+            assert lab_status(client, job_id, 'successful')[0] == 200
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)['status'] == 'successful'
+
+
+def wait_for_request(client, proc, predicate):
+    """Until the stand-in has logged a request matching ``predicate`` (the awx process must still live)."""
+    while True:
+        state = client.call('GET', '/_lab/state', token=None, headers={'X-Lab-Key': CONTROL_KEY})[1]
+        if any(predicate(entry) for entry in state['requests']):
+            return True
+        assert proc.poll() is None, proc.communicate()
+        threading.Event().wait(0.2)
