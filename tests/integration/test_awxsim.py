@@ -163,10 +163,11 @@ def test_pagination(client):
     assert first['next'] == '/api/v2/organizations/?page=2'
     second = client.ok('GET', first['next'])
     assert [o['name'] for o in second['results']] == ['org-%02d' % n for n in range(25, 30)]
-    assert second['next'] is None and second['previous'] == '/api/v2/organizations/'
+    assert second['next'] is None and second['previous'] == '/api/v2/organizations/?page=1'
     small = client.ok('GET', '/api/v2/organizations/?page_size=7&page=2')
     assert [o['name'] for o in small['results']] == ['org-%02d' % n for n in range(7, 14)]
-    assert small['next'] == '/api/v2/organizations/?page_size=7&page=3'
+    assert small['next'] == '/api/v2/organizations/?page=3&page_size=7'
+    assert small['previous'] == '/api/v2/organizations/?page=1&page_size=7'
     capped = client.ok('GET', '/api/v2/organizations/?page_size=1000')
     assert len(capped['results']) == 30 and capped['next'] is None
     assert client.call('GET', '/api/v2/organizations/?page=9')[:2] == (404, {'detail': 'Invalid page.'})
@@ -178,7 +179,7 @@ def test_page_size_cap_is_200_and_next_carries_it(client):
     for number in range(205):
         client.ok('POST', '/api/v2/organizations/', {'name': 'o%03d' % number}, 201)
     page = client.ok('GET', '/api/v2/organizations/?page_size=500')
-    assert len(page['results']) == 200 and page['next'] == '/api/v2/organizations/?page_size=200&page=2'
+    assert len(page['results']) == 200 and page['next'] == '/api/v2/organizations/?page=2&page_size=200'
 
 
 def test_name_filter_as_awx_clients_look_up(client):
@@ -343,6 +344,11 @@ def test_awxkit_cli_lists_job_templates(client):
     ids = seed(client)
     listed = awx_cli(client, 'job_templates', 'list')
     assert [jt['id'] for jt in listed['results']] == [ids['jt']]
+    for number in range(30):
+        client.ok('POST', '/api/v2/organizations/', {'name': 'org-%02d' % number}, 201)
+    assert len(awx_cli(client, 'organizations', 'list')['results']) == 25
+    every = awx_cli(client, 'organizations', 'list', '--all')  # follows ``next``
+    assert sorted(org['name'] for org in every['results']) == sorted(['Org A'] + ['org-%02d' % n for n in range(30)])
 
 
 @pytest.mark.skipif(AWX_CLI is None, reason='awxkit (the awx CLI) is not installed in this venv')

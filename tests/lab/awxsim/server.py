@@ -404,12 +404,15 @@ class Application:
             return {"results": chunk}
 
         def link(number):
-            kept = [(key, value) for key, value in query if key not in ("page", "page_size")]
-            if "page_size" in params:
-                kept.append(("page_size", str(size)))
-            if number > 1:
-                kept.append(("page", str(number)))
-            return path + ("?" + urlencode(kept) if kept else "")
+            # AWX: the request's own query with ``page`` replaced (DRF replace_query_param, which
+            # sorts the parameters), ``page_size`` rewritten to the capped size; page 1 stays explicit.
+            kept = {}
+            for key, value in query:
+                kept.setdefault(key, []).append(value)
+            kept["page"] = [str(number)]
+            if "page_size" in kept:
+                kept["page_size"] = [str(size)]
+            return path + "?" + urlencode(sorted(kept.items()), doseq=True)
         return {"count": len(results), "next": link(page + 1) if page < pages else None,
                 "previous": link(page - 1) if page > 1 else None, "results": chunk}
 
