@@ -268,6 +268,12 @@ def test_launch_applies_prompted_fields(client):
     assert job['limit'] == 'pod1' and json.loads(job['extra_vars']) == {'keep': 1, 'x': 1}
     status, data, _headers = launch(client, ids['jt'], {'limit': None})
     assert (status, data) == (400, {'limit': ['This field may not be null.']})
+    status, job, _headers = launch(client, ids['jt'], {'extra_vars': 'x: 2\nname: pod1\n'})  # YAML text
+    assert status == 201 and json.loads(job['extra_vars']) == {'keep': 1, 'x': 2, 'name': 'pod1'}
+    status, data, _headers = launch(client, ids['jt'], {'extra_vars': '[1, 2]'})
+    assert (status, data) == (400, {'extra_vars': ['Must be a valid JSON or YAML dictionary.']})
+    status, data, _headers = client.call('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'extra_vars': '- a'})
+    assert (status, data) == (400, {'extra_vars': ['Input type `list` is not a dictionary']})
 
 
 def test_launch_without_inventory(client):

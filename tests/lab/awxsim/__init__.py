@@ -10,5 +10,6 @@ part B); no AWX code is in here. ``STATUS.md`` says what is done and what is nex
 
 Modules: ``errors`` (the error answers), ``resources`` (the objects, their fields and
 validation, named URLs), ``launch`` (prompts and surveys), ``server`` (HTTP, auth, routing,
-pagination, ``/_lab`` control). Standard library only.
+pagination, ``/_lab`` control), ``jobs`` (jobs, cancel). Standard library and PyYAML
+(variables text is JSON or YAML, as in AWX).
 """

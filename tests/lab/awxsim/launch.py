@@ -10,9 +10,8 @@
 - Success: 201 with ``Location`` and ``{"job": id, "ignored_fields": {...}, ...}``.
 """
 
-import json
-
 from . import errors
+from .resources import parse_vars
 
 # launch field -> the ask_*_on_launch flag gating it (docs/prompting.md)
 GATES = {
@@ -100,12 +99,6 @@ def check_survey_spec(spec) -> dict:
     return spec
 
 
-def _parse_vars(text):
-    if isinstance(text, dict):
-        return dict(text)
-    return json.loads(text) if text and text.strip() else {}
-
-
 def launch_info(store, jt: dict) -> dict:
     """``GET launch/``: what a launch needs and what it may be asked."""
     survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
@@ -159,7 +152,7 @@ def accept(store, jt: dict, body) -> tuple:
     extra = body.get("extra_vars")
     if extra is not None:
         try:
-            extra = _parse_vars(extra)
+            extra = parse_vars(extra)
         except ValueError:
             problems["extra_vars"] = ["Must be valid JSON or YAML."]
         if not problems.get("extra_vars") and not isinstance(extra, dict):
@@ -189,7 +182,7 @@ def accept(store, jt: dict, body) -> tuple:
     inventory = applied.get("inventory", jt["inventory"])
     if inventory is None or inventory not in store.objects["inventories"]:
         raise errors.ApiError(400, {"resources_needed_to_start": ["Job Template 'inventory' is missing or undefined."]})
-    merged = _parse_vars(jt["extra_vars"])
+    merged = parse_vars(jt["extra_vars"])
     merged.update(answers)
     applied["extra_vars"] = merged
     applied["inventory"] = inventory

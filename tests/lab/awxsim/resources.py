@@ -13,6 +13,8 @@ import json
 import threading
 from urllib.parse import quote, unquote
 
+import yaml
+
 from . import errors
 
 PROMPTS = ("variables", "inventory", "credential", "limit", "tags", "skip_tags", "job_type",
@@ -81,6 +83,22 @@ def now() -> str:
 def encode_name(name: str) -> str:
     """One name as it appears in a named URL."""
     return quote(name.replace("+", "[+]"), safe="[]+-_.~!$'()*,")
+
+
+def parse_vars(text):
+    """Variables text as AWX reads it: JSON, else YAML (safe loader); blank is ``{}``."""
+    if isinstance(text, dict):
+        return dict(text)
+    if not text or not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def decode_part(part: str) -> str:
@@ -278,18 +296,17 @@ class Store:
 
     @staticmethod
     def _check_vars(value):
-        """``extra_vars``/``variables``: a JSON object or its text (YAML is not read here)."""
+        """``extra_vars``/``variables``: a JSON object, or its text as JSON or YAML (stored as text)."""
         if isinstance(value, dict):
             return None, json.dumps(value)
         if not isinstance(value, str):
             return "Must be valid JSON or YAML.", None
-        if value.strip():
-            try:
-                parsed = json.loads(value)
-            except ValueError:
-                return "Must be valid JSON (the stand-in reads no YAML).", None
-            if not isinstance(parsed, dict):
-                return "Input type `%s` is not a dictionary" % type(parsed).__name__, None
+        try:
+            parsed = parse_vars(value)
+        except ValueError:
+            return "Must be valid JSON or YAML.", None
+        if not isinstance(parsed, dict):
+            return "Input type `%s` is not a dictionary" % type(parsed).__name__, None
         return None, value
 
     # ------------------------------------------------------------ output
