@@ -227,6 +227,11 @@ def test_patch_and_delete(client):
     status, data, _headers = client.call('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'job_type': 'bogus'})
     assert (status, data) == (400, {'job_type': ['"bogus" is not a valid choice.']})
     assert client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'ask_limit_on_launch': True})['ask_limit_on_launch']
+    jt_url = '/api/v2/job_templates/%d/' % ids['jt']
+    status, data, _headers = client.call('PUT', jt_url, {'name': 'Provision'})
+    assert (status, data) == (400, {'project': ['This field is required.'], 'playbook': ['This field is required.']})
+    put = client.ok('PUT', jt_url, {'name': 'Provision', 'project': ids['project'], 'playbook': 'other.yml'})
+    assert (put['playbook'], put['ask_limit_on_launch'], put['inventory']) == ('other.yml', False, None)
     assert client.call('DELETE', '/api/v2/job_templates/%d/' % ids['jt'])[0] == 204
     assert client.call('GET', '/api/v2/job_templates/%d/' % ids['jt'])[0] == 404
 

@@ -10,6 +10,7 @@ not do what is asked: a ``read`` token on any change, a user on an organization 
 """
 
 import base64
+import copy
 import hmac
 import json
 import logging
@@ -260,7 +261,9 @@ class Application:
             return 200, self.store.serialize(kind, obj), {}
         if method in ("PATCH", "PUT"):
             if method == "PUT":
+                # PUT replaces: a field left out goes back to its default (a required one is a 400)
                 self.store.validate(kind, body, partial=False)
+                body = dict({field: copy.deepcopy(default) for field, (_t, _r, default) in FIELDS[kind].items()}, **body)
             self.store.update(kind, obj, body)
             return 200, self.store.serialize(kind, obj), {}
         if method == "DELETE":
