@@ -222,6 +222,21 @@ def test_create_field_errors(client):
     assert client.ok('GET', '/api/v2/inventories/')['count'] == 0
 
 
+def test_null_for_text_choice_and_boolean_fields(client):
+    """AWX's CharNullField/ChoiceNullField/BooleanNullField: the awx.awx modules send null for options left unset."""
+    org = client.ok('POST', '/api/v2/organizations/', {'name': 'O', 'description': None}, 201)
+    inv = client.ok('POST', '/api/v2/inventories/', {'name': 'I', 'organization': org['id'], 'kind': None,
+                                                     'variables': None, 'description': None}, 201)
+    assert (org['description'], inv['kind'], inv['variables']) == ('', '', '')
+    status, data, _headers = client.call('POST', '/api/v2/organizations/', {'name': None})
+    assert (status, data) == (400, {'name': ['This field may not be blank.']})
+    project = client.ok('POST', '/api/v2/projects/', {'name': 'P', 'organization': org['id']}, 201)
+    status, data, _headers = client.call('POST', '/api/v2/job_templates/', {
+        'name': 'J', 'project': project['id'], 'playbook': 'p.yml', 'verbosity': None, 'job_type': None,
+        'ask_limit_on_launch': None})
+    assert (status, data) == (400, {'job_type': ['"" is not a valid choice.'], 'verbosity': ['This field may not be null.']})
+
+
 def test_patch_and_delete(client):
     ids = seed(client)
     status, data, _headers = client.call('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'job_type': 'bogus'})

@@ -253,9 +253,17 @@ class Store:
 
     def _check_value(self, ftype, required, value):
         if value is None:
+            # AWX's CharNullField/ChoiceNullField/BooleanNullField (awx/api/fields.py): a text or
+            # text-choice field takes null as "", a boolean as false; the awx.awx modules send
+            # null for every option left unset.
             if isinstance(ftype, str) and ftype.startswith("fk:") and not required:
                 return None, None
-            return "This field may not be null.", None
+            if ftype == "bool":
+                return None, False
+            if ftype in ("str", "text", "vars") or (isinstance(ftype, tuple) and isinstance(ftype[0], str)):
+                value = ""
+            else:
+                return "This field may not be null.", None
         if isinstance(ftype, tuple):
             if value not in ftype or isinstance(value, bool):
                 return '"%s" is not a valid choice.' % value, None
