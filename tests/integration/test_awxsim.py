@@ -479,3 +479,64 @@ def wait_for_request(client, proc, predicate):
             return True
         assert proc.poll() is None, proc.communicate()
         threading.Event().wait(0.2)
+
+
+AWX_COLLECTION_PLAY = '''
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - awx.awx.organization: {name: Cloud Org}
+    - awx.awx.inventory: {name: Nodes, organization: Cloud Org}
+    - awx.awx.project: {name: Pods, organization: Cloud Org, scm_type: manual, local_path: cloudpods}
+    - awx.awx.job_template:
+        name: Provision
+        project: Pods
+        inventory: Nodes
+        playbook: playbooks/provision.yml
+        ask_limit_on_launch: true
+        survey_enabled: true
+        survey_spec:
+          name: pod
+          description: pod order
+          spec:
+            - {type: text, question_name: Host, variable: hostname, required: true, min: 3, max: 20}
+    - name: the same template again changes nothing
+      awx.awx.job_template:
+        name: Provision
+        project: Pods
+        inventory: Nodes
+        playbook: playbooks/provision.yml
+        ask_limit_on_launch: true
+      register: again
+    - ansible.builtin.assert: {that: [not again.changed]}
+    - awx.awx.job_launch: {job_template: Provision, limit: pod1, extra_vars: {hostname: pod-1}, wait: false}
+      register: launched
+    - awx.awx.job_launch: {job_template: Provision, extra_vars: {hostname: ab}, wait: false}
+      register: refused
+      ignore_errors: true
+    - ansible.builtin.assert:
+        that:
+          - launched.status == 'pending'
+          - refused.failed
+          - "refused.response.json == {'variables_needed_to_start':
+              [\\"'hostname' value ab is too small (length is 2 must be at least 3).\\"]}"
+    - ansible.builtin.copy: {content: "{{ launched.id }}", dest: "{{ job_id_file }}", mode: "0600"}
+'''
+
+
+def test_awx_collection_modules(client, tmp_path):
+    """The awx.awx modules (shipped with ansible) create, find again, and launch through the stand-in."""
+    play = tmp_path / 'play.yml'
+    play.write_text(AWX_COLLECTION_PLAY, encoding='utf-8')
+    env = dict(os.environ, CONTROLLER_HOST=client.base, CONTROLLER_OAUTH_TOKEN=ADMIN_TOKEN,
+               CONTROLLER_VERIFY_SSL='false', ANSIBLE_NOCOLOR='1')
+    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+    result = subprocess.run([playbook, '-i', 'localhost,', '-c', 'local', str(play),
+                             '-e', 'ansible_python_interpreter=%s' % sys.executable,
+                             '-e', 'job_id_file=%s' % (tmp_path / 'job_id')], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    job = client.ok('GET', '/api/v2/jobs/%s/' % (tmp_path / 'job_id').read_text(encoding='utf-8').strip())
+    assert job['limit'] == 'pod1' and json.loads(job['extra_vars']) == {'hostname': 'pod-1'}
+    jt = client.ok('GET', '/api/v2/job_templates/Provision++Cloud%20Org/')
+    assert client.ok('GET', jt['related']['survey_spec'])['spec'][0]['variable'] == 'hostname'
