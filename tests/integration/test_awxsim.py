@@ -540,3 +540,26 @@ def test_awx_collection_modules(client, tmp_path):
     assert job['limit'] == 'pod1' and json.loads(job['extra_vars']) == {'hostname': 'pod-1'}
     jt = client.ok('GET', '/api/v2/job_templates/Provision++Cloud%20Org/')
     assert client.ok('GET', jt['related']['survey_spec'])['spec'][0]['variable'] == 'hostname'
+
+
+def test_job_template_credentials_and_launch_credentials(client):
+    ids = seed(client)
+    ctype = client.ok('POST', '/api/v2/credential_types/', {'name': 'Proxmox API', 'kind': 'cloud'}, 201)
+    first = client.ok('POST', '/api/v2/credentials/', {'name': 'pve1', 'credential_type': ctype['id']}, 201)
+    second = client.ok('POST', '/api/v2/credentials/', {'name': 'pve2', 'credential_type': ctype['id']}, 201)
+    creds_url = '/api/v2/job_templates/%d/credentials/' % ids['jt']
+    assert client.call('POST', creds_url, {'id': first['id']})[0] == 204
+    status, data, _headers = client.call('POST', creds_url, {'id': second['id']})
+    assert (status, data) == (400, {'error': 'Cannot assign multiple Proxmox API credentials.'})
+    assert client.call('POST', creds_url, {'id': 999})[:2] == (400, {'detail': 'Credential matching query does not exist.'})
+    assert client.call('POST', creds_url, {'id': 'x'})[:2] == (400, {'msg': '"id" field must be an integer.'})
+    assert [c['id'] for c in client.ok('GET', creds_url)['results']] == [first['id']]
+    job = launch(client, ids['jt'], {'credentials': [second['id']]})[1]
+    assert job['credentials'] == [first['id']] and job['ignored_fields'] == {'credentials': [second['id']]}
+    client.ok('PATCH', '/api/v2/job_templates/%d/' % ids['jt'], {'ask_credential_on_launch': True})
+    status, data, _headers = launch(client, ids['jt'], {'credentials': [first['id'], second['id']]})
+    assert (status, data) == (400, {'credentials': ['Cannot assign multiple Proxmox API credentials.']})
+    assert launch(client, ids['jt'], {'credentials': [second['id']]})[1]['credentials'] == [second['id']]
+    assert client.call('POST', creds_url, {'id': first['id'], 'disassociate': True})[0] == 204
+    assert client.ok('GET', creds_url)['count'] == 0
+    assert client.call('POST', creds_url, {'id': first['id']}, token=READ_TOKEN)[0] == 403

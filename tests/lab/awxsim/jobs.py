@@ -40,6 +40,7 @@ class Jobs:
                 "id": self.next_id, "name": jt["name"], "description": jt["description"],
                 "job_template": jt["id"], "project": jt["project"], "playbook": jt["playbook"],
                 "organization": jt.get("organization"), "inventory": applied["inventory"],
+                "credentials": list(applied["credentials"]),
                 "extra_vars": json.dumps(applied["extra_vars"]), "launch_type": "manual",
                 "launched_by": {"id": user["id"], "name": user["username"], "type": "user"},
                 "status": "pending", "failed": False, "started": None, "finished": None, "elapsed": 0.0,

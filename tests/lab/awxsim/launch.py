@@ -99,6 +99,16 @@ def check_survey_spec(spec) -> dict:
     return spec
 
 
+def _check_credentials(store, value):
+    """A launch's ``credentials``: a list of existing credential ids, one per credential type."""
+    if not isinstance(value, list):
+        return 'Expected a list of items but got type "%s".' % type(value).__name__
+    for cred_id in value:
+        if isinstance(cred_id, bool) or not isinstance(cred_id, int) or cred_id not in store.objects["credentials"]:
+            return 'Invalid pk "%s" - object does not exist.' % (cred_id,)
+    return store.credential_clash(value)
+
+
 def launch_info(store, jt: dict) -> dict:
     """``GET launch/``: what a launch needs and what it may be asked."""
     survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
@@ -116,7 +126,10 @@ def launch_info(store, jt: dict) -> dict:
         "defaults": {
             "extra_vars": jt["extra_vars"], "limit": jt["limit"], "job_tags": jt["job_tags"],
             "skip_tags": jt["skip_tags"], "job_type": jt["job_type"], "verbosity": jt["verbosity"],
-            "diff_mode": jt["diff_mode"], "scm_branch": jt["scm_branch"], "credentials": [],
+            "diff_mode": jt["diff_mode"], "scm_branch": jt["scm_branch"],
+            "credentials": [{"id": cid, "name": store.objects["credentials"][cid]["name"],
+                             "credential_type": store.objects["credentials"][cid]["credential_type"]}
+                            for cid in store.jt_credentials.get(jt["id"], []) if cid in store.objects["credentials"]],
             "inventory": {"name": inventory["name"], "id": inventory["id"]} if inventory else {"name": None, "id": None},
         },
     }
@@ -143,6 +156,10 @@ def accept(store, jt: dict, body) -> tuple:
             applied[field] = body[field]
         else:
             ignored[field] = body[field]
+    if "credentials" in applied:
+        message = _check_credentials(store, applied["credentials"])
+        if message:
+            problems["credentials"] = [message]
     if "inventory" in applied:
         message, value = store._check_value("fk:inventories", True, applied["inventory"])  # pylint: disable=protected-access
         if message:
@@ -186,4 +203,5 @@ def accept(store, jt: dict, body) -> tuple:
     merged.update(answers)
     applied["extra_vars"] = merged
     applied["inventory"] = inventory
+    applied.setdefault("credentials", list(store.jt_credentials.get(jt["id"], [])))
     return applied, ignored

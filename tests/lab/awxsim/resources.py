@@ -72,7 +72,7 @@ VERBOSE = {
 # only the sub-resources the stand-in serves (jobs, credentials lists: STATUS.md, next)
 RELATED = {
     "organizations": (), "projects": (), "inventories": (), "credential_types": (), "credentials": (),
-    "job_templates": ("launch", "survey_spec"),
+    "job_templates": ("launch", "survey_spec", "credentials"),
 }
 
 
@@ -112,6 +112,7 @@ class Store:
         self.lock = threading.RLock()
         self.objects = {kind: {} for kind in FIELDS}
         self.survey_specs = {}
+        self.jt_credentials = {}  # job template id -> credential ids, in attach order
         self.next_id = {kind: 1 for kind in FIELDS}
 
     # ------------------------------------------------------------ lookups
@@ -204,6 +205,24 @@ class Store:
         with self.lock:
             self.objects[kind].pop(obj["id"], None)
             self.survey_specs.pop((kind, obj["id"]), None)
+            if kind == "job_templates":
+                self.jt_credentials.pop(obj["id"], None)
+            if kind == "credentials":
+                for attached in self.jt_credentials.values():
+                    if obj["id"] in attached:
+                        attached.remove(obj["id"])
+
+    def credential_clash(self, credential_ids) -> str | None:
+        """AWX's rule: one credential per credential type on a job template or a launch
+        (``Credential.unique_hash``; vault ids are not modelled here)."""
+        seen = set()
+        for cred_id in credential_ids:
+            cred = self.objects["credentials"][cred_id]
+            if cred["credential_type"] in seen:
+                ctype = self.objects["credential_types"][cred["credential_type"]]
+                return "Cannot assign multiple %s credentials." % ctype["name"]
+            seen.add(cred["credential_type"])
+        return None
 
     def _derive(self, kind, obj):
         """Job templates belong to their project's organization (AWX sets it so)."""

@@ -173,6 +173,8 @@ class Application:
             return self.launch(method, obj, body, user)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "survey_spec":
             return self.survey_spec(method, obj, body)
+        if kind == "job_templates" and len(parts) == 3 and parts[2] == "credentials":
+            return self.jt_credentials(method, obj, user, query, body)
         raise errors.detail(404, errors.NOT_FOUND)
 
     # ------------------------------------------------------------ authentication and access
@@ -311,6 +313,51 @@ class Application:
         if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"]):
             raise errors.detail(405, 'Method "%s" not allowed.' % method)
         raise errors.detail(404, errors.NOT_FOUND)
+
+    def jt_credentials(self, method, jt, user, query, body):
+        """``/job_templates/<id>/credentials/``: AWX's sub-list attach and detach
+        (``SubListCreateAttachDetachAPIView``): ``{"id"}`` attaches (204), no ``id`` creates and
+        attaches (201), ``{"id", "disassociate": true}`` detaches (204)."""
+        attached = self.store.jt_credentials.setdefault(jt["id"], [])
+        creds = self.store.objects["credentials"]
+        if method in ("GET", "HEAD"):
+            items = [creds[cid] for cid in attached if cid in creds]
+            return 200, self.paginate([self.store.serialize("credentials", c) for c in items],
+                                      "/api/v2/job_templates/%d/credentials/" % jt["id"], query), {}
+        if method != "POST":
+            raise errors.detail(405, 'Method "%s" not allowed.' % method)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid type for post data")
+        sub_id = body.get("id")
+        if sub_id and (not isinstance(sub_id, int) or isinstance(sub_id, bool)):
+            raise ApiError(400, {"msg": '"id" field must be an integer.'})
+        if "disassociate" in body:
+            if not sub_id:
+                raise ApiError(400, {"msg": '"id" is required to disassociate'})
+            if sub_id not in creds:
+                raise errors.detail(400, "Credential matching query does not exist.")
+            if sub_id in attached:
+                attached.remove(sub_id)
+            return 204, None, {}
+        with self.store.lock:
+            created = None
+            if not sub_id:
+                created = self.store.create("credentials", body)
+                sub_id = created["id"]
+            if sub_id not in creds:
+                raise errors.detail(400, "Credential matching query does not exist.")
+            if not self.can_see(user, "credentials", creds[sub_id]):
+                raise errors.detail(403, errors.PERMISSION_DENIED)
+            clash = self.store.credential_clash(attached + [sub_id])
+            if clash:
+                if created:
+                    self.store.delete("credentials", created)
+                raise ApiError(400, {"error": clash})
+            attached.append(sub_id)
+        if created:
+            data = self.store.serialize("credentials", created)
+            return 201, data, {"Location": data["url"]}
+        return 204, None, {}
 
     def survey_spec(self, method, jt, body):
         key = ("job_templates", jt["id"])
