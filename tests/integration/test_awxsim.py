@@ -345,7 +345,17 @@ def test_bad_survey_spec_is_refused(client):
     ids = seed(client)
     status, data, _headers = client.call('POST', '/api/v2/job_templates/%d/survey_spec/' % ids['jt'],
                                          {'name': 'x', 'spec': []})
-    assert (status, data) == (400, {'error': "'description' missing from survey spec."})
+    assert (status, data) == (400, {'error': "'spec' doesn't contain any items."})
+    for spec, message in (({'name': 'x', 'spec': [{}]}, "Field 'description' is missing from survey spec."),
+                          ({'name': 'x', 'description': '', 'spec': [{'type': 'text', 'question_name': 'q', 'variable': 'v',
+                                                                      'required': 'yes'}]},
+                           "'required' in survey question 0 expected to be boolean."),
+                          ({'name': 'x', 'description': '', 'spec': [{'type': 'date', 'question_name': 'q', 'variable': 'v',
+                                                                      'required': True}]},
+                           "'date' in survey question 0 is not one of 'text, textarea, password, multiplechoice, multiselect,"
+                           " integer, float' allowed question types.")):
+        status, data, _headers = client.call('POST', '/api/v2/job_templates/%d/survey_spec/' % ids['jt'], spec)
+        assert (status, data) == (400, {'error': message})
     assert client.ok('GET', '/api/v2/job_templates/%d/survey_spec/' % ids['jt']) == {}
 
 

@@ -21,7 +21,8 @@ GATES = {
     "job_type": "ask_job_type_on_launch", "verbosity": "ask_verbosity_on_launch",
     "diff_mode": "ask_diff_mode_on_launch", "scm_branch": "ask_scm_branch_on_launch",
 }
-QUESTION_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
+# in the order of AWX SURVEY_TYPE_MAPPING (its message lists them so)
+QUESTION_TYPES = ("text", "textarea", "password", "multiplechoice", "multiselect", "integer", "float")
 
 
 def _choices(question):
@@ -74,28 +75,36 @@ def validate_answer(question: dict, answers: dict) -> list:
 
 
 def check_survey_spec(spec) -> dict:
-    """A ``survey_spec`` POST body, or a 400 ``{"error": ...}`` as AWX answers bad specs."""
+    """A ``survey_spec`` POST body, or a 400 ``{"error": ...}`` with the message AWX's
+    ``JobTemplateSurveySpec`` gives (the last failing top-level check wins, as there)."""
     if not isinstance(spec, dict):
-        raise errors.ApiError(400, {"error": "Survey spec must be a dictionary."})
-    for key in ("name", "description"):
-        if key not in spec:
-            raise errors.ApiError(400, {"error": "'%s' missing from survey spec." % key})
-    questions = spec.get("spec")
-    if not isinstance(questions, list):
-        raise errors.ApiError(400, {"error": "'spec' must be a list of items."})
+        raise errors.ApiError(400, {"error": "Field 'name' is missing from survey spec."})
+    error = None
+    for field, kind, label in (("name", str, "string"), ("description", str, "string"), ("spec", list, "list of items")):
+        if field not in spec:
+            error = "Field '%s' is missing from survey spec." % field
+        elif not isinstance(spec[field], kind):
+            error = "Expected %s for field '%s', received %s type." % (label, field, type(spec[field]).__name__)
+    if isinstance(spec.get("spec"), list) and not spec["spec"]:
+        error = "'spec' doesn't contain any items."
+    if error:
+        raise errors.ApiError(400, {"error": error})
     seen = set()
-    for pos, question in enumerate(questions):
+    for pos, question in enumerate(spec["spec"]):
         if not isinstance(question, dict):
             raise errors.ApiError(400, {"error": "Survey question %d is not a json object." % pos})
         for key in ("type", "question_name", "variable", "required"):
             if key not in question:
-                raise errors.ApiError(400, {"error": "'%s' missing from survey question %d." % (key, pos)})
-        if question["type"] not in QUESTION_TYPES:
-            raise errors.ApiError(400, {"error": "'%s' in survey question %d is not one of '%s' allowed question types." % (
-                question["type"], pos, "', '".join(QUESTION_TYPES))})
+                raise errors.ApiError(400, {"error": "'%s' missing from survey question %d" % (key, pos)})
+            kind, label = (bool, "boolean") if key == "required" else (str, "string")
+            if not isinstance(question[key], kind):
+                raise errors.ApiError(400, {"error": "'%s' in survey question %d expected to be %s." % (key, pos, label)})
         if question["variable"] in seen:
             raise errors.ApiError(400, {"error": "'variable' '%s' duplicated in survey question %d." % (question["variable"], pos)})
         seen.add(question["variable"])
+        if question["type"] not in QUESTION_TYPES:
+            raise errors.ApiError(400, {"error": "'%s' in survey question %d is not one of '%s' allowed question types." % (
+                question["type"], pos, ", ".join(QUESTION_TYPES))})
     return spec
 
 
