@@ -339,6 +339,12 @@ def test_survey_rules(client):
     assert status == 201
     assert json.loads(job['extra_vars']) == {'hostname': 'pod1', 'plan': 'small', 'disk_gb': 8}
     assert job['ignored_fields'] == {'extra_vars': {'other': 1}}
+    # a default does not answer a required question (AWX checks the launch's own variables)
+    spec = dict(SURVEY, spec=[dict(SURVEY['spec'][0], default='pod-default'), SURVEY['spec'][2]])
+    client.ok('POST', jt_url + 'survey_spec/', spec)
+    assert client.ok('GET', jt_url + 'launch/')['variables_needed_to_start'] == ['hostname', 'plan']
+    status, data, _headers = launch(client, ids['jt'], {'extra_vars': {'plan': 'large'}})
+    assert (status, data) == (400, {'variables_needed_to_start': ["'hostname' value missing"]})
 
 
 def test_bad_survey_spec_is_refused(client):

@@ -4,7 +4,10 @@
   ``ask_<prompt>_on_launch`` is true. An unprompted one is **not** a 400: AWX drops it and
   reports it in ``ignored_fields`` (manual launches exclude ``prompts`` errors).
 - ``extra_vars`` are applied whole with ``ask_variables_on_launch``; otherwise only the
-  survey's variables are (survey enabled), the others go to ``ignored_fields.extra_vars``.
+  survey's variables are (survey enabled), the others go to ``ignored_fields.extra_vars``
+  (except those equal to the template's own). The survey checks the launch's own variables: a
+  question's default does not answer a required question; valid defaults are merged after the
+  template's extra_vars and before the launch's (AWX ``SurveyJobTemplateMixin``).
 - A ``null`` value is a 400; a missing inventory is a 400 ``resources_needed_to_start``;
   survey problems are a 400 ``variables_needed_to_start`` with AWX's messages.
 - Success: 201 with ``Location`` and ``{"job": id, "ignored_fields": {...}, ...}``.
@@ -121,8 +124,8 @@ def _check_credentials(store, value):
 def launch_info(store, jt: dict) -> dict:
     """``GET launch/``: what a launch needs and what it may be asked."""
     survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
-    needed = [q["variable"] for q in (survey or {}).get("spec", [])
-              if q.get("required") and q.get("default") in (None, "")]
+    # AWX lists every required question, default or not (SurveyJobTemplateMixin)
+    needed = [q["variable"] for q in (survey or {}).get("spec", []) if q.get("required")]
     inventory = store.objects["inventories"].get(jt["inventory"])
     info = {
         "can_start_without_user_input": not needed and inventory is not None,
@@ -185,31 +188,38 @@ def accept(store, jt: dict, body) -> tuple:
             problems["extra_vars"] = ["Must be a valid JSON or YAML dictionary."]
     if problems:
         raise errors.fields(problems)
+    # AWX (_accept_or_ignore_variables): the survey checks the launch's own variables (a
+    # question's default does not answer a required one); ask_variables_on_launch accepts the
+    # rest; leftovers equal to the template's own extra_vars are pruned, the others ignored.
     survey = store.survey_specs.get(("job_templates", jt["id"])) if jt["survey_enabled"] else None
     questions = (survey or {}).get("spec", [])
-    answers = {}
-    if extra:
-        if jt["ask_variables_on_launch"]:
-            answers = dict(extra)
-        else:
-            asked = {q["variable"] for q in questions}
-            answers = {k: v for k, v in extra.items() if k in asked}
-            dropped = {k: v for k, v in extra.items() if k not in asked}
-            if dropped:
-                ignored["extra_vars"] = dropped
+    extra = dict(extra or {})
+    survey_errors, accepted = [], {}
     for question in questions:
-        if question["variable"] not in answers and question.get("default") not in (None, ""):
-            answers[question["variable"]] = question["default"]
-    survey_errors = []
-    for question in questions:
-        survey_errors.extend(validate_answer(question, answers))
+        found = validate_answer(question, extra)
+        survey_errors.extend(found)
+        if found and question["variable"] in extra:
+            ignored.setdefault("extra_vars", {})[question["variable"]] = extra.pop(question["variable"])
+        elif question["variable"] in extra:
+            accepted[question["variable"]] = extra.pop(question["variable"])
     if survey_errors:
         raise errors.ApiError(400, {"variables_needed_to_start": survey_errors})
+    template_vars = parse_vars(jt["extra_vars"])
+    if jt["ask_variables_on_launch"]:
+        accepted.update(extra)
+        extra = {}
+    extra = {k: v for k, v in extra.items() if not (k in template_vars and template_vars[k] == v)}
+    if extra:
+        ignored.setdefault("extra_vars", {}).update(extra)
     inventory = applied.get("inventory", jt["inventory"])
     if inventory is None or inventory not in store.objects["inventories"]:
         raise errors.ApiError(400, {"resources_needed_to_start": ["Job Template 'inventory' is missing or undefined."]})
-    merged = parse_vars(jt["extra_vars"])
-    merged.update(answers)
+    merged = dict(template_vars)
+    for question in questions:  # JT extra_vars, then valid survey defaults, then the launch's
+        default = question.get("default")
+        if default is not None and not validate_answer(question, {question["variable"]: default}):
+            merged[question["variable"]] = default
+    merged.update(accepted)
     applied["extra_vars"] = merged
     applied["inventory"] = inventory
     applied.setdefault("credentials", list(store.jt_credentials.get(jt["id"], [])))
