@@ -274,7 +274,7 @@ def launch(client, jt, body, token=ADMIN_TOKEN):
 def test_launch_drops_unprompted_fields_into_ignored_fields(client):
     ids = seed(client)
     status, job, headers = launch(client, ids['jt'], {'limit': 'pod1', 'extra_vars': {'x': 1}, 'job_tags': 't'})
-    assert status == 201 and headers['Location'] == '/api/v2/jobs/%d/' % job['job']
+    assert status == 201 and headers['Location'] == client.base + '/api/v2/jobs/%d/' % job['job']
     assert job['ignored_fields'] == {'limit': 'pod1', 'extra_vars': {'x': 1}, 'job_tags': 't'}
     assert job['limit'] == '' and json.loads(job['extra_vars']) == {}
 

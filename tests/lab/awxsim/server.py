@@ -170,7 +170,7 @@ class Application:
         if len(parts) == 2:
             return self.detail(method, kind, obj, body)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "launch":
-            return self.launch(method, obj, body, user)
+            return self.launch(http, obj, body, user)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "survey_spec":
             return self.survey_spec(method, obj, body)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "credentials":
@@ -273,7 +273,8 @@ class Application:
             return 204, None, {}
         raise errors.detail(405, 'Method "%s" not allowed.' % method)
 
-    def launch(self, method, jt, body, user):
+    def launch(self, http, jt, body, user):
+        method = http.command
         if method == "OPTIONS":
             actions = {"POST": {field: {"type": "field", "label": field} for field in launch.GATES}}
             return 200, {"name": "Job Template Launch", "actions": actions}, {"Allow": "GET, POST, HEAD, OPTIONS"}
@@ -283,8 +284,9 @@ class Application:
             raise errors.detail(405, 'Method "%s" not allowed.' % method)
         applied, ignored = launch.accept(self.store, jt, body)
         job = self.jobs.create(jt, applied, ignored, user)
-        data = dict(self.jobs.serialize(job), job=job["id"], ignored_fields=ignored)
-        return 201, data, {"Location": data["url"]}
+        data = {"job": job["id"], "ignored_fields": ignored, **self.jobs.serialize(job)}
+        # AWX: Location is new_job.get_absolute_url(request), an absolute URL
+        return 201, data, {"Location": "http://%s%s" % (http.headers.get("Host", "127.0.0.1"), data["url"])}
 
     def jobs_api(self, method, rest, user, query):
         visible = {jt["id"] for jt in self.store.objects["job_templates"].values()
