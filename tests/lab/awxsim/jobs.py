@@ -74,8 +74,6 @@ class Jobs:
                 job["event_processing_finished"] = True
                 if job["started"]:
                     job["elapsed"] = round((_parse(stamp) - _parse(job["started"])).total_seconds(), 3)
-            if status == "canceled" and not explanation:
-                explanation = "Job was canceled."
             job["status"], job["modified"] = status, stamp
             if explanation:
                 job["job_explanation"] = explanation

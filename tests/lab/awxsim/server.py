@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import errors, launch
-from .jobs import Jobs
+from .jobs import CANCELABLE, Jobs
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
 
@@ -305,7 +305,7 @@ class Application:
             return 200, self.jobs.serialize(job), {}
         if rest[1:] == ["cancel"]:
             if method in ("GET", "HEAD"):
-                return 200, {"can_cancel": job["status"] in ("new", "pending", "waiting", "running")}, {}
+                return 200, {"can_cancel": job["status"] in CANCELABLE}, {}
             if method == "POST":
                 self.jobs.cancel(job)
                 return 202, None, {}
