@@ -579,3 +579,22 @@ def test_job_template_credentials_and_launch_credentials(client):
     assert client.call('POST', creds_url, {'id': first['id'], 'disassociate': True})[0] == 204
     assert client.ok('GET', creds_url)['count'] == 0
     assert client.call('POST', creds_url, {'id': first['id']}, token=READ_TOKEN)[0] == 403
+
+
+def test_runs_as_a_program(tmp_path):
+    """``python -m awxsim --config FILE`` (how the lab will start it): serves, then stops on SIGTERM."""
+    port = free_port()
+    config = tmp_path / 'awxsim.json'
+    config.write_text(json.dumps({'listen_port': port, 'users': [{'username': 'admin', 'is_superuser': True}],
+                                  'tokens': [{'token': ADMIN_TOKEN, 'user': 'admin'}]}), encoding='utf-8')
+    with subprocess.Popen([sys.executable, '-m', 'awxsim', '--config', str(config)], cwd=LAB,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert 'awxsim listening on http://127.0.0.1:%d' % port in proc.stderr.readline()
+            me = Client('http://127.0.0.1:%d' % port).ok('GET', '/api/v2/me/')
+            assert me['results'][0]['username'] == 'admin'
+            proc.terminate()
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
