@@ -504,11 +504,17 @@ AWX_COLLECTION_PLAY = '''
     - awx.awx.organization: {name: Cloud Org}
     - awx.awx.inventory: {name: Nodes, organization: Cloud Org}
     - awx.awx.project: {name: Pods, organization: Cloud Org, scm_type: manual, local_path: cloudpods}
+    - awx.awx.credential_type:
+        name: Proxmox API
+        kind: cloud
+        inputs: {fields: [{id: token, label: Token, type: string, secret: true}]}
+    - awx.awx.credential: {name: pve, organization: Cloud Org, credential_type: Proxmox API, inputs: {token: s3cr3t}}
     - awx.awx.job_template:
         name: Provision
         project: Pods
         inventory: Nodes
         playbook: playbooks/provision.yml
+        credentials: [pve]
         ask_limit_on_launch: true
         survey_enabled: true
         survey_spec:
@@ -522,6 +528,7 @@ AWX_COLLECTION_PLAY = '''
         project: Pods
         inventory: Nodes
         playbook: playbooks/provision.yml
+        credentials: [pve]
         ask_limit_on_launch: true
       register: again
     - ansible.builtin.assert: {that: [not again.changed]}
@@ -556,6 +563,8 @@ def test_awx_collection_modules(client, tmp_path):
     assert job['limit'] == 'pod1' and json.loads(job['extra_vars']) == {'hostname': 'pod-1'}
     jt = client.ok('GET', '/api/v2/job_templates/Provision++Cloud%20Org/')
     assert client.ok('GET', jt['related']['survey_spec'])['spec'][0]['variable'] == 'hostname'
+    assert [c['name'] for c in client.ok('GET', jt['related']['credentials'])['results']] == ['pve']
+    assert job['credentials'] == [client.ok('GET', '/api/v2/credentials/?name=pve')['results'][0]['id']]
 
 
 def test_job_template_credentials_and_launch_credentials(client):
