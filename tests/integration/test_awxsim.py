@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -590,18 +591,30 @@ def test_job_template_credentials_and_launch_credentials(client):
     assert client.call('POST', creds_url, {'id': first['id']}, token=READ_TOKEN)[0] == 403
 
 
-def test_runs_as_a_program(tmp_path):
-    """``python -m awxsim --config FILE`` (how the lab will start it): serves, then stops on SIGTERM."""
+def test_runs_as_a_program_over_tls(tmp_path):
+    """``python -m awxsim --config FILE`` (how the lab will start it): serves HTTPS with the given
+    certificate (a client that trusts it verifies it), then stops on SIGTERM."""
+    cert, key = tmp_path / 'cert.pem', tmp_path / 'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                    '-keyout', str(key), '-out', str(cert), '-days', '1', '-subj', '/CN=localhost',
+                    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], check=True, capture_output=True)
     port = free_port()
     config = tmp_path / 'awxsim.json'
-    config.write_text(json.dumps({'listen_port': port, 'users': [{'username': 'admin', 'is_superuser': True}],
+    config.write_text(json.dumps({'listen_port': port, 'tls_cert': str(cert), 'tls_key': str(key),
+                                  'users': [{'username': 'admin', 'is_superuser': True}],
                                   'tokens': [{'token': ADMIN_TOKEN, 'user': 'admin'}]}), encoding='utf-8')
     with subprocess.Popen([sys.executable, '-m', 'awxsim', '--config', str(config)], cwd=LAB,
                           stderr=subprocess.PIPE, text=True) as proc:
         try:
-            assert 'awxsim listening on http://127.0.0.1:%d' % port in proc.stderr.readline()
-            me = Client('http://127.0.0.1:%d' % port).ok('GET', '/api/v2/me/')
+            assert 'awxsim listening on https://127.0.0.1:%d' % port in proc.stderr.readline()
+            request = urllib.request.Request('https://127.0.0.1:%d/api/v2/me/' % port,
+                                             headers={'Authorization': 'Bearer ' + ADMIN_TOKEN})
+            context = ssl.create_default_context(cafile=str(cert))
+            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                me = json.loads(response.read())
             assert me['results'][0]['username'] == 'admin'
+            with pytest.raises(urllib.error.URLError, match='CERTIFICATE_VERIFY_FAILED'):
+                urllib.request.urlopen(request, context=ssl.create_default_context(), timeout=30)  # pylint: disable=consider-using-with
             proc.terminate()
             assert proc.wait(timeout=60) == 0
         finally:

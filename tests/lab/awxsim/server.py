@@ -16,6 +16,8 @@ import json
 import logging
 import re
 import secrets
+import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -512,17 +514,41 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 
 class AwxSimServer(ThreadingHTTPServer):
+    """Threaded; with TLS, the handshake happens in the connection's own thread (as pvesim)."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, app: Application):
+    def __init__(self, address, app: Application, ssl_context=None):
         self.app = app
+        self.ssl_context = ssl_context
         super().__init__(address, RequestHandler)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(120)
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                LOG.debug("TLS handshake with %s failed: %s", client_address, exc)
+                request.close()
+                return
+        try:
+            self.RequestHandlerClass(request, client_address, self)
+        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+            LOG.debug("connection from %s ended: %s", client_address, exc)
 
 
 def create_server(config: dict) -> AwxSimServer:
-    """A server on ``config["listen_host"]`` (127.0.0.1) and ``config["listen_port"]``."""
+    """A server on ``config["listen_host"]`` (127.0.0.1) and ``config["listen_port"]``; HTTPS when
+    ``tls_cert`` and ``tls_key`` (PEM files) are given, HTTP otherwise."""
     host = config.get("listen_host", "127.0.0.1")
-    server = AwxSimServer((host, int(config["listen_port"])), Application(config))
-    LOG.info("awxsim listening on http://%s:%s", host, server.server_address[1])
+    context = None
+    if config.get("tls_cert") and config.get("tls_key"):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(config["tls_cert"], config["tls_key"])
+    server = AwxSimServer((host, int(config["listen_port"])), Application(config), context)
+    LOG.info("awxsim listening on %s://%s:%s", "https" if context else "http", host, server.server_address[1])
     return server
