@@ -150,8 +150,8 @@ class Application:
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
-                         "instances": [{"node": "awxsim", "node_type": "hybrid", "heartbeat": now(),
-                                        "capacity": 10, "version": VERSION}],
+                         "instances": [{"node": "awxsim", "node_type": "hybrid", "uuid": "00000000-0000-4000-8000-00000000a3c5",
+                                        "heartbeat": now(), "capacity": 10, "version": VERSION}],
                          "instance_groups": [{"name": "default", "capacity": 10, "instances": ["awxsim"]}]}, {}
         user, token = self.authenticate(http)
         if token is not None and token["scope"] == "read" and method not in SAFE:
