@@ -59,7 +59,18 @@ def fingerprint(der: bytes) -> str:
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
 
 
+def _san_value(name) -> str:
+    """PVE::Certificate's parse_san: DNS names as they are, IPv4 dotted, IPv6 as eight 4-digit hex groups."""
+    if isinstance(name, x509.DNSName):
+        return name.value
+    packed = name.value.packed
+    if len(packed) == 4:
+        return str(name.value)
+    return ":".join(packed[i:i + 2].hex() for i in range(0, 16, 2))
+
+
 def _name(name: x509.Name) -> str:
+    """X509_NAME_oneline: ``/CN=host/O=org``."""
     return "".join(f"/{attr.rfc4514_attribute_name}={attr.value}" for attr in name)
 
 
@@ -68,9 +79,8 @@ def certificate_info(pem: str, filename: str) -> dict:
     cert = x509.load_pem_x509_certificates(pem.encode())[0]
     der = cert.public_bytes(encoding=_der())
     try:
-        san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        san = [str(value) for value in san_ext.get_values_for_type(x509.DNSName)] + \
-            [str(value) for value in san_ext.get_values_for_type(x509.IPAddress)]
+        san = [_san_value(name) for name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+               if isinstance(name, (x509.DNSName, x509.IPAddress))]
     except x509.ExtensionNotFound:
         san = []
     key = cert.public_key()
