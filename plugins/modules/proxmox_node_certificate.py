@@ -145,6 +145,7 @@ class ProxmoxNodeCertificate(ProxmoxModule):
 
     def run(self):
         params = self.module.params
+        self._secrets.append(params['private_key'])  # scrubbed from every message, like the token secret
         wanted = first_certificate_fingerprint(params['certificate'])
         infos = self.client.get('nodes/%s/certificates/info' % self.node) or []
         custom = dict((entry.get('filename'), entry) for entry in infos).get(CUSTOM_FILE)
