@@ -150,6 +150,11 @@ def test_install_then_new_connections_present_it_and_second_run_is_unchanged(lab
     assert run.rc == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert TASK in changed_tasks(run)
     assert _key_body(files['key']) not in run.stdout + run.stderr
+    result = [task['result'] for task in run.tasks if task['name'] == TASK][0]
+    assert result['diff']['after'] == {'custom_fingerprint': files['fingerprint'],
+                                       'presented_fingerprint': files['fingerprint']}
+    assert result['diff']['before']['custom_fingerprint'] is None
+    assert result['info']['subject'] == '/CN=pve-custom.lab.example' and 'pem' not in result['info']
     assert presented(lab) == (files['fingerprint'], 'pve-custom.lab.example')
     info = custom_info(lab)
     assert len(info) == 1 and info[0]['fingerprint'] == files['fingerprint']
