@@ -25,13 +25,13 @@ import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from .api import Call, Perm, route
 from .errors import ParamError, fail
 from .schema import FormatError, P, required
 
 NODE_MODIFY = Perm("/nodes/{node}", "Sys.Modify")
-PEM_CERT_RE_BEGIN = "-----BEGIN CERTIFICATE-----"
 
 
 def _pem_chain(value: str, _name: str) -> None:
@@ -77,7 +77,7 @@ def _name(name: x509.Name) -> str:
 def certificate_info(pem: str, filename: str) -> dict:
     """PVE::Certificate::get_certificate_info of the chain's first certificate."""
     cert = x509.load_pem_x509_certificates(pem.encode())[0]
-    der = cert.public_bytes(encoding=_der())
+    der = cert.public_bytes(Encoding.DER)
     try:
         san = [_san_value(name) for name in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
                if isinstance(name, (x509.DNSName, x509.IPAddress))]
@@ -93,22 +93,12 @@ def certificate_info(pem: str, filename: str) -> dict:
         "notbefore": int(cert.not_valid_before_utc.timestamp()),
         "notafter": int(cert.not_valid_after_utc.timestamp()),
         "san": san,
-        "pem": cert.public_bytes(encoding=_pem()).decode(),
+        "pem": cert.public_bytes(Encoding.PEM).decode(),
         "public-key-type": next((name for kind, name in key_type.items() if isinstance(key, kind)), "unknown"),
     }
     if hasattr(key, "key_size"):
         info["public-key-bits"] = key.key_size
     return info
-
-
-def _der():
-    from cryptography.hazmat.primitives.serialization import Encoding  # pylint: disable=import-outside-toplevel
-    return Encoding.DER
-
-
-def _pem():
-    from cryptography.hazmat.primitives.serialization import Encoding  # pylint: disable=import-outside-toplevel
-    return Encoding.PEM
 
 
 def tls_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
