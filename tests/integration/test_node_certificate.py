@@ -178,7 +178,8 @@ def test_custom_endpoint_answers_as_pve(lab, files):
                      key=files['key'])
     assert (answer.status_code, answer.reason) == (500, 'Custom certificate file exists but force flag is not set.')
     answer = lab.api(ADMIN, ADMIN_SECRET, 'POST', '/nodes/{node}/certificates/custom', certificates='not a pem')
-    assert answer.status_code == 400 and 'certificates' in answer.json()['errors']
+    assert answer.status_code == 400
+    assert answer.json()['errors'] == {'certificates': 'invalid format - not a valid PEM-formatted string.'}
     # The stored key is used when none is given (force: the file exists).
     answer = lab.api(ADMIN, ADMIN_SECRET, 'POST', '/nodes/{node}/certificates/custom', certificates=files['cert'],
                      force=1)

@@ -20,6 +20,7 @@ The custom files live in memory like the access configuration: a restart of pves
 
 import hashlib
 import os
+import re
 import ssl
 import tempfile
 
@@ -34,18 +35,32 @@ from .schema import FormatError, P, required
 NODE_MODIFY = Perm("/nodes/{node}", "Sys.Modify")
 
 
+def _pem_blocks_re(label: str, multiple: bool) -> re.Pattern:
+    """Whole-content match of PEM blocks, as PVE::Certificate::check_pem accepts them (after the leading text)."""
+    block = (rf"-----BEGIN {label}-----\s*(?:[0-9A-Za-z+/]+\s*\n)*[0-9A-Za-z+/]*(?:=\s*\n=|={{0,2}})?\s*\n"
+             rf"-----END {label}-----\s*")
+    return re.compile(rf"(?:{block}\n*)*{block}" if multiple else block)
+
+
+CHAIN_RE = _pem_blocks_re("CERTIFICATE", True)
+ANY_PEM_RE = _pem_blocks_re(".*?", False)
+
+
 def _pem_chain(value: str, _name: str) -> None:
+    """Format ``pem-certificate-chain``: PEM text and certificates that parse."""
+    text = _strip_leading_text(value)
     try:
-        certs = x509.load_pem_x509_certificates(_strip_leading_text(value).encode())
+        parsed = CHAIN_RE.fullmatch(text) and x509.load_pem_x509_certificates(text.encode())
     except ValueError:
-        certs = []
-    if not certs:
-        raise FormatError("value does not look like a valid PEM certificate chain")
+        parsed = None
+    if not parsed:
+        raise FormatError("not a valid PEM-formatted string.")
 
 
 def _pem_string(value: str, _name: str) -> None:
-    if "-----BEGIN " not in value:
-        raise FormatError("value does not look like a valid PEM string")
+    """Format ``pem-string``: one PEM block of any label."""
+    if not ANY_PEM_RE.fullmatch(_strip_leading_text(value)):
+        raise FormatError("not a valid PEM-formatted string.")
 
 
 def _strip_leading_text(text: str) -> str:
