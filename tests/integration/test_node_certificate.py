@@ -173,7 +173,11 @@ def test_install_then_new_connections_present_it_and_second_run_is_unchanged(lab
 
 
 def test_custom_endpoint_answers_as_pve(lab, files):
-    """After the install: no force, no key, then DELETE with restart brings the lab certificate back."""
+    """With a custom certificate installed: no force, junk, the stored key, then DELETE with restart brings the
+    lab certificate back, and without a stored key a key is required."""
+    answer = lab.api(ADMIN, ADMIN_SECRET, 'POST', '/nodes/{node}/certificates/custom', certificates=files['cert'],
+                     key=files['key'], force=1, restart=1)
+    assert answer.status_code == 200, answer.text
     answer = lab.api(ADMIN, ADMIN_SECRET, 'POST', '/nodes/{node}/certificates/custom', certificates=files['cert'],
                      key=files['key'])
     assert (answer.status_code, answer.reason) == (500, 'Custom certificate file exists but force flag is not set.')
