@@ -52,6 +52,8 @@ attributes:
 notes:
   - The connection's own certificate check (O(validate_certs), O(ca_path)) applies to the API calls; the
     check of the presented certificate compares SHA-256 fingerprints on a connection of its own.
+  - O(api_url) must reach pveproxy itself. Behind a reverse proxy that terminates TLS, the presented certificate is
+    the proxy's, and the check after the upload fails.
   - Connect with a token that has C(Sys.Modify) on C(/nodes/<node>), e.g. the administrator token of
     C(bootstrap_node.yml); the provisioning token does not have it.
 """
