@@ -172,7 +172,9 @@ def get_version(call: Call):
 @route("GET", "/nodes")
 def list_nodes(call: Call):
     view = call.cluster.node_view()
-    view["ssl_fingerprint"] = getattr(call.cluster, "ssl_fingerprint", "")
+    certificates = getattr(call.cluster, "certificates", None)
+    view["ssl_fingerprint"] = certificates.served_fingerprint() if certificates else \
+        getattr(call.cluster, "ssl_fingerprint", "")
     return [view]
 
 
@@ -751,3 +753,4 @@ def permissions(call: Call):
 
 # The access endpoints register their routes on import (after everything above exists).
 from . import access_api  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
+from . import certificates  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import

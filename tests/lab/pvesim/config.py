@@ -39,6 +39,7 @@ DEFAULTS = {
     "listen_port": 8006,
     "tls_cert": None,            # PEM server certificate (chain); required to serve HTTPS
     "tls_key": None,             # PEM private key
+    "tls_ca": None,              # the CA shown as pve-root-ca.pem; None: ca.pem beside tls_cert
     "node": "pve",
     "cluster_name": "cloudpods-lab",
     "pve_version": "8.2.4",

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import re
 import socket
 import ssl
@@ -21,6 +22,7 @@ from . import api, schema
 from .access import AccessControl
 from .acl import TokenRegistry, claimed_token_id
 from .backend import Backend, MemoryBackend
+from .certificates import NodeCertificates
 from .config import SimConfig
 from .control import ControlApi
 from .errors import ApiError, AuthError, MethodNotImplemented
@@ -36,7 +38,7 @@ CONNECTION_TIMEOUT = 120
 class Application:
     """Everything a request needs: the cluster state, tokens, request log, control API."""
 
-    def __init__(self, config: SimConfig, backend=None):
+    def __init__(self, config: SimConfig, backend=None, ssl_context: ssl.SSLContext | None = None):
         self.config = config
         self.initial_values = copy.deepcopy(config.values)
         self.cluster = Cluster(config, backend or make_backend(config))
@@ -46,6 +48,7 @@ class Application:
         self.requests = RequestLog()
         self.control = ControlApi(self)
         self.cluster.ssl_fingerprint = _certificate_fingerprint(config.tls_cert)
+        self.cluster.certificates = NodeCertificates(config.tls_cert, _ca_file(config), ssl_context)
 
     def reset(self) -> None:
         """Back to how the process started: config, tokens, state, log."""
@@ -55,6 +58,7 @@ class Application:
         self.cluster.access = self.access
         self.tokens = TokenRegistry(self.config.tokens, self.access)
         self.cluster.reset()
+        self.cluster.certificates.reset()
         self.requests.clear()
 
     # ------------------------------------------------------------ dispatch
@@ -165,6 +169,15 @@ def _certificate_fingerprint(cert_file: str | None) -> str:
         der = ssl.PEM_cert_to_DER_cert(handle.read())
     digest = hashlib.sha256(der).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def _ca_file(config: SimConfig) -> str | None:
+    """The lab CA (``tls_ca``, else ``ca.pem`` beside the server certificate): pve-root-ca.pem."""
+    if config.values.get("tls_ca"):
+        return config.values["tls_ca"]
+    if config.tls_cert:
+        return os.path.join(os.path.dirname(config.tls_cert), "ca.pem")
+    return None
 
 
 def _detailed_auth_errors(pve_version: str) -> bool:
@@ -284,9 +297,11 @@ class SimulatorServer(ThreadingHTTPServer):
         # Headers and body leave in separate writes; without NODELAY, Nagle plus the
         # client's delayed ACK add ~40 ms to every keep-alive request.
         request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.ssl_context is not None:
+        # The node's certificate as pveproxy last (re)loaded it (certificates.py).
+        context = self.app.cluster.certificates.serving if self.ssl_context is not None else None
+        if context is not None:
             try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request = context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError) as exc:
                 LOG.debug("TLS handshake with %s failed: %s", client_address, exc)
                 request.close()
@@ -326,7 +341,7 @@ def create_server(config: SimConfig, backend: Backend | None = None) -> Simulato
     context = None
     if config.tls_cert and config.tls_key:
         context = make_ssl_context(config.tls_cert, config.tls_key)
-    app = Application(config, backend or make_backend(config))
+    app = Application(config, backend or make_backend(config), context)
     server = SimulatorServer((config.listen_host, int(config.listen_port)), app, context)
     LOG.info("pvesim listening on %s://%s:%s", "https" if context else "http",
              config.listen_host, server.server_address[1])
