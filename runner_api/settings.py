@@ -228,7 +228,7 @@ def _awx_settings(reader, problems):
         executor = "local"
     values = dict(
         executor=executor,
-        awx_url=reader.url("CLOUDPODS_AWX_URL"),
+        awx_url=reader.url("CLOUDPODS_AWX_URL", echo=False),
         awx_token=reader.raw("CLOUDPODS_AWX_TOKEN"),
         awx_ca_file=reader.path("CLOUDPODS_AWX_CA_FILE", None),
         awx_verify=reader.boolean("CLOUDPODS_AWX_VERIFY_SSL", True),

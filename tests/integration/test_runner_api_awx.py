@@ -132,9 +132,10 @@ class Driver(object):
     ``artifacts`` and moves the job to running and ``final``. ``final='await-cancel'``: the job stays
     running until runner_api cancels it (``cancel_flag``), then becomes canceled."""
 
-    def __init__(self, awx, events=(), artifacts=None, final='successful', explanation=''):
+    def __init__(self, awx, events=(), artifacts=None, final='successful', explanation='', then=()):
         self.awx = awx
         self.events = list(events)
+        self.then = list(then)  # appended once runner_api has looked for the events after the first ones
         self.artifacts = artifacts
         self.final = final
         self.explanation = explanation
@@ -171,6 +172,11 @@ class Driver(object):
             self.awx.ok('POST', path + 'status', {'status': 'running'}, lab=True)
             if self.events:
                 self.awx.ok('POST', path + 'events', {'events': self.events}, lab=True)
+            if self.then:
+                after = 'counter__gt=%d&' % len(self.events)
+                self._wait(lambda: any(r['path'].endswith('/jobs/%d/job_events/' % self.job) and after in r['query']
+                                       for r in self.awx.requests()), 'a look for the events after the first ones')
+                self.awx.ok('POST', path + 'events', {'events': self.then}, lab=True)
             if self.artifacts is not None:
                 self.awx.ok('POST', path + 'artifacts', {'artifacts': self.artifacts}, lab=True)
             if self.final == 'await-cancel':
@@ -230,7 +236,7 @@ def test_executor_setting_is_checked(awx):
 
 def test_successful_job_events_scrubbed_and_artifacts_as_stats(awx):
     seen = []
-    with Driver(awx, SUCCESS_EVENTS, ARTIFACTS) as driver:
+    with Driver(awx, SUCCESS_EVENTS[:3], ARTIFACTS, then=SUCCESS_EVENTS[3:]) as driver:
         result = AwxExecutor(awx_settings(awx)).run(REQUEST, seen.append)
     assert result.ok and result.stats == ARTIFACTS, result
     job = awx.ok('GET', '/api/v2/jobs/%d/' % driver.job)
@@ -242,9 +248,11 @@ def test_successful_job_events_scrubbed_and_artifacts_as_stats(awx):
     assert seen[1]['message'] == 'created with token %s and %s' % (MASK, MASK)
     assert seen[1]['duration_ms'] == 250
     assert PVE_SECRET not in repr(seen) and TOKEN not in repr(seen)
-    # Followed by counter: later looks asked only for events after the last one seen.
+    # Followed by counter: each look asks only for the events after the last one seen (the driver waited
+    # for the look after the first three before it appended the rest).
     looks = [r['query'] for r in awx.requests() if r['path'] == '/api/v2/jobs/%d/job_events/' % driver.job]
-    assert looks and 'counter__gt=6' in looks[-1], looks
+    after = [int(query.split('counter__gt=')[1].split('&')[0]) for query in looks]
+    assert 3 in after and after == sorted(after) and set(after) <= {0, 3, 6}, looks
 
 
 def test_dry_run_launches_job_type_check_only_where_the_template_prompts(awx):

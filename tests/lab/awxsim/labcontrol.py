@@ -46,18 +46,28 @@ def control(app, http, path, body):
     if match.group(2) == "artifacts":
         if not isinstance(body, dict) or not isinstance(body.get("artifacts"), dict):
             raise errors.fields({"artifacts": ["This field is required (an object)."]})
-        with app.store.lock:
-            job["artifacts"] = body["artifacts"]
-        return 200, {"artifacts": job["artifacts"]}
+        return 200, {"artifacts": set_artifacts(app, job, body["artifacts"])}
     given = body.get("events") if isinstance(body, dict) else None
     if not isinstance(given, list) or not all(isinstance(e, dict) and isinstance(e.get("event"), str) for e in given):
         raise errors.fields({"events": ["A list of events, each with an \"event\"."]})
+    unknown = sorted({name for item in given for name in item} - set(EVENT_FIELDS))
+    if unknown:
+        raise errors.fields({name: ["not a job event field"] for name in unknown})
+    return 200, {"count": append_events(app, job, given)}
+
+
+def set_artifacts(app, job, artifacts):
+    """The job's ``artifacts`` (what ``set_stats`` would have reported)."""
+    with app.store.lock:
+        job["artifacts"] = dict(artifacts)
+        return job["artifacts"]
+
+
+def append_events(app, job, given):
+    """Append ``given`` (dicts of EVENT_FIELDS, ``event`` required) to the job's events; the count after."""
     with app.store.lock:
         events = _events(app, job)
         for item in given:
-            unknown = sorted(set(item) - set(EVENT_FIELDS))
-            if unknown:
-                raise errors.fields({name: ["not a job event field"] for name in unknown})
             counter = item.get("counter") or (max([e["counter"] for e in events], default=0) + 1)
             ident = sum(len(e) for e in app.jobs.lab_events.values()) + 1
             event = dict(DEFAULTS, id=ident, created=now(), modified=now(), job=job["id"], type="job_event",
@@ -65,7 +75,7 @@ def control(app, http, path, body):
             event.update({key: value for key, value in item.items() if key != "counter"})
             event["counter"] = int(counter)
             events.append(event)
-        return 200, {"count": len(events)}
+        return len(events)
 
 
 def job_events(app, job, query):
