@@ -154,7 +154,7 @@ def bench_local(orders):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--orders', type=int, default=20)
     parser.add_argument('--local-orders', type=int, default=5, help='the local runs take seconds each')
     parser.add_argument('--poll', type=float, default=0.05, help='CLOUDPODS_AWX_POLL_SECONDS')
