@@ -28,7 +28,7 @@ for _path in (ROOT, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'test
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from awxsim.server import Application, AwxSimServer  # noqa: E402  pylint: disable=wrong-import-position
+from awxsim.server import Application, AwxSimServer, create_server  # noqa: E402  pylint: disable=wrong-import-position
 from cloudpods_testing import scratch_database, worker_environment  # noqa: E402
 from labenv import free_port  # noqa: E402
 from runner_api import awx_executor, operations  # noqa: E402
@@ -497,3 +497,23 @@ def test_worker_refuses_to_start_without_a_template_or_with_a_bad_token(lab_env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and 'refused CLOUDPODS_AWX_TOKEN (401' in done.stderr, done.stderr
     assert 'expired-token' not in done.stderr
+
+
+def test_https_awx_is_verified_with_the_ca_file(awx, tmp_path):
+    cert, key = tmp_path / 'cert.pem', tmp_path / 'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+                    '-keyout', str(key), '-out', str(cert), '-days', '1', '-subj', '/CN=localhost',
+                    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], check=True, capture_output=True)
+    server = create_server(dict(awx.config, listen_port=free_port(), tls_cert=str(cert), tls_key=str(key)))
+    threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+    url = 'https://127.0.0.1:%d' % server.server_address[1]
+    try:
+        # Connected and the token accepted: what is left is the templates this empty AWX lacks.
+        for extra in ({'CLOUDPODS_AWX_CA_FILE': str(cert)}, {'CLOUDPODS_AWX_VERIFY_SSL': 'false'}):
+            problems = awx_executor.startup_problems(awx_settings(awx, CLOUDPODS_AWX_URL=url, **extra))
+            assert len(problems) == 1 and "has no job template 'Cloud Pods: backup_now' (BACKUP), " in problems[0]
+        problems = awx_executor.startup_problems(awx_settings(awx, CLOUDPODS_AWX_URL=url))
+        assert len(problems) == 1 and 'does not answer' in problems[0] and 'CERTIFICATE_VERIFY_FAILED' in problems[0]
+    finally:
+        server.shutdown()
+        server.server_close()
