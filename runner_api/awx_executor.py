@@ -272,8 +272,13 @@ class AwxExecutor(Executor):
         cancel_sent_at = None
         final_looks = 0
         job = {}
+        # As the local executor's ansible-runner timeout: a job running longer is canceled (AWX's own job
+        # template timeout may be shorter).
+        deadline = time.monotonic() + self.settings.playbook_timeout_seconds
+        timed_out = False
         while True:
-            if cancel_sent_at is None and cancel():
+            if cancel_sent_at is None and (cancel() or time.monotonic() > deadline):
+                timed_out = not cancel()
                 cancel_sent_at = time.monotonic()
                 try:
                     status, _answer = self.client.call("POST", f"/api/v2/jobs/{job_id}/cancel/")
@@ -303,6 +308,10 @@ class AwxExecutor(Executor):
             if status in FINAL:
                 final_looks += 1
                 if job.get("event_processing_finished") or final_looks > PROCESSING_WAIT_LOOKS:
+                    if timed_out and job.get("status") == "canceled":
+                        return RunResult("timeout", None, collector.stats, retryable=True, error=(
+                            f"AWX job {job_id} ran longer than CLOUDPODS_PLAYBOOK_TIMEOUT_SECONDS "
+                            f"({self.settings.playbook_timeout_seconds:g} s) and was canceled"))
                     return self._result(job, collector, cancel_sent_at is not None)
             elif (cancel_sent_at is not None
                   and time.monotonic() - cancel_sent_at > self.settings.awx_cancel_wait_seconds):

@@ -11,6 +11,7 @@ worker (in this process, ``Worker.run_one``) against a scratch database of the s
 PostgreSQL; the start-up check runs ``cloudpods worker`` as a process.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -315,6 +316,15 @@ def test_cancel_posts_cancel_and_waits_for_canceled(awx):
     assert result.status == 'canceled' and result.error == 'AWX job %d canceled' % driver.job
     posts = [r for r in awx.requests() if r['method'] == 'POST' and r['path'] == '/api/v2/jobs/%d/cancel/' % driver.job]
     assert len(posts) == 1
+
+
+def test_job_running_past_the_playbook_timeout_is_canceled(awx):
+    settings = dataclasses.replace(awx_settings(awx), playbook_timeout_seconds=0.5)
+    with Driver(awx, final='await-cancel') as driver:
+        result = AwxExecutor(settings).run(REQUEST, lambda event: None)
+    assert (result.status, result.retryable) == ('timeout', True)
+    assert result.error == ('AWX job %d ran longer than CLOUDPODS_PLAYBOOK_TIMEOUT_SECONDS (0.5 s) and was canceled'
+                            % driver.job)
 
 
 def test_expired_token_is_a_configuration_error_without_the_token(awx):
