@@ -174,7 +174,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             webhook_poll_seconds=reader.number("CLOUDPODS_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
             webhook_keep_days=reader.number("CLOUDPODS_WEBHOOK_KEEP_DAYS", 30.0, minimum=0.0),
         )
-        values.update(_awx_settings(reader, problems))
+        values.update(_awx_settings(reader, problems, worker))
         if values["webhook_url"] and not values["webhook_secret"]:
             problems.append("CLOUDPODS_WEBHOOK_SECRET is not set: webhooks to CLOUDPODS_WEBHOOK_URL are signed "
                             "with it (README, \"Webhooks to mPanel\")")
@@ -220,8 +220,9 @@ class Settings:  # pylint: disable=too-many-instance-attributes
                    **values)
 
 
-def _awx_settings(reader, problems):
-    """CLOUDPODS_EXECUTOR and, for awx, CLOUDPODS_AWX_*: the values, problems appended."""
+def _awx_settings(reader, problems, worker):
+    """CLOUDPODS_EXECUTOR and, for awx, CLOUDPODS_AWX_*: the values, problems appended (AWX's address and
+    token are required of a worker only: the API, migrate and token never call AWX)."""
     executor = (reader.raw("CLOUDPODS_EXECUTOR") or "local").lower()
     if executor not in EXECUTORS:
         problems.append(f"CLOUDPODS_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor[:40]!r}")
@@ -238,7 +239,7 @@ def _awx_settings(reader, problems):
         awx_outage_seconds=reader.number("CLOUDPODS_AWX_OUTAGE_SECONDS", 120.0, minimum=0.0),
         awx_cancel_wait_seconds=reader.number("CLOUDPODS_AWX_CANCEL_WAIT_SECONDS", 30.0, minimum=0.0),
     )
-    if executor == "awx":
+    if executor == "awx" and worker:
         if not values["awx_url"]:
             problems.append("CLOUDPODS_AWX_URL is not set (CLOUDPODS_EXECUTOR=awx): AWX's address, e.g. https://awx.example.net")
         if not values["awx_token"]:

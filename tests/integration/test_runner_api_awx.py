@@ -219,10 +219,12 @@ def test_executor_setting_is_checked(awx):
     assert "CLOUDPODS_EXECUTOR must be one of local, awx, got 'tower'" in str(refused.value)
     with pytest.raises(SettingsError) as refused:
         Settings.from_env(awx_env(awx, CLOUDPODS_AWX_URL='', CLOUDPODS_AWX_TOKEN='',
-                                  CLOUDPODS_AWX_JOB_TEMPLATES='{"PROVISION": "x"}'))
+                                  CLOUDPODS_AWX_JOB_TEMPLATES='{"PROVISION": "x"}'), worker=True)
     message = str(refused.value)
     assert 'CLOUDPODS_AWX_URL is not set' in message and 'CLOUDPODS_AWX_TOKEN is not set' in message
     assert 'CLOUDPODS_AWX_JOB_TEMPLATES: unknown operations PROVISION' in message
+    # The API needs neither (it never calls AWX).
+    assert Settings.from_env(awx_env(awx, CLOUDPODS_AWX_URL='', CLOUDPODS_AWX_TOKEN='')).executor == 'awx'
     settings = awx_settings(awx, CLOUDPODS_AWX_JOB_TEMPLATES='{"REPAIR": "Fleet repair"}')
     assert isinstance(make_executor(settings), AwxExecutor)
     assert TOKEN in settings.secrets() and TOKEN not in repr(settings)
