@@ -23,10 +23,11 @@ def _settings(worker=False, catalogue=True):
         raise SystemExit(2) from None
 
 
-def _preflight(settings, overrides=None):
-    """The files and the collection the playbooks run with (runner_api/preflight.py); exit 2 naming each problem."""
+def _preflight(settings, overrides=None, worker=False):
+    """The files and the collection the playbooks run with, or with CLOUDPODS_EXECUTOR=awx (``worker``) AWX and
+    its job templates (runner_api/preflight.py); exit 2 naming each problem."""
     from . import preflight  # pylint: disable=import-outside-toplevel
-    problems = preflight.startup_problems(settings, overrides)
+    problems = preflight.worker_problems(settings) if worker else preflight.startup_problems(settings, overrides)
     for problem in problems:
         print(f"cloudpods: {scrub(problem, settings.secrets())}", file=sys.stderr)
     if problems:
@@ -128,7 +129,7 @@ def cmd_api(args):
 def cmd_worker(args):
     from .worker import Worker  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
-    _preflight(settings)
+    _preflight(settings, worker=True)
     _refuse_unmigrated(settings)
     return Worker(settings, worker_id=args.worker_id).run(once=args.once)
 

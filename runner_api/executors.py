@@ -4,7 +4,8 @@
 with the request's extra vars, report each step through ``on_event`` (a dict ready for the events
 table, secrets already scrubbed), stop early when ``cancel()`` turns true, and return a
 ``RunResult`` with the ``set_stats`` data. ``LocalAnsibleRunner`` runs ansible-runner on this
-machine; an AWX executor (launch a job template, follow its events) fits the same interface.
+machine; ``awx_executor.AwxExecutor`` launches the operation's AWX job template and follows its
+events. ``make_executor`` picks one by ``CLOUDPODS_EXECUTOR``.
 """
 
 import json
@@ -73,6 +74,14 @@ class Executor:
 
     def run(self, request, on_event, cancel=lambda: False):
         raise NotImplementedError
+
+
+def make_executor(settings):
+    """The executor CLOUDPODS_EXECUTOR names: ``LocalAnsibleRunner`` (local) or ``AwxExecutor`` (awx)."""
+    if settings.executor == "awx":
+        from .awx_executor import AwxExecutor  # pylint: disable=import-outside-toplevel
+        return AwxExecutor(settings)
+    return LocalAnsibleRunner(settings)
 
 
 def _message(result):

@@ -238,6 +238,16 @@ def run_dir_problem(settings):
     return None
 
 
+def worker_problems(settings):
+    """What stops ``cloudpods worker`` at start: with CLOUDPODS_EXECUTOR=awx, AWX (it answers, the token is
+    accepted, each operation's job template exists: runner_api/awx_executor.py), since the playbooks, the
+    inventory and the collection are AWX's then; else ``startup_problems``."""
+    if settings.executor == "awx":
+        from . import awx_executor  # pylint: disable=import-outside-toplevel
+        return awx_executor.startup_problems(settings)
+    return startup_problems(settings)
+
+
 def startup_problems(settings, overrides=None):
     """Every problem of the files, the host group and the collection: one-line messages (empty: fine).
 

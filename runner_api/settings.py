@@ -14,6 +14,7 @@ when unset), the same one the worker's playbooks run with. ``CLOUDPODS_PLANS_FIL
 catalogue stops start-up with a message naming the setting (never an error per request).
 """
 
+import json
 import os
 import re
 import urllib.parse
@@ -43,6 +44,10 @@ PLAYBOOK_ENV_EXCLUDED = ("DATABASE_URL",)
 SECRET_NAME_PATTERN = re.compile(r"(SECRET|PASSWORD|API_KEY|PRIVATE_KEY|TOKEN(?!_ID))", re.IGNORECASE)
 KEY_RULE = Path("plugins") / "module_utils" / "ssh_keys.py"
 TOKEN_ID_PATTERN = re.compile(r"^[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*$")
+EXECUTORS = ("local", "awx")
+# The AWX executor's job template for an operation, unless CLOUDPODS_AWX_JOB_TEMPLATES names another:
+# "Cloud Pods: " and the playbook's name without .yml ("Cloud Pods: provision" for CREATE_CONTAINER).
+AWX_TEMPLATE_PREFIX = "Cloud Pods: "
 
 
 class SettingsError(Exception):
@@ -86,6 +91,17 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     webhook_retry_max_seconds: float = 600.0
     webhook_poll_seconds: float = 1.0
     webhook_keep_days: float = 30.0  # delivered events older than this are deleted by the deliverer
+    # The executor (runner_api/executors.py; README, "runner_api's AWX executor"): local ansible-runner or AWX.
+    executor: str = "local"
+    awx_url: str | None = None
+    awx_token: str | None = field(default=None, repr=False)
+    awx_ca_file: Path | None = None  # CA bundle for AWX's certificate; None: the system's
+    awx_verify: bool = True
+    awx_templates: dict = field(default_factory=dict)  # operation -> job template name
+    awx_timeout_seconds: float = 10.0  # one HTTP request to AWX
+    awx_poll_seconds: float = 1.0  # between two looks at a running job
+    awx_outage_seconds: float = 120.0  # AWX away this long while following a job: the attempt fails (retried)
+    awx_cancel_wait_seconds: float = 30.0  # after POST cancel/, how long to wait for the job to be canceled
     playbook_env: dict = field(default_factory=dict, repr=False)
 
     def secrets(self):
@@ -96,6 +112,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             values += [password, urllib.parse.unquote(password)]
         if self.webhook_secret:
             values.append(self.webhook_secret)
+        if self.awx_token:
+            values.append(self.awx_token)
         webhook_password = urllib.parse.urlsplit(self.webhook_url or "").password
         if webhook_password:
             values += [webhook_password, urllib.parse.unquote(webhook_password)]
@@ -156,6 +174,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             webhook_poll_seconds=reader.number("CLOUDPODS_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
             webhook_keep_days=reader.number("CLOUDPODS_WEBHOOK_KEEP_DAYS", 30.0, minimum=0.0),
         )
+        values.update(_awx_settings(reader, problems, worker))
         if values["webhook_url"] and not values["webhook_secret"]:
             problems.append("CLOUDPODS_WEBHOOK_SECRET is not set: webhooks to CLOUDPODS_WEBHOOK_URL are signed "
                             "with it (README, \"Webhooks to mPanel\")")
@@ -164,7 +183,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         reader.integer("CLOUDPODS_SSH_PORT", 22, minimum=1, maximum=65535)
         # deprovision.yml checks it too (^[0-9]{1,5}$), but only once a pod is terminated: refused here at start.
         reader.integer("CLOUDPODS_TERMINATED_BACKUP_KEEP_DAYS", 30, minimum=0, maximum=99999)
-        if worker:
+        if worker and values["executor"] == "local":
+            # With CLOUDPODS_EXECUTOR=awx the playbooks run in AWX with its credentials, not these.
             for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET", "PROXMOX_NODE_NAME"):
                 reader.required(name)
             reader.url("PROXMOX_API_URL")
@@ -198,6 +218,63 @@ class Settings:  # pylint: disable=too-many-instance-attributes
                         and name not in PLAYBOOK_ENV_EXCLUDED}
         return cls(database_url=database_url, playbook_env=playbook_env, collections_path=collections_path,
                    **values)
+
+
+def _awx_settings(reader, problems, worker):
+    """CLOUDPODS_EXECUTOR and, for awx, CLOUDPODS_AWX_*: the values, problems appended (AWX's address and
+    token are required of a worker only: the API, migrate and token never call AWX)."""
+    executor = (reader.raw("CLOUDPODS_EXECUTOR") or "local").lower()
+    if executor not in EXECUTORS:
+        problems.append(f"CLOUDPODS_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {executor[:40]!r}")
+        executor = "local"
+    values = dict(
+        executor=executor,
+        awx_url=reader.url("CLOUDPODS_AWX_URL", echo=False),
+        awx_token=reader.raw("CLOUDPODS_AWX_TOKEN"),
+        awx_ca_file=reader.path("CLOUDPODS_AWX_CA_FILE", None),
+        awx_verify=reader.boolean("CLOUDPODS_AWX_VERIFY_SSL", True),
+        awx_templates=_awx_templates(reader.raw("CLOUDPODS_AWX_JOB_TEMPLATES"), problems),
+        awx_timeout_seconds=reader.number("CLOUDPODS_AWX_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+        awx_poll_seconds=reader.number("CLOUDPODS_AWX_POLL_SECONDS", 1.0, minimum=0.01),
+        awx_outage_seconds=reader.number("CLOUDPODS_AWX_OUTAGE_SECONDS", 120.0, minimum=0.0),
+        awx_cancel_wait_seconds=reader.number("CLOUDPODS_AWX_CANCEL_WAIT_SECONDS", 30.0, minimum=0.0),
+    )
+    if executor == "awx" and worker:
+        if not values["awx_url"]:
+            problems.append("CLOUDPODS_AWX_URL is not set (CLOUDPODS_EXECUTOR=awx): AWX's address, e.g. https://awx.example.net")
+        if not values["awx_token"]:
+            problems.append("CLOUDPODS_AWX_TOKEN is not set (CLOUDPODS_EXECUTOR=awx): an AWX OAuth2 token with write scope")
+    ca_file = values["awx_ca_file"]
+    if ca_file is not None and not ca_file.is_file():
+        problems.append(f"CLOUDPODS_AWX_CA_FILE: {ca_file} is not a file")
+    return values
+
+
+def awx_template_name(playbook):
+    """The default job template name for a playbook file (``provision.yml`` -> ``Cloud Pods: provision``)."""
+    return AWX_TEMPLATE_PREFIX + playbook.rsplit("/", 1)[-1].removesuffix(".yml")
+
+
+def _awx_templates(text, problems):
+    """CLOUDPODS_AWX_JOB_TEMPLATES: a JSON object {operation: job template name}; the others keep the default."""
+    if text is None:
+        return {}
+    from . import operations  # pylint: disable=import-outside-toplevel
+    setting = "CLOUDPODS_AWX_JOB_TEMPLATES"
+    try:
+        mapping = json.loads(text)
+    except ValueError:
+        problems.append(f'{setting} must be a JSON object {{"OPERATION": "job template name"}}')
+        return {}
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) and v.strip() for v in mapping.values()):
+        problems.append(f'{setting} must be a JSON object {{"OPERATION": "job template name"}} (names non-empty)')
+        return {}
+    unknown = sorted(name for name in mapping if operations.find(name) is None)
+    if unknown:
+        problems.append(f"{setting}: unknown operations {', '.join(unknown)[:200]} (known: "
+                        f"{', '.join(sorted(operations.playbooks()))})")
+        return {}
+    return {name: value.strip() for name, value in mapping.items()}
 
 
 def source_checkout():
@@ -306,6 +383,17 @@ class _Reader:
             if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
                 self.problems.append(f"{name} must be an http(s) URL" + (f", got {value!r}" if echo else ""))
         return value
+
+    def boolean(self, name, default):
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false, got {value[:20]!r}")
+        return default
 
     def pattern(self, name, regex, form):
         value = self.raw(name)

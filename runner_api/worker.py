@@ -38,7 +38,7 @@ import time
 import psycopg
 
 from . import operations, runscope, webhooks
-from .executors import LocalAnsibleRunner, RunRequest, RunResult
+from .executors import RunRequest, RunResult, make_executor
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
 
@@ -171,7 +171,7 @@ class Worker:
     def __init__(self, settings, worker_id=None, executor=None, repository=None):
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self.executor = executor or LocalAnsibleRunner(settings)
+        self.executor = executor or make_executor(settings)
         self.repository = repository
         self.stopping = threading.Event()
         self.stop_requested_at = None
