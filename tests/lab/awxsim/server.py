@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import errors, launch
-from .jobs import CANCELABLE, Jobs
+from .jobs import CANCELABLE, Jobs, filter_events
+from .runner import stdout_text
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
 
@@ -70,8 +71,10 @@ class Application:
         self.reset()
 
     def reset(self) -> None:
+        if getattr(self, "jobs", None) is not None:
+            self.jobs.stop_all()
         self.store = Store()
-        self.jobs = Jobs(self.store)
+        self.jobs = Jobs(self.store, self.config)
         self.users = {}
         for index, user in enumerate(self.config.get("users", []), start=1):
             self.users[user["username"]] = {
@@ -124,6 +127,12 @@ class Application:
                 raise errors.fields({"status": ["This field is required."]})
             self.jobs.set_status(job, body["status"], str(body.get("job_explanation", "")))
             return 200, self.jobs.serialize(job)
+        match = re.fullmatch(r"/_lab/jobs/(\d+)/runner", path)
+        if match and http.command == "GET":
+            job = self.jobs.get(match.group(1))
+            thread = self.jobs.runner.threads.get(job["id"]) if self.jobs.runner else None
+            return 200, {"private_data_dir": self.jobs.private_dirs.get(job["id"]),
+                         "thread_alive": bool(thread and thread.is_alive())}
         if path == "/_lab/tokens" and http.command == "POST":
             if not isinstance(body, dict) or body.get("user") not in self.users:
                 raise errors.fields({"user": ["unknown user"]})
@@ -146,7 +155,7 @@ class Application:
             # AWX's root names the inventories list "inventory" (ApiV2RootView); awxkit's CLI
             # takes its resource names from these keys (``awx inventory list``).
             root = {("inventory" if kind == "inventories" else kind): "/api/v2/%s/" % kind for kind in FIELDS}
-            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs")})
+            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs", "job_events")})
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
@@ -312,9 +321,18 @@ class Application:
                 self.jobs.cancel(job)
                 return 202, None, {}
         if rest[1:] == ["job_events"] and method in ("GET", "HEAD"):
-            # No events until jobs run through ansible-runner (next step, STATUS.md).
-            return 200, self.paginate([], "/api/v2/jobs/%d/job_events/" % job["id"], query), {}
-        if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"]):
+            with self.store.lock:
+                events = list(self.jobs.events.get(job["id"], []))
+            return 200, self.paginate(filter_events(events, query), "/api/v2/jobs/%d/job_events/" % job["id"], query), {}
+        if rest[1:] == ["stdout"] and method in ("GET", "HEAD"):
+            with self.store.lock:
+                text = stdout_text(self.jobs.events.get(job["id"], []))
+            fmt = dict(query).get("format", "txt")
+            if fmt == "json":
+                return 200, {"range": {"start": 0, "end": text.count("\n"), "absolute_end": text.count("\n")},
+                             "content": text}, {}
+            return 200, RawText(text), {"Content-Type": "text/plain; charset=utf-8"}
+        if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"], ["stdout"]):
             raise errors.detail(405, 'Method "%s" not allowed.' % method)
         raise errors.detail(404, errors.NOT_FOUND)
 
@@ -485,10 +503,19 @@ def read_body(http):
         raise errors.detail(400, "JSON parse error - %s" % exc) from exc
 
 
+class RawText(str):
+    """A body sent as is (``stdout/?format=txt``), its Content-Type among the headers."""
+
+
 def send_json(http, status: int, data, headers: dict) -> None:
-    payload = b"" if data is None or http.command == "HEAD" and status < 300 else json.dumps(data).encode()
+    if data is None or http.command == "HEAD" and status < 300:
+        payload = b""
+    elif isinstance(data, RawText):
+        payload = data.encode("utf-8")
+    else:
+        payload = json.dumps(data).encode()
     http.send_response(status)
-    if payload or status not in (204,):
+    if (payload or status not in (204,)) and "Content-Type" not in headers:
         http.send_header("Content-Type", "application/json")
     http.send_header("Content-Length", str(len(payload)))
     http.send_header("X-API-Product-Name", "AWX")
@@ -549,6 +576,7 @@ def create_server(config: dict) -> AwxSimServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(config["tls_cert"], config["tls_key"])
+    config.setdefault("awx_host", "%s://%s:%s" % ("https" if context else "http", host, config["listen_port"]))
     server = AwxSimServer((host, int(config["listen_port"])), Application(config), context)
     LOG.info("awxsim listening on %s://%s:%s", "https" if context else "http", host, server.server_address[1])
     return server
