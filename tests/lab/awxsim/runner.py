@@ -18,7 +18,8 @@ the stand-in:
   (``--check``) and ``diff_mode`` (``--diff``);
 - status ``waiting`` while the directory is made, ``running`` while ansible runs, then the runner's
   outcome: ``successful``, ``failed`` (a timeout too, with AWX's explanation), ``canceled`` (cancel
-  sets the flag the runner's ``cancel_callback`` polls; the runner kills ansible's process group),
+  sets the flag the runner's ``cancel_callback`` polls; then ansible-playbook and every process under
+  it are killed, its forks too, which ansible-core puts in sessions of their own),
   ``error`` (the job could not be prepared: ``result_traceback`` says why, e.g. an inventory the
   stand-in cannot materialize);
 - every runner event becomes a job event with AWX's fields; ``artifacts`` are the ``set_stats``
@@ -31,6 +32,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -105,9 +107,47 @@ def job_event(job_id: int, event_id: int, raw: dict) -> dict:
 
 
 def stdout_text(events: list) -> str:
-    """``stdout/?format=txt``: the events' output in order, colours removed."""
+    """``stdout/?format=txt``: the events' output in order, colours and carriage returns removed."""
     ordered = sorted(events, key=lambda event: (event["start_line"], event["counter"] or 0))
-    return "".join(ANSI.sub("", event["stdout"]) + "\n" for event in ordered if event["stdout"])
+    return "".join(ANSI.sub("", event["stdout"]).replace("\r\n", "\n") + "\n" for event in ordered if event["stdout"])
+
+
+def _children() -> dict:
+    """``{parent pid: [child pids]}`` of every process."""
+    tree = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, encoding="utf-8") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def kill_tree(private_data_dir: str) -> None:
+    """SIGKILL ansible-playbook of this job (our child naming its private data dir) and every
+    process under it, wherever their session."""
+    tree = _children()
+    roots = []
+    for pid in tree.get(os.getpid(), []):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                if private_data_dir.encode() in handle.read():
+                    roots.append(pid)
+        except OSError:
+            continue
+    doomed, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        doomed.append(pid)
+        todo.extend(tree.get(pid, []))
+    for pid in reversed(doomed):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 class JobRunner:
@@ -278,7 +318,16 @@ class JobRunner:
                     job["artifacts"] = event["event_data"].get("artifact_data") or {}
             return True
 
-        result = ansible_runner.run(event_handler=on_event, cancel_callback=lambda: bool(job["cancel_flag"]), **kwargs)
+        def on_cancel_check():
+            if not job["cancel_flag"]:
+                return False
+            # ansible-core's workers run in sessions of their own (os.setsid), out of reach of the
+            # runner's kill of ansible-playbook's process group: the whole tree goes first, as
+            # Receptor's cancel takes the whole work unit with it in AWX.
+            kill_tree(kwargs["private_data_dir"])
+            return True
+
+        result = ansible_runner.run(event_handler=on_event, cancel_callback=on_cancel_check, **kwargs)
         status, explanation = result.status, ""
         if status == "timeout":
             status, explanation = "failed", "Job terminated due to timeout"
