@@ -302,6 +302,14 @@ class Application:
     def jobs_api(self, method, rest, user, query):
         visible = {jt["id"] for jt in self.store.objects["job_templates"].values()
                    if self.can_see(user, "job_templates", jt)}
+        if method == "OPTIONS" and len(rest) <= 1:
+            # awxkit builds ``awx jobs ...`` (list, get, stdout) from these: read-only, no POST
+            fields = {name: {"type": "string", "label": name, "filterable": True}
+                      for name in ("name", "status", "job_template", "inventory", "project", "launch_type", "failed")}
+            fields["id"] = {"type": "integer", "label": "ID", "filterable": True}
+            return 200, {"name": "Job List" if not rest else "Job Detail", "description": "", "renders": ["application/json"],
+                         "parses": ["application/json"], "actions": {"GET": fields}, "types": ["job"]}, \
+                {"Allow": "GET, HEAD, OPTIONS" if not rest else "GET, DELETE, HEAD, OPTIONS"}
         if not rest:
             if method not in ("GET", "HEAD"):
                 raise errors.detail(405, 'Method "%s" not allowed.' % method)
