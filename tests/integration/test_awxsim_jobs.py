@@ -141,7 +141,7 @@ def test_a_job_runs_its_playbook_with_the_credential_injected(awx, seeded):
     assert job['failed'] is False and job['started'] and job['finished'] and job['elapsed'] > 0
     assert job['event_processing_finished'] is True
     # set_stats (per_host false) is the job's artifacts; the launch's own value arrived !unsafe (not templated)
-    assert job['artifacts'] == {'greeting': '{{ 7 * 6 }}', 'job_id': str(job_id)}
+    assert job['artifacts'] == {'greeting': '{{ 7 * 6 }}', 'job_id': str(job_id), 'check_mode': False, 'verbosity': 0}
     # job_env: the secret masked as AWX does, the rest as injected
     env = job['job_env']
     assert env['AWXSIM_TEST_SECRET'] == '**********' and env['AWXSIM_TEST_USER'] == 'deployer'
@@ -167,6 +167,36 @@ def test_a_job_runs_its_playbook_with_the_credential_injected(awx, seeded):
     # the private data dir (credential files, env) is gone with the job
     runner = awx.ok('GET', '/_lab/jobs/%d/runner' % job_id)
     assert runner['private_data_dir'] and not os.path.exists(runner['private_data_dir'])
+
+
+def test_extra_vars_template_survey_launch_precedence(awx, seeded):
+    """Template extra vars < survey defaults < the launch's answers; Jinja in what the template and its
+    survey give is templated (AWX's ALLOW_JINJA_IN_EXTRA_VARS=template), in what a launch gives it is not."""
+    template_vars = json.loads(awx.ok('GET', '/api/v2/job_templates/%d/' % seeded['ok'])['extra_vars'])
+    awx.ok('PATCH', '/api/v2/job_templates/%d/' % seeded['ok'], {
+        'extra_vars': json.dumps(dict(template_vars, greeting='from the template')), 'survey_enabled': True})
+    awx.ok('POST', '/api/v2/job_templates/%d/survey_spec/' % seeded['ok'], {
+        'name': 'greeting', 'description': '', 'spec': [
+            {'type': 'text', 'question_name': 'Greeting', 'variable': 'greeting', 'required': False,
+             'default': '{{ 6 * 7 }}'}]})
+    job = awx.wait(launch(awx, seeded['ok']))
+    assert job['status'] == 'successful' and job['artifacts']['greeting'] == 42
+    job = awx.wait(launch(awx, seeded['ok'], extra_vars={'greeting': '{{ 6 * 7 }} said the launch'}))
+    assert job['status'] == 'successful' and job['artifacts']['greeting'] == '{{ 6 * 7 }} said the launch'
+
+
+def test_job_type_check_verbosity_and_limit_reach_ansible(awx, seeded):
+    awx.ok('PATCH', '/api/v2/job_templates/%d/' % seeded['ok'], {
+        'ask_job_type_on_launch': True, 'ask_verbosity_on_launch': True, 'ask_limit_on_launch': True})
+    job = awx.wait(launch(awx, seeded['ok'], job_type='check', verbosity=2, limit='localhost', extra_vars={'greeting': 'x'}))
+    assert job['status'] == 'successful' and (job['job_type'], job['verbosity'], job['limit']) == ('check', 2, 'localhost')
+    assert job['artifacts']['check_mode'] is True and job['artifacts']['verbosity'] == 2
+    # a limit that leaves no host: the play runs nowhere, nothing is handed back
+    job = awx.wait(launch(awx, seeded['ok'], limit='no-such-host', extra_vars={'greeting': 'x'}))
+    assert job['status'] == 'successful' and job['artifacts'] == {}
+    assert not [event for event in awx.events(job['id']) if event['event'] == 'runner_on_ok']
+    status, text = awx.call('GET', '/api/v2/jobs/%d/stdout/?format=txt' % job['id'], raw=True)
+    assert status == 200 and 'no hosts matched' in text
 
 
 def test_a_failing_playbook_fails_the_job(awx, seeded):

@@ -41,10 +41,12 @@ class Jobs:
         self.runner = JobRunner(self, config) if config.get("projects_root") else None
 
     def create(self, jt: dict, applied: dict, ignored: dict, user: dict) -> dict:
-        job = self._create(jt, applied, ignored, user)
+        """A ``pending`` job; ``start`` then runs it (when jobs run)."""
+        return self._create(jt, applied, ignored, user)
+
+    def start(self, job: dict, applied: dict) -> None:
         if self.runner is not None:
             self.runner.start(job, applied.get("launch_variables", ()))
-        return job
 
     def stop_all(self) -> None:
         """Cancel every unfinished job (a reset of the stand-in)."""

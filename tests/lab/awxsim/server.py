@@ -155,7 +155,7 @@ class Application:
             # AWX's root names the inventories list "inventory" (ApiV2RootView); awxkit's CLI
             # takes its resource names from these keys (``awx inventory list``).
             root = {("inventory" if kind == "inventories" else kind): "/api/v2/%s/" % kind for kind in FIELDS}
-            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs", "job_events")})
+            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs")})
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
@@ -296,6 +296,7 @@ class Application:
         applied, ignored = launch.accept(self.store, jt, body)
         job = self.jobs.create(jt, applied, ignored, user)
         data = {"job": job["id"], "ignored_fields": ignored, **self.jobs.serialize(job)}
+        self.jobs.start(job, applied)  # after the answer is made: AWX answers with the job still pending
         # AWX: Location is new_job.get_absolute_url(request), an absolute URL
         return 201, data, {"Location": "http://%s%s" % (http.headers.get("Host", "127.0.0.1"), data["url"])}
 
