@@ -265,6 +265,20 @@ def test_cancel_stops_the_running_playbook(awx, seeded, tmp_path):
             os.kill(sleeper, 15)
 
 
+def test_a_job_over_its_timeout_fails_and_its_processes_go(awx, seeded, tmp_path):
+    awx.ok('PATCH', '/api/v2/job_templates/%d/' % seeded['sleep'], {'timeout': 3})
+    pid_file = tmp_path / 'sleep.pid'
+    job = awx.wait(launch(awx, seeded['sleep'], extra_vars={'pid_file': str(pid_file), 'seconds': 120}), bound=120)
+    sleeper = int(pid_file.read_text())
+    try:
+        assert job['status'] == 'failed' and job['failed'] is True
+        assert job['job_explanation'] == 'Job terminated due to timeout'
+        assert not _alive(sleeper)
+    finally:
+        if _alive(sleeper):  # only if the timeout failed to kill it: this test's own process
+            os.kill(sleeper, 15)
+
+
 def _client_env(awx):
     return dict(os.environ, CONTROLLER_HOST=awx.base, CONTROLLER_OAUTH_TOKEN=awx.env['CONTROLLER_OAUTH_TOKEN'],
                 CONTROLLER_VERIFY_SSL='false', ANSIBLE_NOCOLOR='1')

@@ -127,11 +127,13 @@ def _children() -> dict:
 
 
 def kill_tree(private_data_dir: str) -> None:
-    """SIGKILL ansible-playbook of this job (our child naming its private data dir) and every
-    process under it, wherever their session."""
+    """SIGKILL the processes of this job: those naming its private data dir (ansible-playbook and its
+    forks, whoever their parent now is) and every process under them, wherever their session."""
     tree = _children()
     roots = []
-    for pid in tree.get(os.getpid(), []):
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        if pid == os.getpid():
+            continue
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as handle:
                 if private_data_dir.encode() in handle.read():
@@ -329,6 +331,8 @@ class JobRunner:
 
         result = ansible_runner.run(event_handler=on_event, cancel_callback=on_cancel_check, **kwargs)
         status, explanation = result.status, ""
+        if status in ("timeout", "canceled", "error"):
+            kill_tree(kwargs["private_data_dir"])  # the runner's kill spared the forks' sessions
         if status == "timeout":
             status, explanation = "failed", "Job terminated due to timeout"
         elif status not in ("successful", "failed", "canceled"):
