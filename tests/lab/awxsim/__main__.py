@@ -47,6 +47,11 @@ def main(argv=None) -> int:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
+        # running jobs are canceled (their processes killed) before the stand-in goes
+        jobs = server.app.jobs
+        jobs.stop_all()
+        for thread in list(jobs.runner.threads.values()) if jobs.runner else []:
+            thread.join(timeout=15)
     return 0
 
 
