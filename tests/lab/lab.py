@@ -750,6 +750,92 @@ class PveSimLxcService(PveSimService):
                                capture_output=True, check=False, timeout=60)
 
 
+class AwxSimService(Service):
+    """The AWX API v2 stand-in (``tests/lab/awxsim``) over HTTP on loopback, its jobs run by ansible-runner.
+
+    One superuser ``admin`` (password and a write token are random, kept across restarts) and the
+    projects root ``.lab/awxsim/projects`` holding one manual project directory, ``cloudpods``: a link
+    to this checkout, so a job template's playbook is any path of it (``playbooks/provision.yml``,
+    ``tests/support/awx_project/ok.yml``). The jobs' environment (AWX's ``AWX_TASK_ENV``) carries the
+    lab's site settings that are not credentials (the node name, template, storage, bridge, the lab
+    flag, the collection path); everything secret comes from the job's credentials. Plain HTTP: it
+    listens on 127.0.0.1 only, and awx.awx and awxkit then need no CA of the lab.
+    """
+
+    name = "awxsim"
+    PROJECT = "cloudpods"
+    SITE_SETTINGS = ("PROXMOX_NODE_NAME", "PROXMOX_CLOUDPOD_TEMPLATE_ID", "PROXMOX_CLOUDPOD_STORAGE",
+                     "PROXMOX_CLOUDPOD_BRIDGE", "CLOUDPODS_FIRST_BOOT")
+
+    def __init__(self, lab: "Lab"):
+        super().__init__(lab)
+        self.settings_file = self.directory / "settings.json"
+        self.config_file = self.directory / "config.json"
+        self.process = BackgroundProcess(self.directory, "awxsim", marker=str(self.config_file))
+
+    def _settings(self) -> dict:
+        settings = self._load_settings()
+        for key in ("control_key", "admin_password", "admin_token"):
+            settings.setdefault(key, secrets.token_urlsafe(24))
+        settings["port"] = free_port(settings.get("port"))
+        _write(self.settings_file, json.dumps(settings, indent=2).encode(), secret=True)
+        return settings
+
+    def _load_settings(self) -> dict:
+        return json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+
+    def start(self) -> None:
+        settings = self._settings()
+        projects = self.directory / "projects"
+        projects.mkdir(parents=True, exist_ok=True)
+        link = projects / self.PROJECT
+        if not link.is_symlink():
+            link.symlink_to(REPO_ROOT)
+        (self.directory / "jobs").mkdir(mode=0o700, exist_ok=True)
+        site = {}
+        for service in self.lab.services:
+            if isinstance(service, PveSimService) and not isinstance(service, PveSimLxcService):
+                site = {key: value for key, value in service.env().items() if key in self.SITE_SETTINGS}
+        task_env = dict(site, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS_DIR), CLOUDPODS_LAB="true")
+        config = {"listen_host": "127.0.0.1", "listen_port": settings["port"], "control_key": settings["control_key"],
+                  "users": [{"username": "admin", "password": settings["admin_password"], "is_superuser": True}],
+                  "tokens": [{"token": settings["admin_token"], "user": "admin", "scope": "write"}],
+                  "projects_root": str(projects), "jobs_dir": str(self.directory / "jobs"), "awx_task_env": task_env}
+        _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
+        env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.process.start([sys.executable, "-m", "awxsim", "--config", str(self.config_file)], cwd=HERE, env=env)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def healthy(self) -> bool:
+        settings = self._load_settings()
+        if not settings or not self.process.running():
+            return False
+        request = urllib.request.Request(f"http://127.0.0.1:{settings['port']}/_lab/health",
+                                         headers={"X-Lab-Key": settings["control_key"]})
+        try:
+            with urllib.request.urlopen(request, timeout=2) as reply:
+                return json.load(reply)["ok"] is True
+        except (OSError, ValueError, KeyError, urllib.error.URLError):
+            return False
+
+    def env(self) -> dict:
+        settings = self._load_settings()
+        base = f"http://127.0.0.1:{settings['port']}"
+        # awx.awx (controller_api.py) and awxkit's awx CLI both read CONTROLLER_HOST and CONTROLLER_OAUTH_TOKEN
+        return {"CONTROLLER_HOST": base, "CONTROLLER_OAUTH_TOKEN": settings["admin_token"],
+                "CONTROLLER_VERIFY_SSL": "false",
+                "AWXSIM_CONTROL_URL": f"{base}/_lab", "AWXSIM_CONTROL_KEY": settings["control_key"],
+                "AWXSIM_PROJECT_LOCAL_PATH": self.PROJECT}
+
+    def describe(self) -> str:
+        return f"http://127.0.0.1:{self._load_settings().get('port')} pid {self.process.pid()} log {self.process.log_file}"
+
+    def diagnostics(self) -> str:
+        return self.process.log_tail()
+
+
 class Lab:
     """All services, started in order and stopped in reverse.
 
@@ -760,7 +846,7 @@ class Lab:
     POWERDNS_* to a PowerDNS of its own).
     """
 
-    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService]
+    SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService, AwxSimService]
     LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PowerDnsLxcService, PebbleService, PveSimLxcService]
 
     def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):

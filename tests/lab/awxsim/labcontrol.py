@@ -11,9 +11,8 @@ would have made and sets the job's ``artifacts`` (``set_stats``), then moves the
   uuid, the rest empty), ``event`` is required. Answers ``{"count": N}`` (the job's events).
 - ``POST /_lab/jobs/{id}/artifacts`` ``{"artifacts": {...}}``: the job's ``artifacts``.
 
-``GET /api/v2/jobs/{id}/job_events/`` lists them with AWX's pagination; filters on the fields above
-with AWX's lookups plus ``counter__gt``/``counter__gte``/``counter__lt`` (the clients follow a
-job by counter), ``order_by`` (default ``counter``).
+``GET /api/v2/jobs/{id}/job_events/`` lists them with the events of jobs that really ran
+(``jobs.filter_events``: AWX's pagination, field lookups, ``counter__gt`` and ``order_by``).
 """
 
 import re
@@ -26,15 +25,11 @@ EVENT_FIELDS = ("event", "counter", "event_data", "failed", "changed", "uuid", "
                 "play", "task", "role", "stdout", "start_line", "end_line")
 DEFAULTS = {"event_data": {}, "failed": False, "changed": False, "parent_uuid": "", "host_name": "",
             "play": "", "task": "", "role": "", "stdout": "", "start_line": 0, "end_line": 0}
-NUMERIC = {"counter__gt": lambda have, want: have > want, "counter__gte": lambda have, want: have >= want,
-           "counter__lt": lambda have, want: have < want}
 
 
 def _events(app, job):
-    """The job's events (kept beside the jobs, so ``/_lab/reset`` drops them with the jobs)."""
-    if not hasattr(app.jobs, "lab_events"):
-        app.jobs.lab_events = {}
-    return app.jobs.lab_events.setdefault(job["id"], [])
+    """The job's events, where a job that runs keeps them (``Jobs.events``: ``/_lab/reset`` drops them)."""
+    return app.jobs.events.setdefault(job["id"], [])
 
 
 def control(app, http, path, body):
@@ -69,32 +64,10 @@ def append_events(app, job, given):
         events = _events(app, job)
         for item in given:
             counter = item.get("counter") or (max([e["counter"] for e in events], default=0) + 1)
-            ident = sum(len(e) for e in app.jobs.lab_events.values()) + 1
+            ident = sum(len(e) for e in app.jobs.events.values()) + 1
             event = dict(DEFAULTS, id=ident, created=now(), modified=now(), job=job["id"], type="job_event",
                          url="/api/v2/job_events/%d/" % ident, uuid=str(uuid.uuid4()))
             event.update({key: value for key, value in item.items() if key != "counter"})
             event["counter"] = int(counter)
             events.append(event)
         return len(events)
-
-
-def job_events(app, job, query):
-    """``GET /api/v2/jobs/{id}/job_events/``: the job's events, filtered, ordered and paginated as AWX lists."""
-    numeric, rest = [], []
-    for key, value in query:
-        if key in NUMERIC:
-            try:
-                numeric.append((NUMERIC[key], int(value)))
-            except ValueError:
-                raise errors.detail(400, "Invalid value for %s: %s" % (key, value)) from None
-        else:
-            rest.append((key, value))
-    with app.store.lock:
-        items = [event for event in _events(app, job) if all(test(event["counter"], want) for test, want in numeric)]
-    if not any(key == "order_by" for key, _value in rest):
-        rest.append(("order_by", "counter"))
-    fields = set(EVENT_FIELDS) | {"id", "job", "created"}
-    items = app.filter(fields, items, rest)
-    if dict(rest).get("order_by", "").lstrip("-") == "counter":
-        items.sort(key=lambda event: event["counter"], reverse=dict(rest)["order_by"].startswith("-"))
-    return app.paginate(items, "/api/v2/jobs/%d/job_events/" % job["id"], query)

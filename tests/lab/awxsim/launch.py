@@ -221,6 +221,8 @@ def accept(store, jt: dict, body) -> tuple:
             merged[question["variable"]] = default
     merged.update(accepted)
     applied["extra_vars"] = merged
+    # what the launch gave is written !unsafe into the job's extra vars (runner.py)
+    applied["launch_variables"] = sorted(accepted)
     applied["inventory"] = inventory
     applied.setdefault("credentials", list(store.jt_credentials.get(jt["id"], [])))
     return applied, ignored

@@ -23,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import errors, labcontrol, launch
-from .jobs import CANCELABLE, Jobs
+from .jobs import CANCELABLE, Jobs, filter_events
+from .runner import stdout_text
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
 
@@ -70,8 +71,10 @@ class Application:
         self.reset()
 
     def reset(self) -> None:
+        if getattr(self, "jobs", None) is not None:
+            self.jobs.stop_all()
         self.store = Store()
-        self.jobs = Jobs(self.store)
+        self.jobs = Jobs(self.store, self.config)
         self.users = {}
         for index, user in enumerate(self.config.get("users", []), start=1):
             self.users[user["username"]] = {
@@ -124,6 +127,12 @@ class Application:
                 raise errors.fields({"status": ["This field is required."]})
             self.jobs.set_status(job, body["status"], str(body.get("job_explanation", "")))
             return 200, self.jobs.serialize(job)
+        match = re.fullmatch(r"/_lab/jobs/(\d+)/runner", path)
+        if match and http.command == "GET":
+            job = self.jobs.get(match.group(1))
+            thread = self.jobs.runner.threads.get(job["id"]) if self.jobs.runner else None
+            return 200, {"private_data_dir": self.jobs.private_dirs.get(job["id"]),
+                         "thread_alive": bool(thread and thread.is_alive())}
         if path == "/_lab/tokens" and http.command == "POST":
             if not isinstance(body, dict) or body.get("user") not in self.users:
                 raise errors.fields({"user": ["unknown user"]})
@@ -290,12 +299,21 @@ class Application:
         applied, ignored = launch.accept(self.store, jt, body)
         job = self.jobs.create(jt, applied, ignored, user)
         data = {"job": job["id"], "ignored_fields": ignored, **self.jobs.serialize(job)}
+        self.jobs.start(job, applied)  # after the answer is made: AWX answers with the job still pending
         # AWX: Location is new_job.get_absolute_url(request), an absolute URL
         return 201, data, {"Location": "http://%s%s" % (http.headers.get("Host", "127.0.0.1"), data["url"])}
 
     def jobs_api(self, method, rest, user, query):
         visible = {jt["id"] for jt in self.store.objects["job_templates"].values()
                    if self.can_see(user, "job_templates", jt)}
+        if method == "OPTIONS" and len(rest) <= 1:
+            # awxkit builds ``awx jobs ...`` (list, get, stdout) from these: read-only, no POST
+            fields = {name: {"type": "string", "label": name, "filterable": True}
+                      for name in ("name", "status", "job_template", "inventory", "project", "launch_type", "failed")}
+            fields["id"] = {"type": "integer", "label": "ID", "filterable": True}
+            return 200, {"name": "Job List" if not rest else "Job Detail", "description": "", "renders": ["application/json"],
+                         "parses": ["application/json"], "actions": {"GET": fields}, "types": ["job"]}, \
+                {"Allow": "GET, HEAD, OPTIONS" if not rest else "GET, DELETE, HEAD, OPTIONS"}
         if not rest:
             if method not in ("GET", "HEAD"):
                 raise errors.detail(405, 'Method "%s" not allowed.' % method)
@@ -315,9 +333,18 @@ class Application:
                 self.jobs.cancel(job)
                 return 202, None, {}
         if rest[1:] == ["job_events"] and method in ("GET", "HEAD"):
-            # The events a test appended (labcontrol.py) until jobs run through ansible-runner (STATUS.md).
-            return 200, labcontrol.job_events(self, job, query), {}
-        if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"]):
+            with self.store.lock:
+                events = list(self.jobs.events.get(job["id"], []))
+            return 200, self.paginate(filter_events(events, query), "/api/v2/jobs/%d/job_events/" % job["id"], query), {}
+        if rest[1:] == ["stdout"] and method in ("GET", "HEAD"):
+            with self.store.lock:
+                text = stdout_text(self.jobs.events.get(job["id"], []))
+            fmt = dict(query).get("format", "txt")
+            if fmt == "json":
+                return 200, {"range": {"start": 0, "end": text.count("\n"), "absolute_end": text.count("\n")},
+                             "content": text}, {}
+            return 200, RawText(text), {"Content-Type": "text/plain; charset=utf-8"}
+        if len(rest) <= 2 and rest[1:] in ([], ["cancel"], ["job_events"], ["stdout"]):
             raise errors.detail(405, 'Method "%s" not allowed.' % method)
         raise errors.detail(404, errors.NOT_FOUND)
 
@@ -488,10 +515,19 @@ def read_body(http):
         raise errors.detail(400, "JSON parse error - %s" % exc) from exc
 
 
+class RawText(str):
+    """A body sent as is (``stdout/?format=txt``), its Content-Type among the headers."""
+
+
 def send_json(http, status: int, data, headers: dict) -> None:
-    payload = b"" if data is None or http.command == "HEAD" and status < 300 else json.dumps(data).encode()
+    if data is None or http.command == "HEAD" and status < 300:
+        payload = b""
+    elif isinstance(data, RawText):
+        payload = data.encode("utf-8")
+    else:
+        payload = json.dumps(data).encode()
     http.send_response(status)
-    if payload or status not in (204,):
+    if (payload or status not in (204,)) and "Content-Type" not in headers:
         http.send_header("Content-Type", "application/json")
     http.send_header("Content-Length", str(len(payload)))
     http.send_header("X-API-Product-Name", "AWX")
@@ -552,6 +588,7 @@ def create_server(config: dict) -> AwxSimServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(config["tls_cert"], config["tls_key"])
+    config.setdefault("awx_host", "%s://%s:%s" % ("https" if context else "http", host, config["listen_port"]))
     server = AwxSimServer((host, int(config["listen_port"])), Application(config), context)
     LOG.info("awxsim listening on %s://%s:%s", "https" if context else "http", host, server.server_address[1])
     return server
