@@ -217,8 +217,8 @@ class ProxmoxToken(ProxmoxModule):
             secret = answer.get('value')
             if not secret:
                 raise ProxmoxError('Proxmox VE made token %s but returned no secret' % token_id)
+            # Kept out of every message (scrub); NOT in no_log_values, which would mask it in the result too.
             self._secrets.append(secret)
-            self.module.no_log_values.add(secret)
         try:
             for entry in missing:
                 self.client._call_once('PUT', 'access/acl', {  # pylint: disable=protected-access

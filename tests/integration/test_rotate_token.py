@@ -138,7 +138,8 @@ def awx():
 
 def secrets_file(tmp_path, token_id, secret):
     path = tmp_path / 'secrets.env'
-    path.write_text('# runner_api secrets\nPOWERDNS_API_KEY=kept-line-value\nPROXMOX_API_TOKEN_ID=%s\n'
+    # quoted as systemd's EnvironmentFile allows; rotate_token.yml writes its lines unquoted
+    path.write_text('# runner_api secrets\nPOWERDNS_API_KEY=kept-line-value\nPROXMOX_API_TOKEN_ID="%s"\n'
                     'PROXMOX_API_TOKEN_SECRET=%s\n' % (token_id, secret))
     os.chmod(str(path), 0o600)
     return path
@@ -152,15 +153,13 @@ def test_refusals_change_nothing(lab, tmp_path):
     assert no_admin.rc != 0 and 'Set PROXMOX_ADMIN_TOKEN_ID' in no_admin.stdout
     nowhere = run(ROTATE, dict(lab.rotate_env(path), CLOUDPODS_SECRETS_FILE=''))
     assert nowhere.rc != 0 and 'a destination for the new secret' in nowhere.stdout
-    unknown_user = run(ROTATE, lab.rotate_env(path), {'cloudpods_api_user': 'nobody@pve',
-                                                       'cloudpods_old_token_id': 'nobody@pve!prov'})
+    unknown_user = run(ROTATE, lab.rotate_env(path),
+                       {'cloudpods_api_user': 'nobody@pve', 'cloudpods_old_token_id': 'nobody@pve!prov'})
     assert unknown_user.rc != 0 and "no such user ('nobody@pve')" in unknown_user.stdout, unknown_user.stdout[-2000:]
-    missing = run(ROTATE, lab.rotate_env(path), {'cloudpods_api_user': USER,
-                                                  'cloudpods_old_token_id': USER + '!gone'})
+    missing = run(ROTATE, lab.rotate_env(path), {'cloudpods_api_user': USER, 'cloudpods_old_token_id': USER + '!gone'})
     assert missing.rc != 0
     assert 'token %s!gone (acl_from, the token being replaced) does not exist' % USER in missing.stdout
-    wrong_user = run(ROTATE, lab.rotate_env(path), {'cloudpods_api_user': USER,
-                                                     'cloudpods_old_token_id': 'other@pve!prov'})
+    wrong_user = run(ROTATE, lab.rotate_env(path), {'cloudpods_api_user': USER, 'cloudpods_old_token_id': 'other@pve!prov'})
     assert wrong_user.rc != 0 and 'must be a token of %s' % USER in wrong_user.stdout
 
     # Check mode: says what it would do, changes nothing (no token, the file as it was).
