@@ -46,7 +46,7 @@ def authenticate():
     row = current_app.extensions["cloudpods"].repository.token_by_secret(token.strip())
     if row is None:
         raise Problem(401, "Unauthorized", "The bearer token is not valid or has been revoked.", "unauthorized")
-    if row["expired"]:
+    if row.get("expired"):
         expired_at = row["expires_at"].isoformat(timespec="seconds")
         raise Problem(401, "Unauthorized", f"The bearer token expired at {expired_at}; use its successor or ask for "
                       "a new one (cloudpods token rotate / create).", "token-expired", expired_at=expired_at)
