@@ -16,7 +16,7 @@ description:
     missing, and gives it every ACL entry that names O(acl_from), the token it replaces (a privilege-separated token
     has only what ACL entries naming it grant, never its user's). With O(verify_vmid) it then reads that container's
     configuration with the NEW token (C(VM.Audit)), proving that the token works. If granting or the proof fails,
-    the token it just made is removed again and the module fails: nothing is half made.
+    the token it just made is removed again and the module fails, so nothing is half made.
   - O(state=absent) removes the ACL entries naming the token, then the token. A removed token is refused by
     Proxmox VE at once (401).
   - An API token's secret exists only in the answer that creates it; the module returns it once, in
