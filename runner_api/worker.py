@@ -345,7 +345,9 @@ class Worker:
         # The old values stay masked too: a run that started with them may still report them.
         self.known_secrets.update(self.settings.secrets())
         install_secret_filter(sorted(self.known_secrets, key=len, reverse=True))
-        if self.builds_executor:
+        # Only the local runner hands the worker's settings to the playbook; another executor (AWX) takes its
+        # credentials from where it runs them (rotate_token.yml updates the AWX credential itself).
+        if self.builds_executor and isinstance(self.executor, LocalAnsibleRunner):
             self.executor = LocalAnsibleRunner(self.settings)
         LOG.info("worker %s: %s read (%s); the next playbooks run with it", self.worker_id, self.settings.secrets_file,
                  ", ".join(sorted(values)))
