@@ -274,6 +274,7 @@ class Worker:
         started = self.repository.claim_periodic("backup_catalog", every)
         if started is None:
             return
+        self._reread_secrets()
         try:
             result = self.executor.run(RunRequest(operations.BACKUP_CATALOG, {}), lambda event: None, self.stopping.is_set)
         except Exception as exc:  # pylint: disable=broad-except
