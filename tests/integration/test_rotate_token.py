@@ -235,7 +235,9 @@ def test_rotation_while_ten_orders_run(lab, awx, tmp_path):
     later_hosts = set(subs[pod]['hostname'] for pod in later_ids)
     later_clones = [r for r in log if r['method'] == 'POST' and r['path'].endswith('/clone')
                     and r['params'].get('hostname') in later_hosts]
-    assert len(later_clones) == 2 and set(r['token_id'] for r in later_clones) == {new_id}
+    # (a clone may be tried again while another worker's clone holds the template's lock: count the pods)
+    assert set(r['params']['hostname'] for r in later_clones if r['status'] == 200) == later_hosts
+    assert set(r['token_id'] for r in later_clones) == {new_id}
     assert all(subs[str(pod['id'])]['status'] == 'ACTIVE' for pod in first)
 
     # AWX's credential: the new token id and secret, its URL and CA kept.
