@@ -1,5 +1,9 @@
 """Bearer tokens with a role: ``customer`` (its own pods), ``service`` (mPanel, acting for the
-customer named in ``X-Customer-Id``) and ``admin``. Only the token's SHA-256 is stored."""
+customer named in ``X-Customer-Id``) and ``admin``. Only the token's SHA-256 is stored.
+
+A token may expire (``cloudpods token create --expires-in``); ``cloudpods token rotate`` makes its
+successor and keeps the old one valid for an overlap, after which it expires. An expired token gets
+401 ``token-expired`` saying when it expired (never which secret was sent)."""
 
 import secrets
 from dataclasses import dataclass
@@ -42,6 +46,10 @@ def authenticate():
     row = current_app.extensions["cloudpods"].repository.token_by_secret(token.strip())
     if row is None:
         raise Problem(401, "Unauthorized", "The bearer token is not valid or has been revoked.", "unauthorized")
+    if row.get("expired"):
+        expired_at = row["expires_at"].isoformat(timespec="seconds")
+        raise Problem(401, "Unauthorized", f"The bearer token expired at {expired_at}; use its successor or ask for "
+                      "a new one (cloudpods token rotate / create).", "token-expired", expired_at=expired_at)
     g.principal = Principal(row["id"], row["name"], row["role"], row["customer_id"])
     return g.principal
 

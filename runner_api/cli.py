@@ -79,6 +79,42 @@ def cmd_migrate(_args, settings):
     return 0
 
 
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhdw]?)$")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text):
+    """Seconds of ``90d``, ``12h``, ``30m``, ``45s``, ``2w`` or a plain number of seconds; ValueError otherwise."""
+    match = DURATION.match((text or "").strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (a number with s, m, h, d or w, e.g. 90d)")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2)]
+
+
+def _duration_argument(text):
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(value):
+    return value.isoformat(timespec="seconds") if value is not None else "never"
+
+
+def _show_new_token(args, row, token, what):
+    """The token once, on stdout only; the database keeps its SHA-256. Its id (for rotate, revoke and the
+    list) goes to stderr, so TOKEN=$(cloudpods token create ...) still works."""
+    if args.json:
+        print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
+                          "customer_id": row["customer_id"], "expires_at": _when(row["expires_at"]), "token": token}))
+    else:
+        print(f"{what} token {row['id']} ({row['name']}, {row['role']}"
+              + (f", customer {row['customer_id']}" if row["customer_id"] else "")
+              + f", expires {_when(row['expires_at'])}); its value, shown once:", file=sys.stderr)
+        print(token)
+
+
 @_database_command()
 def cmd_token(args, settings):
     from .auth import ROLES, new_token  # pylint: disable=import-outside-toplevel
@@ -93,17 +129,20 @@ def cmd_token(args, settings):
                 print("cloudpods: --customer is required for (and only for) role customer", file=sys.stderr)
                 return 2
             token = new_token()
-            row = repository.create_token(args.name, args.role, args.customer, token)
-            # The token is shown once, on stdout only; the database keeps its SHA-256. Its id (for
-            # revoke and the list) goes to stderr, so TOKEN=$(cloudpods token create ...) still works.
-            if args.json:
-                print(json.dumps({"id": row["id"], "name": row["name"], "role": row["role"],
-                                  "customer_id": row["customer_id"], "token": token}))
-            else:
-                print(f"created token {row['id']} ({row['name']}, {row['role']}"
-                      + (f", customer {row['customer_id']}" if row["customer_id"] else "")
-                      + "); its value, shown once:", file=sys.stderr)
-                print(token)
+            row = repository.create_token(args.name, args.role, args.customer, token, expires_in=args.expires_in)
+            _show_new_token(args, row, token, "created")
+            return 0
+        if args.token_command == "rotate":
+            token = new_token()
+            rotated = repository.rotate_token(args.id, token, args.overlap, expires_in=args.expires_in)
+            if rotated is None:
+                print(f"cloudpods: no live token with id {args.id} (unknown, revoked, expired or already rotated)",
+                      file=sys.stderr)
+                return 1
+            old, new = rotated
+            print(f"token {old['id']} stays valid until {_when(old['expires_at'])} (the overlap), then is refused",
+                  file=sys.stderr)
+            _show_new_token(args, new, token, f"rotated token {old['id']}: new")
             return 0
         if args.token_command == "revoke":
             row = repository.revoke_token(args.id)
@@ -112,10 +151,18 @@ def cmd_token(args, settings):
                 return 1
             print(f"revoked token {row['id']} ({row['name']}, {row['role']})")
             return 0
-        print("ID\tROLE\tCUSTOMER\tSTATE\tNAME")
+        print("ID\tROLE\tCUSTOMER\tSTATE\tEXPIRES\tNAME")
         for row in repository.list_tokens():
-            state = "revoked" if row["revoked_at"] else "active"
-            print(f"{row['id']}\t{row['role']}\t{row['customer_id'] or '-'}\t{state}\t{row['name']}")
+            if row["revoked_at"]:
+                state = "revoked"
+            elif row["expired"]:
+                state = "expired"
+            elif row["replaced_by"]:
+                state = f"overlap (replaced by {row['replaced_by']})"
+            else:
+                state = "active"
+            print(f"{row['id']}\t{row['role']}\t{row['customer_id'] or '-'}\t{state}\t{_when(row['expires_at'])}"
+                  f"\t{row['name']}")
         return 0
 
 
@@ -247,10 +294,20 @@ def build_parser():
     create.add_argument("--name", required=True)
     create.add_argument("--role", required=True, choices=["customer", "service", "admin"])
     create.add_argument("--customer", help="customer id (role customer)")
+    create.add_argument("--expires-in", type=_duration_argument, metavar="DURATION",
+                        help="the token expires after this long (90d, 12h, 30m, 45s, 2w); default: never")
     create.add_argument("--json", action="store_true")
+    rotate = token_sub.add_parser("rotate", help="make a token's successor (printed once); the old one stays valid "
+                                  "for the overlap, then is refused")
+    rotate.add_argument("id", type=int)
+    rotate.add_argument("--overlap", type=_duration_argument, required=True, metavar="DURATION",
+                        help="how long the old token stays valid (e.g. 1h; 0 refuses it at once)")
+    rotate.add_argument("--expires-in", type=_duration_argument, metavar="DURATION",
+                        help="the new token expires after this long; default: the old token's lifetime (or never)")
+    rotate.add_argument("--json", action="store_true")
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
     revoke.add_argument("id", type=int)
-    token_sub.add_parser("list", help="list tokens (never their values)")
+    token_sub.add_parser("list", help="list tokens with their state and expiry (never their values)")
     token.set_defaults(func=cmd_token)
 
     provision = sub.add_parser("provision", help="run the provision playbook in check mode")

@@ -100,6 +100,11 @@ def token_digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _seconds(value):
+    """A duration for ``make_interval(secs => ...)``: a float, or None (no expiry)."""
+    return None if value is None else float(value)
+
+
 def pending_migrations(connection):
     """The migrations (file names) this release has and the database has not recorded, in name order."""
     recorded = connection.execute("SELECT to_regclass('cloud_pod_schema_migrations') IS NOT NULL").fetchone()[0]
@@ -199,11 +204,41 @@ class Repository:
 
     # ------------------------------------------------------------------ tokens
 
-    def create_token(self, name, role, customer_id, token):
+    def create_token(self, name, role, customer_id, token, expires_in=None):
+        """A new token; ``expires_in`` (seconds) or None: it never expires."""
         return self._one("""
-            INSERT INTO cloud_pod_api_tokens (name, role, customer_id, token_sha256)
-            VALUES (%s, %s, %s, %s) RETURNING id, name, role, customer_id, created_at""",
-                         (name, role, customer_id, token_digest(token)))
+            INSERT INTO cloud_pod_api_tokens (name, role, customer_id, token_sha256, expires_at)
+            VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))
+            RETURNING id, name, role, customer_id, created_at, expires_at""",
+                         (name, role, customer_id, token_digest(token), _seconds(expires_in)))
+
+    def rotate_token(self, token_id, token, overlap, expires_in=None):
+        """The successor of live token ``token_id`` (same name, role and customer) with secret ``token``;
+        the old one stays valid for ``overlap`` seconds more (never longer than it would have). The
+        successor expires after ``expires_in`` seconds, by default after the old token's own lifetime
+        (none if it had none). ``(old, new)`` rows, or None when ``token_id`` is not a live token."""
+        with self.pool.connection() as connection:
+            old = connection.execute("""
+                SELECT id, name, role, customer_id, created_at, expires_at FROM cloud_pod_api_tokens
+                WHERE id = %s AND revoked_at IS NULL AND replaced_by IS NULL
+                  AND (expires_at IS NULL OR expires_at > now()) FOR UPDATE""", (token_id,)).fetchone()
+            if old is None:
+                return None
+            if expires_in is None and old["expires_at"] is not None:
+                expires_in = (old["expires_at"] - old["created_at"]).total_seconds()
+            new = connection.execute("""
+                INSERT INTO cloud_pod_api_tokens (name, role, customer_id, token_sha256, expires_at)
+                VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s))
+                RETURNING id, name, role, customer_id, created_at, expires_at""",
+                                     (old["name"], old["role"], old["customer_id"], token_digest(token),
+                                      _seconds(expires_in))).fetchone()
+            old = connection.execute("""
+                UPDATE cloud_pod_api_tokens
+                SET replaced_by = %s,
+                    expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => %s))
+                WHERE id = %s RETURNING id, name, role, customer_id, created_at, expires_at""",
+                                     (new["id"], _seconds(overlap), token_id)).fetchone()
+            return old, new
 
     def revoke_token(self, token_id):
         return self._one("""
@@ -211,19 +246,22 @@ class Repository:
             RETURNING id, name, role, customer_id""", (token_id,))
 
     def list_tokens(self):
-        return self._all("""SELECT id, name, role, customer_id, created_at, last_used_at, revoked_at
+        return self._all("""SELECT id, name, role, customer_id, created_at, last_used_at, revoked_at, expires_at,
+                                   replaced_by, expires_at IS NOT NULL AND expires_at <= now() AS expired
                             FROM cloud_pod_api_tokens ORDER BY id""")
 
     def token_by_secret(self, token):
-        """The live token with this secret; records its use (``last_used_at``, to the minute: one
-        write per token and minute, not per request)."""
+        """The unrevoked token with this secret (``expired`` says whether it is past its ``expires_at``);
+        records the use of a live one (``last_used_at``, to the minute: one write per token and minute,
+        not per request)."""
         return self._one("""
-            WITH found AS (SELECT id, name, role, customer_id, last_used_at FROM cloud_pod_api_tokens
-                           WHERE token_sha256 = %s AND revoked_at IS NULL),
+            WITH found AS (SELECT id, name, role, customer_id, last_used_at, expires_at,
+                                  expires_at IS NOT NULL AND expires_at <= now() AS expired
+                           FROM cloud_pod_api_tokens WHERE token_sha256 = %s AND revoked_at IS NULL),
                  used AS (UPDATE cloud_pod_api_tokens t SET last_used_at = now() FROM found
-                          WHERE t.id = found.id
+                          WHERE t.id = found.id AND NOT found.expired
                             AND (found.last_used_at IS NULL OR found.last_used_at < now() - interval '1 minute'))
-            SELECT id, name, role, customer_id FROM found""", (token_digest(token),))
+            SELECT id, name, role, customer_id, expires_at, expired FROM found""", (token_digest(token),))
 
     # ------------------------------------------------------------------ subscriptions
 

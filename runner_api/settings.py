@@ -103,6 +103,9 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     awx_outage_seconds: float = 120.0  # AWX away this long while following a job: the attempt fails (retried)
     awx_cancel_wait_seconds: float = 30.0  # after POST cancel/, how long to wait for the job to be canceled
     playbook_env: dict = field(default_factory=dict, repr=False)
+    # CLOUDPODS_SECRETS_FILE (runner_api/secrets_file.py): NAME=VALUE lines over the environment, read at
+    # start by the worker and again before each task when it changed (rotate_token.yml writes it).
+    secrets_file: Path | None = None
 
     def secrets(self):
         """Every secret value this process knows: scrubbed from events, errors and logs."""
@@ -133,6 +136,9 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         problems = []
         reader = _Reader(env, problems)
         database_url = reader.database_url("DATABASE_URL")
+        secrets_file = reader.path("CLOUDPODS_SECRETS_FILE", None)
+        if worker and secrets_file is not None:
+            env.update(_read_secrets_file(secrets_file, problems))
         checkout = source_checkout()
         collections_path = reader.raw("ANSIBLE_COLLECTIONS_PATH") or default_collections_path()
         collection = checkout or find_collection(collections_path)
@@ -217,7 +223,17 @@ class Settings:  # pylint: disable=too-many-instance-attributes
                         if (name.startswith(PLAYBOOK_ENV_PREFIXES) or name in PLAYBOOK_ENV_NAMES)
                         and name not in PLAYBOOK_ENV_EXCLUDED}
         return cls(database_url=database_url, playbook_env=playbook_env, collections_path=collections_path,
-                   **values)
+                   secrets_file=secrets_file, **values)
+
+
+def _read_secrets_file(path, problems):
+    """The values of CLOUDPODS_SECRETS_FILE (they win over the environment's), or a problem naming it."""
+    from . import secrets_file  # pylint: disable=import-outside-toplevel
+    try:
+        return secrets_file.read(path)
+    except secrets_file.SecretsFileError as exc:
+        problems.append(str(exc))
+        return {}
 
 
 def _awx_settings(reader, problems, worker):

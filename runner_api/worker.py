@@ -25,6 +25,7 @@ worker, after the delivery in flight.
 """
 
 import collections
+import dataclasses
 import datetime
 import logging
 import os
@@ -41,6 +42,7 @@ from . import operations, runscope, webhooks
 from .executors import RunRequest, RunResult, make_executor
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
+from .secrets_file import SecretsFile
 
 LOG = logging.getLogger(__name__)
 # Connection refused or lost, server shutting down, no pooled connection in time (PoolTimeout).
@@ -179,6 +181,10 @@ class Worker:
         self.outage = DatabaseOutage(self.worker_id, settings.db_retry_max_seconds)
         self.events = None
         self.catalog_checked_at = None
+        # CLOUDPODS_SECRETS_FILE: read again before each task when it changed (see _reread_secrets).
+        self.secrets_file = SecretsFile(settings.secrets_file) if settings.secrets_file else None
+        self.builds_executor = executor is None
+        self.known_secrets = set(settings.secrets())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -268,6 +274,7 @@ class Worker:
         started = self.repository.claim_periodic("backup_catalog", every)
         if started is None:
             return
+        self._reread_secrets()
         try:
             result = self.executor.run(RunRequest(operations.BACKUP_CATALOG, {}), lambda event: None, self.stopping.is_set)
         except Exception as exc:  # pylint: disable=broad-except
@@ -318,6 +325,7 @@ class Worker:
             return False
         LOG.info("task %s %s for %s: attempt %s/%s", task["id"], task["task_type"], task["hostname"],
                  task["attempts"], task["max_attempts"])
+        self._reread_secrets()
         # From here on the task is ours: a database outage must not lose it (see TaskEvents and _until_written).
         self.events = TaskEvents(self, task)
         self.events.add(step="worker", status="claimed",
@@ -327,6 +335,23 @@ class Worker:
         finally:
             self.events = None
         return True
+
+    def _reread_secrets(self):
+        """A changed secrets file (a rotated Proxmox token) counts from this task on; a run already going on
+        keeps what it started with. A bad file keeps the last good values (secrets_file logs why)."""
+        values = self.secrets_file.changed() if self.secrets_file is not None else None
+        if not values:
+            return
+        self.settings = dataclasses.replace(self.settings, playbook_env=dict(self.settings.playbook_env, **values))
+        # The old values stay masked too: a run that started with them may still report them.
+        self.known_secrets.update(self.settings.secrets())
+        install_secret_filter(sorted(self.known_secrets, key=len, reverse=True))
+        # Only the local runner hands the worker's settings to the playbook; another executor (AWX) takes its
+        # credentials from where it runs them (rotate_token.yml updates the AWX credential itself).
+        if self.builds_executor and isinstance(self.executor, LocalAnsibleRunner):
+            self.executor = LocalAnsibleRunner(self.settings)
+        LOG.info("worker %s: %s read (%s); the next playbooks run with it", self.worker_id, self.settings.secrets_file,
+                 ", ".join(sorted(values)))
 
     def _execute(self, task):
         # Set by the heartbeat when the lease could not be renewed, or by the first event row refused:

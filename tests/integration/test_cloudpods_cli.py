@@ -106,7 +106,7 @@ def test_token_create_list_revoke(lab_env):
         listing = ok(cloudpods(env, 'token', 'list'))
         assert token not in listing
         [line] = [line for line in listing.splitlines() if line.endswith('\tcli-test')]
-        assert line.split('\t') == [str(created['id']), 'service', '-', 'active', 'cli-test']
+        assert line.split('\t') == [str(created['id']), 'service', '-', 'active', 'never', 'cli-test']
 
         app = create_app(Settings.from_env(dict(lab_env, DATABASE_URL=url)))
         client = app.test_client()
