@@ -39,7 +39,7 @@ import time
 import psycopg
 
 from . import operations, runscope, webhooks
-from .executors import RunRequest, RunResult, make_executor
+from .executors import LocalAnsibleRunner, RunRequest, RunResult, make_executor
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
 from .secrets_file import SecretsFile
