@@ -47,8 +47,9 @@ ORG = 'Cloud%20Pods'
 
 
 class Client:
-    def __init__(self, base):
+    def __init__(self, base, app=None):
         self.base = base
+        self.app = app  # the server's state, to read what AWX stores unmasked
 
     def call(self, method, path, body=None, token=TOKEN, headers=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -86,7 +87,7 @@ def awx():
     server = create_server(config)
     thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True)
     thread.start()
-    yield Client('http://127.0.0.1:%d' % server.server_address[1])
+    yield Client('http://127.0.0.1:%d' % server.server_address[1], server.app)
     server.shutdown()
     server.server_close()
 
@@ -175,10 +176,14 @@ def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run
     assert creds['Cloud Pods - Proxmox VE API']['inputs']['token_secret'] == '$encrypted$'
     assert creds['Cloud Pods - Proxmox SSH']['inputs']['ssh_key_data'] == '$encrypted$'
     assert creds['Cloud Pods - Proxmox SSH']['inputs']['port'] == '2222'
-    stored = {c['name']: c['inputs'] for c in client.state()['objects']['credentials']}
-    assert stored['Cloud Pods - PowerDNS']['api_key'] == '$encrypted$'  # the lab's state view masks too
-    raw = [obj for obj in client.state()['objects']['credentials']]
-    assert len(raw) == 4
+    # what AWX stores (the server's own objects): the secrets themselves, from the environment
+    stored = {c['name']: c['inputs'] for c in client.app.store.objects['credentials'].values()}
+    assert stored['Cloud Pods - Proxmox VE API']['token_secret'] == SECRETS['PROXMOX_API_TOKEN_SECRET']
+    assert stored['Cloud Pods - PowerDNS']['api_key'] == SECRETS['POWERDNS_API_KEY']
+    assert stored['Cloud Pods - Proxmox SSH']['ssh_key_data'] == SSH_KEY  # whole, its last newline too (OpenSSH needs it)
+    assert stored['Cloud Pods - SMTP']['password'] == SECRETS['SMTP_PASSWORD']
+    note = list(client.app.store.objects['notification_templates'].values())[0]
+    assert note['notification_configuration']['password'] == SECRETS['SMTP_PASSWORD']
 
     # One job template per playbook, each with the four credentials and its survey.
     with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml'), encoding='utf-8') as handle:
@@ -275,3 +280,88 @@ def test_survey_refuses_a_bad_answer_at_launch(client, run):
     status, data = client.call('POST', jt['related']['launch'], {'extra_vars': {
         'pod': 'shop-example-com', 'plan': plans[0], 'customer_email': 'jane@example.org', 'ssh_public_keys': []}})
     assert status == 201 and json.loads(data['extra_vars'])['plan'] == plans[0]
+
+
+# ------------------------------------------------------------------ the stand-in's new objects, by the API
+
+
+def post(client, path, body):
+    return client.call('POST', path, body)
+
+
+def base_objects(client):
+    org = post(client, '/api/v2/organizations/', {'name': 'O'})[1]['id']
+    manual = post(client, '/api/v2/projects/', {'name': 'manual', 'organization': org})[1]
+    inv = post(client, '/api/v2/inventories/', {'name': 'I', 'organization': org})[1]['id']
+    jt = post(client, '/api/v2/job_templates/', {'name': 'J', 'project': manual['id'], 'playbook': 'playbooks/repair.yml',
+                                                 'inventory': inv, 'job_type': 'check'})[1]
+    return org, manual, inv, jt
+
+
+def test_schedule_rrule_and_prompts_are_checked_as_awx_does(client):
+    _org, _manual, _inv, jt = base_objects(client)
+    url = '/api/v2/schedules/'
+    cases = [
+        ('RRULE:FREQ=DAILY;INTERVAL=1', ['Valid DTSTART required in rrule. Value should start with: DTSTART:YYYYMMDDTHHMMSSZ']),
+        ('DTSTART:20260101T020000 RRULE:FREQ=DAILY;INTERVAL=1',
+         ['DTSTART cannot be a naive datetime.  Specify ;TZINFO= or YYYYMMDDTHHMMSSZZ.']),
+        ('DTSTART:20260101T020000Z', ['One or more rule required in rrule.']),
+        ('DTSTART:20260101T020000Z RRULE:FREQ=DAILY', ['INTERVAL required in rrule: RULE:FREQ=DAILY']),
+        ('DTSTART:20260101T020000Z RRULE:FREQ=DAILY;INTERVAL=1;COUNT=5;UNTIL=20270101T000000Z',
+         ['RRULE may not contain both COUNT and UNTIL: RULE:FREQ=DAILY;INTERVAL=1;COUNT=5;UNTIL=20270101T000000Z']),
+        ('DTSTART:20260101T020000Z RRULE:FREQ=FORTNIGHTLY;INTERVAL=1', ['rrule parsing failed validation: invalid frequency']),
+    ]
+    for rrule, messages in cases:
+        assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': rrule}) == (400, {'rrule': messages})
+    good = 'DTSTART:20260101T020000Z RRULE:FREQ=DAILY;INTERVAL=1'
+    # job_type equal to the template's is no prompt; another one needs ask_job_type_on_launch; so do variables
+    assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good, 'job_type': 'run',
+                              'extra_data': {'pod': 'x'}}) == (400, {
+        'job_type': ['Field is not configured to prompt on launch.'],
+        'extra_data': ['Variables pod are not allowed on launch. Check the Prompt on Launch setting on the Job Template '
+                       'to include Extra Variables.']})
+    status, made = post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good, 'job_type': 'check'})
+    assert status == 201 and made['next_run'].endswith('T02:00:00Z') and made['timezone'] == 'UTC'
+    assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good}) == (
+        400, {'__all__': ['Schedule with this Name and Unified job template already exists.']})
+    assert [s['id'] for s in client.results(jt['related']['schedules'])] == [made['id']]
+
+
+def test_inventory_source_and_notification_template_rules(client):
+    org, manual, inv, jt = base_objects(client)
+    url = '/api/v2/inventory_sources/'
+    assert post(client, url, {'name': 'S', 'inventory': inv, 'source': 'scm'}) == (
+        400, {'source_project': ['Project required for scm type sources.']})
+    assert post(client, url, {'name': 'S', 'inventory': inv, 'source': 'scm', 'source_project': manual['id']}) == (
+        400, {'source_project': ['Cannot use manual project for SCM-based inventory.']})
+    assert post(client, url, {'name': 'S', 'inventory': inv, 'source': 'ec2', 'source_path': 'x.yml'}) == (
+        400, {'detail': 'Cannot set source_path if not SCM type.'})
+    git = post(client, '/api/v2/projects/', {'name': 'git', 'organization': org, 'scm_type': 'git',
+                                             'scm_url': 'https://git.example.net/x.git'})[1]
+    assert git['status'] == 'failed' and git['scm_revision'] == ''  # the lab reaches no other host
+    assert post(client, url, {'name': 'S', 'inventory': inv, 'source': 'scm', 'source_project': git['id']})[0] == 201
+
+    url = '/api/v2/notification_templates/'
+    assert post(client, url, {'name': 'N', 'organization': org, 'notification_type': 'email',
+                              'notification_configuration': {'host': 'h', 'port': '25', 'recipients': []}}) == (400, {
+        'non_field_errors': [
+            "Missing required fields for Notification Configuration: ['username', 'password', 'use_tls', 'use_ssl', 'sender'].",
+            "No values specified for field 'recipients'",
+            "Configuration field 'port' incorrect type, expected int."]})
+    config = {'host': 'h', 'port': 25, 'username': 'u', 'password': 'pw-1', 'use_tls': True, 'use_ssl': False,
+              'sender': 'a@example.net', 'recipients': ['b@example.net']}
+    status, note = post(client, url, {'name': 'N', 'organization': org, 'notification_type': 'email',
+                                      'notification_configuration': config})
+    assert status == 201 and note['notification_configuration'] == dict(config, password='$encrypted$', timeout=30)
+    # "$encrypted$" sent back keeps the stored password (AWX's rule)
+    status, _data = client.call('PATCH', note['url'], {'notification_configuration': dict(config, password='$encrypted$', host='h2')})
+    assert status == 200
+    stored = client.app.store.objects['notification_templates'][note['id']]['notification_configuration']
+    assert (stored['password'], stored['host']) == ('pw-1', 'h2')
+    # attach on success, detach, unknown id
+    path = jt['related']['notification_templates_success']
+    assert client.call('POST', path, {'id': note['id']})[0] == 204
+    assert [n['id'] for n in client.results(path)] == [note['id']]
+    assert client.call('POST', path, {'id': 999}) == (400, {'detail': 'NotificationTemplate matching query does not exist.'})
+    assert client.call('POST', path, {'id': note['id'], 'disassociate': True})[0] == 204
+    assert client.results(path) == []

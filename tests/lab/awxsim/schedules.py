@@ -14,7 +14,7 @@ known part names) and answers the same 400 ``{"rrule": [messages]}``.
 needs ``ask_variables_on_launch`` or a survey that asks for those variables, and the survey's
 rules apply to the variables given (``variables_needed_to_start``).
 
-``next_run`` is computed for ``MINUTELY``, ``HOURLY`` and ``DAILY`` rules without ``BY*`` parts
+``next_run`` is computed for a UTC ``DTSTART`` and ``MINUTELY``, ``HOURLY`` and ``DAILY`` rules without ``BY*`` parts
 (what the tests use); other rules read ``next_run`` null (documented in tests/lab/README.md).
 """
 
@@ -76,8 +76,8 @@ def _parse_problem(value):
     for line in value.split():
         name, _sep, body = line.partition(":")
         if name.upper().startswith("DTSTART"):
-            if not _dtstart(line):
-                return "unsupported DTSTART %s" % line
+            if not re.fullmatch(r"DTSTART(;TZID=[^:]+)?:[0-9]{8}T[0-9]{6}Z?", line):
+                return "unknown string format: %s" % line
             continue
         if name.upper() != "RRULE":
             return "unsupported property %s" % name
@@ -105,7 +105,7 @@ def _dtstart(value):
         return None
     if zulu or (zone or "").upper() in ("UTC", "ETC/UTC"):
         return when.replace(tzinfo=datetime.timezone.utc)
-    return when.replace(tzinfo=datetime.timezone.utc) if zone else None
+    return None  # naive, or a zone the stand-in does not convert: no dtstart/next_run computed
 
 
 def computed(obj) -> dict:
