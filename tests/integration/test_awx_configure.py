@@ -315,11 +315,11 @@ def test_schedule_rrule_and_prompts_are_checked_as_awx_does(client):
         assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': rrule}) == (400, {'rrule': messages})
     good = 'DTSTART:20260101T020000Z RRULE:FREQ=DAILY;INTERVAL=1'
     # job_type equal to the template's is no prompt; another one needs ask_job_type_on_launch; so do variables
+    refused = {'job_type': ['Field is not configured to prompt on launch.'],
+               'extra_data': ['Variables pod are not allowed on launch. Check the Prompt on Launch setting on the Job Template '
+                              'to include Extra Variables.']}
     assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good, 'job_type': 'run',
-                              'extra_data': {'pod': 'x'}}) == (400, {
-        'job_type': ['Field is not configured to prompt on launch.'],
-        'extra_data': ['Variables pod are not allowed on launch. Check the Prompt on Launch setting on the Job Template '
-                       'to include Extra Variables.']})
+                              'extra_data': {'pod': 'x'}}) == (400, refused)
     status, made = post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good, 'job_type': 'check'})
     assert status == 201 and made['next_run'].endswith('T02:00:00Z') and made['timezone'] == 'UTC'
     assert post(client, url, {'name': 'S', 'unified_job_template': jt['id'], 'rrule': good}) == (
@@ -342,12 +342,12 @@ def test_inventory_source_and_notification_template_rules(client):
     assert post(client, url, {'name': 'S', 'inventory': inv, 'source': 'scm', 'source_project': git['id']})[0] == 201
 
     url = '/api/v2/notification_templates/'
+    refused = {'non_field_errors': [
+        "No values specified for field 'recipients'",
+        "Missing required fields for Notification Configuration: ['username', 'password', 'use_tls', 'use_ssl', 'sender'].",
+        "Configuration field 'port' incorrect type, expected int."]}
     assert post(client, url, {'name': 'N', 'organization': org, 'notification_type': 'email',
-                              'notification_configuration': {'host': 'h', 'port': '25', 'recipients': []}}) == (400, {
-        'non_field_errors': [
-            "Missing required fields for Notification Configuration: ['username', 'password', 'use_tls', 'use_ssl', 'sender'].",
-            "No values specified for field 'recipients'",
-            "Configuration field 'port' incorrect type, expected int."]})
+                              'notification_configuration': {'host': 'h', 'port': '25', 'recipients': []}}) == (400, refused)
     config = {'host': 'h', 'port': 25, 'username': 'u', 'password': 'pw-1', 'use_tls': True, 'use_ssl': False,
               'sender': 'a@example.net', 'recipients': ['b@example.net']}
     status, note = post(client, url, {'name': 'N', 'organization': org, 'notification_type': 'email',

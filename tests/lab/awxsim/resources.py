@@ -411,7 +411,7 @@ class Store:
         if params is None:
             obj["notification_configuration"] = config
             return
-        missing, problems, forward = [], [], []
+        missing, problems, wrong_types, forward = [], [], [], []
         for field, (ftype, default) in params.items():
             if field not in config:
                 if default is not None:
@@ -422,14 +422,17 @@ class Store:
             value = config[field]
             expected = {"string": (str,), "password": (str,), "int": (int,), "bool": (bool,), "list": (list,)}[ftype]
             if type(value) not in expected:  # pylint: disable=unidiomatic-typecheck  # AWX compares type() so
-                problems.append("Configuration field '%s' incorrect type, expected %s." % (field, ftype))
+                wrong_types.append("Configuration field '%s' incorrect type, expected %s." % (field, ftype))
                 continue
             if ftype == "list" and not value:
-                problems.insert(0, "No values specified for field '%s'" % field)
+                problems.append("No values specified for field '%s'" % field)
+                continue
             if ftype == "password" and value == ENCRYPTED and before is not None:
                 forward.append(field)
+        # AWX's order: the loop's own errors, then the missing fields, then the wrong types
         if missing:
-            problems.insert(0, "Missing required fields for Notification Configuration: %s." % missing)
+            problems.append("Missing required fields for Notification Configuration: %s." % missing)
+        problems += wrong_types
         if problems:
             raise errors.fields({"non_field_errors": problems})
         for field in forward:
