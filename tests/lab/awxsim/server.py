@@ -22,10 +22,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from . import errors, launch, related
+from . import errors, launch
 from .jobs import CANCELABLE, Jobs
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
+from . import related  # inventory sources, schedules, notifications: sub-lists and read-only lists
 
 LOG = logging.getLogger("awxsim.server")
 MAX_PAGE_SIZE = 200
