@@ -27,6 +27,7 @@ from .jobs import CANCELABLE, Jobs, filter_events
 from .runner import stdout_text
 from .errors import ApiError
 from .resources import FIELDS, TYPE_NAMES, Store, now
+from . import related  # inventory sources, schedules, notifications: sub-lists and read-only lists
 
 LOG = logging.getLogger("awxsim.server")
 MAX_PAGE_SIZE = 200
@@ -158,7 +159,7 @@ class Application:
             # AWX's root names the inventories list "inventory" (ApiV2RootView); awxkit's CLI
             # takes its resource names from these keys (``awx inventory list``).
             root = {("inventory" if kind == "inventories" else kind): "/api/v2/%s/" % kind for kind in FIELDS}
-            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs")})
+            root.update({name: "/api/v2/%s/" % name for name in ("ping", "me", "tokens", "jobs") + related.TOP})
             return 200, root, {}
         if parts == ["ping"]:
             return 200, {"ha": False, "version": VERSION, "active_node": "awxsim", "install_uuid": "awxsim",
@@ -174,6 +175,8 @@ class Application:
             return self.tokens_api(method, parts[1:], user, body)
         if parts[0] == "jobs":
             return self.jobs_api(method, parts[1:], user, query)
+        if parts[0] in related.TOP:
+            return related.top(self, method, parts[0], parts[1:], user, query)
         kind = parts[0]
         if kind not in FIELDS:
             raise errors.detail(404, errors.NOT_FOUND)
@@ -189,6 +192,8 @@ class Application:
             return self.survey_spec(method, obj, body)
         if kind == "job_templates" and len(parts) == 3 and parts[2] == "credentials":
             return self.jt_credentials(method, obj, user, query, body)
+        if len(parts) == 3 and related.handles(kind, parts[2]):
+            return related.sub(self, method, kind, obj, parts[2], user, query, body)
         raise errors.detail(404, errors.NOT_FOUND)
 
     # ------------------------------------------------------------ authentication and access
