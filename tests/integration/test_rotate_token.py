@@ -93,6 +93,10 @@ class Lab(object):
                    CLOUDPODS_SECRETS_FILE=str(secrets_file))
         env.pop('PROXMOX_API_TOKEN_ID')
         env.pop('PROXMOX_API_TOKEN_SECRET')
+        # The lab's own AWX stand-in (CONTROLLER_*) is not this test's: an AWX is a destination only where a
+        # test names its own.
+        for name in [name for name in env if name.startswith('CONTROLLER_')]:
+            del env[name]
         env.update(extra)
         return env
 
