@@ -6,7 +6,7 @@ CLI, the ``awx.awx`` collection) use: OAuth2 bearer tokens, the root, ping and m
 projects, inventories, credential types, credentials and job templates (list with AWX's
 pagination, create with DRF field errors, detail by id or named URL, PATCH, DELETE) and the
 job template launch rules. Written from AWX's documented behaviour (``../shared/FACTS.md``
-part B); no AWX code is in here. ``STATUS.md`` says what is done and what is next.
+part B); no AWX code is in here. ``README.md`` says what is done and what is not.
 
 Modules: ``errors`` (the error answers), ``resources`` (the objects, their fields and
 validation, named URLs), ``launch`` (prompts and surveys), ``server`` (HTTP, auth, routing,

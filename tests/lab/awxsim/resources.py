@@ -124,7 +124,7 @@ VERBOSE = {
     "notification_templates": "Notification template", "schedules": "Schedule",
 }
 NOTIFY = ("notification_templates_started", "notification_templates_success", "notification_templates_error")
-# only the sub-resources the stand-in serves (jobs, credentials lists: STATUS.md, next)
+# only the sub-resources the stand-in serves (jobs, credentials lists: awxsim/README.md)
 RELATED = {
     "organizations": (), "projects": ("update", "project_updates"), "inventories": (), "credential_types": (),
     "credentials": (), "groups": ("hosts",), "hosts": (), "notification_templates": (), "schedules": (),
