@@ -98,8 +98,7 @@ def test_order_through_awx_reaches_active(lab_env, tmp_path):
     with scratch_database(lab_env['DATABASE_URL']) as url:
         env = worker_environment(lab_env, url, executor='awx', awx_url=lab_env['CONTROLLER_HOST'],
                                  awx_token=lab_env['CONTROLLER_OAUTH_TOKEN'], awx_poll_seconds=0.5,
-                                 awx_timeout_seconds=30, poll_seconds=0.5, max_attempts=1,
-                                 awx_job_templates=json.dumps({'CREATE_CONTAINER': 'Cloud Pods - provision'}))
+                                 awx_timeout_seconds=30, poll_seconds=0.5, max_attempts=1)
         settings = Settings.from_env({'DATABASE_URL': url, 'CLOUDPODS_PLANS_FILE': PLANS_FILE})
         pool = open_pool(settings, name='test-awx-e2e', min_size=1, max_size=2)
         repository = Repository(pool)
@@ -140,7 +139,7 @@ def test_order_through_awx_reaches_active(lab_env, tmp_path):
             jobs = awx_call(lab_env, '/api/v2/jobs/?order_by=-id&page_size=50')['results']
             ran = [job for job in jobs if json.loads(job['extra_vars'] or '{}').get('pod') == pod['hostname']]
             assert [job['status'] for job in ran] == ['successful'], ran
-            assert ran[0]['name'] == 'Cloud Pods - provision'
+            assert ran[0]['name'] == 'Cloud Pods: provision'
 
             with pool.connection() as connection:
                 events = connection.execute('SELECT step, status, message FROM cloud_pod_events '
