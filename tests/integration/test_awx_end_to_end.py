@@ -156,3 +156,35 @@ def test_order_through_awx_reaches_active(lab_env, tmp_path):
                 worker.kill()
                 worker.wait()
             pool.close()
+
+
+def test_project_update_checks_out_local_git_only(tmp_path):
+    """The stand-in's project update (no lab): a file:// project at a branch is checked out into
+    ``_<id>__<slug>`` at that branch's commit; another URL fails the update and checks out nothing."""
+    from awxsim.resources import Store  # pylint: disable=import-outside-toplevel
+    repo = tmp_path / 'repo'
+    git = ['git', '-c', 'user.name=t', '-c', 'user.email=t@example.org', '-C', str(repo)]
+    subprocess.run(['git', 'init', '-q', '-b', 'main', str(repo)], check=True)
+    (repo / 'site.yml').write_text('first\n', encoding='utf-8')
+    subprocess.run(git + ['add', '.'], check=True)
+    subprocess.run(git + ['commit', '-qm', 'one'], check=True)
+    subprocess.run(git + ['checkout', '-qb', 'next'], check=True)
+    (repo / 'site.yml').write_text('second\n', encoding='utf-8')
+    subprocess.run(git + ['commit', '-qam', 'two'], check=True)
+    subprocess.run(git + ['checkout', '-q', 'main'], check=True)
+    next_head = subprocess.run(git + ['rev-parse', 'next'], capture_output=True, text=True, check=True).stdout.strip()
+    root = tmp_path / 'projects'
+    root.mkdir()
+    store = Store(str(root))
+    org = store.create('organizations', {'name': 'Org'})['id']
+    project = store.create('projects', {'name': 'Cloud Pods', 'organization': org, 'scm_type': 'git',
+                                        'scm_url': 'file://%s' % repo, 'scm_branch': 'next'})
+    update = store.updates['project_updates'][1]
+    assert (update['status'], update['scm_revision']) == ('successful', next_head)
+    assert project['local_path'] == '_1__cloud_pods'
+    assert (root / '_1__cloud_pods' / 'site.yml').read_text(encoding='utf-8') == 'second\n'
+    other = store.create('projects', {'name': 'Far', 'organization': org, 'scm_type': 'git',
+                                      'scm_url': 'https://git.example.org/cloudpods.git'})
+    update = store.updates['project_updates'][2]
+    assert update['status'] == 'failed' and 'only a git project on this machine' in update['job_explanation']
+    assert other['local_path'] == '' and sorted(os.listdir(root)) == ['_1__cloud_pods']
