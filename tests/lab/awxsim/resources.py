@@ -12,7 +12,10 @@ import copy
 import datetime
 import json
 import os
+import re
+import shutil
 import subprocess
+import unicodedata
 import threading
 from urllib.parse import quote, unquote
 
@@ -182,7 +185,8 @@ def decode_part(part: str) -> str:
 class Store:
     """All objects, by kind and id; one lock around every change."""
 
-    def __init__(self):
+    def __init__(self, projects_root=None):
+        self.projects_root = projects_root  # where a git project's update checks it out (None: it only resolves)
         self.lock = threading.RLock()
         self.objects = {kind: {} for kind in FIELDS}
         self.survey_specs = {}
@@ -294,7 +298,10 @@ class Store:
         """A git project's SCM update, done at once: AWX runs one when a project is made or its
         source changes. The stand-in resolves the branch with ``git ls-remote`` and only for a
         URL on this machine (``file://`` or a path): the lab sends nothing to other hosts. Any
-        other URL gives a failed update with the reason in ``job_explanation``."""
+        other URL gives a failed update with the reason in ``job_explanation``. With a projects
+        root (config ``projects_root``) the resolved revision is then checked out, as AWX does,
+        into ``<projects_root>/_<id>__<name slug>`` and the project's ``local_path`` is set to
+        that directory: its job templates' jobs run from there (runner.py)."""
         updates = self.updates.setdefault("project_updates", {})
         update = {"id": len(updates) + 1, "type": "project_update", "project": project["id"], "name": project["name"],
                   "launch_type": "manual", "scm_revision": "", "status": "failed", "failed": True,
@@ -305,18 +312,37 @@ class Store:
             update["job_explanation"] = "awxsim: only a git project on this machine (file:// or a path) is updated"
         else:
             ref = project["scm_branch"] or "HEAD"
-            try:
-                out = subprocess.run(["git", "ls-remote", url, ref], capture_output=True, text=True, timeout=30,
-                                     check=False, env={"PATH": os.environ.get("PATH", ""), "GIT_TERMINAL_PROMPT": "0"})
-                revision = out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else ""
-            except (OSError, subprocess.TimeoutExpired):
-                revision = ""
-            if revision:
-                update.update(scm_revision=revision, status="successful", failed=False)
-            else:
+            out = _git(["ls-remote", url, ref])
+            revision = out.stdout.split()[0] if out.returncode == 0 and out.stdout.split() else ""
+            if not revision:
                 update["job_explanation"] = "git ls-remote found no %s in %s" % (ref, url)
+            elif self.projects_root:
+                error = self._check_out(project, url, revision)
+                if error:
+                    update["job_explanation"] = error
+                else:
+                    update.update(scm_revision=revision, status="successful", failed=False)
+            else:
+                update.update(scm_revision=revision, status="successful", failed=False)
         updates[update["id"]] = update
         return update
+
+    def _check_out(self, project: dict, url: str, revision: str) -> str:
+        """``revision`` of ``url`` into the project's directory under the projects root, afresh
+        (AWX's ``scm_clean``/``scm_delete_on_update`` as one: no file of an earlier checkout stays);
+        sets ``local_path``. An error message, or "" when done."""
+        name = "_%d__%s" % (project["id"], slug(project["name"]))
+        path = os.path.join(os.path.realpath(self.projects_root), name)
+        if os.path.lexists(path):
+            shutil.rmtree(path)
+        clone = _git(["clone", "--quiet", "--no-checkout", url, path])
+        if clone.returncode != 0:
+            return "git clone of %s failed: %s" % (url, clone.stderr.strip()[-500:])
+        checkout = _git(["-C", path, "checkout", "--quiet", "--detach", revision])
+        if checkout.returncode != 0:
+            return "git checkout of %s failed: %s" % (revision, checkout.stderr.strip()[-500:])
+        project["local_path"] = name
+        return ""
 
     def delete(self, kind: str, obj: dict) -> None:
         with self.lock:
@@ -598,3 +624,21 @@ class Store:
         secret = {field.get("id") for field in ctype.get("inputs", {}).get("fields", []) if field.get("secret")}
         return {key: ("$encrypted$" if key in secret and value not in ("", None) else value)
                 for key, value in obj.get("inputs", {}).items()}
+
+
+def slug(name: str) -> str:
+    """AWX's project directory slug: Django's slugify with ``-`` as ``_`` ("Cloud Pods" -> "cloud_pods")."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    text = re.sub(r"[^\w\s-]", "", text.lower())
+    return re.sub(r"[-\s]+", "-", text).strip("-_").replace("-", "_")
+
+
+def _git(args):
+    """git without a terminal prompt and with no configuration of the user's; a failure to start is
+    a failed CompletedProcess."""
+    env = {"PATH": os.environ.get("PATH", ""), "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+           "HOME": os.environ.get("HOME", "/nonexistent"), "GIT_ALLOW_PROTOCOL": "file"}
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=120, check=False, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(args, 1, "", str(exc))

@@ -195,21 +195,33 @@ class JobRunner:
         if inv.get("kind"):
             raise SetupError("Inventory %r is a %s inventory: the AWX stand-in materializes only plain inventories "
                              "(their variables and hosts)." % (inv["name"], inv["kind"]))
-        for kind in ("inventory_sources", "groups"):
-            if any(obj.get("inventory") == inv["id"] for obj in store.objects.get(kind, {}).values()):
-                raise SetupError("Inventory %r has %s: the AWX stand-in does not materialize them "
-                                 "(only the inventory's variables and hosts)." % (inv["name"], kind.replace("_", " ")))
+        # Inventory sources bring hosts only through an inventory update, and the stand-in's updates
+        # import none: a job sees the inventory's own hosts and groups (configure.yml's node group).
         try:
             variables = parse_vars(inv.get("variables") or "") or {}
         except ValueError as exc:
             raise SetupError("Inventory %r: variables are not JSON or YAML: %s" % (inv["name"], exc)) from None
-        hosts = {}
+        hosts, hosts_by_id = {}, {}
         for host in store.objects.get("hosts", {}).values():
             if host.get("inventory") == inv["id"] and host.get("enabled", True):
                 hosts[host["name"]] = parse_vars(host.get("variables") or "") or {}
+                hosts_by_id[host["id"]] = host["name"]
         group = {"vars": variables}
         if hosts:
             group["hosts"] = hosts
+        children = {}
+        for obj in store.objects.get("groups", {}).values():
+            if obj.get("inventory") != inv["id"]:
+                continue
+            try:
+                group_vars = parse_vars(obj.get("variables") or "") or {}
+            except ValueError as exc:
+                raise SetupError("Group %r: variables are not JSON or YAML: %s" % (obj["name"], exc)) from None
+            members = store.associations.get(("groups", obj["id"], "hosts"), [])
+            children[obj["name"]] = {"vars": group_vars,
+                                     "hosts": {hosts_by_id[m]: {} for m in members if m in hosts_by_id}}
+        if children:
+            group["children"] = children
         return {"all": group}
 
     def credentials(self, job: dict, pdd: str) -> tuple:

@@ -74,7 +74,7 @@ class Application:
     def reset(self) -> None:
         if getattr(self, "jobs", None) is not None:
             self.jobs.stop_all()
-        self.store = Store()
+        self.store = Store(self.config.get("projects_root"))
         self.jobs = Jobs(self.store, self.config)
         self.users = {}
         for index, user in enumerate(self.config.get("users", []), start=1):
