@@ -312,11 +312,11 @@ def test_token_create_shows_the_id_and_list_has_a_header(lab_env, database):
     [said] = created.stderr.splitlines()
     assert said.startswith('created token ') and token not in said, said
     token_id = said.split()[2]
-    assert said == 'created token %s (header-test, customer, customer cust-9); its value, shown once:' % token_id
+    assert said == 'created token %s (header-test, customer, customer cust-9, expires never); its value, shown once:' % token_id
     listing = cloudpods(env, 'token', 'list')
     lines = listing.stdout.splitlines()
-    assert lines[0].split('\t') == ['ID', 'ROLE', 'CUSTOMER', 'STATE', 'NAME'], listing.stdout
-    assert [token_id, 'customer', 'cust-9', 'active', 'header-test'] in [line.split('\t') for line in lines[1:]]
+    assert lines[0].split('\t') == ['ID', 'ROLE', 'CUSTOMER', 'STATE', 'EXPIRES', 'NAME'], listing.stdout
+    assert [token_id, 'customer', 'cust-9', 'active', 'never', 'header-test'] in [line.split('\t') for line in lines[1:]]
     assert token not in listing.stdout
 
 
