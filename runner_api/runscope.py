@@ -35,6 +35,11 @@ from pathlib import Path
 LOG = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 RUN_PREFIX = "run-"
+# A run directory is made under this prefix, locked, then renamed to RUN_PREFIX + its suffix: sweep()
+# never sees a run directory without its held lock. A NEW_PREFIX left by a worker killed in between is
+# swept once it is older than NEW_STALE_SECONDS.
+NEW_PREFIX = ".new-"
+NEW_STALE_SECONDS = 60
 CGROUP_GROUP = "cloudpods-runs"
 _WARNED = set()
 
@@ -182,10 +187,8 @@ class RunScope:
         self.base = Path(base or default_run_base())
         self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.base, 0o700)
-        self.path = Path(tempfile.mkdtemp(prefix=RUN_PREFIX, dir=self.base))
+        self.path, self._lock = self._locked_directory()
         self.run_id = self.path.name
-        self._lock = os.open(self.path / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.cgroup = None
         root = runs_cgroup_root()
         if root is not None:
@@ -195,6 +198,26 @@ class RunScope:
             except OSError as exc:
                 _warn_once("cgroup-leaf", "could not create a cgroup per run under %s: %s", root, exc.strerror)
         self.handoff = SecretHandoff(secret_env) if secret_env else None
+
+    def _locked_directory(self):
+        """A new run directory whose lock is held before sweep() can see it: another worker starting
+        meanwhile would otherwise take a directory without its lock yet for a dead worker's and remove it."""
+        staging = Path(tempfile.mkdtemp(prefix=NEW_PREFIX, dir=self.base))
+        lock = os.open(staging / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for _attempt in range(10):
+            path = self.base / (RUN_PREFIX + secrets.token_hex(6))
+            try:
+                # rename(2) would replace an empty directory of that name; a live run's never is empty
+                # (its lock), and a name taken fails with ENOTEMPTY or EEXIST: another name then.
+                if not path.exists():
+                    os.rename(staging, path)
+                    return path, lock
+            except OSError:
+                continue
+        os.close(lock)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(f"no free run directory name under {self.base}")
 
     def env(self):
         """What the guard needs to find the scope (no secret in it)."""
@@ -219,6 +242,13 @@ class RunScope:
         os.close(self._lock)
 
 
+def _older_than(path, seconds):
+    try:
+        return time.time() - path.stat().st_mtime > seconds
+    except OSError:
+        return False
+
+
 def sweep(base=None):
     """Remove what dead workers left: run directories nobody holds locked, and their cgroups.
 
@@ -229,6 +259,9 @@ def sweep(base=None):
     removed = []
     if base.is_dir():
         for path in sorted(base.iterdir()):
+            if path.name.startswith(NEW_PREFIX) and path.is_dir() and _older_than(path, NEW_STALE_SECONDS):
+                shutil.rmtree(path, ignore_errors=True)  # a worker died while making its run directory
+                continue
             if not path.name.startswith(RUN_PREFIX) or not path.is_dir():
                 continue
             try:
