@@ -31,7 +31,7 @@ SUPPORT = os.path.join(ROOT, 'tests', 'support')
 if SUPPORT not in sys.path:
     sys.path.insert(0, SUPPORT)
 
-from awx_credentials import load_credential_type  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from awx_credentials import lab_credential_inputs, load_credential_type  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from podplays import HostDirs, container, new_pod, pods_named, remove_pod  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 FINISHED = ('successful', 'failed', 'error', 'canceled')
@@ -322,18 +322,7 @@ def test_provision_runs_as_an_awx_job_against_the_lab(awx, lab_env, lab_control,
     else secret in the job's environment; the pod reaches its end and set_stats are the artifacts."""
     tag = uuid.uuid4().hex[:8]
     org = awx.create('organizations', {'name': 'provision-' + tag})
-    key = tmp_path / 'id_ed25519'
-    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', str(key)], check=True)
-    with open(lab_env['PROXMOX_CA_BUNDLE'], encoding='utf-8') as handle:
-        ca = handle.read()
-    inputs = {
-        'proxmox_api': {'api_url': lab_env['PROXMOX_API_URL'], 'token_id': lab_env['PROXMOX_API_TOKEN_ID'],
-                        'token_secret': lab_env['PROXMOX_API_TOKEN_SECRET'], 'ca_bundle': ca},
-        # the simulator lab has no SSH (first boot off): the key is one nobody accepts, as a site's would be unused
-        'proxmox_ssh': {'host': '127.0.0.1', 'ssh_key_data': key.read_text(), 'host_key_checking': 'false'},
-        'powerdns': {'api_url': lab_env['POWERDNS_API_URL'], 'api_key': lab_env['POWERDNS_API_KEY']},
-        'smtp': {'host': lab_env['SMTP_HOST'], 'port': lab_env['SMTP_PORT'], 'sender': 'Cloud Pods <noreply@example.net>'},
-    }
+    inputs = lab_credential_inputs(lab_env, tmp_path)
     creds = []
     for name, values in inputs.items():
         ctype = load_credential_type(name)

@@ -25,7 +25,7 @@ SUPPORT = os.path.join(ROOT, 'tests', 'support')
 if SUPPORT not in sys.path:
     sys.path.insert(0, SUPPORT)
 
-from awx_credentials import load_credential_type, render  # noqa: E402  pylint: disable=wrong-import-position,import-error
+from awx_credentials import lab_credential_inputs, load_credential_type, render  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from podplays import HostDirs, container, new_pod, pods_named, remove_pod  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 RUNNER = os.path.join(os.path.dirname(sys.executable), 'ansible-runner')
@@ -39,17 +39,7 @@ def test_provision_through_transmit_worker_process(lab_env, lab_control, pdns, t
     node = tmp_path / 'node'               # the execution node's (ansible-runner worker --private-data-dir)
     for path in (controller / 'env', controller / 'project', controller / 'inventory'):
         path.mkdir(parents=True, mode=0o700)
-    key = tmp_path / 'id_ed25519'
-    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', str(key)], check=True)
-    with open(lab_env['PROXMOX_CA_BUNDLE'], encoding='utf-8') as handle:
-        ca = handle.read()
-    inputs = {
-        'proxmox_api': {'api_url': lab_env['PROXMOX_API_URL'], 'token_id': lab_env['PROXMOX_API_TOKEN_ID'],
-                        'token_secret': lab_env['PROXMOX_API_TOKEN_SECRET'], 'ca_bundle': ca},
-        'proxmox_ssh': {'host': '127.0.0.1', 'ssh_key_data': key.read_text(), 'host_key_checking': 'false'},
-        'powerdns': {'api_url': lab_env['POWERDNS_API_URL'], 'api_key': lab_env['POWERDNS_API_KEY']},
-        'smtp': {'host': lab_env['SMTP_HOST'], 'port': lab_env['SMTP_PORT'], 'sender': 'Cloud Pods <noreply@example.net>'},
-    }
+    inputs = lab_credential_inputs(lab_env, tmp_path)
     envvars = {name: lab_env[name] for name in SITE_SETTINGS if name in lab_env}
     envvars['PATH'] = os.path.dirname(sys.executable) + os.pathsep + os.environ['PATH']
     extravars = HostDirs(tmp_path / 'host').extra_vars()

@@ -11,6 +11,7 @@ the tests that run ansible themselves apply the credential types with the same c
 """
 
 import os
+import subprocess
 import sys
 
 import yaml
@@ -27,3 +28,22 @@ from awxsim.injectors import inject, render  # noqa: E402,F401  pylint: disable=
 def load_credential_type(name):
     with open(os.path.join(TYPES_DIR, name + '.yml'), encoding='utf-8') as handle:
         return yaml.safe_load(handle)
+
+
+def lab_credential_inputs(lab_env, key_dir):
+    """The inputs of the four credential types holding the lab's values (what an operator types into AWX),
+    keyed by type file name. The simulator lab has no SSH node (first boot off): the SSH credential gets a
+    fresh key, made in ``key_dir``, that nothing accepts, as a site's would go unused there."""
+    key = os.path.join(str(key_dir), 'id_ed25519')
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key], check=True)
+    with open(key, encoding='utf-8') as handle:
+        key_data = handle.read()
+    with open(lab_env['PROXMOX_CA_BUNDLE'], encoding='utf-8') as handle:
+        ca = handle.read()
+    return {
+        'proxmox_api': {'api_url': lab_env['PROXMOX_API_URL'], 'token_id': lab_env['PROXMOX_API_TOKEN_ID'],
+                        'token_secret': lab_env['PROXMOX_API_TOKEN_SECRET'], 'ca_bundle': ca},
+        'proxmox_ssh': {'host': '127.0.0.1', 'ssh_key_data': key_data, 'host_key_checking': 'false'},
+        'powerdns': {'api_url': lab_env['POWERDNS_API_URL'], 'api_key': lab_env['POWERDNS_API_KEY']},
+        'smtp': {'host': lab_env['SMTP_HOST'], 'port': lab_env['SMTP_PORT'], 'sender': 'Cloud Pods <noreply@example.net>'},
+    }
