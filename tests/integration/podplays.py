@@ -84,6 +84,19 @@ def failed_count(run):
     return sum(host.get('failures', 0) + host.get('unreachable', 0) for host in run.report.get('stats', {}).values())
 
 
+# pod_first_boot's one task in the pod (pod_converge): its result has the files it wrote and first-boot.sh's output.
+FIRST_BOOT_TASK = "Server block, sshd's settings, first-boot.sh, starter page and SSH keys, in one command in the pod"
+
+
+def first_boot_changes(run):
+    """What the first boot changed in the pod: (paths of the files written, first-boot.sh's lines of what it did)."""
+    result = task(run, FIRST_BOOT_TASK)
+    files = [entry['dest'] for entry in result.get('files', []) if entry['changed']]
+    done = [line for line in result.get('command', {}).get('stdout_lines', [])
+            if not line.startswith('ssh host key: ') and line != 'unchanged']
+    return files, done
+
+
 def task(run, suffix):
     """The result of the (last) task whose name ends with ``suffix``."""
     found = [t['result'] for t in run.tasks if (t['name'] or '').endswith(suffix)]

@@ -111,7 +111,8 @@ def pod(lxc_env, tmp_path_factory):
                            cloudpods_linked_clones=True)
     assert run.rc == 0, run.stdout[-4000:] + run.stderr[-2000:]
     container = task(run, 'Converge the pod\'s container on Proxmox VE')
-    result = dict(name=name, dirs=dirs, vmid=container['vmid'], ip=container['ip'],
+    # The address comes after the first boot (converge.yml waits for it then): the run's report has it.
+    result = dict(name=name, dirs=dirs, vmid=container['vmid'], ip=run.report['global_custom_stats']['ip'],
                   firewall=task(run, 'Converge the pod\'s firewall on Proxmox VE'))
     yield result
     run_pod_playbook('deprovision', lxc_env, dirs, pod=name, timeout=600)
