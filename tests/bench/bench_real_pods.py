@@ -3,7 +3,7 @@
 Needs the lab's LXC part (``tests/lab/lab up --lxc``, root on Linux). Run with .venv/bin first on PATH:
     python tests/bench/bench_real_pods.py [--pods 3] [--orders 3]
 
-Two measurements, each for linked clones (overlay on the template, copy-on-write) next to full
+Three measurements, each for linked clones (overlay on the template, copy-on-write) next to full
 clones (a real copy of the template's root filesystem), in the same run and on equal terms:
 
 * the two modes alternate, the order swapped every round (linked, full; full, linked; ...), so
@@ -16,51 +16,65 @@ clones (a real copy of the template's root filesystem), in the same run and on e
   containers running (none of the benchmark's);
 * at least three samples per mode and measurement (``--pods``, ``--orders``) back each median.
 
+0. The floor, before every sample: a floor probe makes a container like a pod's with the API calls
+   alone, in plain Python (the collection's client, no playbook): clone of the template, start, then
+   GET .../interfaces every 50 ms until the DHCP lease shows; then it is destroyed (untimed). A
+   sample's floor is its own clone and start (the module's timings: the same API calls, on the disk
+   as it was then) plus the probe's DHCP lease: the playbook works inside the pod while DHCP leases,
+   so its own wait for the address is only what is left of the lease.
 1. The split: ``mpanel.cloudpods.provision`` run by hand (ansible-playbook) for ``--pods`` Starter
    pods with a domain, one after another. From the module's own ``timings`` and the per-task
-   durations of the ansible.posix.json callback: clone (the clone task), start, DHCP (from the end
-   of the start until the address shows inside the CT), rest of the container step (config,
-   resize, finding the pod), firewall (pod_firewall: the plan's rules through the API), first boot
-   (pod_first_boot inside the pod, through pct over SSH), access (its tasks for sshd and the
-   customer's keys; the account and host keys come with first-boot.sh, counted in first boot), DNS,
-   HTTPS (pod_https: the certificate from the lab's Pebble, issued inside the pod), backup, mail,
-   and "outside tasks" (ansible-playbook start, plays, inventory, gaps). "issue 12 steps" sums
-   firewall, access and HTTPS, the customer's way in (target: at most 3 s of order to ACTIVE).
-2. Order to ACTIVE: ``POST /api/cloud-pods/order`` to runner_api (gunicorn + one worker on a scratch
+   durations of the ansible.posix.json callback: clone (the clone task), start, DHCP (what is left
+   of the lease when the playbook asks for the address, after the first boot), rest of the
+   container step (config, resize, finding the pod, asking for the address), firewall (pod_firewall:
+   the plan's rules through the API), first boot (pod_first_boot inside the pod: one pct exec that
+   writes the files and runs first-boot.sh, the customer's access included), access (what is left
+   of it outside that command: the keys' debug line), DNS, HTTPS (pod_https: the certificate from
+   the lab's Pebble, issued inside the pod), backup, mail, and "outside tasks" (ansible-playbook
+   start, plays, inventory, gaps). Steps may overlap (the first boot runs during DHCP), so the sum
+   of the split is more than the wall time minus the floor.
+2. Repair of a healthy pod: ``mpanel.cloudpods.repair`` of each pod right after its provision; it
+   must change nothing (changed=0), else the run fails.
+3. Order to ACTIVE: ``POST /api/cloud-pods/order`` to runner_api (gunicorn + one worker on a scratch
    database) until the pod is ACTIVE, ``--orders`` times per clone mode: the split plus the queue
    and the worker. The worker is restarted (with the clone mode in its site variables) before
-   every order, for both modes, and the order is posted once it logs that it is ready.
+   every order, for both modes, and the order is posted once it logs that it is ready. "order -
+   floor" subtracts the median floor of the samples of 1. of the same mode.
 
 Medians are printed with the number of samples and their range; the step that dominates is named.
-A failed provision, order or deprovision fails the run (exit status 1, or SystemExit).
+A failed provision, repair, order or deprovision fails the run (exit status 1, or SystemExit).
 
-Measured 2026-11-26 on this 2-core machine with the earlier version of this benchmark, NOT on
-equal terms: all linked clones first, then all full clones (which found the template in a page
-cache the linked clones had warmed), pods kept running until the end, and "order to ACTIVE" one
-sample per mode (3 pods per mode for the rest, medians in seconds). To be measured again:
+Measured 2026-11-30 on this 2-core machine, the lab's pct over SSH costing about 0.65 s a call
+(sshd, root's login shell, the Python pct stand-in, lxc-attach), medians of 3 per mode, in seconds.
+"before" is main at 89365b2 (five module runs for the first boot, two for HTTPS, the address waited
+for before the first boot; its benchmark had no floor probe, so its floor is the module's clone +
+start + DHCP, the same thing when nothing overlaps the lease); "after" is this version. Two runs,
+one after the other, on the same lab:
 
-    step               linked clone   full clone
-    clone                      0.01         3.02   (a 700 MB root filesystem copied; 9.9 s cold)
-    start                      0.11         0.11
-    DHCP                       3.39         3.40   (systemd boots, networkd leases from dnsmasq)
-    container (rest)           0.77         0.75
-    first boot                 7.56         8.63
-    DNS                        0.65         0.82
-    backup                     0.17         0.18
-    mail                       0.13         0.18
-    outside tasks              1.54         1.64
-    playbook wall             14.36        19.05
-    order to ACTIVE           16.15        18.77   (API + queue + worker + the playbook)
+    step                 linked before  linked after   full before   full after
+    first boot                   14.03          3.57         16.14         2.22   (after: during DHCP)
+    access                        9.50          0.22         10.70         0.23
+    HTTPS                        13.08          6.05         13.59         6.09
+    container (rest)              1.56          2.43          1.76         2.42   (after: + asking for the address)
+    firewall                      1.94          1.74          2.02         1.74
+    DNS                           1.53          1.61          1.64         1.55
+    outside tasks                 4.88          4.88          4.65         4.93
+    playbook wall                50.25         21.62         61.61        41.04
+    wall - floor                 46.65         17.96         50.36        16.12
+    order to ACTIVE                  -         20.49             -        35.37
+    order - floor                    -         16.85             -        10.45   (full: the copy's swing)
+    repair (healthy)             34.28         14.55             -        14.63
 
-First boot dominates (about half). Why: it runs inside the pod through
-community.proxmox.proxmox_pct_remote, which opens a new SSH connection to the Proxmox host for
-every task and makes about six ``pct exec`` calls per module run (home dir, temp dir, put the
-module, chmod, run, clean up), each a new SSH session; one module run there costs about 1.5 s
-against 0.3 s on the controller. The role is therefore three tasks (server block, first-boot.sh,
-starter page: five module runs on a first boot, three on a re-run). Its first version had a task
-per step: 13 module runs, about 20 s of first boot, 27.3 s per provision and 24.8 s for a re-run
-that changes nothing (9.9 s now). Next is DHCP: the container's systemd boots and networkd asks
-for a lease; a full clone adds the copy of the template, which only copy-on-write storage avoids.
+The orders of "before" are missing: its runner_api came from the same editable install as
+"after", so its worker ran the new playbooks. A full clone's copy swings with what the page cache
+still has to write back (2.6 to 27.5 s for the clone alone), which the per-sample floor absorbs for
+the playbook but not for the orders. Still far from the targets (order - floor at most 3 s, a
+healthy repair at most 3 s). What is left, from a healthy repair's task durations (14.0 s): four
+module runs on the controller at 1.1 to 1.4 s each (reading the pod, container, firewall, DNS: a
+Python start with AnsiballZ, requests and ansible's module_utils, for a few API calls), two in-pod
+commands at 1.0 s each, about 40 small tasks at 0.05 to 0.2 s each, and 3.4 s outside the tasks
+(ansible-playbook's start and plays); a provision adds certbot's issuance inside the pod (about
+5 s of HTTPS).
 """
 
 import argparse
@@ -76,13 +90,17 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-for _path in (ROOT, ROOT / "tests" / "lab", ROOT / "tests" / "integration", ROOT / "tests" / "bench"):
+for _path in (ROOT, ROOT / "tests" / "lab", ROOT / "tests" / "integration", ROOT / "tests" / "bench",
+              ROOT / ".build" / "collections"):
     sys.path.insert(0, str(_path))
 
 from bench_provision import role_of, seconds  # noqa: E402  pylint: disable=wrong-import-position
-from podplays import HostDirs, run_pod_playbook  # noqa: E402  pylint: disable=wrong-import-position
+from podplays import HostDirs, changed_count, run_pod_playbook  # noqa: E402  pylint: disable=wrong-import-position
 from realpods import ENV_LXC, Service, drop_zone  # noqa: E402  pylint: disable=wrong-import-position
 from labenv import read_env as read_lab_env  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import first_global_ipv4  # noqa: E402  pylint: disable=wrong-import-position
 
 PLAN = "CLOUD_POD_STARTER"
 STEPS = ["clone", "start", "DHCP", "container (rest)", "firewall", "first boot", "access", "DNS", "HTTPS", "backup", "mail",
@@ -112,7 +130,7 @@ def provision_split(env, base, linked):
         role = role_of(task["name"])
         role = None if role == "playbook tasks" else role
         timings = (task["result"] or {}).get("timings")
-        if role == "pod_container" and timings:
+        if timings:  # pod_container, in its role or waiting for the address
             split["clone"] += timings.get("clone", 0.0)
             split["start"] += timings.get("start", 0.0)
             split["DHCP"] += timings.get("address", 0.0)
@@ -214,20 +232,70 @@ def spread(values):
 
 
 def measure_splits(env, base, rounds, rootfs, failures):
-    """``rounds`` provisions per clone mode, alternating; {label: (walls, splits)}."""
-    results = {label_of(True): ([], []), label_of(False): ([], [])}
+    """``rounds`` provisions per clone mode, alternating, each after a floor probe and followed by a repair;
+    {label: (walls, splits, repairs, floors)}."""
+    results = {label_of(True): ([], [], [], []), label_of(False): ([], [], [], [])}
     for index in range(rounds):
         for linked in modes_of_round(index):
             warm_template(rootfs)
+            floor = floor_probe(env, linked)
+            warm_template(rootfs)
             pod, dirs, wall, split = provision_split(env, base, linked)
-            walls, splits = results[label_of(linked)]
+            walls, splits, repairs, floors = results[label_of(linked)]
             walls.append(wall)
             splits.append(split)
-            print("  %s %s: %.2f s  %s" % (label_of(linked), pod, wall, json.dumps({k: round(v, 2) for k, v in split.items()})),
-                  flush=True)
+            floors.append(floor)
+            repairs.append(repair_healthy(env, dirs, pod, failures))
+            print("  %s %s: %.2f s, %.2f s over the floor; probe: clone %.2f, start %.2f, DHCP %.2f; repair %.2f s  %s" % (
+                label_of(linked), pod, wall, wall - split["clone"] - split["start"] - floor["DHCP"],
+                floor["clone"], floor["start"], floor["DHCP"], repairs[-1],
+                json.dumps({k: round(v, 2) for k, v in split.items()})), flush=True)
             if not deprovision(env, dirs, pod, pod + ".test"):
                 failures.append("deprovision of " + pod)
     return results
+
+
+def floor_probe(env, linked):
+    """The floor measured with no playbook: the API calls alone, in plain Python (the collection's client),
+    for a container like a pod's: clone of the template, start, then GET .../interfaces every 50 ms until
+    the DHCP lease shows. The container is destroyed afterwards (untimed). {clone, start, DHCP, floor}."""
+    client = ProxmoxClient(ConnectionSettings(env["PROXMOX_API_URL"], env["PROXMOX_API_TOKEN_ID"],
+                                              env["PROXMOX_API_TOKEN_SECRET"], ca_path=env.get("PROXMOX_CA_BUNDLE")),
+                           retry_timeout=60)
+    node = env.get("PROXMOX_NODE_NAME", "pve")
+    template = int(env.get("PROXMOX_CLOUDPOD_TEMPLATE_ID", "9000"))
+    name = "floor-%s" % uuid.uuid4().hex[:8]
+    params = dict(hostname=name, full=not linked)
+    if not linked and env.get("PROXMOX_CLOUDPOD_STORAGE"):
+        params["storage"] = env["PROXMOX_CLOUDPOD_STORAGE"]
+    started = time.monotonic()
+    vmid, _created = client.clone_container(node, template, 300, **params)
+    cloned = time.monotonic()
+    client.run_task("POST", client.container_path(node, vmid, "status/start"), 120, what="start of CT %s" % vmid)
+    running = time.monotonic()
+    try:
+        while time.monotonic() - running < 120:
+            if first_global_ipv4(client.get(client.container_path(node, vmid, "interfaces"))):
+                break
+            time.sleep(0.05)
+        else:
+            raise SystemExit("floor probe: CT %s got no DHCP address within 120 s" % vmid)
+        leased = time.monotonic()
+    finally:
+        client.run_task("POST", client.container_path(node, vmid, "status/stop"), 120, what="stop of CT %s" % vmid)
+        client.run_task("DELETE", client.container_path(node, vmid), 120, what="destroy of CT %s" % vmid,
+                        params=dict(purge=1))
+    return {"clone": cloned - started, "start": running - cloned, "DHCP": leased - running, "floor": leased - started}
+
+
+def repair_healthy(env, dirs, pod, failures):
+    """Seconds of ``mpanel.cloudpods.repair`` on the pod just provisioned (healthy: it must change nothing)."""
+    run = run_pod_playbook("repair", env, dirs, pod=pod)
+    changed = changed_count(run)
+    if run.rc != 0 or changed:
+        failures.append("repair of healthy %s: rc %s, changed=%s" % (pod, run.rc, changed))
+        print(run.stdout[-3000:], file=sys.stderr)
+    return run.duration
 
 
 def measure_orders(env, base, rounds, rootfs, failures):
@@ -274,9 +342,28 @@ def report(results, orders):
     print("%-18s" % "issue 12 steps" + "".join("%16.2f" % added[label] for label in labels)
           + "   (firewall + access + HTTPS; target: at most 3 s)")
     print("%-18s" % "playbook wall" + "".join("%16.2f" % statistics.median(results[label][0]) for label in labels))
+    for part in ("clone", "start", "DHCP"):
+        medians = [statistics.median(f[part] for f in results[label][3]) for label in labels]
+        print("%-18s" % ("probe: " + part) + "".join("%16.2f" % median for median in medians))
+    # The floor of each sample: its own clone and start (the module's timings: the same API calls, on the disk as
+    # it was then; a full clone's copy varies a lot with what the page cache still has to write back) and the
+    # DHCP lease of the probe before it (the playbook works inside the pod while DHCP leases, so its own wait for
+    # the address is only what is left of the lease).
+    sample_floors = {label: [s["clone"] + s["start"] + f["DHCP"] for s, f in zip(results[label][1], results[label][3])]
+                     for label in labels}
+    floors = {label: statistics.median(sample_floors[label]) for label in labels}
+    print("%-18s" % "floor" + "".join("%16.2f" % floors[label] for label in labels)
+          + "   (clone + start of the sample, DHCP lease of the probe: the baseline of the rows below)")
+    print("%-18s" % "wall - floor" + "".join(
+        "%16.2f" % statistics.median(w - f for w, f in zip(results[label][0], sample_floors[label])) for label in labels)
+        + "   (the playbook alone)")
     print("%-18s" % "order to ACTIVE" + "".join("%16.2f" % statistics.median(orders[label]) for label in labels))
+    print("%-18s" % "order - floor" + "".join("%16.2f" % (statistics.median(orders[label]) - floors[label]) for label in labels)
+          + "   (target: at most 3 s)")
+    print("%-18s" % "repair (healthy)" + "".join("%16.2f" % statistics.median(results[label][2]) for label in labels)
+          + "   (mpanel.cloudpods.repair of the pod just made, changed=0; target: at most 3 s)")
     for label in labels:
-        walls, splits = results[label]
+        walls, splits, _repairs, _floors = results[label]
         medians = {step: statistics.median(s[step] for s in splits) for step in STEPS}
         top = max(medians, key=medians.get)
         wall = statistics.median(walls)
