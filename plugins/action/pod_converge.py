@@ -34,12 +34,15 @@ FILE_SPEC = dict(
     changed_flag=dict(type='str'),
 )
 
+# Files after the command: no changed_flag (the command ran before them).
+FILE_AFTER_SPEC = dict((key, value) for key, value in FILE_SPEC.items() if key != 'changed_flag')
+
 ARGUMENT_SPEC = dict(
     files=dict(type='list', elements='dict', options=FILE_SPEC, default=[]),
     command=dict(type='list', elements='str', default=[]),
     check_flag=dict(type='str'),
     stdin=dict(type='str'),
-    files_after=dict(type='list', elements='dict', options=FILE_SPEC, default=[]),
+    files_after=dict(type='list', elements='dict', options=FILE_AFTER_SPEC, default=[]),
     python=dict(type='str', default='/usr/bin/python3'),
     boot_timeout=dict(type='int', default=0),
 )

@@ -105,9 +105,6 @@ options:
         description: When false, a file that exists is left exactly as it is (content, owner and mode).
         type: bool
         default: true
-      changed_flag:
-        description: Not used for these files (the command ran before them).
-        type: str
   boot_timeout:
     description:
       - Before anything, wait at most this many seconds until systemd on the target has finished booting
