@@ -170,6 +170,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.proxmox
   - mpanel.cloudpods.proxmox.actiongroup_proxmox
   - ansible.builtin.action_common_attributes
+  - mpanel.cloudpods.attributes.in_process
 attributes:
   check_mode:
     support: full
@@ -702,8 +703,9 @@ def _describe_cts(cts):
     return ', '.join('CT %s on %s (%s)' % (c.get('vmid'), c.get('node'), c.get('status')) for c in cts)
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or the stand-in of the action of the same name (the run in the controller)."""
+    module = module_class(argument_spec=argument_spec(), supports_check_mode=True)
     PodContainer(module).execute()
 
 

@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.proxmox
   - mpanel.cloudpods.proxmox.actiongroup_proxmox
   - ansible.builtin.action_common_attributes
+  - mpanel.cloudpods.attributes.in_process
   - mpanel.cloudpods.attributes.info_module
 seealso:
   - module: mpanel.cloudpods.pod_container
@@ -210,8 +211,9 @@ class PodContainerInfo(ProxmoxModule):
         return dict(changed=False, pods=pods)
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or the stand-in of the action of the same name (the run in the controller)."""
+    module = module_class(argument_spec=argument_spec(), supports_check_mode=True)
     PodContainerInfo(module).execute()
 
 

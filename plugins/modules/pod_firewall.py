@@ -143,6 +143,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.proxmox
   - mpanel.cloudpods.proxmox.actiongroup_proxmox
   - ansible.builtin.action_common_attributes
+  - mpanel.cloudpods.attributes.in_process
 attributes:
   check_mode:
     support: full
@@ -433,8 +434,9 @@ def _digest(rules):
     return rules[0].get('digest') if rules else None
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or the stand-in of the action of the same name (the run in the controller)."""
+    module = module_class(argument_spec=argument_spec(), supports_check_mode=True)
     PodFirewall(module).execute()
 
 

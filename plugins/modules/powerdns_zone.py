@@ -129,6 +129,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.powerdns
   - mpanel.cloudpods.powerdns.actiongroup_powerdns
   - ansible.builtin.action_common_attributes
+  - mpanel.cloudpods.attributes.in_process
 attributes:
   check_mode:
     support: full
@@ -408,8 +409,9 @@ class PowerDnsZone(PowerDnsModule):
         return result
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or the stand-in of the action of the same name (the run in the controller)."""
+    module = module_class(argument_spec=argument_spec(), supports_check_mode=True)
     PowerDnsZone(module).execute()
 
 

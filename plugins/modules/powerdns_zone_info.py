@@ -33,6 +33,7 @@ extends_documentation_fragment:
   - mpanel.cloudpods.powerdns
   - mpanel.cloudpods.powerdns.actiongroup_powerdns
   - ansible.builtin.action_common_attributes
+  - mpanel.cloudpods.attributes.in_process
   - mpanel.cloudpods.attributes.info_module
 seealso:
   - module: mpanel.cloudpods.powerdns_zone
@@ -148,8 +149,9 @@ class PowerDnsZoneInfo(PowerDnsModule):
         return dict(changed=False, zones=sorted(zones, key=lambda z: z['name'] or ''))
 
 
-def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+def main(module_class=AnsibleModule):
+    """module_class: AnsibleModule, or the stand-in of the action of the same name (the run in the controller)."""
+    module = module_class(argument_spec=argument_spec(), supports_check_mode=True)
     PowerDnsZoneInfo(module).execute()
 
 
