@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 
 import pytest
 import yaml
@@ -26,7 +27,7 @@ for _path in (HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, '.bui
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from podplays import HostDirs, changed_count, run_pod_playbook, task  # noqa: E402
+from podplays import FIRST_BOOT_TASK, HostDirs, changed_count, run_pod_playbook, task  # noqa: E402
 from realpods import ENV_LXC, pct  # noqa: E402
 from labenv import read_env as read_lab_env  # noqa: E402
 from playbooks import ensure_collection_link  # noqa: E402
@@ -113,9 +114,29 @@ def pod(lxc_env, tmp_path_factory):
     container = task(run, 'Converge the pod\'s container on Proxmox VE')
     # The address comes after the first boot (converge.yml waits for it then): the run's report has it.
     result = dict(name=name, dirs=dirs, vmid=container['vmid'], ip=run.report['global_custom_stats']['ip'],
-                  firewall=task(run, 'Converge the pod\'s firewall on Proxmox VE'))
+                  firewall=task(run, 'Converge the pod\'s firewall on Proxmox VE'), run=run,
+                  lease_granted=lease_granted(lxc_env, run.report['global_custom_stats']['ip']))
     yield result
     run_pod_playbook('deprovision', lxc_env, dirs, pod=name, timeout=600)
+
+
+# The lab's dnsmasq leases for 12 h (tests/lab/lxclab.py) and writes each lease's expiry, in whole seconds.
+LEASE_SECONDS = 12 * 3600
+
+
+def lease_granted(env, ip):
+    """When dnsmasq granted ``ip`` its (current) lease: epoch seconds, to the second."""
+    with open(env['LAB_DHCP_LEASES']) as handle:
+        expiries = [int(line.split()[0]) for line in handle if line.split()[2:3] == [ip]]
+    assert len(expiries) == 1, 'no single lease for %s in %s' % (ip, env['LAB_DHCP_LEASES'])
+    return expiries[0] - LEASE_SECONDS
+
+
+def task_times(run, name):
+    """(start, end) of the task named ``name``, epoch seconds."""
+    [duration] = [t['duration'] for t in run.tasks if (t['name'] or '').endswith(name)]
+    return tuple(datetime.strptime(duration[key], '%Y-%m-%dT%H:%M:%S.%fZ').replace(tzinfo=timezone.utc).timestamp()
+                 for key in ('start', 'end'))
 
 
 def client(env):
@@ -148,6 +169,21 @@ def test_provision_sets_the_plans_firewall_and_it_is_enforced(lxc_env, internet,
     # the pod's own traffic still flows: it sends from its lease (ipfilter) and keeps its DHCP lease
     ping = pct(lxc_env, pod['vmid'], 'ping', '-c', '1', '-W', '5', internet.address, check=False)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_the_first_boot_ran_while_dhcp_leased_the_address(pod):
+    """Provision starts the work inside the pod before its DHCP lease (converge.yml), and only then waits
+    for the address: the first boot's one command started before dnsmasq granted the lease, and the
+    wait for the address ran after it (it found the lease). Waiting for the address first (as before
+    issue 15) starts the first boot at least a second after the lease."""
+    run, granted = pod['run'], pod['lease_granted']
+    first_boot_start, first_boot_end = task_times(run, FIRST_BOOT_TASK)
+    wait = task(run, "Wait for the pod's address (DHCP)")
+    assert wait.get('skipped') is not True and wait['ip'] == pod['ip'], wait
+    wait_start, dummy = task_times(run, "Wait for the pod's address (DHCP)")
+    # The lease's time is whole seconds (granted <= the real moment < granted + 1).
+    assert first_boot_start < granted + 1, (first_boot_start, granted)
+    assert first_boot_end <= wait_start
 
 
 def test_firewall_off_opens_the_pod_and_repair_closes_it_again(lxc_env, internet, pod):
