@@ -96,9 +96,11 @@ What is left of a linked provision over its floor (13.8 s): HTTPS 5.7 s, of whic
 flow is about 4 s inside the pod (certbot's start 1.1 s, then it waits 1 s for the validation and
 1 s for the finalised order, as every ACME client polls, then Nginx); "outside tasks" 5 s
 (ansible-playbook's start, about 1.6 s for an empty play, then the gaps between tasks: under
-cProfile, a quarter of ansible-playbook's own time goes to parsing the plays' vars_files again for
+cProfile, a quarter of ansible-playbook's own time went to parsing the plays' vars_files again for
 every task, about 200 parses of settings.yml and plans.yml a run, as ansible-core caches a vars
-file only when it is vaulted); the first boot's wait for systemd (during DHCP). A healthy repair (10.2 s): ansible-playbook's start and the gaps
+file only when it is vaulted; since then plans.yml comes through the lookup
+mpanel.cloudpods.plan_catalogue, parsed once: a healthy repair 11.05 s to 10.68 s, medians of 4
+alternating on one pod); the first boot's wait for systemd (during DHCP). A healthy repair (10.2 s): ansible-playbook's start and the gaps
 (about 3.7 s), two in-pod commands (1.1 s each: SSH to the host, pct exec, Python in the pod), and
 57 small tasks.
 """
