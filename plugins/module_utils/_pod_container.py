@@ -52,6 +52,9 @@ def check_options(params):
         raise ProxmoxError('pod_id %r must be one word of letters, digits and "_ . : @ + -"' % p['pod_id'])
     if p['vmid'] is not None and not 100 <= p['vmid'] <= 999999999:
         raise ProxmoxError('vmid must be between 100 and 999999999; got %s' % p['vmid'])
+    bad_copies = [str(vmid) for vmid in p.get('template_copies') or [] if not 100 <= vmid <= 999999999]
+    if bad_copies:
+        raise ProxmoxError('template_copies must be VMIDs between 100 and 999999999; got %s' % ', '.join(bad_copies))
     for name in ('cores', 'memory', 'disk', 'timeout', 'ip_timeout'):
         if p[name] is not None and p[name] <= 0:
             raise ProxmoxError('%s must be a positive number; got %s' % (name, p[name]))

@@ -296,8 +296,14 @@ class ProxmoxClient(object):
         return 'nodes/%s/lxc/%s%s' % (node, vmid, ('/' + suffix) if suffix else '')
 
     def clone_container(self, node, source_vmid, timeout, newid=None, max_vmid_attempts=20,
-                        find_existing=None, **clone_params):
+                        find_existing=None, spare_sources=(), cloned_from=None, **clone_params):
         """Clone ``source_vmid`` to a new VMID and wait for the task; return ``(vmid, created)``.
+
+        ``spare_sources`` are copies of the template (same content, other VMIDs): a clone refused
+        because its source is locked goes to the next copy at once, with a fresh id; only when every
+        copy refused in a row does it wait (backoff) and go round again. A copy is tried first by
+        ``newid`` or the id taken, so that concurrent runs spread over the copies. ``cloned_from``
+        (a list) receives the VMID of the source of the clone that was made.
 
         ``cluster/nextid`` reserves nothing, so a concurrent create may take the same id: the
         clone then fails ``CT N already exists`` and we take a fresh id at once (bounded by
@@ -312,7 +318,8 @@ class ProxmoxClient(object):
         ends up adopted through ``find_existing`` if it did.
         """
         find_existing = find_existing or (lambda: None)
-        clone_path = self.container_path(node, source_vmid, 'clone')
+        sources = [source_vmid] + [vmid for vmid in spare_sources if vmid != source_vmid]
+        turn = [None]  # index into sources of the next attempt (None: chosen by the first id)
         wanted = [newid]  # the VMID of the next attempt; None: take the next free one
         taken = [0]  # clones refused because the VMID was taken meanwhile
         refused = [0]  # clones that failed transiently (retried after a backoff)
@@ -324,13 +331,26 @@ class ProxmoxClient(object):
                 adopted = find_existing()
                 if adopted is not None:
                     return adopted, False
+            busy = 0  # copies that refused in a row, locked
             while True:
                 vmid = wanted[0] if wanted[0] is not None else self.next_vmid()
+                if turn[0] is None:
+                    turn[0] = int(vmid) % len(sources)
+                source = sources[turn[0] % len(sources)]
                 try:
-                    upid = self.request('POST', clone_path, retry=False, newid=vmid, **clone_params)
+                    upid = self.request('POST', self.container_path(node, source, 'clone'), retry=False, newid=vmid,
+                                        **clone_params)
                 except ProxmoxApiError as exc:
                     reason = exc.retry_reason
+                    if reason in LOCK_REASONS and busy + 1 < len(sources):
+                        # Another copy of the template may be free: at once, with a fresh id.
+                        busy += 1
+                        turn[0] += 1
+                        wanted[0] = newid
+                        continue
                     if reason in RETRYABLE:
+                        if reason in LOCK_REASONS:
+                            turn[0] += 1
                         # A lock refused the request, which created nothing: its id is likely taken
                         # by then. After a 595/596 it may have gone through: the same id again.
                         wanted[0] = newid if reason in LOCK_REASONS else vmid
@@ -348,7 +368,9 @@ class ProxmoxClient(object):
                     wanted[0] = None
                     continue
                 if is_upid(upid):
-                    self.wait_for_task(upid, timeout, what='clone of CT %s to CT %s' % (source_vmid, vmid))
+                    self.wait_for_task(upid, timeout, what='clone of CT %s to CT %s' % (source, vmid))
+                if cloned_from is not None:
+                    cloned_from.append(source)
                 return vmid, True
 
         # Only the clone request's own failures: the calls around it (nextid, lookups) retry on their own.

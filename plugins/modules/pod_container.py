@@ -80,6 +80,18 @@ options:
       - Uses the E(PROXMOX_CLOUDPOD_TEMPLATE_ID) environment variable if not specified.
     type: int
     default: 9000
+  template_copies:
+    description:
+      - VMIDs of copies of O(template) on O(node) (templates with the same content, made by
+        C(mpanel.cloudpods.build_template) with C(cloudpods_template_copies)). Proxmox VE locks a template for the whole
+        of a clone, so with one template, pods ordered at the same time are cloned one after another. A clone refused
+        because its template is locked goes to the next copy at once; it waits only when every copy is busy.
+      - A linked clone stays tied to the copy it was cloned from (RV(cloned_from)).
+      - Only used when the container is created.
+      - Uses the E(PROXMOX_CLOUDPOD_TEMPLATE_COPIES) environment variable (comma-separated VMIDs) if not specified.
+    type: list
+    elements: int
+    default: []
   full:
     description:
       - Make a full clone, independent of the template. V(false) makes a linked clone (faster, needs a storage
@@ -243,6 +255,11 @@ timings:
   returned: always
   type: dict
   sample: {clone: 2.41, config: 0.05, start: 0.62, resize: 0.31, address: 3.12}
+cloned_from:
+  description: VMID of the template (O(template) or one of O(template_copies)) this run cloned the container from.
+  returned: when this run created the container
+  type: int
+  sample: 9000
 vmid:
   description: VMID of the container (null in check mode when it would be created, or when absent).
   returned: always
@@ -369,6 +386,8 @@ def argument_spec():
         domain=dict(type='str'),
         state=dict(type='str', default='present', choices=['present', 'started', 'stopped', 'restarted', 'absent']),
         template=dict(type='int', default=9000, fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_ID'])),
+        template_copies=dict(type='list', elements='int', default=[],
+                             fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_COPIES'])),
         full=dict(type='bool', default=True),
         storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
@@ -398,6 +417,7 @@ class PodContainer(ProxmoxModule):
         self.timeout = self.params['timeout']
         self.pod_id = self.params['pod_id']
         self.timings = {}
+        self.cloned_from = []  # the template this run cloned from (clone_container appends it)
 
     # -- validation -----------------------------------------------------
 
@@ -506,7 +526,8 @@ class PodContainer(ProxmoxModule):
             return named[0]['vmid'] if named else None
 
         return self.client.clone_container(self.node, p['template'], self.timeout, newid=p['vmid'],
-                                           find_existing=find_existing, **params)
+                                           find_existing=find_existing, spare_sources=p['template_copies'],
+                                           cloned_from=self.cloned_from, **params)
 
     def current_status(self, ct):
         return (self.client.get(self.container_path(ct, 'status/current')) or {}).get('status')
@@ -608,6 +629,8 @@ class PodContainer(ProxmoxModule):
                       record=pod_record.read(conf.get('description'), parse_tags(conf.get('tags'))) if conf else {})
         if result['vmid'] is not None:
             result['vmid'] = int(result['vmid'])
+        if created and self.cloned_from:
+            result['cloned_from'] = int(self.cloned_from[-1])
         if diff is not None and self.module._diff:
             result['diff'] = diff
         return result

@@ -41,7 +41,8 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 for _path in (ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'integration'),
-              os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
+              os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support'),
+              os.path.join(ROOT, '.build', 'collections')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -160,13 +161,30 @@ def wait_for_orders(pool, orders, timeout):
     return took, statuses, retried
 
 
-def reset_simulator(control):
-    """The simulator as it started (only the template), then the benchmark's task times again."""
+def reset_simulator(control, lab_env, copies=0):
+    """The simulator as it started (only the template), ``copies`` copies of the template (VMIDs 9001...,
+    full clones turned into templates, made before the timing starts), then the benchmark's task times
+    again. Returns the copies' VMIDs."""
     control.reset()
-    control.config(**SIMULATOR)
     left = sorted(control.state()['containers'])
     if len(left) != 1:
         raise SystemExit('simulator reset left containers %s (expected the template only)' % left)
+    control.config(default_task_duration=0.0, dhcp_delay=0.0)
+    client = proxmox_client(lab_env)
+    made = [9001 + index for index in range(copies)]
+    for vmid in made:
+        client.clone_container('pve', 9000, 120, newid=vmid, hostname='cloudpod-template', full=True)
+        client.run_task('POST', 'nodes/pve/lxc/%d/template' % vmid, 120)
+    control.config(default_task_duration=0.2, **SIMULATOR)
+    return made
+
+
+def proxmox_client(lab_env):
+    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # pylint: disable=import-outside-toplevel
+    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # pylint: disable=import-outside-toplevel
+    settings = ConnectionSettings(lab_env['PROXMOX_API_URL'], lab_env['PROXMOX_API_TOKEN_ID'],
+                                  lab_env['PROXMOX_API_TOKEN_SECRET'], ca_path=lab_env['PROXMOX_CA_BUNDLE'])
+    return ProxmoxClient(settings, retry_timeout=60)
 
 
 def bench_scaling(args):
@@ -174,13 +192,14 @@ def bench_scaling(args):
     from labcontrol import LabControl  # pylint: disable=import-outside-toplevel
     counts = [int(n) for n in args.workers.split(',')]
     totals, clean = {}, True
-    print('scaling: %d orders per run, simulator clone %.0f s, start %.0f s, DHCP %.0f s; reset before each run'
+    print('scaling: %d orders per run, simulator clone %.0f s, start %.0f s, DHCP %.0f s; reset before each run; '
+          '%d cop%s of the template'
           % (args.orders, SIMULATOR['task_durations']['vzclone'], SIMULATOR['task_durations']['vzstart'],
-             SIMULATOR['dhcp_delay']), flush=True)
+             SIMULATOR['dhcp_delay'], args.template_copies, 'y' if args.template_copies == 1 else 'ies'), flush=True)
     with PrivateLab() as lab_env:
         control = LabControl.from_env(lab_env)
         for count in counts:
-            reset_simulator(control)
+            copies = reset_simulator(control, lab_env, args.template_copies)
             tmp = Path(tempfile.mkdtemp(prefix='cloudpods-bench-'))
             (tmp / 'cron.d').mkdir()
             (tmp / 'lib').mkdir()  # /usr/local/lib: where deprovision installs the prune script
@@ -192,6 +211,8 @@ def bench_scaling(args):
             with scratch_database(lab_env['DATABASE_URL'], prefix='cloudpods_bench') as url:
                 env = worker_environment(lab_env, url, extra_vars_file=site, poll_seconds=1, lease_seconds=60,
                                          heartbeat_seconds=5)
+                if copies:
+                    env['PROXMOX_CLOUDPOD_TEMPLATE_COPIES'] = ','.join(str(vmid) for vmid in copies)
                 with open_pool(Settings.from_env({'DATABASE_URL': url}), min_size=1, max_size=2) as pool:
                     repository = Repository(pool)
                     for index in range(args.orders):
@@ -228,6 +249,8 @@ def main(argv=None):
     parser.add_argument('mode', choices=['pickup', 'scaling'])
     parser.add_argument('--orders', type=int, help='orders (pickup: 40, scaling: 8 per worker count)')
     parser.add_argument('--workers', default='1,2,4')
+    parser.add_argument('--template-copies', type=int, default=0,
+                        help='scaling: copies of the template besides it (PROXMOX_CLOUDPOD_TEMPLATE_COPIES)')
     parser.add_argument('--timeout', type=float,
                         help='seconds to wait (pickup: 60 per order; scaling: 600 per worker count)')
     args = parser.parse_args(argv)

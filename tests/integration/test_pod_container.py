@@ -417,6 +417,74 @@ def test_ten_parallel_playbooks_create_ten_pods(pve):
     assert len(refused_hosts()) == 9 and len(locked) >= 9  # the race really happened
 
 
+def make_template_copies(pve, vmids):
+    """Full clones of template 9000 turned into templates, as build_template's cloudpods_template_copies does."""
+    client = pve.client()
+    for vmid in vmids:
+        client.clone_container('pve', 9000, 120, newid=vmid, hostname='cloudpod-template-%d' % vmid, full=True)
+        client.run_task('POST', 'nodes/pve/lxc/%d/template' % vmid, 120)
+
+
+def test_template_copies_clone_four_pods_at_once(pve):
+    """Four runs with three copies of the template: each clone goes to a template nobody clones, so the four
+    clone tasks run at the same time (all four held at once, which one template's lock would never allow),
+    none waits, and each pod says which template it came from."""
+    make_template_copies(pve, [9001, 9002, 9003])
+    since = time.time()
+    pve.control.hold('vzclone', count=4)
+    handles = [start_playbook([{'name': 'pod %d' % i, MODULE: {
+        'hostname': 'copy%d-example-com' % i, 'state': 'present', 'template_copies': [9001, 9002, 9003]}}],
+        env=pve.env) for i in range(4)]
+    try:
+        wait_until(lambda: [h['state'] for h in pve.control.holds()].count('holding') == 4, 120,
+                   'four clone tasks held at once')
+    finally:
+        pve.control.release('vzclone')
+    results = [assert_ok(handle.wait(timeout=300)) for handle in handles]
+    assert sorted(result['cloned_from'] for result in results) == [9000, 9001, 9002, 9003]
+    assert all(result['created'] for result in results)
+    for result in results:
+        assert pve.container(result['vmid'])['config']['hostname'].startswith('copy')
+    # A refused clone (a copy taken meanwhile) went to the next copy at once: no backoff, none counted.
+    assert sum(result['api_retries']['locked'] for result in results) == 0
+    clones = [r for r in pve.requests(since) if r['path'].endswith('/clone') and r['method'] == 'POST']
+    assert len([r for r in clones if r['status'] == 200]) == 4
+
+
+def test_build_template_makes_the_copies_once_and_refuses_a_taken_vmid(pve):
+    """mpanel.cloudpods.build_template with PROXMOX_CLOUDPOD_TEMPLATE_COPIES: the template exists (its plays end
+    at once), the copies are full clones of it turned into templates; a second run changes nothing; a VMID
+    that another CT has is refused and that CT left alone."""
+    playbook = [{'import_playbook': 'mpanel.cloudpods.build_template'}]
+    copies = {'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9001, 9002'}
+    first = run_playbook(playbook=playbook, env=pve.env, extra_env=copies)
+    assert first.rc == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    state = pve.control.state()['containers']
+    for vmid in ('9001', '9002'):
+        assert state[vmid]['config'].get('template') in (1, '1', True), state[vmid]['config']
+        assert state[vmid]['config']['hostname'] == 'cloudpod-template'
+    clones = [r for r in pve.requests() if r['method'] == 'POST' and r['path'].endswith('/clone')]
+    assert sorted(r['params']['newid'] for r in clones if r['status'] == 200) in (['9001', '9002'], [9001, 9002])
+    second = run_playbook(playbook=playbook, env=pve.env, extra_env=copies)
+    assert second.rc == 0 and sum(1 for t in second.tasks if t['result'].get('changed')) == 0, second.stdout[-3000:]
+
+    other = pve.pod('other-example-com', state='present', vmid=9003)[1]
+    assert other['vmid'] == 9003
+    refused = run_playbook(playbook=playbook, env=pve.env, extra_env={'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9003'})
+    assert refused.rc != 0 and 'CT 9003 exists and is not a copy of the template' in refused.stdout
+    assert not pve.container(9003)['config'].get('template')
+
+
+def test_template_copies_from_the_environment_and_a_bad_copy_id(pve):
+    make_template_copies(pve, [9001])
+    run, result = pve.pod('env-copies-example-com', state='present', extra_env={
+        'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9001'})
+    assert run.rc == 0 and result['cloned_from'] in (9000, 9001), result
+    run, result = pve.pod('bad-copies-example-com', state='present', template_copies=[9001, 42])
+    assert run.rc != 0 and result['msg'] == 'template_copies must be VMIDs between 100 and 999999999; got 42'
+    assert not pve.named('bad-copies-example-com')
+
+
 # --------------------------------------------------------------------------
 # failures
 # --------------------------------------------------------------------------

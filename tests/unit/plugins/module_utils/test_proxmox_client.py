@@ -368,6 +368,66 @@ def test_clone_refused_on_a_locked_template_retries_with_a_fresh_vmid():
     assert clock.sleeps[0] == 0.25
 
 
+def copies_server(nextids, busy):
+    """A Proxmox VE whose templates in ``busy`` refuse clones (locked); the clones posted: [(source, newid)]."""
+    nextids = list(nextids)
+    posted = []
+
+    def handler(method, path, params):
+        if path == 'cluster/nextid':
+            return nextids.pop(0)
+        if path.endswith('/clone'):
+            source = int(path.split('/')[3])
+            posted.append((source, params['newid']))
+            if source in busy:
+                raise http_error(500, 'CT is locked (disk)')
+            return UPID
+        return {'status': 'stopped', 'exitstatus': 'OK'}
+    return handler, posted
+
+
+def test_a_locked_template_sends_the_clone_to_a_free_copy_at_once():
+    handler, posted = copies_server(['102', '103'], busy={9000})
+    client, api, clock = make_client(handler)
+    cloned_from = []
+    assert client.clone_container('pve', 9000, 60, spare_sources=[9001], cloned_from=cloned_from,
+                                  hostname='p1') == (103, True)
+    # 102 % 2 = 0: the template first; refused, the copy at once with a fresh id, no wait.
+    assert posted == [(9000, 102), (9001, 103)] and cloned_from == [9001]
+    assert clock.sleeps == [] and client.retries['locked'] == 0
+
+
+def test_concurrent_runs_start_on_different_copies():
+    handler, posted = copies_server(['104'], busy=set())
+    client, api, clock = make_client(handler)
+    client.clone_container('pve', 9000, 60, spare_sources=[9001, 9002], hostname='p1')
+    assert posted == [(9002, 104)]  # 104 % 3 = 2
+
+
+def test_when_every_copy_is_locked_it_waits_then_goes_round_again():
+    busy = {9000, 9001}
+    handler, posted = copies_server(['104', '105', '106'], busy=busy)
+
+    def freeing(method, path, params):
+        if len(posted) == 2:
+            busy.discard(9000)  # the template's clone ended while we waited
+        return handler(method, path, params)
+
+    client, api, clock = make_client(freeing)
+    cloned_from = []
+    assert client.clone_container('pve', 9000, 60, spare_sources=[9001, 9000], cloned_from=cloned_from,
+                                  hostname='p1') == (106, True)
+    assert posted == [(9000, 104), (9001, 105), (9000, 106)] and cloned_from == [9000]
+    assert clock.sleeps == [0.25] and client.retries['locked'] == 1
+
+
+def test_a_clone_refused_for_another_reason_does_not_try_the_copies():
+    client, api, clock = make_client(scripted('101', http_error(403, 'Permission check failed (/vms/9000, VM.Clone)')))
+    with pytest.raises(errors.ProxmoxApiError):
+        client.clone_container('pve', 9000, 60, spare_sources=[9001], hostname='p1')
+    assert [c[1] for c in api.calls] == ['cluster/nextid', 'nodes/pve/lxc/9001/clone']
+
+
 def test_clone_after_a_lost_answer_adopts_what_it_created():
     posted = []
 
