@@ -39,7 +39,7 @@ efficiency T1 / (n * Tn)):
     the same, 7 copies of the template           504.3   192.9 (0.65)    208.4 (0.30)
 
 The copies change nothing here: with 4 workers the runs are bound by the 2 cores, not by the
-template's lock (the load average stays above 4; 40 orders in 193 s of 2 busy cores is at most 9.6
+template's lock (copies or not, the same times; 40 orders in 193 s of 2 busy cores is at most 9.6
 CPU-seconds an order, against 12.5 s of wall time an order at 1 worker, 6 s of it the simulator's
 clone, start and DHCP: ansible-playbook's tasks, ansible-runner's events and the worker are the rest). The template's lock would
 bound a machine with cores to spare: 40 clones of 3 s one after another take 120 s.
