@@ -31,9 +31,6 @@ from ansible.module_utils.common.parameters import remove_values
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
-# What a module's task may set that only a module process honours: then it runs as a module.
-MODULE_ONLY = ('become', 'async', 'environment', 'connection', 'interpreter')
-
 
 class ModuleExit(BaseException):
     """End of an in-process module run (AnsibleModule exits with SystemExit: not an Exception either)."""
