@@ -66,7 +66,8 @@ for _path in (ROOT, os.path.join(ROOT, 'tests'), os.path.join(ROOT, 'tests', 'in
 
 from runner_api.repository import Repository, open_pool  # noqa: E402
 from runner_api.settings import Settings  # noqa: E402
-from cloudpods_testing import scratch_database, start_worker, worker_environment  # noqa: E402
+from cloudpods_testing import (  # noqa: E402
+    make_template_copies, proxmox_client, scratch_database, start_worker, worker_environment)
 from labenv import read_env as read_lab_env  # noqa: E402
 
 STUB = """
@@ -188,21 +189,10 @@ def reset_simulator(control, lab_env, copies=0):
     if len(left) != 1:
         raise SystemExit('simulator reset left containers %s (expected the template only)' % left)
     control.config(default_task_duration=0.0, dhcp_delay=0.0)
-    client = proxmox_client(lab_env)
     made = [9001 + index for index in range(copies)]
-    for vmid in made:
-        client.clone_container('pve', 9000, 120, newid=vmid, hostname='cloudpod-template', full=True)
-        client.run_task('POST', 'nodes/pve/lxc/%d/template' % vmid, 120)
+    make_template_copies(proxmox_client(lab_env), made)
     control.config(default_task_duration=0.2, **SIMULATOR)
     return made
-
-
-def proxmox_client(lab_env):
-    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # pylint: disable=import-outside-toplevel
-    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # pylint: disable=import-outside-toplevel
-    settings = ConnectionSettings(lab_env['PROXMOX_API_URL'], lab_env['PROXMOX_API_TOKEN_ID'],
-                                  lab_env['PROXMOX_API_TOKEN_SECRET'], ca_path=lab_env['PROXMOX_CA_BUNDLE'])
-    return ProxmoxClient(settings, retry_timeout=60)
 
 
 def bench_scaling(args):

@@ -30,6 +30,7 @@ for path in (HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, '.buil
 
 from playbooks import PrivateLab, ensure_collection_link, run_playbook, start_playbook  # noqa: E402
 from labcontrol import LabControl  # noqa: E402
+from cloudpods_testing import make_template_copies  # noqa: E402
 from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, TASK_TYPES  # noqa: E402
 
 ensure_collection_link()
@@ -417,19 +418,11 @@ def test_ten_parallel_playbooks_create_ten_pods(pve):
     assert len(refused_hosts()) == 9 and len(locked) >= 9  # the race really happened
 
 
-def make_template_copies(pve, vmids):
-    """Full clones of template 9000 turned into templates, as build_template's cloudpods_template_copies does."""
-    client = pve.client()
-    for vmid in vmids:
-        client.clone_container('pve', 9000, 120, newid=vmid, hostname='cloudpod-template-%d' % vmid, full=True)
-        client.run_task('POST', 'nodes/pve/lxc/%d/template' % vmid, 120)
-
-
 def test_template_copies_clone_four_pods_at_once(pve):
     """Four runs with three copies of the template: each clone goes to a template nobody clones, so the four
     clone tasks run at the same time (all four held at once, which one template's lock would never allow),
     none waits, and each pod says which template it came from."""
-    make_template_copies(pve, [9001, 9002, 9003])
+    make_template_copies(pve.client(), [9001, 9002, 9003])
     since = time.time()
     pve.control.hold('vzclone', count=4)
     handles = [start_playbook([{'name': 'pod %d' % i, MODULE: {
@@ -476,7 +469,7 @@ def test_build_template_makes_the_copies_once_and_refuses_a_taken_vmid(pve):
 
 
 def test_template_copies_from_the_environment_and_a_bad_copy_id(pve):
-    make_template_copies(pve, [9001])
+    make_template_copies(pve.client(), [9001])
     run, result = pve.pod('env-copies-example-com', state='present', extra_env={
         'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9001'})
     assert run.rc == 0 and result['cloned_from'] in (9000, 9001), result

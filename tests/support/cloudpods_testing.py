@@ -111,3 +111,19 @@ def start_worker(env, worker_id, log_path):
         return subprocess.Popen([sys.executable, "-m", "runner_api.cli", "worker", "--worker-id", worker_id],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=str(REPO_ROOT))
+
+
+def proxmox_client(env, retry_timeout=60):
+    """The collection's Proxmox client for a lab's settings (``.lab/env`` keys)."""
+    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_client import ProxmoxClient  # pylint: disable=import-outside-toplevel
+    from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings import ConnectionSettings  # pylint: disable=import-outside-toplevel
+    settings = ConnectionSettings(env["PROXMOX_API_URL"], env["PROXMOX_API_TOKEN_ID"], env["PROXMOX_API_TOKEN_SECRET"],
+                                  ca_path=env["PROXMOX_CA_BUNDLE"])
+    return ProxmoxClient(settings, retry_timeout=retry_timeout)
+
+
+def make_template_copies(client, vmids, node="pve", template=9000):
+    """Copies of the template as build_template's last play makes them: full clones turned into templates."""
+    for vmid in vmids:
+        client.clone_container(node, template, 120, newid=vmid, hostname="cloudpod-template", full=True)
+        client.run_task("POST", "nodes/%s/lxc/%d/template" % (node, vmid), 120)
