@@ -82,14 +82,17 @@ class PlaybookRun(object):
             raise AssertionError('no result for task %d; rc=%s\nstdout:\n%s\nstderr:\n%s'
                                  % (index, self.rc, self.stdout[-4000:], self.stderr[-4000:]))
 
+    def task_times(self, index=0):
+        """Wall-clock (start, end) of the index-th task as seen by the controller (epoch seconds; None if absent)."""
+        from datetime import datetime, timezone
+        duration = self.tasks[index]['duration']
+        return tuple(datetime.strptime(duration[key].replace('Z', ''), '%Y-%m-%dT%H:%M:%S.%f')
+                     .replace(tzinfo=timezone.utc).timestamp() if duration.get(key) else None
+                     for key in ('start', 'end'))
+
     def task_end(self, index=0):
         """Wall-clock end of the index-th task as seen by the controller (epoch seconds), or None."""
-        end = self.tasks[index]['duration'].get('end')
-        if not end:
-            return None
-        from datetime import datetime, timezone
-        stamp = datetime.strptime(end.replace('Z', ''), '%Y-%m-%dT%H:%M:%S.%f')
-        return stamp.replace(tzinfo=timezone.utc).timestamp()
+        return self.task_times(index)[1]
 
     def __repr__(self):
         return '<PlaybookRun rc=%s tasks=%d %.2fs>' % (self.rc, len(self.tasks), self.duration)
