@@ -278,3 +278,24 @@ def net_uses_dhcp(net0):
 
 def net_firewall_flag(net0):
     return any(part.strip() == 'firewall=1' for part in to_text(net0 or '').split(','))
+
+
+def describe_changes(option_delta, plan, rules_before, ipset):
+    """The changes to a firewall in words (``options: enable=1``, ``create rule cloudpods: ssh``), in the order made."""
+    changes = []
+    if option_delta:
+        changes.append('options: %s' % ', '.join('%s=%s' % item for item in sorted(option_delta.items())))
+    if ipset:
+        if ipset.create:
+            changes.append('create IP set %s' % IPFILTER_SET)
+        changes.extend('add %s to %s' % (cidr, IPFILTER_SET) for cidr in ipset.add)
+        changes.extend('remove %s from %s' % (cidr, IPFILTER_SET) for cidr in ipset.remove)
+    for pos in sorted(plan.update):
+        changes.append('update rule %s' % normalize_rule(rules_before[pos]).get('comment'))
+    for pos in sorted(plan.delete):
+        comment = normalize_rule(rules_before[pos]).get('comment')
+        changes.append('delete rule %s' % (comment or 'at position %d (not ours)' % pos))
+    changes.extend('create rule %s' % rule['comment'] for rule in plan.create)
+    if plan.reorder:
+        changes.append('put our rules in order')
+    return changes

@@ -223,6 +223,7 @@ from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pod_firewall import (
     IPFILTER_SET,
     check_rules,
+    describe_changes,
     ipset_plan,
     ipset_view,
     net_firewall_flag,
@@ -378,21 +379,7 @@ class PodFirewall(ProxmoxModule):
         return result
 
     def describe(self, option_delta, plan, rules_before, ipset):
-        if option_delta:
-            self.changes.append('options: %s' % ', '.join('%s=%s' % item for item in sorted(option_delta.items())))
-        if ipset:
-            if ipset.create:
-                self.changes.append('create IP set %s' % IPFILTER_SET)
-            self.changes.extend('add %s to %s' % (cidr, IPFILTER_SET) for cidr in ipset.add)
-            self.changes.extend('remove %s from %s' % (cidr, IPFILTER_SET) for cidr in ipset.remove)
-        for pos in sorted(plan.update):
-            self.changes.append('update rule %s' % normalize_rule(rules_before[pos]).get('comment'))
-        for pos in sorted(plan.delete):
-            comment = normalize_rule(rules_before[pos]).get('comment')
-            self.changes.append('delete rule %s' % (comment or 'at position %d (not ours)' % pos))
-        self.changes.extend('create rule %s' % rule['comment'] for rule in plan.create)
-        if plan.reorder:
-            self.changes.append('put our rules in order')
+        self.changes.extend(describe_changes(option_delta, plan, rules_before, ipset))
 
     # -- writing ----------------------------------------------------------
 
