@@ -13,6 +13,7 @@ the connection options. The messages stay each client's own: they name its optio
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import os
 import traceback
 from urllib.parse import urlsplit
 
@@ -34,6 +35,32 @@ def require_requests(module):
     """Fail the module run, the Ansible way, when requests is not installed."""
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+
+
+def settle_environment(session, url):
+    """Read once what requests would read from the environment before every request to ``url``, then stop it.
+
+    With ``trust_env`` (the default) requests looks up the proxies (``*_proxy``, ``no_proxy``) and ``.netrc``
+    for each request, scanning the whole environment: about 1 ms a request here, more than the simulator takes
+    to answer. The same settings, read once: the environment's proxies for ``url`` (they win over the
+    session's, as in requests) and the ``.netrc`` credentials when the session has no auth of its own. The CA
+    bundle is the other thing requests reads there: see ``environment_verify()``.
+    """
+    if requests is None or not session.trust_env:
+        return
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    if session.auth is None:
+        netrc = requests.utils.get_netrc_auth(url)
+        if netrc:
+            session.auth = netrc
+    session.trust_env = False
+
+
+def environment_verify(verify):
+    """``verify`` as requests with ``trust_env`` uses it: True means REQUESTS_CA_BUNDLE, else CURL_CA_BUNDLE, if set."""
+    if verify is True:
+        return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or True
+    return verify
 
 
 def transport_failure(exc):

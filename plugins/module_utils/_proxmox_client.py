@@ -22,7 +22,7 @@ import traceback
 
 from ansible.module_utils.common.text.converters import to_text
 
-from ansible_collections.mpanel.cloudpods.plugins.module_utils._http import REQUEST_ERRORS
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._http import REQUEST_ERRORS, environment_verify, settle_environment
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._polling import PENDING, Backoff, Clock, PollInterval, poll
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import (
     LOCK_REASONS,
@@ -106,12 +106,19 @@ class ProxmoxClient(object):
     def _connect(self):
         s = self.settings
         try:
-            return ProxmoxAPI(s.host, port=s.port, path_prefix=s.path_prefix, user=s.user,
-                              token_name=s.token_name, token_value=s.token_secret,
-                              verify_ssl=s.verify, timeout=s.api_timeout, service='PVE', backend='https')
+            api = ProxmoxAPI(s.host, port=s.port, path_prefix=s.path_prefix, user=s.user,
+                             token_name=s.token_name, token_value=s.token_secret,
+                             verify_ssl=environment_verify(s.verify), timeout=s.api_timeout, service='PVE',
+                             backend='https')
         except Exception as exc:  # proxmoxer raises plain exceptions for bad settings
             raise ProxmoxError('Cannot set up the Proxmox API client for %s: %s'
                                % (s.endpoint, self.scrub(to_text(exc))))
+        # proxmoxer keeps its requests session there; without it (another version) requests reads the environment
+        # on every request, as before.
+        session = getattr(api, '_store', {}).get('session')
+        if session is not None and hasattr(session, 'trust_env'):
+            settle_environment(session, s.endpoint + '/')
+        return api
 
     def scrub(self, text):
         return scrub_secrets(text, [self.settings.token_secret])

@@ -34,7 +34,9 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._http import (
     HAS_REQUESTS,
     REQUEST_ERRORS,
     ApiSettings,
+    environment_verify,
     require_requests,
+    settle_environment,
     requests,
     split_api_url,
     transport_failure,
@@ -706,6 +708,8 @@ class PowerDnsClient(object):
             raise PowerDnsError(missing_required_lib('requests'))
         self.settings = settings
         self.session = session or requests.Session()
+        settle_environment(self.session, settings.base_url)
+        self._verify = environment_verify(settings.verify)
         self.requests_made = collections.Counter()
 
     def scrub(self, text):
@@ -729,7 +733,7 @@ class PowerDnsClient(object):
         try:
             # verify= on every request: requests prefers REQUESTS_CA_BUNDLE over a session's verify.
             response = self.session.request(method, url, data=data, headers=headers, params=params,
-                                            timeout=self.settings.api_timeout, verify=self.settings.verify)
+                                            timeout=self.settings.api_timeout, verify=self._verify)
         except REQUEST_ERRORS as exc:
             raise PowerDnsApiError(self.scrub(self.describe_transport_error(exc, method, path)),
                                    method=method, path=path)
