@@ -46,7 +46,7 @@ def settle_environment(session, url):
     session's, as in requests) and the ``.netrc`` credentials when the session has no auth of its own. The CA
     bundle is the other thing requests reads there: see ``environment_verify()``.
     """
-    if requests is None or not session.trust_env:
+    if requests is None or not getattr(session, 'trust_env', False):
         return
     session.proxies.update(requests.utils.get_environ_proxies(url))
     if session.auth is None:

@@ -707,9 +707,12 @@ class PowerDnsClient(object):
         if not HAS_REQUESTS:
             raise PowerDnsError(missing_required_lib('requests'))
         self.settings = settings
-        self.session = session or requests.Session()
-        settle_environment(self.session, settings.base_url)
-        self._verify = environment_verify(settings.verify)
+        self._verify = settings.verify
+        if session is None:  # our own: the environment read once (a session given is used as it is)
+            session = requests.Session()
+            settle_environment(session, settings.base_url)
+            self._verify = environment_verify(settings.verify)
+        self.session = session
         self.requests_made = collections.Counter()
 
     def scrub(self, text):

@@ -54,11 +54,11 @@ options:
     type: int
     default: 22
   bridge:
-    description: The bridge of the pods' net0.
+    description:
+      - The bridge of the pods' net0.
+      - Uses the E(PROXMOX_CLOUDPOD_BRIDGE) environment variable if not specified.
     type: str
     default: vmbr0
-    env:
-      - name: PROXMOX_CLOUDPOD_BRIDGE
   firewall_exclusive:
     description: The firewall keeps only our rules (C(cloudpods_firewall_exclusive)); another rule is drift.
     type: bool
@@ -87,38 +87,38 @@ options:
         type: bool
         default: false
       api_url:
-        description: PowerDNS's HTTP API, as for M(mpanel.cloudpods.powerdns_zone).
+        description:
+          - PowerDNS's HTTP API, as for M(mpanel.cloudpods.powerdns_zone).
+          - Uses the E(POWERDNS_API_URL) environment variable if not specified.
         type: str
-        env:
-          - name: POWERDNS_API_URL
       api_key:
-        description: The API key of PowerDNS.
+        description:
+          - The API key of PowerDNS.
+          - Uses the E(POWERDNS_API_KEY) environment variable if not specified.
         type: str
-        env:
-          - name: POWERDNS_API_KEY
       server_id:
-        description: The PowerDNS server id.
+        description:
+          - The PowerDNS server id.
+          - Uses the E(POWERDNS_SERVER_ID) environment variable if not specified.
         type: str
         default: localhost
-        env:
-          - name: POWERDNS_SERVER_ID
       validate_certs:
-        description: Check PowerDNS's TLS certificate.
+        description:
+          - Check PowerDNS's TLS certificate.
+          - Uses the E(POWERDNS_VALIDATE_CERTS) environment variable if not specified.
         type: bool
         default: true
-        env:
-          - name: POWERDNS_VALIDATE_CERTS
       ca_path:
-        description: CA bundle for PowerDNS's certificate.
+        description:
+          - CA bundle for PowerDNS's certificate.
+          - Uses the E(POWERDNS_CA_BUNDLE) environment variable if not specified.
         type: path
-        env:
-          - name: POWERDNS_CA_BUNDLE
       api_timeout:
-        description: Seconds one PowerDNS request may take.
+        description:
+          - Seconds one PowerDNS request may take.
+          - Uses the E(POWERDNS_API_TIMEOUT) environment variable if not specified.
         type: int
         default: 30
-        env:
-          - name: POWERDNS_API_TIMEOUT
   parallel:
     description: How many pods are read at the same time (1 to 32).
     type: int

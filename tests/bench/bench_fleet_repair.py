@@ -21,7 +21,6 @@ The target: the fleet check within 2x the floor of the same parallelism. For sca
 playbook: one repair.yml --check per pod (the AWX drift schedules), measured on 3 pods and multiplied.
 """
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -265,13 +264,13 @@ def main():
     check, low, single = statistics.median(checks), statistics.median(floors), statistics.median(singles)
     print("fleet repair, check mode, %d pods, zero task durations, %d rounds (medians), %d threads"
           % (args.pods, args.rounds, args.parallel))
-    print("  %-44s %8.2f s   (%d Proxmox VE + %d PowerDNS reads)" % ("repair_fleet.yml --check (whole run)", check,
-                                                                  reads["proxmox"], reads["powerdns"]))
+    print("  %-44s %8.2f s   (%d Proxmox VE + %d PowerDNS reads)"
+          % ("repair_fleet.yml --check (whole run)", check, reads["proxmox"], reads["powerdns"]))
     print("  %-44s %8.2f s   (%d reads)" % ("floor: the same reads, %d threads" % args.parallel, low, floor_reads))
     print("  %-44s %8.2f s" % ("floor: the same reads, one thread", single))
     ratio = check / low
-    print("  %-44s %8.2fx  target <= %.0fx: %s" % ("fleet check / floor", ratio, TARGET,
-                                                  "met" if ratio <= TARGET else "NOT met"))
+    print("  %-44s %8.2fx  target <= %.0fx: %s"
+          % ("fleet check / floor", ratio, TARGET, "met" if ratio <= TARGET else "NOT met"))
     per = statistics.median(per_pod)
     print("  before: repair.yml --check per pod %.2f s (median of %d), x %d pods = %.0f s (estimate)"
           % (per, len(per_pod), args.pods, per * args.pods))
