@@ -41,6 +41,9 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_settings
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats import parse_property_string  # noqa: E402
 
 MODULE = 'mpanel.cloudpods.pod_container'
+# a lab of its own: tools/test runs it in the real-container lane, which ends sooner than the simulator's
+pytestmark = pytest.mark.own_lab
+
 INFO = 'mpanel.cloudpods.pod_container_info'
 TASK_DURATION = 0.2
 DHCP_DELAY = 0.3

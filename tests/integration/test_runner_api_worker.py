@@ -291,6 +291,7 @@ def containers_named(control, hostname):
     return [vmid for vmid, ct in control.state()['containers'].items() if ct['config'].get('hostname') == hostname]
 
 
+@pytest.mark.own_lab  # a lab of its own: the real-container lane, which ends sooner
 def test_sigkilled_worker_its_lease_expires_another_completes_one_container(lab_queue):
     control = lab_queue.control
     # The clone task is held running until the worker is dead: the kill lands mid-clone by
@@ -326,6 +327,7 @@ def test_sigkilled_worker_its_lease_expires_another_completes_one_container(lab_
     assert (task['attempts'], task['worker_id']) == (2, 'rescuer')
 
 
+@pytest.mark.own_lab  # a lab of its own: the real-container lane, which ends sooner
 def test_transient_proxmox_fault_is_retried(lab_queue):
     lab_queue.control.fault(method='POST', path=r'/clone$', status=500, reason='storage is temporarily offline',
                             count=1)
@@ -339,6 +341,7 @@ def test_transient_proxmox_fault_is_retried(lab_queue):
     assert len(containers_named(lab_queue.control, pod['hostname'])) == 1
 
 
+@pytest.mark.own_lab  # a lab of its own: the real-container lane, which ends sooner
 def test_permanent_proxmox_fault_ends_failed_after_max_attempts(lab_queue):
     lab_queue.control.fault(method='POST', path=r'/clone$', status=500, reason='storage local-lvm is full',
                             count=-1)
@@ -352,6 +355,7 @@ def test_permanent_proxmox_fault_ends_failed_after_max_attempts(lab_queue):
     assert row['last_error'].startswith("Step 'pod_container")
 
 
+@pytest.mark.own_lab  # a lab of its own: the real-container lane, which ends sooner
 def test_order_over_http_to_active_with_events_and_no_secret(lab_queue, private_lab, tmp_path):
     token = new_token()
     lab_queue.repository.create_token('mpanel', 'service', None, token)
