@@ -261,11 +261,26 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.powerdns import (
     current_rrsets,
     desired_rrsets,
     normalize_zone_name,
+    powerdns_argument_spec,
     rrset_changes,
 )
 
 MARKER = 'cloudpods:'  # pod_firewall's default marker, which the role pod_firewall keeps
 PLAN_KEYS = ('vcpu', 'memory_mb', 'swap_mb', 'disk_gb')
+
+
+def dns_options():
+    """The zone settings and the PowerDNS connection of the powerdns modules (same names, defaults and environment
+    variables; not required here: without dns the zones are not checked, and the connection is checked on use)."""
+    options = dict((name, dict((k, v) for k, v in spec.items() if k != 'required'))
+                   for name, spec in powerdns_argument_spec().items())
+    options.update(
+        records=dict(type='dict', default={}),
+        ttl=dict(type='int', default=3600),
+        nameservers=dict(type='list', elements='str'),
+        exclusive=dict(type='bool', default=False),
+    )
+    return options
 
 
 def argument_spec():
@@ -277,18 +292,7 @@ def argument_spec():
         ssh_port=dict(type='int', default=22),
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
         firewall_exclusive=dict(type='bool', default=False),
-        dns=dict(type='dict', options=dict(
-            records=dict(type='dict', default={}),
-            ttl=dict(type='int', default=3600),
-            nameservers=dict(type='list', elements='str'),
-            exclusive=dict(type='bool', default=False),
-            api_url=dict(type='str', fallback=(env_fallback, ['POWERDNS_API_URL'])),
-            api_key=dict(type='str', no_log=True, fallback=(env_fallback, ['POWERDNS_API_KEY'])),
-            server_id=dict(type='str', default='localhost', fallback=(env_fallback, ['POWERDNS_SERVER_ID'])),
-            validate_certs=dict(type='bool', default=True, fallback=(env_fallback, ['POWERDNS_VALIDATE_CERTS'])),
-            ca_path=dict(type='path', fallback=(env_fallback, ['POWERDNS_CA_BUNDLE'])),
-            api_timeout=dict(type='int', default=30, fallback=(env_fallback, ['POWERDNS_API_TIMEOUT'])),
-        )),
+        dns=dict(type='dict', options=dns_options()),
         parallel=dict(type='int', default=8),
     )
     return spec

@@ -181,3 +181,28 @@ def test_bad_extra_vars_are_refused_and_change_nothing(fleet, pods, message):
     run = fleet.run(pods=pods)
     assert run.rc != 0 and message in run.stdout, run.stdout[-3000:]
     assert fleet.writes_since(started) == []
+
+
+@pytest.mark.parametrize('args, message', [
+    (dict(parallel=0), 'parallel must be between 1 and 32; got 0'),
+    (dict(ssh_port=70000), 'ssh_port must be a port, 1 to 65535; got 70000'),
+    (dict(plans={}), 'plans is empty'),
+    (dict(plans={'GOLD': {}}), "plans: 'GOLD' is not a plan code"),
+    (dict(plans={'CLOUD_POD_GOLD': dict(vcpu=1, memory_mb='a lot', swap_mb=0, disk_gb=10, firewall={})}),
+     'plans: CLOUD_POD_GOLD needs the whole numbers vcpu, memory_mb, swap_mb, disk_gb and a firewall; missing or not a '
+     'number: memory_mb'),
+    (dict(plans={'CLOUD_POD_GOLD': dict(vcpu=1, memory_mb=1, swap_mb=0, disk_gb=10, firewall=dict(allow_in=['80/icmp']))}),
+     "plans: CLOUD_POD_GOLD: firewall entry '80/icmp'"),
+    (dict(dns=dict(records=dict(mx_host='mail.example.net'))), 'dns.records: unknown DNS settings: mx_host'),
+    (dict(dns=dict(api_key='')), 'dns: api_key is empty'),
+])
+def test_the_module_refuses_bad_options_before_reading_a_pod(fleet, args, message):
+    from playbooks import run_playbook  # pylint: disable=import-error,import-outside-toplevel
+    options = dict(plans={'CLOUD_POD_STARTER': dict(vcpu=1, memory_mb=1024, swap_mb=512, disk_gb=30,
+                                                    firewall=dict(allow_in=['ssh']))})
+    options.update(args)
+    started = time.time()
+    run = run_playbook([{'name': 'fleet', 'mpanel.cloudpods.pod_fleet_info': options}], env=fleet.env)
+    result = run.result(0)
+    assert result.get('failed') and message in result['msg'], result
+    assert [r for r in fleet.control.requests() if r['time'] >= started] == []  # not one request: the options first
