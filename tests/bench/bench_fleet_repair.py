@@ -19,6 +19,20 @@ Measured, alternately, --rounds times (medians):
 - "floor, one thread": the same reads one after the other.
 The target: the fleet check within 2x the floor of the same parallelism. For scale, the way before this
 playbook: one repair.yml --check per pod (the AWX drift schedules), measured on 3 pods and multiplied.
+
+Measured 2026-12-01 on this 2-core machine, 200 pods, 3 rounds, 8 threads:
+
+  run   fleet --check   floor (8 threads)   floor (1 thread)   ratio   repair.yml --check x 200
+  1        4.10 s           1.61 s              1.88 s          2.55x     675 s (3.37 s a pod)
+  2        5.61 s           2.58 s              3.57 s          2.17x     855 s (4.28 s a pod)
+
+(run 2 with the shared lab also up and 200 pods in its simulator). Of run 2's 5.61 s: the module run 3.48 s
+(1.35x its floor), the other tasks 0.6 s, ansible-playbook's start and its play about 1.5 s. An
+ansible-playbook run of an empty play takes 0.9 to 1.3 s here, repair_fleet.yml for no pod 2.0 to 2.7 s (its
+settings check, the role pod_dns's settings, the summary): that fixed part alone is about one floor at 200
+pods, so the 2x target is missed by it; at 1,000 pods it would weigh a fifth as much. Before this benchmark's
+first run, requests scanned the environment for proxies on every request (about 1 ms each); the clients now
+read it once per session (module_utils/_http.py settle_environment).
 """
 import argparse
 import re
