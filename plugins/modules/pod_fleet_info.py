@@ -28,6 +28,7 @@ description:
   - Not checked here, because no API shows them - the site, the customer's account, sshd and keys and the
     certificate inside the pod, and the backup directory and cron entry on the Proxmox host. C(repair.yml) of one
     pod checks those.
+  - A container still being cloned (lock C(create), a provision under way) is not checked; RV(busy) names it.
   - A pod that a repair would refuse (no known plan, a domain that is not a domain name, a root disk larger than its
     plan, a zone owned by someone else, a container that is not this pod's) is listed with its RV(pods[].problem)
     instead.
@@ -211,6 +212,11 @@ problems:
   returned: always
   type: list
   elements: str
+busy:
+  description: The pods not checked because their container is still being cloned (lock C(create)), sorted.
+  returned: always
+  type: list
+  elements: str
 missing:
   description: The pods of O(pods) that have no container (tagged O(tag)), sorted.
   returned: always
@@ -383,13 +389,18 @@ class PodFleetInfo(ProxmoxModule):
         guests = self.client.containers(self.client.guests())
         self._count('proxmox')
         tag = self.params['tag'].lower()
-        pods = [g for g in guests if tag in parse_tags(g.get('tags')) and g.get('name')]
-        self.missing = []
         wanted = self.params['pods']
+        wanted = None if wanted is None else set(p.lower() for p in wanted)
+        # A container still being cloned (lock create: a provision under way) has neither its tags nor its pod
+        # record yet: named in busy when it is one of pods, or already tagged, and not checked.
+        cloning = [g for g in guests if g.get('lock') == 'create' and g.get('name')]
+        self.busy = sorted(g['name'] for g in cloning if (wanted is not None and g['name'].lower() in wanted)
+                           or (wanted is None and tag in parse_tags(g.get('tags'))))
+        pods = [g for g in guests if tag in parse_tags(g.get('tags')) and g.get('name') and g.get('lock') != 'create']
+        self.missing = []
         if wanted is not None:
-            wanted = set(p.lower() for p in wanted)
             pods = [g for g in pods if g['name'].lower() in wanted]
-            self.missing = sorted(wanted - set(g['name'].lower() for g in pods))
+            self.missing = sorted(wanted - set(g['name'].lower() for g in pods) - set(n.lower() for n in self.busy))
         return sorted(pods, key=lambda g: int(g['vmid']))
 
     def check_pod(self, guest):
@@ -528,7 +539,7 @@ class PodFleetInfo(ProxmoxModule):
             with ThreadPoolExecutor(max_workers=self.params['parallel']) as pool:
                 pods = list(pool.map(self.check_pod, guests))
         pods.sort(key=lambda found: found['pod'])
-        return dict(changed=False, pods=pods, reads=dict(self.reads), missing=self.missing,
+        return dict(changed=False, pods=pods, reads=dict(self.reads), missing=self.missing, busy=self.busy,
                     drifted=[f['pod'] for f in pods if f['problem'] is None and not f['in_plan']],
                     problems=[f['pod'] for f in pods if f['problem'] is not None])
 

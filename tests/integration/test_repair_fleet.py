@@ -26,7 +26,7 @@ from labcontrol import LabControl  # noqa: E402  pylint: disable=import-error
 from pdnslab import PowerDnsLab  # noqa: E402  pylint: disable=import-error
 from playbooks import PrivateLab  # noqa: E402  pylint: disable=import-error
 from podplays import (  # noqa: E402  pylint: disable=import-error
-    HostDirs, assert_ok, changed_count, changed_tasks, new_pod, run_pod_playbook, task)
+    HostDirs, assert_ok, changed_count, changed_tasks, new_pod, run_pod_playbook, start_pod_playbook, task)
 
 # a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
@@ -169,6 +169,29 @@ def test_a_pod_a_repair_would_refuse_is_named_and_the_others_are_repaired(fleet)
     assert "%s: no known plan ('CLOUD_POD_GOLD')" % unknown in message
     assert fleet.api.get(fleet.pods[drifted] + '/config')['cores'] == 1  # repaired all the same
     assert fleet.api.get(fleet.pods[unknown] + '/config')['tags'] == 'cloud_pod_gold;cloudpod'
+
+
+def test_a_pod_still_being_cloned_is_named_and_not_checked(fleet):
+    steady = fleet.provision('busy')
+    cloning = new_pod('busy')
+    before = fleet.control.config()['task_durations'].get('vzclone')
+    fleet.control.config(task_durations={'vzclone': 8})
+    try:
+        provision = start_pod_playbook('provision', fleet.env, fleet.dirs, pod=cloning, plan='CLOUD_POD_STARTER',
+                                       customer_email=cloning + '@customer.test')
+        deadline = time.time() + 30
+        while not [c for c in fleet.api.containers() if c.get('name') == cloning and c.get('lock') == 'create']:
+            assert time.time() < deadline, 'the clone never showed up with its create lock'
+            time.sleep(0.1)
+        run = assert_ok(fleet.run(check=True, pods=[steady, cloning]))
+        result = task(run, CHECK)
+        assert result['busy'] == [cloning] and result['missing'] == []
+        assert [p['pod'] for p in result['pods']] == [steady] and result['pods'][0]['in_plan']
+        assert [c for c in fleet.api.containers() if c.get('name') == cloning][0].get('lock') == 'create'  # still
+        assert 'being cloned (not checked): ' + cloning in task(run, 'Say what the check found')['msg']
+    finally:
+        fleet.control.config(task_durations={'vzclone': before or 0})
+    assert_ok(provision.wait())
 
 
 @pytest.mark.parametrize('pods, message', [
