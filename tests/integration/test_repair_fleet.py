@@ -26,7 +26,8 @@ from labcontrol import LabControl  # noqa: E402  pylint: disable=import-error
 from pdnslab import PowerDnsLab  # noqa: E402  pylint: disable=import-error
 from playbooks import PrivateLab  # noqa: E402  pylint: disable=import-error
 from podplays import (  # noqa: E402  pylint: disable=import-error
-    HostDirs, assert_ok, changed_count, changed_tasks, new_pod, run_pod_playbook, start_pod_playbook, task)
+    HostDirs, assert_no_secret, assert_ok, changed_count, changed_tasks, new_pod, run_pod_playbook, start_pod_playbook,
+    task)
 
 # a lab of its own: tools/test runs it in the real-container lane, beside the shared simulator
 pytestmark = pytest.mark.own_lab
@@ -84,6 +85,9 @@ def test_pods_made_by_provision_are_in_plan_and_the_check_writes_nothing(fleet):
     assert all(p['in_plan'] and p['problem'] is None for p in pods.values()), pods
     assert pods[premium]['plan'] == 'CLOUD_POD_PREMIUM' and pods[bare]['domain'] == ''
     assert changed_count(run) == 0 and fleet.writes_since(started) == []
+    # The PowerDNS key and the token secret reach the module from the environment (no_log): never in its result.
+    assert_no_secret(fleet.env, run.stdout, run.stderr)
+    assert task(run, CHECK)['invocation']['module_args']['dns']['api_key'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
     # one read of the cluster's guests and of the datacenter firewall for the whole fleet, then per pod:
     # config, interfaces, firewall options, rules, IP sets, the IP filter set (6); its zone when it has a domain.
     reads = task(run, CHECK)['reads']
