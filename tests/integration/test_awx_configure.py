@@ -43,7 +43,8 @@ SSH_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nssh-secret-7f3e9d10\n-----END OP
 PODS = ['shop-example-com', 'cp-0123456789']
 # runner_api's names (runner_api/settings.py awx_template_name): its AWX executor finds them by default.
 TEMPLATES = ['provision', 'repair', 'restart', 'deprovision', 'suspend', 'resume', 'change_plan', 'reinstall',
-             'backup_now', 'backups', 'restore', 'ssh_keys', 'https', 'backup_catalog', 'repair (drift check)']
+             'backup_now', 'backups', 'restore', 'ssh_keys', 'https', 'backup_catalog', 'repair (drift check)',
+             'repair_fleet (drift check)']
 ORG = 'Cloud%20Pods'
 
 
@@ -196,7 +197,7 @@ def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run
         assert jt['ask_variables_on_launch'] and jt['inventory'] == inventory['id']
         attached = sorted(c['name'] for c in client.results(jt['related']['credentials']))
         assert attached == sorted(creds), jt['name']
-        if jt['name'] == 'Cloud Pods: backup_catalog':  # no extra vars, no survey
+        if jt['name'] in ('Cloud Pods: backup_catalog', 'Cloud Pods: repair_fleet (drift check)'):  # no survey
             assert not jt['survey_enabled']
             continue
         assert jt['survey_enabled']
@@ -226,6 +227,14 @@ def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run
     for event in ('success', 'error'):
         assert [n['id'] for n in client.results(drift['related']['notification_templates_' + event])] == [notes[0]['id']]
     assert client.results(drift['related']['notification_templates_started']) == []
+    # The whole fleet's check in one job: repair_fleet.yml in check mode, one nightly schedule, the same report.
+    fleet = jts['Cloud Pods: repair_fleet (drift check)']
+    assert fleet['job_type'] == 'check' and fleet['playbook'] == 'playbooks/repair_fleet.yml' and fleet['diff_mode']
+    [nightly] = client.results('/api/v2/schedules/?unified_job_template=%d' % fleet['id'])
+    assert nightly['rrule'] == 'DTSTART;TZID=UTC:20260101T013000 RRULE:FREQ=DAILY;INTERVAL=1'
+    assert nightly['job_type'] == 'check' and nightly['enabled'] and nightly['next_run'].endswith('T01:30:00Z')
+    for event in ('success', 'error'):
+        assert [n['id'] for n in client.results(fleet['related']['notification_templates_' + event])] == [notes[0]['id']]
     assert client.results(jts['Cloud Pods: repair']['related']['notification_templates_success']) == []
 
     before = objects(client)
@@ -238,7 +247,9 @@ def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run
     # A pod gone from the list loses its schedule (and nothing else changes).
     third = run(extra_vars={'cloudpods_awx_drift_pods': PODS[:1]})
     assert third.returncode == 0, third.stdout[-6000:]
-    assert [s['extra_data']['pod'] for s in client.results('/api/v2/schedules/')] == PODS[:1]
+    assert [s['extra_data']['pod'] for s in client.results('/api/v2/schedules/?unified_job_template=%d' % drift['id'])] \
+        == PODS[:1]
+    assert len(client.results('/api/v2/schedules/?unified_job_template=%d' % fleet['id'])) == 1  # not per pod: kept
 
 
 def test_check_mode_changes_nothing(client, run):
