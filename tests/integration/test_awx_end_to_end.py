@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 import yaml
@@ -139,6 +140,26 @@ def test_order_through_awx_reaches_active(lab_env, tmp_path):
             ran = [job for job in jobs if json.loads(job['extra_vars'] or '{}').get('pod') == pod['hostname']]
             assert [job['status'] for job in ran] == ['successful'], ran
             assert ran[0]['name'] == 'Cloud Pods: provision'
+
+            # The fleet's nightly drift check as AWX runs it (the template configure.yml made), on this pod:
+            # the credentials' environment reaches repair_fleet.yml, and a pod just made is in plan.
+            [fleet] = awx_call(lab_env, '/api/v2/job_templates/?name=%s'
+                               % urllib.parse.quote('Cloud Pods: repair_fleet (drift check)'))['results']
+            job = awx_call(lab_env, '/api/v2/job_templates/%d/launch/' % fleet['id'], method='POST',
+                           body={'extra_vars': {'pods': [pod['hostname']]}})['job']
+            for _attempt in range(600):  # bounded: at most five minutes
+                status = awx_call(lab_env, '/api/v2/jobs/%d/' % job)
+                if status['status'] in ('successful', 'failed', 'error', 'canceled'):
+                    break
+                time.sleep(0.5)
+            request = urllib.request.Request(lab_env['CONTROLLER_HOST'].rstrip('/') + '/api/v2/jobs/%d/stdout/?format=txt'
+                                             % job, headers={'Authorization': 'Bearer ' + lab_env['CONTROLLER_OAUTH_TOKEN']})
+            with urllib.request.urlopen(request, timeout=30) as response:
+                stdout = response.read().decode('utf-8', 'replace')
+            assert status['status'] == 'successful' and status['job_type'] == 'check', (status, stdout[-4000:])
+            assert '1 pods checked' in stdout and '1 in plan, drifted: none, refused: none' in stdout, stdout[-4000:]
+            for secret in secrets_of(lab_env):
+                assert secret not in stdout
 
             with pool.connection() as connection:
                 events = connection.execute('SELECT step, status, message FROM cloud_pod_events '
