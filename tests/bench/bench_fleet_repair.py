@@ -25,8 +25,10 @@ Measured 2026-12-01 on this 2-core machine, 200 pods, 3 rounds, 8 threads:
   run   fleet --check   floor (8 threads)   floor (1 thread)   ratio   repair.yml --check x 200
   1        4.10 s           1.61 s              1.88 s          2.55x     675 s (3.37 s a pod)
   2        5.61 s           2.58 s              3.57 s          2.17x     855 s (4.28 s a pod)
+  3        6.02 s           2.85 s              3.74 s          2.11x    1175 s (5.87 s a pod)
 
-(run 2 with the shared lab also up and 200 pods in its simulator). Of run 2's 5.61 s: the module run 3.48 s
+(run 2 with the shared lab also up and 200 pods in its simulator; run 3 alone, the machine slower than in
+run 1). Of run 2's 5.61 s: the module run 3.48 s
 (1.35x its floor), the other tasks 0.6 s, ansible-playbook's start and its play about 1.5 s. An
 ansible-playbook run of an empty play takes 0.9 to 1.3 s here, repair_fleet.yml for no pod 2.0 to 2.7 s (its
 settings check, the role pod_dns's settings, the summary): that fixed part alone is about one floor at 200
