@@ -32,6 +32,8 @@ RULE_FIELDS = ('type', 'action', 'enable', 'macro', 'proto', 'dport', 'sport', '
 OPTION_KEYS = ('enable', 'policy_in', 'policy_out', 'ipfilter', 'dhcp', 'macfilter')
 BOOL_OPTIONS = ('enable', 'ipfilter', 'dhcp', 'macfilter')
 IPFILTER_SET = 'ipfilter-net0'
+# What starts the comment of our rules, unless the module's marker option says otherwise.
+DEFAULT_MARKER = 'cloudpods:'
 _NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,62}$')
 _PORTS_RE = re.compile(r'^(\d{1,5}(:\d{1,5})?)(,\d{1,5}(:\d{1,5})?)*$')
 _PROTO_RE = re.compile(r'^([a-z][a-z0-9-]*|\d{1,3})$')

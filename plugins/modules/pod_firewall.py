@@ -221,6 +221,7 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pod_firewall import (
+    DEFAULT_MARKER,
     IPFILTER_SET,
     check_rules,
     describe_changes,
@@ -271,7 +272,7 @@ def argument_spec():
             enable=dict(type='bool', default=True),
         )),
         exclusive=dict(type='bool', default=False),
-        marker=dict(type='str', default='cloudpods:'),
+        marker=dict(type='str', default=DEFAULT_MARKER),
         timeout=dict(type='int', default=60),
     )
     return spec

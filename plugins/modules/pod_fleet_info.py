@@ -237,6 +237,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import names, pod_record
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pod_container import WantedPod, check_options
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._pod_firewall import (
+    DEFAULT_MARKER,
     IPFILTER_SET,
     check_rules,
     describe_changes,
@@ -271,7 +272,6 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils.powerdns import (
     rrset_changes,
 )
 
-MARKER = 'cloudpods:'  # pod_firewall's default marker, which the role pod_firewall keeps
 PLAN_KEYS = ('vcpu', 'memory_mb', 'swap_mb', 'disk_gb')
 
 
@@ -468,7 +468,7 @@ class PodFleetInfo(ProxmoxModule):
         firewall = plan['firewall']
         rules = [dict(type='in', action='ACCEPT', enable=True, **rule)
                  for rule in firewall_rules(firewall.get('allow_in') or [], p['ssh_port'])]
-        wanted_rules = check_rules(rules, MARKER)
+        wanted_rules = check_rules(rules, DEFAULT_MARKER)
         fw = path + '/firewall/'
         options = self.pve_get(fw + 'options') or {}
         current_rules = self.pve_get(fw + 'rules') or []
@@ -476,13 +476,13 @@ class PodFleetInfo(ProxmoxModule):
         delta = options_changes(options, wanted_options(dict(
             enable=True, policy_in=firewall.get('policy_in', 'DROP'), policy_out=firewall.get('policy_out', 'ACCEPT'),
             ipfilter=True, dhcp=dhcp, macfilter=None)))
-        plan_of_rules = rule_plan(current_rules, wanted_rules, MARKER, p['firewall_exclusive'])
+        plan_of_rules = rule_plan(current_rules, wanted_rules, DEFAULT_MARKER, p['firewall_exclusive'])
         ipset = None
         if found['ip']:
             sets = [item.get('name') for item in self.pve_get(fw + 'ipset') or []]
             exists = IPFILTER_SET in sets
             entries = (self.pve_get(fw + 'ipset/' + IPFILTER_SET) or []) if exists else []
-            ipset = ipset_plan(exists, entries, [normalize_cidr(found['ip'])], MARKER, p['firewall_exclusive'])
+            ipset = ipset_plan(exists, entries, [normalize_cidr(found['ip'])], DEFAULT_MARKER, p['firewall_exclusive'])
         found['firewall'] = describe_changes(delta, plan_of_rules, current_rules, ipset)
 
         # The zone, as powerdns_zone with the role pod_dns's options compares it.
