@@ -52,6 +52,7 @@ class Client:
     def __init__(self, base, app=None):
         self.base = base
         self.app = app  # the server's state, to read what AWX stores unmasked
+        self.configured = None  # the run of configure.yml that made what the stand-in holds (fixture configured)
 
     def call(self, method, path, body=None, token=TOKEN, headers=None):
         data = json.dumps(body).encode() if body is not None else None
@@ -94,21 +95,27 @@ def awx():
     server.server_close()
 
 
-@pytest.fixture
-def client(awx):
+def reset(awx):
     status, _data = awx.call('POST', '/_lab/reset', token=None, headers={'X-Lab-Key': CONTROL_KEY})
     assert status == 200
+    awx.configured = None
+
+
+@pytest.fixture
+def client(awx):
+    """An empty stand-in."""
+    reset(awx)
     return awx
 
 
-@pytest.fixture
-def run(client, tmp_path):
-    """``run(*args, token=...)``: configure.yml against the stand-in; the CompletedProcess."""
-    key = tmp_path / 'id_ed25519'
+@pytest.fixture(scope='module')
+def run(awx, tmp_path_factory):
+    """``run(*args, token=..., extra_vars=...)``: configure.yml against the stand-in as it is; the CompletedProcess."""
+    key = tmp_path_factory.mktemp('ssh') / 'id_ed25519'
     key.write_text(SSH_KEY, encoding='utf-8')
     env = {key_: value for key_, value in os.environ.items()
            if not key_.startswith(('PROXMOX_', 'POWERDNS_', 'SMTP_', 'CONTROLLER_'))}
-    env.update(SECRETS, ANSIBLE_NOCOLOR='1', CONTROLLER_HOST=client.base, CONTROLLER_VERIFY_SSL='false',
+    env.update(SECRETS, ANSIBLE_NOCOLOR='1', CONTROLLER_HOST=awx.base, CONTROLLER_VERIFY_SSL='false',
                PROXMOX_API_URL='https://10.1.10.70:8006/api2/json', PROXMOX_API_TOKEN_ID='cloudpods@pve!provision',
                PROXMOX_SSH_HOST='10.1.10.70', PROXMOX_SSH_PORT='2222', PROXMOX_SSH_USER='root',
                PROXMOX_SSH_KEY_FILE=str(key), PROXMOX_NODE_NAME='pve', POWERDNS_API_URL='http://10.1.10.102:8081',
@@ -123,6 +130,19 @@ def run(client, tmp_path):
                                '-e', 'ansible_python_interpreter=%s' % sys.executable, *args],
                               env=env, capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
     return runner
+
+
+@pytest.fixture
+def configured(awx, run):
+    """The stand-in as one run of configure.yml on an empty AWX left it, and that run (a CompletedProcess).
+    The run is made once and shared by the tests that only read or add to it (each configure.yml run
+    costs tens of seconds); a test that resets the stand-in or changes a setting marks it for a new one."""
+    if awx.configured is None:
+        reset(awx)
+        first = run()
+        assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+        awx.configured = first
+    return awx.configured
 
 
 def recap(result):
@@ -143,9 +163,8 @@ def assert_no_secret(result):
         assert secret not in result.stdout and secret not in result.stderr
 
 
-def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run):
-    first = run()
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-3000:]
+def test_configure_makes_everything_and_a_second_run_changes_nothing(awx, configured, run):
+    client, first = awx, configured
     assert_no_secret(first)
     assert recap(first)['changed'] > 0
 
@@ -244,20 +263,12 @@ def test_configure_makes_everything_and_a_second_run_changes_nothing(client, run
     assert_no_secret(second)
     assert objects(client) == before
 
-    # A pod gone from the list loses its schedule (and nothing else changes).
-    third = run(extra_vars={'cloudpods_awx_drift_pods': PODS[:1]})
-    assert third.returncode == 0, third.stdout[-6000:]
-    assert [s['extra_data']['pod'] for s in client.results('/api/v2/schedules/?unified_job_template=%d' % drift['id'])] \
-        == PODS[:1]
-    assert len(client.results('/api/v2/schedules/?unified_job_template=%d' % fleet['id'])) == 1  # not per pod: kept
 
-
-def test_check_mode_changes_nothing(client, run):
+def test_check_mode_changes_nothing(awx, configured, run):  # pylint: disable=unused-argument
     """On a configured AWX, --check reports what a changed setting would change and changes nothing.
     (On an empty AWX awx.awx's check mode cannot go past the organization: every later module looks
     up the objects the earlier ones would have made; README "Job templates as code".)"""
-    first = run()
-    assert first.returncode == 0, first.stdout[-6000:]
+    client = awx
     before, seen = objects(client), len(client.state()['requests'])
     result = run('--check', '--diff', extra_vars={'cloudpods_awx_drift_pods': PODS + ['new-pod'],
                                                   'cloudpods_awx_notify_to': ['other@example.net']})
@@ -268,21 +279,8 @@ def test_check_mode_changes_nothing(client, run):
     assert not [r for r in client.state()['requests'][seen:] if r['method'] not in ('GET', 'HEAD', 'OPTIONS')]
 
 
-@pytest.mark.parametrize('token', ['not-a-known-token', ''])
-def test_refused_token_fails_first_and_changes_nothing(client, run, token):
-    result = run(token=token)
-    assert result.returncode != 0
-    assert_no_secret(result)
-    assert 'Invalid authentication credentials for /api/v2/me/ (HTTP 401)' in result.stdout, result.stdout[-3000:]
-    assert 'An expired or unknown token (CONTROLLER_OAUTH_TOKEN) needs a new one' in result.stdout
-    assert 'nothing was changed in AWX' in result.stdout
-    assert all(not items for items in client.state()['objects'].values())
-    assert not [r for r in client.state()['requests'] if r['method'] not in ('GET', 'HEAD', 'OPTIONS')]
-
-
-def test_survey_refuses_a_bad_answer_at_launch(client, run):
-    result = run()
-    assert result.returncode == 0, result.stdout[-6000:]
+def test_survey_refuses_a_bad_answer_at_launch(awx, configured):  # pylint: disable=unused-argument
+    client = awx
     jt = client.ok('/api/v2/job_templates/Cloud%20Pods%3A%20provision++' + ORG + '/')
     with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml'), encoding='utf-8') as handle:
         plans = list(yaml.safe_load(handle)['cloudpods_plans'])
@@ -296,6 +294,35 @@ def test_survey_refuses_a_bad_answer_at_launch(client, run):
     status, data = client.call('POST', jt['related']['launch'], {'extra_vars': {
         'pod': 'shop-example-com', 'plan': plans[0], 'customer_email': 'jane@example.org', 'ssh_public_keys': []}})
     assert status == 201 and json.loads(data['extra_vars'])['plan'] == plans[0]
+
+
+def test_a_pod_gone_from_the_list_loses_its_schedule_and_nothing_else(awx, configured, run):  # pylint: disable=unused-argument
+    client = awx
+    drift = client.ok('/api/v2/job_templates/Cloud%20Pods%3A%20repair%20(drift%20check)++' + ORG + '/')
+    fleet = client.ok('/api/v2/job_templates/Cloud%20Pods%3A%20repair_fleet%20(drift%20check)++' + ORG + '/')
+    before = objects(client)
+    awx.configured = None  # from here the stand-in is no longer what one run made
+    third = run(extra_vars={'cloudpods_awx_drift_pods': PODS[:1]})
+    assert third.returncode == 0, third.stdout[-6000:]
+    assert recap(third)['changed'] == 1, third.stdout[-6000:]
+    assert [s['extra_data']['pod'] for s in client.results('/api/v2/schedules/?unified_job_template=%d' % drift['id'])] \
+        == PODS[:1]
+    assert len(client.results('/api/v2/schedules/?unified_job_template=%d' % fleet['id'])) == 1  # not per pod: kept
+    after = objects(client)
+    gone = [s for s in before['schedules'] if s['name'].endswith(' - ' + PODS[1])]
+    assert len(gone) == 1 and after == dict(before, schedules=[s for s in before['schedules'] if s not in gone])
+
+
+@pytest.mark.parametrize('token', ['not-a-known-token', ''])
+def test_refused_token_fails_first_and_changes_nothing(client, run, token):
+    result = run(token=token)
+    assert result.returncode != 0
+    assert_no_secret(result)
+    assert 'Invalid authentication credentials for /api/v2/me/ (HTTP 401)' in result.stdout, result.stdout[-3000:]
+    assert 'An expired or unknown token (CONTROLLER_OAUTH_TOKEN) needs a new one' in result.stdout
+    assert 'nothing was changed in AWX' in result.stdout
+    assert all(not items for items in client.state()['objects'].values())
+    assert not [r for r in client.state()['requests'] if r['method'] not in ('GET', 'HEAD', 'OPTIONS')]
 
 
 # ------------------------------------------------------------------ the stand-in's new objects, by the API
