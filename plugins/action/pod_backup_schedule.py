@@ -25,7 +25,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         super(ActionModule, self).run(tmp, task_vars)
         dummy, params = self.validate_argument_spec(
-            argument_spec=backup_schedule.ARGUMENT_SPEC, required_if=backup_schedule.REQUIRED_IF)
+            argument_spec=backup_schedule.ARGUMENT_SPEC, required_if=backup_schedule.REQUIRED_IF,
+            required_together=backup_schedule.REQUIRED_TOGETHER)
         error = backup_schedule.mode_error(params)
         if error:
             return dict(failed=True, msg=error)
@@ -34,10 +35,10 @@ class ActionModule(ActionBase):
             return dict(failed=True, msg='could not look at %s: %s' % (
                 params['cron_file'], to_text(probe.get('stderr', '')).strip()))
         try:
-            stale, dir_mode, cron_mode, content = backup_schedule.parse_probe(to_text(probe['stdout']))
-        except ValueError:
+            stale, dir_mode, script, cron_mode, content = backup_schedule.parse_probe(to_text(probe['stdout']))
+        except (ValueError, IndexError):
             return dict(failed=True, msg='unexpected answer looking at %s: %r' % (params['cron_file'], probe['stdout']))
-        changes, diff, actions = backup_schedule.changes(params, dir_mode, cron_mode, content, stale)
+        changes, diff, actions = backup_schedule.changes(params, dir_mode, cron_mode, content, stale, script)
         if actions and not self._task.check_mode:
             done = self._low_level_execute_command(backup_schedule.script(actions))
             if done['rc'] != 0:

@@ -52,6 +52,26 @@ options:
         that prunes terminated pods' backups leaves it alone.
     type: path
     version_added: 0.2.0
+  script_file:
+    description:
+      - With O(state=present), a program the cron entry runs, written with O(script_content) when it is missing or
+        its content differs (compared by SHA-256), its directory created when missing.
+      - The role pod_backup passes C(cloudpods-backup-slot.py), which starts a scheduled backup once a backup slot
+        is free on the node and on the backup share.
+      - Given together with O(script_content).
+    type: path
+    version_added: 0.2.0
+  script_content:
+    description:
+      - Full content of O(script_file).
+    type: str
+    version_added: 0.2.0
+  script_mode:
+    description:
+      - Permissions of O(script_file).
+    type: str
+    default: '0755'
+    version_added: 0.2.0
   state:
     description:
       - V(present) - the backup directory exists and the cron file has O(content).
@@ -69,7 +89,7 @@ attributes:
     details: Reports what would be created or changed and changes nothing.
   diff_mode:
     support: full
-    details: Shows the cron file content and the state of the backup directory before and after.
+    details: Shows the cron file content, the state of the backup directory and the script's SHA-256 before and after.
 """
 
 EXAMPLES = r"""
@@ -103,5 +123,5 @@ changes:
   returned: always
   type: list
   elements: str
-  sample: [backup directory created, terminated marker removed, cron file written]
+  sample: [backup directory created, terminated marker removed, script written, cron file written]
 """

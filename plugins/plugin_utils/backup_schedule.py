@@ -11,6 +11,7 @@ decides with ``changes()`` and, only when something changes, runs ``script()`` o
 from __future__ import (absolute_import, division, print_function)
 __metaclass__ = type
 
+import hashlib
 import shlex
 
 from ansible_collections.mpanel.cloudpods.plugins.plugin_utils.file_modes import octal_mode_error
@@ -24,41 +25,53 @@ ARGUMENT_SPEC = dict(
     backup_dir_mode=dict(type='str', default='0750'),
     state=dict(type='str', default='present', choices=['present', 'absent']),
     stale_file=dict(type='str'),
+    script_file=dict(type='str'),
+    script_content=dict(type='str'),
+    script_mode=dict(type='str', default='0755'),
 )
 REQUIRED_IF = [('state', 'present', ('content', 'backup_dir'))]
+REQUIRED_TOGETHER = [('script_file', 'script_content')]
 
 _PROBE = ('if [ -e {s} ] || [ -L {s} ]; then echo stale; else echo -; fi; '
           'if [ -d {d} ]; then stat -c %a {d}; else echo -; fi; '
+          'if [ -f {p} ]; then echo "$(stat -c %a {p}) $(sha256sum < {p})"; else echo -; fi; '
           'if [ -f {f} ]; then stat -c %a {f}; cat {f}; else echo -; fi')
 
 
 def mode_error(params):
     """The message for a mode option that is not octal, or None."""
-    return octal_mode_error(params, ('cron_mode', 'backup_dir_mode'), '0644')
+    return octal_mode_error(params, ('cron_mode', 'backup_dir_mode', 'script_mode'), '0644')
 
 
 def probe_command(params):
-    """One command printing whether the stale file is there, the backup directory's mode, the cron file's mode
-    and its content."""
+    """One command printing whether the stale file is there, the backup directory's mode, the script's mode and
+    SHA-256, the cron file's mode and its content."""
     return _PROBE.format(s=shlex.quote(params['stale_file'] or '/nonexistent/'),
-                         d=shlex.quote(params['backup_dir'] or '/nonexistent/'), f=shlex.quote(params['cron_file']))
+                         d=shlex.quote(params['backup_dir'] or '/nonexistent/'),
+                         p=shlex.quote(params.get('script_file') or '/nonexistent/'), f=shlex.quote(params['cron_file']))
 
 
 def parse_probe(stdout):
-    """'-\\n750\\n644\\n<content>' -> (stale file there, dir mode or None, cron mode or None, content or None)."""
-    stale_line, dir_line, rest = stdout.split('\n', 2)
+    """'-\\n750\\n755 <sha256> -\\n644\\n<content>' -> (stale file there, dir mode or None,
+    (script mode, script sha256) or None, cron mode or None, content or None)."""
+    stale_line, dir_line, script_line, rest = stdout.split('\n', 3)
     cron_line, content = rest.split('\n', 1) if '\n' in rest else (rest, '')
     stale = stale_line.strip() == 'stale'
     dir_mode = None if dir_line.strip() == '-' else int(dir_line.strip(), 8)
+    script = None
+    if script_line.strip() != '-':
+        words = script_line.split()
+        script = (int(words[0], 8), words[1])
     if cron_line.strip() == '-':
-        return stale, dir_mode, None, None
-    return stale, dir_mode, int(cron_line.strip(), 8), content
+        return stale, dir_mode, script, None, None
+    return stale, dir_mode, script, int(cron_line.strip(), 8), content
 
 
-def changes(params, dir_mode, cron_mode, before_content, stale=False):
+def changes(params, dir_mode, cron_mode, before_content, stale=False, script=None):
     """What to do, given what the probe found (None for what is missing): (changes, diff, actions).
 
     ``stale``: the stale file (the marker of an earlier, terminated pod of this name) is there.
+    ``script``: (mode, sha256) of the script file, or None when it is missing.
 
     ``actions`` are tuples for ``script()``.
     """
@@ -85,6 +98,20 @@ def changes(params, dir_mode, cron_mode, before_content, stale=False):
     if stale:
         changes.append('terminated marker removed')
         actions.append(('remove', params['stale_file']))
+    script_diff = None
+    if params.get('script_file'):
+        wanted_script_mode = int(params['script_mode'], 8)
+        wanted_sum = hashlib.sha256(params['script_content'].encode('utf-8')).hexdigest()
+        if script is None or script[1] != wanted_sum:
+            changes.append('script written' if script is None else 'script updated')
+            actions.append(('mkdir-parent', params['script_file']))
+            actions.append(('write', params['script_file'], params['script_content'], wanted_script_mode))
+            script_diff = dict(before_header=params['script_file'], after_header=params['script_file'],
+                               before='absent\n' if script is None else 'sha256 %s\n' % script[1],
+                               after='sha256 %s\n' % wanted_sum)
+        elif script[0] != wanted_script_mode:
+            changes.append('script mode set')
+            actions.append(('chmod', params['script_file'], wanted_script_mode))
     content = params['content']
     if before_content != content:
         changes.append('cron file written')
@@ -100,6 +127,8 @@ def changes(params, dir_mode, cron_mode, before_content, stale=False):
     if stale:
         diff.append(dict(before_header=params['stale_file'], after_header=params['stale_file'],
                          before='present\n', after='absent\n'))
+    if script_diff:
+        diff.append(script_diff)
     return changes, diff, actions
 
 
@@ -112,6 +141,8 @@ def script(actions):
             lines.append('mkdir -p %s; chmod %o %s' % (quote(action[1]), action[2], quote(action[1])))
         elif action[0] == 'chmod':
             lines.append('chmod %o %s' % (action[2], quote(action[1])))
+        elif action[0] == 'mkdir-parent':
+            lines.append('mkdir -p "$(dirname %s)"' % quote(action[1]))
         elif action[0] == 'remove':
             lines.append('rm -f %s' % quote(action[1]))
         elif action[0] == 'write':

@@ -8,6 +8,7 @@ The Proxmox host is ``localhost``; its backup root, cron directory and state dir
 temporary directories of a ``HostDirs``; ``vzdump`` is the lab's stand-in (``tests/lab/bin``).
 """
 
+import hashlib
 import os
 import sys
 import uuid
@@ -25,6 +26,17 @@ PCT = os.path.join(ROOT, 'tests', 'lab', 'bin', 'pct')
 SECRET_KEYS = ('PROXMOX_API_TOKEN_SECRET', 'POWERDNS_API_KEY', 'PVESIM_CONTROL_KEY')
 
 
+def backup_time(pod, schedule):
+    """The cron time of a pod's backup, worked out here by hand: the plan's time (``schedule``: 'minute hour
+    day month weekday window', the window in minutes) moved by the pod's offset, SHA-256 of its id modulo
+    the window."""
+    minute, hour, day, month, weekday, window = schedule.split()
+    offset = int.from_bytes(hashlib.sha256(pod.encode()).digest()[:8], 'big') % int(window)
+    start = int(hour) * 60 + int(minute) + offset
+    assert start < 1440, 'no plan of the lab has a window past midnight'
+    return '%d %d %s %s %s' % (start % 60, start // 60, day, month, weekday)
+
+
 class HostDirs(object):
     """The "Proxmox host" paths of one test, under a temporary directory."""
 
@@ -34,13 +46,24 @@ class HostDirs(object):
         self.cron_dir = os.path.join(self.base, 'cron.d')
         self.state_dir = os.path.join(self.base, 'state')
         self.lib_dir = os.path.join(self.base, 'lib')
+        self.lock_dir = os.path.join(self.base, 'run', 'cloudpods-backup')  # the node's backup slots
         os.makedirs(self.cron_dir)  # /etc/cron.d exists on every host
         os.makedirs(self.lib_dir)  # as /usr/local/lib does
 
     def extra_vars(self):
         return dict(cloudpods_proxmox_hosts='localhost', cloudpods_backup_root=self.backup_root,
                     cloudpods_cron_dir=self.cron_dir, cloudpods_state_dir=self.state_dir, cloudpods_vzdump=VZDUMP,
-                    cloudpods_pct=PCT, cloudpods_lib_dir=self.lib_dir)
+                    cloudpods_pct=PCT, cloudpods_lib_dir=self.lib_dir, cloudpods_backup_lock_dir=self.lock_dir)
+
+    def backup_cron_line(self, pod, vmid, schedule, prune):
+        """The backup cron line the role should write, worked out here by hand: the plan's time
+        (``schedule``: 'minute hour day month weekday', plus the window in minutes after a space) moved by
+        the pod's offset (SHA-256 of its id modulo the window), then the slot program and vzdump."""
+        return ('%s root python3 %s --lock-dir %s --node-slots 1 --share %s --share-slots 2 '
+                '--wait-minutes 360 --syslog -- %s %d --dumpdir %s --mode snapshot --compress zstd '
+                '--prune-backups %s --quiet 1'
+                % (backup_time(pod, schedule), os.path.join(self.lib_dir, 'cloudpods-backup-slot.py'),
+                   self.lock_dir, self.backup_root, VZDUMP, vmid, self.backup_dir(pod), prune))
 
     def cron_file(self, pod):
         return os.path.join(self.cron_dir, 'cloudpod-' + pod.replace('.', '_'))

@@ -16,12 +16,12 @@ import yaml
 from runner_api import executors
 from playbooks import run_playbook  # pylint: disable=import-error
 from podplays import (  # pylint: disable=import-error
-    ROOT, assert_ok, changed_count, changed_tasks, container, new_pod, pods_named, remove_pod, run_pod_playbook, task)
+    ROOT, assert_ok, backup_time, changed_count, changed_tasks, container, new_pod, pods_named, remove_pod,
+    run_pod_playbook, task)
 
 # The cron lines of the plans, written out by hand (as test_provision_plans does).
-STARTER_CRON = '30 3 * * *'
-PREMIUM_CRON = '0 3 * * *'
-BUSINESS_CRON = '30 2 * * *'
+PREMIUM_CRON = '0 3 * * * 180'  # the plans' backup times and windows (plans.yml)
+BUSINESS_CRON = '30 2 * * * 180'
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def test_upgrade_is_live_and_repair_keeps_the_new_plan(lab_env, lab_control, dir
     assert [p for p in paths if not p.startswith('firewall')] == ['config', 'resize']
     # the firewall was already the Premium plan's (same rules): untouched
     assert after['firewall']['rules'] == firewall_before['rules']
-    assert cron_line(dirs, pod).startswith(PREMIUM_CRON + ' root ')
+    assert cron_line(dirs, pod).startswith(backup_time(pod, PREMIUM_CRON) + ' root ')
     assert cron_line(dirs, pod).endswith('--prune-backups keep-daily=7,keep-weekly=4 --quiet 1')
     assert changed_tasks(run) == sorted(["Converge the pod's container on Proxmox VE", "Write the pod's backup cron entry"])
     stats = run.report['global_custom_stats']
@@ -85,7 +85,7 @@ def test_upgrade_is_live_and_repair_keeps_the_new_plan(lab_env, lab_control, dir
     run = assert_ok(run_pod_playbook('repair', lab_env, dirs, pod=pod))
     assert changed_count(run) == 0
     assert container(lab_control, pod)['config'] == config
-    assert cron_line(dirs, pod).startswith(PREMIUM_CRON + ' root ')
+    assert cron_line(dirs, pod).startswith(backup_time(pod, PREMIUM_CRON) + ' root ')
 
 
 def test_downgrade_that_would_shrink_the_disk_is_refused_before_any_change(lab_env, lab_control, dirs, pod):
@@ -128,7 +128,7 @@ def test_check_mode_shows_the_change_and_writes_nothing(lab_env, lab_control, di
     assert (diff_after['cores'], diff_after['memory'], diff_after['swap'], diff_after['disk']) == (3, 4096, 2048, '100G')
     assert 'cloud_pod_business' in diff_after['tags'] and 'cloudpods-plan: CLOUD_POD_BUSINESS' in diff_after['description']
     cron = task(run, "Write the pod's backup cron entry")
-    assert cron['changed'] and BUSINESS_CRON + ' root ' in str(cron['diff'])
+    assert cron['changed'] and backup_time(pod, BUSINESS_CRON) + ' root ' in str(cron['diff'])
     assert writes_since(lab_control, vmid, started) == []
     assert container(lab_control, pod)['config'] == before['config']
     assert cron_line(dirs, pod) == cron_before
@@ -151,7 +151,7 @@ def test_a_stopped_pod_changes_plan_and_stays_stopped(lab_env, lab_control, dirs
     assert 'size=100G' in config['rootfs'] and description_plan(config) == ['cloudpods-plan: CLOUD_POD_BUSINESS']
     paths = [r['path'].split('/lxc/%d/' % vmid, 1)[1] for r in writes_since(lab_control, vmid, started)]
     assert [p for p in paths if not p.startswith('firewall')] == ['config', 'resize']
-    assert cron_line(dirs, pod).startswith(BUSINESS_CRON + ' root ')
+    assert cron_line(dirs, pod).startswith(backup_time(pod, BUSINESS_CRON) + ' root ')
     assert changed_count(assert_ok(run_pod_playbook('change_plan', lab_env, dirs, pod=pod,
                                                     plan='CLOUD_POD_BUSINESS'))) == 0
 

@@ -72,10 +72,13 @@ def test_provision_starter_with_domain_then_rerun_changes_nothing(lab_env, lab_c
     assert os.path.isdir(dirs.backup_dir(pod))
     with open(dirs.cron_file(pod)) as handle:
         cron_lines = [line for line in handle.read().splitlines() if line and not line.startswith('#')]
-    # Starter: daily at 03:30, seven dailies kept (playbooks/vars/plans.yml), written out here by hand
-    assert cron_lines[-1] == ('30 3 * * * root %s %d --dumpdir %s --mode snapshot --compress zstd '
-                              '--prune-backups keep-daily=7 --quiet 1'
-                              % (dirs.extra_vars()['cloudpods_vzdump'], vmid, dirs.backup_dir(pod)))
+    # Starter: daily in the 150 minutes from 03:30, seven dailies kept (playbooks/vars/plans.yml), through the slots
+    assert cron_lines[-1] == dirs.backup_cron_line(pod, vmid, '30 3 * * * 150', 'keep-daily=7')
+    # the program that waits for a backup slot is on the host, as the role has it
+    with open(os.path.join(dirs.lib_dir, 'cloudpods-backup-slot.py'), encoding='utf-8') as handle, \
+            open(os.path.join(ROOT, 'roles', 'pod_backup', 'files', 'cloudpods-backup-slot.py'), encoding='utf-8') as source:
+        assert handle.read() == source.read()
+    assert os.stat(os.path.join(dirs.lib_dir, 'cloudpods-backup-slot.py')).st_mode & 0o777 == 0o755
 
     # the welcome mail, once, with the right fields and no secret
     [mail] = mailbox.messages(since=mark, to=order['customer_email'])
@@ -115,10 +118,8 @@ def test_provision_without_domain_makes_no_zone(lab_env, lab_control, pdns, mail
     [vmid] = pods_named(lab_control, order['pod'])
     with open(dirs.cron_file(order['pod'])) as handle:
         cron_line = handle.read().splitlines()[-1]
-    # Premium: daily at 03:00, seven dailies and four weeklies kept
-    assert cron_line == ('0 3 * * * root %s %d --dumpdir %s --mode snapshot --compress zstd '
-                         '--prune-backups keep-daily=7,keep-weekly=4 --quiet 1'
-                         % (dirs.extra_vars()['cloudpods_vzdump'], vmid, dirs.backup_dir(order['pod'])))
+    # Premium: daily in the 180 minutes from 03:00, seven dailies and four weeklies kept
+    assert cron_line == dirs.backup_cron_line(order['pod'], vmid, '0 3 * * * 180', 'keep-daily=7,keep-weekly=4')
     [mail] = mailbox.messages(since=mark, to=order['customer_email'])
     assert 'Premium (CLOUD_POD_PREMIUM)' in Mailbox.text(mail)
 

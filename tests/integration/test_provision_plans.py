@@ -26,11 +26,11 @@ with open(os.path.join(ROOT, 'playbooks', 'vars', 'plans.yml')) as _handle:
 
 # Each plan's cron schedule and vzdump --prune-backups, as the catalogue sells them, written out by
 # hand (not rebuilt from plans.yml with the role's own joins).
-CRON = {
-    'CLOUD_POD_STUDENT': ('30 4 * * 0', 'keep-weekly=2'),
-    'CLOUD_POD_STARTER': ('30 3 * * *', 'keep-daily=7'),
-    'CLOUD_POD_PREMIUM': ('0 3 * * *', 'keep-daily=7,keep-weekly=4'),
-    'CLOUD_POD_BUSINESS': ('30 2 * * *', 'keep-daily=14,keep-weekly=4,keep-monthly=3'),
+CRON = {  # the plan's time, its window in minutes, its retention
+    'CLOUD_POD_STUDENT': ('30 4 * * 0 120', 'keep-weekly=2'),
+    'CLOUD_POD_STARTER': ('30 3 * * * 150', 'keep-daily=7'),
+    'CLOUD_POD_PREMIUM': ('0 3 * * * 180', 'keep-daily=7,keep-weekly=4'),
+    'CLOUD_POD_BUSINESS': ('30 2 * * * 180', 'keep-daily=14,keep-weekly=4,keep-monthly=3'),
 }
 
 
@@ -69,5 +69,4 @@ def test_every_plan_provisions_with_its_sizes_backups_and_firewall(tmp_path):
             with open(dirs.cron_file(pod)) as handle:
                 line = handle.read().splitlines()[-1]
             schedule, prune = CRON[code]
-            assert line == ('%s root %s %d --dumpdir %s --mode snapshot --compress zstd --prune-backups %s --quiet 1'
-                            % (schedule, dirs.extra_vars()['cloudpods_vzdump'], vmid, dirs.backup_dir(pod), prune)), code
+            assert line == dirs.backup_cron_line(pod, vmid, schedule, prune), code

@@ -959,6 +959,7 @@ class Lab:
             "cloudpods_cron_dir": str(host / "cron.d"),
             "cloudpods_state_dir": str(host / "state"),
             "cloudpods_lib_dir": str(host / "lib"),
+            "cloudpods_backup_lock_dir": str(host / "run" / "cloudpods-backup"),
             "cloudpods_vzdump": str(HERE / "bin" / "vzdump"),
             "cloudpods_pct": str(HERE / "bin" / "pct"),
             "cloudpods_company_domain": "example.net",

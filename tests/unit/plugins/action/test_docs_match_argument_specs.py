@@ -21,7 +21,7 @@ from ansible_collections.mpanel.cloudpods.plugins.modules import pod_welcome_mai
 from ansible_collections.mpanel.cloudpods.plugins.plugin_utils import backup_schedule, welcome_mail
 
 # Documented as paths; the action takes them as str because they are paths on the target.
-TARGET_PATHS = {'cron_file', 'backup_dir', 'marker', 'stale_file'}
+TARGET_PATHS = {'cron_file', 'backup_dir', 'marker', 'stale_file', 'script_file'}
 
 
 def as_documented(name, option):

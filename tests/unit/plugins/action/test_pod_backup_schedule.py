@@ -160,3 +160,31 @@ def test_a_stale_marker_that_is_a_symlink_is_removed_not_followed(run, paths, tm
     os.symlink(str(target), stale)
     assert run(content=CONTENT, stale_file=stale, **paths).result['changes'] == ['terminated marker removed']
     assert not os.path.lexists(stale) and target.read_text() == u'kept'
+
+
+SCRIPT = "#!/usr/bin/env python3\nprint('slot')  # it's $HOME `x` 100%\n"
+
+
+def test_the_script_is_written_once_updated_when_it_differs_and_its_mode_kept(run, paths, tmp_path):
+    script = str(tmp_path / 'lib' / 'cloudpods-backup-slot.py')
+    first = run(content=CONTENT, script_file=script, script_content=SCRIPT, **paths)
+    assert first.result['changes'] == ['backup directory created', 'script written', 'cron file written']
+    assert read(script) == SCRIPT and mode(script) == 0o755
+    assert first.result['diff'][2]['before'] == 'absent\n' and first.result['diff'][2]['after'].startswith('sha256 ')
+    again = run(content=CONTENT, script_file=script, script_content=SCRIPT, **paths)
+    assert again.result['changed'] is False and len(again.commands) == 1
+
+    newer = SCRIPT + "print('newer')\n"
+    checked = run(content=CONTENT, script_file=script, script_content=newer, check_mode=True, **paths)
+    assert checked.result['changes'] == ['script updated'] and read(script) == SCRIPT
+    assert run(content=CONTENT, script_file=script, script_content=newer, **paths).result['changes'] == ['script updated']
+    assert read(script) == newer
+    os.chmod(script, 0o700)
+    assert run(content=CONTENT, script_file=script, script_content=newer, **paths).result['changes'] == ['script mode set']
+    assert mode(script) == 0o755
+
+
+def test_script_file_and_content_go_together(run, paths, tmp_path):
+    with pytest.raises(AnsibleActionFail, match='script_content|script_file'):
+        run(content=CONTENT, script_file=str(tmp_path / 'x.py'), **paths)
+    assert not os.path.exists(paths['backup_dir'])
