@@ -106,6 +106,55 @@ def stop(processes):
             process.wait(timeout=10)
 
 
+CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def _proc_stat(pid):
+    """(parent pid, CPU seconds of the process and of its reaped children) from /proc, or None."""
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
+def lab_cpu(directory):
+    """CPU seconds used so far by each service of a lab (its pid files under ``directory``), each with
+    its live descendants; a reaped descendant is in its parent's count."""
+    roots = {}
+    for path in Path(directory).rglob('*.pid'):
+        try:
+            pid = int(path.read_text(encoding='ascii').split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        roots[pid] = 'postgres' if path.name == 'postmaster.pid' else path.stem
+    stats = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat:
+                stats[int(entry)] = stat
+    totals = dict((name, 0.0) for name in roots.values())
+    for pid, (dummy, cpu) in stats.items():
+        seen, current = 0, pid
+        while current in stats and current not in roots and seen < 64:
+            current, seen = stats[current][0], seen + 1
+        if current in roots:
+            totals[roots[current]] += cpu
+    return totals
+
+
+def own_cpu(pid):
+    """CPU seconds of one live process itself (without its children), or 0.0."""
+    try:
+        with open('/proc/%d/stat' % pid, encoding='ascii', errors='replace') as handle:
+            fields = handle.read().rsplit(')', 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 SIMULATOR = {'task_durations': {'vzclone': 3.0, 'vzstart': 1.0}, 'dhcp_delay': 2.0}
 
 
@@ -204,7 +253,8 @@ def bench_scaling(args):
           '%d cop%s of the template'
           % (args.orders, SIMULATOR['task_durations']['vzclone'], SIMULATOR['task_durations']['vzstart'],
              SIMULATOR['dhcp_delay'], args.template_copies, 'y' if args.template_copies == 1 else 'ies'), flush=True)
-    with PrivateLab() as lab_env:
+    private = PrivateLab()
+    with private as lab_env:
         control = LabControl.from_env(lab_env)
         for count in counts:
             copies = reset_simulator(control, lab_env, args.template_copies)
@@ -225,11 +275,19 @@ def bench_scaling(args):
                     repository = Repository(pool)
                     for index in range(args.orders):
                         order(repository, domain='s%d-%s.example.com' % (index, uuid.uuid4().hex[:6]))
+                    lab_before, children_before = lab_cpu(private.lab.directory), os.times()
                     workers = [start_worker(env, 'w%d' % i, str(tmp / ('w%d.log' % i))) for i in range(count)]
                     try:
                         took, statuses, retried = wait_for_orders(pool, args.orders, args.timeout)
+                        worker_own = sum(own_cpu(worker.pid) for worker in workers)
                     finally:
                         stop(workers)
+                    children_after, lab_after = os.times(), lab_cpu(private.lab.directory)
+            tree = (children_after.children_user + children_after.children_system
+                    - children_before.children_user - children_before.children_system)
+            cpu = {'ansible-playbook and its modules (the workers\' children)': tree - worker_own,
+                   'the workers themselves (queue, events, ansible-runner)': worker_own}
+            cpu.update(('lab: ' + name, lab_after.get(name, 0.0) - value) for name, value in lab_before.items())
             active = statuses.get('ACTIVE', 0)
             failed = statuses.get('FAILED', 0)
             unfinished = args.orders - active - failed
@@ -237,6 +295,10 @@ def bench_scaling(args):
                 totals[count] = took
                 print('%d worker(s): %d orders ACTIVE in %.1f s (%.2f s per pod), %d retried'
                       % (count, args.orders, took, took / args.orders, retried), flush=True)
+                print('  CPU seconds per order: %.2f in all' % (sum(cpu.values()) / args.orders))
+                for name, value in sorted(cpu.items(), key=lambda item: -item[1]):
+                    if value >= 0.005 * args.orders:
+                        print('    %6.2f  %s' % (value / args.orders, name))
             else:
                 clean = False
                 print('%d worker(s): FAILED run: %d of %d orders ACTIVE, %d FAILED, %d unfinished after %.1f s '
