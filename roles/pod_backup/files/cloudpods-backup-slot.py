@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -139,7 +138,7 @@ def _minutes(text):
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog='cloudpods-backup-slot.py', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='cloudpods-backup-slot.py', description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--lock-dir', required=True, help="this node's slot files (e.g. /run/lock/cloudpods-backup)")
     parser.add_argument('--node-slots', type=_positive, default=1, help='backups at once on this node (default 1)')
     parser.add_argument('--share', required=True, help='the backup share (its slot files: %s/)' % SHARE_SUBDIR)

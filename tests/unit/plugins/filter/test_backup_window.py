@@ -42,7 +42,7 @@ def test_the_offset_is_the_pods_sha256_modulo_the_window():
 
 def test_the_same_in_another_python_process_whatever_its_hash_seed():
     # Python's own hash() of a str changes from one process to the next; the offset must not.
-    collections = backup_window.__file__.split(os.sep + 'ansible_collections' + os.sep)[0]
+    collections = backup_window.__file__.split(os.sep + 'ansible_collections' + os.sep, maxsplit=1)[0]
     code = ('import sys; sys.path.insert(0, %r); '
             'from ansible_collections.mpanel.cloudpods.plugins.plugin_utils import backup_window as w; '
             'print(w.backup_start("shop-example-com", %r)["offset"])') % (collections, STARTER)
