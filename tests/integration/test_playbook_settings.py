@@ -120,6 +120,16 @@ def test_a_malformed_company_domain_is_refused(lab_env, lab_control, pdns, dirs,
     assert 'cloudpods_company_domain must be a domain name' in msg
 
 
+def test_bad_backup_slots_are_refused_before_anything_all_named(lab_env, lab_control, pdns, dirs, order):
+    run = run_pod_playbook('provision', in_lab(lab_env), dirs, cloudpods_backup_node_slots=0,
+                           cloudpods_backup_share_slots='two', cloudpods_backup_wait_minutes=-5, **order)
+    msg = assert_stopped_first(run, lab_control, pdns, dirs, order)
+    assert 'cloudpods_backup_node_slots must be a whole number, 1 or more (backups at once per node); got 0' in msg
+    assert 'cloudpods_backup_share_slots must be a whole number, 1 or more (backups at once on the share); got "two"' in msg
+    assert 'cloudpods_backup_wait_minutes must be a whole number of minutes, 0 or more; got -5' in msg
+    assert not os.path.exists(dirs.cron_file(order['pod']))
+
+
 def test_outside_the_lab_the_company_domain_is_published_and_the_run_ends_saying_where_the_pod_is(
         lab_env, lab_control, pdns, dirs, order):
     pod, domain = order['pod'], order['domain']
