@@ -69,8 +69,11 @@ def queue(private_lab, control, tmp_path):
     site = tmp_path / 'site.json'
     site.write_text(json.dumps(dict(dirs.extra_vars(), **host_tools(private_lab, tmp_path / 'bin'))))
     with scratch_database(private_lab['DATABASE_URL']) as url:
+        # Run directories of this test's own: a worker of another test (the other lane) starting meanwhile would
+        # sweep the killed run's directory before this test's rescuer does, and the rescuer's sweep is checked.
         env = worker_environment(private_lab, url, extra_vars_file=site, lease_seconds=4, heartbeat_seconds=1,
-                                 poll_seconds=1, retry_base_seconds=0.5, retry_max_seconds=1)
+                                 poll_seconds=1, retry_base_seconds=0.5, retry_max_seconds=1,
+                                 run_dir=str(tmp_path / 'runs'))
         queue = Queue(url, env, tmp_path)
         queue.control = control
         queue.dirs = dirs
