@@ -2,8 +2,8 @@
 # Copyright (c) 2026, mPanel Cloud Pods team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Filters mpanel.cloudpods.plan_firewall_rules and mpanel.cloudpods.pod_dns_rrsets: a pod's firewall rules and
-DNS records from its plan and the site's settings.
+"""Filters mpanel.cloudpods.plan_firewall_rules, mpanel.cloudpods.pod_dns_rrsets and mpanel.cloudpods.backup_start:
+a pod's firewall rules, DNS records and backup time from its plan and the site's settings.
 
 The rule is module_utils/_pod_plan.py, which the fleet check (pod_fleet_info) calls too: a single pod's
 converge (roles pod_firewall and pod_dns) and the fleet check cannot disagree on what a pod should have.
@@ -15,6 +15,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.mpanel.cloudpods.plugins.module_utils import _pod_plan
+from ansible_collections.mpanel.cloudpods.plugins.plugin_utils import backup_window
 
 
 def _plain(value):
@@ -44,10 +45,20 @@ def pod_dns_rrsets(domain, ipv4, settings=None):
         raise AnsibleFilterError(str(exc))
 
 
+def backup_start(pod, schedule):
+    """The cron fields of the pod's backup in its plan's window (plugin_utils/backup_window.py);
+    AnsibleFilterError says what in the schedule cannot be spread."""
+    try:
+        return backup_window.backup_start(_plain(pod), _plain(schedule))
+    except backup_window.WindowError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
 class FilterModule(object):
 
     def filters(self):
         return {
             'plan_firewall_rules': plan_firewall_rules,
             'pod_dns_rrsets': pod_dns_rrsets,
+            'backup_start': backup_start,
         }

@@ -20,7 +20,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.utils.unsafe_proxy import wrap_var
 
-from ansible_collections.mpanel.cloudpods.plugins.filter import backup_window as filters
+from ansible_collections.mpanel.cloudpods.plugins.filter import pod_plan as filters
 from ansible_collections.mpanel.cloudpods.plugins.plugin_utils import backup_window
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..'))
