@@ -26,6 +26,14 @@ lock, which bounds the efficiency. About 14 s per order at 1 worker on this 2-co
 (2026-11-29, 4 orders: 55 s with 1 worker, 35 s with 2, 32 s with 4); the default 8 orders take
 about 4 min in all. Not part of the test suite.
 
+Each run also prints its CPU seconds per order: the workers' children (ansible-runner's
+ansible-playbook and its forks, from getrusage of the reaped processes), the workers themselves (from
+/proc just before they stop) and each service of the private lab (its pid file's process and live
+descendants). CPU seconds, unlike times, hold on a machine shared with other work. Measured
+2026-12-01 with a CI rehearsal beside it, 8 orders: 6.96 an order at 1 worker (ansible-playbook 6.52,
+workers 0.23, PostgreSQL 0.11, simulator 0.07), 9.05 at 4 workers (ansible-playbook 8.26, workers
+0.52): the playbooks are the CPU, and they cost more when four run at once on two cores.
+
 ``--template-copies N``: N copies of the template (VMIDs 9001..., made untimed after each reset) and
 PROXMOX_CLOUDPOD_TEMPLATE_COPIES for the workers, so that concurrent clones need not wait for the
 template's lock.
