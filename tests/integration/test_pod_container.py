@@ -453,7 +453,14 @@ def test_build_template_makes_the_copies_once_and_refuses_a_taken_vmid(pve):
     that another CT has is refused and that CT left alone."""
     playbook = [{'import_playbook': 'mpanel.cloudpods.build_template'}]
     copies = {'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9001, 9002'}
-    first = run_playbook(playbook=playbook, env=pve.env, extra_env=copies)
+    # PVE converts in a task (vztemplate) that the API call does not wait for: a slow one here, and the
+    # playbook must still end only once both copies are templates.
+    before = pve.control.config()['task_durations']['vztemplate']
+    pve.control.config(task_durations={'vztemplate': 1.5})
+    try:
+        first = run_playbook(playbook=playbook, env=pve.env, extra_env=copies)
+    finally:
+        pve.control.config(task_durations={'vztemplate': before})
     assert first.rc == 0, first.stdout[-3000:] + first.stderr[-2000:]
     state = pve.control.state()['containers']
     for vmid in ('9001', '9002'):
