@@ -1,4 +1,4 @@
-"""The ``cloudpods`` command: api, worker, migrate, token, provision."""
+"""The ``cloudpods`` command: api, worker, meter, migrate, token, provision."""
 
 import argparse
 import json
@@ -15,9 +15,9 @@ LOG = logging.getLogger("runner_api")
 SITE_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _settings(worker=False, catalogue=True):
+def _settings(worker=False, catalogue=True, meter=False):
     try:
-        return Settings.from_env(worker=worker, catalogue=catalogue)
+        return Settings.from_env(worker=worker, catalogue=catalogue, meter=meter)
     except SettingsError as exc:
         print(f"cloudpods: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -181,6 +181,28 @@ def cmd_worker(args):
     return Worker(settings, worker_id=args.worker_id).run(once=args.once)
 
 
+def cmd_meter(args):
+    """Count every pod's transfer from the Proxmox API, every CLOUDPODS_METER_INTERVAL_SECONDS (runner_api/metering.py)."""
+    import signal  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    from .metering import Meter, ProxmoxResources, run  # pylint: disable=import-outside-toplevel
+    from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
+    from .repository import open_pool  # pylint: disable=import-outside-toplevel
+    settings = _settings(meter=True)
+    _refuse_unmigrated(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    pool = open_pool(settings, name="runner_api-meter", min_size=1, max_size=2)
+    try:
+        meter = Meter(pool, ProxmoxResources.from_settings(settings), PlanCatalogue(settings.plans_file),
+                      policy=settings.transfer_quota_policy, throttle_mbps=settings.transfer_throttle_mbps,
+                      max_attempts=settings.max_attempts)
+        return run(meter, settings.meter_interval_seconds, stop, once=args.once)
+    finally:
+        pool.close()
+
+
 def _refuse_unmigrated(settings):
     """A database that answers without this release's migrations stops the worker (exit 2); one that does not
     answer does not: the worker waits for it, as it rides out any outage."""
@@ -287,6 +309,10 @@ def build_parser():
     worker.add_argument("--worker-id", help="default: hostname:pid")
     worker.add_argument("--once", action="store_true", help="run at most one task, then exit")
     worker.set_defaults(func=cmd_worker)
+
+    meter = sub.add_parser("meter", help="count every pod's transfer and apply the plans' quotas")
+    meter.add_argument("--once", action="store_true", help="one pass, then exit (1 when it failed)")
+    meter.set_defaults(func=cmd_meter)
 
     token = sub.add_parser("token", help="API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)

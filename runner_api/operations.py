@@ -10,8 +10,8 @@ events, the progress steps a customer sees while it runs, and the roles that may
 Adding an operation: an ``Operation`` in ``OPERATIONS`` with its playbook; if it is queued
 (``queued=True``), its name must also be allowed by the ``task_type`` CHECK constraint of the
 tasks table (migration 0004 allows CREATE_CONTAINER, RESTART, SUSPEND, RESUME, TERMINATE,
-SET_SSH_KEYS, ISSUE_HTTPS, REPAIR, CHANGE_PLAN, REINSTALL, BACKUP, RESTORE; any other name needs a
-new migration: an applied migration is never edited).
+SET_SSH_KEYS, ISSUE_HTTPS, REPAIR, CHANGE_PLAN, REINSTALL, BACKUP, RESTORE, and 0008 TRANSFER_QUOTA;
+any other name needs a new migration: an applied migration is never edited).
 
 ``HTTPS_RETRY`` (ISSUE_HTTPS) is the one background operation: nobody asks for it, the worker
 queues it when a run reports HTTPS ``pending`` on an ACTIVE pod, and it never stands in the way
@@ -133,6 +133,23 @@ def _reinstall_vars(task):
             "ssh_public_keys": _keys(task)}
 
 
+def _transfer_quota_vars(task):
+    """TRANSFER_QUOTA (queued by ``cloudpods meter``, runner_api/metering.py): the mail to send (``notice``:
+    warning at 80%, exceeded at 100%, empty: none) with the month's figures, and ``rate_mbps`` when the
+    throttle on the pod's net0 changes (0: lifted). Without ``rate_mbps`` the playbook leaves net0 alone."""
+    params = task.get("params") or {}
+    variables = {"pod": task["hostname"], "plan": task["plan_code"], "customer_email": task["customer_email"],
+                 "used_bytes": str(int(params.get("used_bytes") or 0)),
+                 "quota_bytes": str(int(params.get("quota_bytes") or 0)),
+                 "action": str(params.get("action") or "throttle"),
+                 "throttle_mbps": str(float(params.get("throttle_mbps") or 1))}
+    if params.get("notice"):
+        variables.update(notice=str(params["notice"]), month=str(params.get("month") or ""))
+    if params.get("rate_mbps") is not None:
+        variables["rate_mbps"] = str(float(params["rate_mbps"]))
+    return variables
+
+
 def _terminate_vars(task):
     variables = {"pod": task["hostname"]}
     if task["domain"]:
@@ -239,6 +256,13 @@ OPERATIONS = MappingProxyType({operation.name: operation for operation in (
             ("pod_https", "Getting your HTTPS certificate"),
         ),
         roles=("customer", "service", "admin")),  # POST /{id}/reinstall
+    Operation(
+        "TRANSFER_QUOTA", "transfer_quota.yml", _transfer_quota_vars,
+        # Queued by `cloudpods meter` when a pod reaches 80% or 100% of its plan's monthly transfer, and
+        # when the throttle must be set or lifted (next month, or a plan with a larger quota). On success
+        # the pod's transfer_rate_mbps and the month's notified_level follow params (repository.complete).
+        start_states=("ACTIVE", "SUSPENDED"), success_status=None, failure_status=None,
+        success_message="transfer quota applied", verb="given its transfer quota"),
     Operation(
         BACKUP_CATALOG, "backup_catalog.yml", _no_vars,
         # Not a task: an idle worker runs it every CLOUDPODS_BACKUP_LIST_SECONDS for all pods at once

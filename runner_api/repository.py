@@ -40,7 +40,9 @@ SUBSCRIPTION_COLUMNS = """
     host(s.ip) AS ip, s.last_error, s.created_at, s.updated_at, s.activated_at,
     s.ssh_public_keys, s.ssh_host_keys, s.ssh_user, s.ssh_port,
     s.https_status, s.https_reason, s.https_not_after, s.https_pending_runs, s.suspend_reason, s.suspended_at,
-    s.backups, s.backups_listed_at,
+    s.backups, s.backups_listed_at, s.transfer_rate_mbps,
+    (SELECT u.bytes_in + u.bytes_out FROM cloud_pod_transfer_usage u WHERE u.subscription_id = s.id
+     AND u.month = date_trunc('month', now() AT TIME ZONE 'UTC')::date) AS transfer_month_bytes,
     (SELECT max(lt.id) FROM cloud_pod_provisioning_tasks lt WHERE lt.subscription_id = s.id
      AND lt.task_type <> 'ISSUE_HTTPS') AS latest_task_id,
     (SELECT min(rt.run_at) FROM cloud_pod_provisioning_tasks rt WHERE rt.subscription_id = s.id
@@ -342,6 +344,12 @@ class Repository:
     def task_events(self, task_id):
         return self._all("""SELECT id, attempt, step, host, status, duration_ms, message, created_at
                             FROM cloud_pod_events WHERE task_id = %s ORDER BY id""", (task_id,))
+
+    def transfer_usage(self, subscription_id, months=12):
+        """The pod's transfer per month (``cloudpods meter``), newest first, at most ``months`` rows."""
+        return self._all("""SELECT month, bytes_in, bytes_out, restarts, quota_bytes, warned_at, exceeded_at, updated_at
+                            FROM cloud_pod_transfer_usage WHERE subscription_id = %s
+                            ORDER BY month DESC LIMIT %s""", (subscription_id, months))
 
     def count_rows(self):
         """Row counts of the tables a request may write (tests: "no row was written")."""
@@ -657,7 +665,22 @@ class Repository:
                                       "https_not_after": stats.get("https_not_after"),
                                       "backups": Jsonb(stats["backups"]) if "backups" in stats else None}).fetchone()
             self._schedule_https_retry(connection, pod, reported=https is not None or background)
+            if task["task_type"] == "TRANSFER_QUOTA":
+                self._transfer_quota_applied(connection, task)
         return True
+
+    @staticmethod
+    def _transfer_quota_applied(connection, task):
+        """A TRANSFER_QUOTA that succeeded: the throttle it set (or lifted) and the mail it sent are
+        recorded, so the meter's next pass does not ask again (runner_api/metering.py)."""
+        params = task.get("params") or {}
+        if params.get("rate_mbps") is not None:
+            connection.execute("UPDATE cloud_pod_subscriptions SET transfer_rate_mbps = nullif(%s::numeric, 0) "
+                               "WHERE id = %s", (params["rate_mbps"], task["subscription_id"]))
+        if params.get("notice") and params.get("month"):
+            connection.execute("""UPDATE cloud_pod_transfer_usage SET notified_level = greatest(notified_level, %s)
+                                  WHERE subscription_id = %s AND month = to_date(%s, 'YYYY-MM')""",
+                               (int(params.get("level") or 0), task["subscription_id"], params["month"]))
 
     def fail_attempt(self, task, error, retry_delay, give_up=False):
         """After a failed attempt: back to PENDING after ``retry_delay`` s, or FAILED (task and pod)

@@ -106,6 +106,12 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     # CLOUDPODS_SECRETS_FILE (runner_api/secrets_file.py): NAME=VALUE lines over the environment, read at
     # start by the worker and again before each task when it changed (rotate_token.yml writes it).
     secrets_file: Path | None = None
+    # Transfer metering (runner_api/metering.py; README, "Transfer metering and quotas"): `cloudpods meter`
+    # reads every pod's counters every CLOUDPODS_METER_INTERVAL_SECONDS; a pod over its plan's monthly
+    # quota is throttled to CLOUDPODS_TRANSFER_THROTTLE_MBPS (net0 rate=, MB/s) or suspended.
+    meter_interval_seconds: float = 60.0
+    transfer_quota_policy: str = "throttle"
+    transfer_throttle_mbps: float = 1.0
 
     def secrets(self):
         """Every secret value this process knows: scrubbed from events, errors and logs."""
@@ -126,8 +132,9 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         return f"Settings(database={redact_url(self.database_url)}, playbook_dir={self.playbook_dir})"
 
     @classmethod
-    def from_env(cls, environ=None, worker=False, catalogue=True):  # pylint: disable=too-many-locals
-        """Read and check the settings; ``worker`` also requires what the playbooks need.
+    def from_env(cls, environ=None, worker=False, catalogue=True, meter=False):  # pylint: disable=too-many-locals
+        """Read and check the settings; ``worker`` also requires what the playbooks need, ``meter`` what
+        ``cloudpods meter`` needs (the Proxmox API and its token, from CLOUDPODS_SECRETS_FILE too).
 
         ``catalogue`` (the API and the worker): the plan catalogue and the order rules must be
         there and readable. ``cloudpods migrate`` and ``token`` need neither.
@@ -137,7 +144,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
         reader = _Reader(env, problems)
         database_url = reader.database_url("DATABASE_URL")
         secrets_file = reader.path("CLOUDPODS_SECRETS_FILE", None)
-        if worker and secrets_file is not None:
+        if (worker or meter) and secrets_file is not None:
             env.update(_read_secrets_file(secrets_file, problems))
         checkout = source_checkout()
         collections_path = reader.raw("ANSIBLE_COLLECTIONS_PATH") or default_collections_path()
@@ -179,6 +186,9 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             webhook_retry_max_seconds=reader.number("CLOUDPODS_WEBHOOK_RETRY_MAX_SECONDS", 600.0, minimum=0.01),
             webhook_poll_seconds=reader.number("CLOUDPODS_WEBHOOK_POLL_SECONDS", 1.0, minimum=0.05),
             webhook_keep_days=reader.number("CLOUDPODS_WEBHOOK_KEEP_DAYS", 30.0, minimum=0.0),
+            meter_interval_seconds=reader.number("CLOUDPODS_METER_INTERVAL_SECONDS", 60.0, minimum=1.0),
+            transfer_quota_policy=reader.choice("CLOUDPODS_TRANSFER_QUOTA_POLICY", "throttle", ("throttle", "suspend")),
+            transfer_throttle_mbps=reader.number("CLOUDPODS_TRANSFER_THROTTLE_MBPS", 1.0, minimum=0.01),
         )
         values.update(_awx_settings(reader, problems, worker))
         if values["webhook_url"] and not values["webhook_secret"]:
@@ -197,6 +207,12 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             reader.pattern("PROXMOX_API_TOKEN_ID", TOKEN_ID_PATTERN, "user@realm!tokenid")
             reader.integer("PROXMOX_CLOUDPOD_TEMPLATE_ID", 9000, minimum=100)
             reader.url("POWERDNS_API_URL")
+        if meter:
+            for name in ("PROXMOX_API_URL", "PROXMOX_API_TOKEN_ID", "PROXMOX_API_TOKEN_SECRET"):
+                reader.required(name)
+            reader.url("PROXMOX_API_URL")
+            reader.pattern("PROXMOX_API_TOKEN_ID", TOKEN_ID_PATTERN, "user@realm!tokenid")
+            reader.path("PROXMOX_CA_BUNDLE", None)
         if values["lease_seconds"] and values["heartbeat_seconds"] >= values["lease_seconds"]:
             problems.append("CLOUDPODS_HEARTBEAT_SECONDS must be shorter than CLOUDPODS_LEASE_SECONDS")
         rules_dir = playbooks or values["playbook_dir"]
@@ -410,6 +426,15 @@ class _Reader:
             return False
         self.problems.append(f"{name} must be true or false, got {value[:20]!r}")
         return default
+
+    def choice(self, name, default, choices):
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value not in choices:
+            self.problems.append(f"{name} must be one of {', '.join(choices)}, got {value[:20]!r}")
+            return default
+        return value
 
     def pattern(self, name, regex, form):
         value = self.raw(name)

@@ -29,6 +29,7 @@ def pod(row, admin=False):
     view["suspension"] = suspension(row)
     view["ssh"] = ssh(row)
     view["https"] = https(row)
+    view["transfer"] = transfer(row)
     if admin:
         view["customer_id"] = row["customer_id"]
     return view
@@ -40,6 +41,30 @@ def suspension(row):
     if not row.get("suspend_reason"):
         return None
     return {"reason": row["suspend_reason"], "since": iso(row.get("suspended_at"))}
+
+
+def transfer(row):
+    """This month's transfer as ``cloudpods meter`` last counted it (0 before its first pass), and the
+    throttle in force on the pod's network (MB/s; null: none)."""
+    rate = row.get("transfer_rate_mbps")
+    return {"month_bytes": int(row.get("transfer_month_bytes") or 0),
+            "rate_limit_mbps": float(rate) if rate is not None else None}
+
+
+def usage(row, months, quota_bytes):
+    """GET /api/cloud-pods/{id}/usage: per month, newest first; the current month's quota is the pod's
+    plan's now (null: unmetered), a past month's the one it was counted against."""
+    entries = []
+    for month in months:
+        used = month["bytes_in"] + month["bytes_out"]
+        quota = month["quota_bytes"]
+        entries.append({"month": month["month"].strftime("%Y-%m"), "bytes_in": month["bytes_in"],
+                        "bytes_out": month["bytes_out"], "total_bytes": used, "quota_bytes": quota,
+                        "percent": round(100.0 * used / quota, 1) if quota else None,
+                        "restarts": month["restarts"], "warned_at": iso(month["warned_at"]),
+                        "exceeded_at": iso(month["exceeded_at"]), "updated_at": iso(month["updated_at"])})
+    return {"pod_id": str(row["id"]), "plan_code": row["plan_code"], "quota_bytes": quota_bytes,
+            "rate_limit_mbps": transfer(row)["rate_limit_mbps"], "months": entries}
 
 
 def ssh(row):

@@ -61,6 +61,8 @@ def check_options(params):
     if p.get('hwaddr') is not None and not _HWADDR_RE.fullmatch(p['hwaddr']):
         raise ProxmoxError('hwaddr %r must be a unicast MAC address, six pairs of hex digits separated by ":" with '
                            'the lowest bit of the first pair 0, e.g. BC:24:11:2A:3B:4C' % p['hwaddr'])
+    if p.get('net_rate') is not None and not 0 <= p['net_rate'] <= 10240:
+        raise ProxmoxError('net_rate must be 0 (no limit) or a rate in MB/s up to 10240; got %s' % p['net_rate'])
     if p['swap'] is not None and p['swap'] < 0:
         raise ProxmoxError('swap must be 0 or more MiB; got %s' % p['swap'])
     if p['plan'] is not None and not pod_record.is_plan_code(p['plan']):
@@ -80,6 +82,18 @@ def check_options(params):
             raise ProxmoxError('tags %s name another plan than plan %s' % (', '.join(other_plans), p['plan']))
     if not p['bridge']:
         raise ProxmoxError('bridge must not be empty (PROXMOX_CLOUDPOD_BRIDGE)')
+
+
+def _rate(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def format_rate(rate):
+    """A net rate in MB/s as PVE's property string carries it: 1 and 2.5, not 1.0."""
+    return ('%.3f' % rate).rstrip('0').rstrip('.')
 
 
 def config_view(conf, status=None):
@@ -181,6 +195,11 @@ class WantedPod(object):
         wanted.setdefault('type', 'veth')
         if self.params.get('hwaddr') is not None:
             wanted['hwaddr'] = self.params['hwaddr'].upper()
+        rate = self.params.get('net_rate')
+        if rate is not None and rate <= 0:
+            wanted.pop('rate', None)
+        elif rate is not None and _rate(props.get('rate')) != rate:
+            wanted['rate'] = format_rate(rate)  # a rate already equal ("1.0" for 1) is kept as it is written
         if props == wanted:
             return None
         return format_property_string(wanted)

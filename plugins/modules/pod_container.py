@@ -117,6 +117,11 @@ options:
         gets a random one from Proxmox VE).
       - Set on a new clone before it first starts, so that a pod made again (reinstall) keeps its DHCP address.
     type: str
+  net_rate:
+    description:
+      - Rate limit of C(net0) in MB/s (Proxmox VE's C(rate=), applied to both directions), e.g. V(1) or V(2.5).
+      - V(0) removes the limit. Unchanged when omitted, so a limit set by the transfer quota stays through a repair.
+    type: float
   pool:
     description:
       - Resource pool to add a new container to. Only used when the container is created.
@@ -393,6 +398,7 @@ def argument_spec():
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
         pool=dict(type='str'),
         hwaddr=dict(type='str'),
+        net_rate=dict(type='float'),
         cores=dict(type='int'),
         memory=dict(type='int'),
         swap=dict(type='int'),

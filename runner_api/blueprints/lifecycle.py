@@ -149,6 +149,15 @@ def backups(pod_id):
     return jsonify(views.backups(pod))
 
 
+@blueprint.get("/<uuid:pod_id>/usage")
+def usage(pod_id):
+    """The pod's metered transfer: this month's and the previous months' (``cloudpods meter``)."""
+    pod = _own_pod(pod_id)
+    state = _state()
+    months = state.repository.transfer_usage(pod_id)
+    return jsonify(views.usage(pod, months, state.plans.quota_bytes(pod["plan_code"])))
+
+
 @blueprint.post("/<uuid:pod_id>/backups")
 def backup_now(pod_id):
     """One manual archive of the pod now (backup_now.yml), from ACTIVE or SUSPENDED."""

@@ -70,10 +70,10 @@ def _task_type_check():
 
 # ---------------------------------------------------------------- the registry itself
 
-def test_the_operations_are_the_thirteen_with_a_playbook():
+def test_the_operations_are_the_fourteen_with_a_playbook():
     assert sorted(operations.OPERATIONS) == ['BACKUP', 'BACKUP_CATALOG', 'CHANGE_PLAN', 'CREATE_CONTAINER', 'ISSUE_HTTPS', 'REINSTALL',
                                              'REPAIR', 'RESTART', 'RESTORE', 'RESUME', 'SET_SSH_KEYS', 'SUSPEND',
-                                             'TERMINATE']
+                                             'TERMINATE', 'TRANSFER_QUOTA']
     for name, operation in operations.OPERATIONS.items():
         assert operation.name == name
         assert (PLAYBOOK_DIR / operation.playbook).is_file(), (name, operation.playbook)
@@ -87,7 +87,7 @@ def test_the_executor_reads_its_playbooks_from_the_registry():
                                          'SUSPEND': 'suspend.yml', 'RESUME': 'resume.yml',
                                          'CHANGE_PLAN': 'change_plan.yml', 'BACKUP': 'backup_now.yml',
                                          'RESTORE': 'restore.yml', 'REINSTALL': 'reinstall.yml',
-                                         'BACKUP_CATALOG': 'backup_catalog.yml'}
+                                         'TRANSFER_QUOTA': 'transfer_quota.yml', 'BACKUP_CATALOG': 'backup_catalog.yml'}
     with pytest.raises(TypeError):
         executors.PLAYBOOKS['BACKUP'] = 'backups.yml'  # read-only: the registry is the one place
 
