@@ -128,7 +128,8 @@ class ProxmoxResources:
     """``GET /cluster/resources`` with the API token (the same token and CA the playbooks use)."""
 
     def __init__(self, url, token_id, token_secret, ca_bundle=None, timeout=30.0):
-        self.url = url.rstrip("/") + "/cluster/resources"
+        self.base_url = url.rstrip("/")
+        self.url = self.base_url + "/cluster/resources"
         self._headers = {"Authorization": f"PVEAPIToken={token_id}={token_secret}"}
         self._secret = token_secret
         self.verify = ca_bundle or True
@@ -235,7 +236,7 @@ class Meter:
         self.policy = policy
         self.throttle_mbps = float(throttle_mbps)
         self.max_attempts = max_attempts
-        self.cluster = cluster or getattr(api, "url", "proxmox")
+        self.cluster = cluster or getattr(api, "base_url", "proxmox")
 
     def run_pass(self, now=None):
         """One pass; ``now`` (default: the real time) decides the month and stamps thresholds, so a
@@ -252,7 +253,8 @@ class Meter:
         guests, nodes = readings(resources, read_at)
         result = PassResult(api_calls=self.api.calls - calls_before)
         with self.pool.connection() as connection, connection.transaction():
-            if not connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (METER_LOCK,)).fetchone()[0]:
+            locked = connection.execute("SELECT pg_try_advisory_xact_lock(%s) AS locked", (METER_LOCK,)).fetchone()
+            if not locked["locked"]:
                 result.skipped = True
                 return result
             pods = {row["id"]: row for row in connection.execute(POD_QUERY, (list(LIVE),))}

@@ -43,8 +43,8 @@ SSH_KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nssh-secret-7f3e9d10\n-----END OP
 PODS = ['shop-example-com', 'cp-0123456789']
 # runner_api's names (runner_api/settings.py awx_template_name): its AWX executor finds them by default.
 TEMPLATES = ['provision', 'repair', 'restart', 'deprovision', 'suspend', 'resume', 'change_plan', 'reinstall',
-             'backup_now', 'backups', 'restore', 'ssh_keys', 'https', 'backup_catalog', 'repair (drift check)',
-             'repair_fleet (drift check)']
+             'backup_now', 'backups', 'restore', 'ssh_keys', 'https', 'transfer_quota', 'backup_catalog',
+             'repair (drift check)', 'repair_fleet (drift check)']
 ORG = 'Cloud%20Pods'
 
 
