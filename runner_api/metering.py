@@ -23,6 +23,8 @@ The counters (FACTS.md A3) are bytes since the CT started, summed over its veths
 - the CT started again (its start time, the read time minus ``uptime``, moved later than the stored
   one by more than ``RESTART_SLACK``): the counters began again at zero, so all of them are new bytes;
 - a lower counter without a restart: the counter wrapped (``WRAP``, 64-bit), counted modulo;
+- a leap above ``MAX_STEP`` (a broken counter, no link moves that much in an interval): not counted,
+  logged, and read on from there;
 - a CT that is not running: nothing is counted and the starting point becomes zero, so the bytes of
   its next run are counted from its start.
 
@@ -47,6 +49,9 @@ LOG = logging.getLogger(__name__)
 METER_LOCK = 0x636C6F75646D7472  # advisory lock key: one counting pass at a time
 WRAP = 2 ** 64
 RESTART_SLACK = timedelta(seconds=15)  # uptime has a 1 s resolution and /cluster/resources lags a few seconds
+# More than any link moves between two passes (1 PiB; 100 Gbit/s for a day is 1.1 PB): a counter that leaps
+# further is broken, not busy. It is not counted (it would also overflow a month's bigint), only re-read.
+MAX_STEP = 2 ** 50
 WARN_PERCENT = 80
 LIVE = ("PROVISIONING", "ACTIVE", "SUSPENDED")
 ERROR_LIMIT = 300
@@ -76,6 +81,7 @@ class Counted:
     netin: int
     netout: int
     started_at: datetime
+    anomaly: bool = False  # a leap above MAX_STEP: not counted
 
 
 def _int(value):
@@ -116,6 +122,8 @@ def count(previous, reading):
     # second (uptime's resolution) must not add up to a false restart.
     bytes_in = (reading.netin - int(previous["netin"])) % WRAP
     bytes_out = (reading.netout - int(previous["netout"])) % WRAP
+    if bytes_in > MAX_STEP or bytes_out > MAX_STEP:
+        return Counted(0, 0, False, reading.netin, reading.netout, previous["started_at"], anomaly=True)
     return Counted(bytes_in, bytes_out, False, reading.netin, reading.netout, previous["started_at"])
 
 
@@ -165,6 +173,7 @@ class PassResult:
     counted: int = 0  # pods whose counters were read
     missing: int = 0  # live pods with a vmid whose CT the cluster did not list
     restarts: int = 0
+    anomalies: int = 0  # counters that leapt above MAX_STEP (logged, not counted)
     bytes: int = 0
     crossed: int = 0  # thresholds reached (webhook events written)
     queued: int = 0  # operations queued by the policy
@@ -286,6 +295,10 @@ class Meter:
             same_ct = pod["counted_vmid"] == pod["vmid"]
             previous = pod if same_ct and pod["started_at"] is not None else None
             counted[pod_id] = count(previous, reading)
+            if counted[pod_id].anomaly:
+                result.anomalies += 1
+                LOG.warning("pod %s (CT %s): its counters leapt by more than %d bytes since the last pass; not counted",
+                            pod["hostname"], pod["vmid"], MAX_STEP)
             result.counted += 1
             result.restarts += counted[pod_id].restarted
             result.bytes += counted[pod_id].bytes_in + counted[pod_id].bytes_out

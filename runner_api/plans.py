@@ -26,6 +26,7 @@ def transfer_quota_bytes(bandwidth):
         raise ValueError(f"bandwidth {label[:40]!r} is neither '<N>GB/mo' nor 'unmetered'")
     return int(match.group(1)) * GIB
 
+
 PUBLIC_FIELDS = ("name", "price", "vcpu", "memory_mb", "disk_gb", "storage_class", "bandwidth")
 COMPARE_ROWS = (
     ("price", "Price (USD per month)"),

@@ -97,8 +97,8 @@ def test_month_is_the_utc_calendar_month():
     assert month_of(datetime(2026, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-3)))).isoformat() == '2027-01-01'
 
 
-@pytest.mark.parametrize('label, expected', [('50GB/mo', 50 << 30), ('unmetered', None), ('Unmetered', None),
-                                              ('1 GB/mo', 1 << 30)])
+@pytest.mark.parametrize('label, expected', [
+    ('50GB/mo', 50 << 30), ('unmetered', None), ('Unmetered', None), ('1 GB/mo', 1 << 30)])
 def test_quota_labels(label, expected):
     assert transfer_quota_bytes(label) == expected
 
