@@ -53,6 +53,42 @@ def _run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True, 
     return result
 
 
+def host_veth_name(vmid: int, index: int) -> str:
+    """PVE's name for the host end of a CT's ``net<index>``: ``veth<vmid>i<index>``."""
+    return f"veth{vmid}i{index}"
+
+
+def _nic_indexes(config: dict) -> list[int]:
+    return sorted(int(key[3:]) for key in config if key.startswith("net") and key[3:].isdigit())
+
+
+def _nic_rate(config: dict, index: int) -> float | None:
+    rate = _parse_net(config[f"net{index}"]).get("rate")
+    return float(rate) if rate not in (None, "") and float(rate) > 0 else None
+
+
+def set_rate_limit(iface: str, rate: float | None) -> None:
+    """pve-common's ``tap_rate_limit`` on one host veth: ``rate`` MB/s becomes an htb class on
+    egress (what the CT receives) and an ingress police that drops (what it sends), both
+    ``int(rate * 1 MiB)`` bytes/s with a 1 MiB burst. Any earlier limit goes first (those
+    deletions fail when there is none, as in PVE); no rate: no limit."""
+    for argv in (["class", "del", "dev", iface, "parent", "1:", "classid", "1:1"],
+                 ["filter", "del", "dev", iface, "parent", "ffff:", "protocol", "all", "pref", "50", "u32"],
+                 ["qdisc", "del", "dev", iface, "ingress"],
+                 ["qdisc", "del", "dev", iface, "root"]):
+        _run(["tc", *argv], check=False, timeout=10)
+    if not rate:
+        return
+    speed, burst = f"{int(rate * 1024 * 1024)}bps", f"{1024 * 1024}b"
+    for argv in (["qdisc", "add", "dev", iface, "root", "handle", "1:", "htb", "default", "1"],
+                 ["class", "add", "dev", iface, "parent", "1:", "classid", "1:1", "htb", "rate", speed,
+                  "burst", burst],
+                 ["qdisc", "add", "dev", iface, "handle", "ffff:", "ingress"],
+                 ["filter", "add", "dev", iface, "parent", "ffff:", "prio", "50", "basic", "police", "rate",
+                  speed, "burst", burst, "mtu", "64kb", "drop"]):
+        _run(["tc", *argv], timeout=10)
+
+
 def _cgroup_v2() -> bool:
     return Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
@@ -65,6 +101,7 @@ class LxcBackend(Backend):
     """Real LXC containers in ``lxc_path``, networked on ``bridge`` (DHCP from the lab's dnsmasq)."""
 
     name = "lxc"
+    counts_in_simulator = False
 
     def __init__(self, lxc_path: str | Path, bridge: str, leases_file: str | Path | None = None):
         self.lxc_path = Path(lxc_path)
@@ -75,6 +112,7 @@ class LxcBackend(Backend):
         self._locks_guard = threading.Lock()
         self._adopted = False
         self._firewall_lock = threading.Lock()
+        self._rates: dict[int, dict[int, float | None]] = {}  # the limits on each running CT's veths
         self.firewall_table = nftfirewall.table_name(bridge)
         if shutil.which("lxc-start") is None:
             raise BackendError("the lxc backend needs Debian's lxc package (lxc-start not found)")
@@ -263,6 +301,18 @@ class LxcBackend(Backend):
             wait = _run(self._lxc("lxc-wait", str(vmid)) + ["-s", "RUNNING", "-t", "20"], check=False)
             if wait.returncode != 0:
                 raise BackendError(f"startup for container '{vmid}' failed: {self._log_tail(log)}")
+            self._rates[vmid] = {}  # new veths, no limits yet
+            self._apply_rates(vmid, config)
+
+    def _apply_rates(self, vmid: int, config: dict) -> None:
+        """Each NIC's ``rate`` on its host veth, where it differs from what is there (PVE's
+        update_net does the same on a config change; the veth's start hook at start)."""
+        applied = self._rates.setdefault(vmid, {})
+        for index in _nic_indexes(config):
+            rate = _nic_rate(config, index)
+            if applied.get(index) != rate:
+                set_rate_limit(host_veth_name(vmid, index), rate)
+                applied[index] = rate
 
     def stop(self, vmid):
         with self._lock(vmid):
@@ -320,6 +370,7 @@ class LxcBackend(Backend):
                     pending = failed
                 if pending:
                     raise BackendError(f"CT {vmid}: could not set {', '.join(key for key, _value in pending)} live")
+                self._apply_rates(vmid, config)
 
     def resize(self, vmid, disk, new_size):
         """Directory storage has no size: the new size lives in the config only (see module doc)."""
@@ -368,6 +419,7 @@ class LxcBackend(Backend):
             net = _parse_net(config[key])
             lines += [
                 f"lxc.net.{index}.type = veth",
+                f"lxc.net.{index}.veth.pair = {host_veth_name(vmid, index)}",
                 f"lxc.net.{index}.link = {self.bridge}",
                 f"lxc.net.{index}.flags = up",
                 f"lxc.net.{index}.name = {net.get('name', f'eth{index}')}",
@@ -411,6 +463,21 @@ class LxcBackend(Backend):
             path.write_text(text)
 
     # ------------------------------------------------------------------ reads
+
+    def counters(self, vmid, config):
+        """pve-container's vmstatus: over the CT's host veths, what they received is the CT's
+        ``netout`` and what they sent its ``netin`` (a veth gone: nothing to add)."""
+        netin = netout = 0
+        for index in _nic_indexes(config):
+            statistics = Path("/sys/class/net") / host_veth_name(vmid, index) / "statistics"
+            try:
+                received = int((statistics / "rx_bytes").read_text())
+                sent = int((statistics / "tx_bytes").read_text())
+            except (OSError, ValueError):
+                continue
+            netout += received
+            netin += sent
+        return netin, netout
 
     def interfaces(self, vmid, config):
         if not (self._dir(vmid) / "config").exists():
