@@ -28,6 +28,7 @@ what may happen, this class makes it happen with Debian's ``lxc`` tools:
 """
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from .containers import render_config
 from .backend import Backend, BackendError, _parse_net, pve_interface
 
 COMMAND_TIMEOUT = 120
+LOG = logging.getLogger("pvesim.lxc")
 
 
 def _run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True, **kwargs):
@@ -67,26 +69,58 @@ def _nic_rate(config: dict, index: int) -> float | None:
     return float(rate) if rate not in (None, "") and float(rate) > 0 else None
 
 
-def set_rate_limit(iface: str, rate: float | None) -> None:
+def _tc(*argv: str, check: bool = True, netns_pid: int | None = None):
+    prefix = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+    return _run(prefix + ["tc", *argv], check=check, timeout=10)
+
+
+def set_rate_limit(iface: str, rate: float | None, police: bool = True) -> bool:
     """pve-common's ``tap_rate_limit`` on one host veth: ``rate`` MB/s becomes an htb class on
     egress (what the CT receives) and an ingress police that drops (what it sends), both
     ``int(rate * 1 MiB)`` bytes/s with a 1 MiB burst. Any earlier limit goes first (those
-    deletions fail when there is none, as in PVE); no rate: no limit."""
+    deletions fail when there is none, as in PVE); no rate: no limit.
+
+    Returns False when the kernel has no police action (``police`` False: not even tried), the
+    ingress part then missing; the caller limits that direction another way (``shape_inside``).
+    """
     for argv in (["class", "del", "dev", iface, "parent", "1:", "classid", "1:1"],
                  ["filter", "del", "dev", iface, "parent", "ffff:", "protocol", "all", "pref", "50", "u32"],
                  ["qdisc", "del", "dev", iface, "ingress"],
                  ["qdisc", "del", "dev", iface, "root"]):
-        _run(["tc", *argv], check=False, timeout=10)
+        _tc(*argv, check=False)
     if not rate:
-        return
-    speed, burst = f"{int(rate * 1024 * 1024)}bps", f"{1024 * 1024}b"
-    for argv in (["qdisc", "add", "dev", iface, "root", "handle", "1:", "htb", "default", "1"],
-                 ["class", "add", "dev", iface, "parent", "1:", "classid", "1:1", "htb", "rate", speed,
-                  "burst", burst],
-                 ["qdisc", "add", "dev", iface, "handle", "ffff:", "ingress"],
-                 ["filter", "add", "dev", iface, "parent", "ffff:", "prio", "50", "basic", "police", "rate",
-                  speed, "burst", burst, "mtu", "64kb", "drop"]):
-        _run(["tc", *argv], timeout=10)
+        return True
+    speed, burst = _rate_and_burst(rate)
+    _tc("qdisc", "add", "dev", iface, "root", "handle", "1:", "htb", "default", "1")
+    _tc("class", "add", "dev", iface, "parent", "1:", "classid", "1:1", "htb", "rate", speed, "burst", burst)
+    if not police:
+        return False
+    _tc("qdisc", "add", "dev", iface, "handle", "ffff:", "ingress")
+    result = _tc("filter", "add", "dev", iface, "parent", "ffff:", "prio", "50", "basic", "police", "rate",
+                 speed, "burst", burst, "mtu", "64kb", "drop", check=False)
+    if result.returncode == 0:
+        return True
+    _tc("qdisc", "del", "dev", iface, "ingress", check=False)
+    LOG.warning("no tc police here (%s): the rate of what CTs send is shaped inside them instead",
+                (result.stderr or result.stdout).strip().replace("\n", " "))
+    return False
+
+
+def shape_inside(netns_pid: int, name: str, rate: float | None) -> None:
+    """Where the kernel cannot police (cls_basic/act_police missing, as in some sandboxes), what a CT
+    sends is limited on its own end of the veth instead: an htb class of the same rate and burst on
+    the CT's ``name`` (a shaper that queues, where PVE's police drops). No rate: removed."""
+    _tc("qdisc", "del", "dev", name, "root", check=False, netns_pid=netns_pid)
+    if rate:
+        speed, burst = _rate_and_burst(rate)
+        _tc("qdisc", "add", "dev", name, "root", "handle", "1:", "htb", "default", "1", netns_pid=netns_pid)
+        _tc("class", "add", "dev", name, "parent", "1:", "classid", "1:1", "htb", "rate", speed, "burst", burst,
+            netns_pid=netns_pid)
+
+
+def _rate_and_burst(rate: float) -> tuple[str, str]:
+    """tc's ``bps`` is bytes per second: PVE's ``int(rate * 1024 * 1024)``, burst 1 MiB."""
+    return f"{int(rate * 1024 * 1024)}bps", f"{1024 * 1024}b"
 
 
 def _cgroup_v2() -> bool:
@@ -113,6 +147,7 @@ class LxcBackend(Backend):
         self._adopted = False
         self._firewall_lock = threading.Lock()
         self._rates: dict[int, dict[int, float | None]] = {}  # the limits on each running CT's veths
+        self._police: bool | None = None  # whether this kernel can police (known after the first rate)
         self.firewall_table = nftfirewall.table_name(bridge)
         if shutil.which("lxc-start") is None:
             raise BackendError("the lxc backend needs Debian's lxc package (lxc-start not found)")
@@ -310,9 +345,17 @@ class LxcBackend(Backend):
         applied = self._rates.setdefault(vmid, {})
         for index in _nic_indexes(config):
             rate = _nic_rate(config, index)
-            if applied.get(index) != rate:
-                set_rate_limit(host_veth_name(vmid, index), rate)
-                applied[index] = rate
+            if applied.get(index) == rate:
+                continue
+            policed = set_rate_limit(host_veth_name(vmid, index), rate, police=self._police is not False)
+            if rate:
+                self._police = policed
+            if self._police is False:
+                pid = self._init_pid(vmid)
+                if pid is None:
+                    raise BackendError(f"CT {vmid} not running")
+                shape_inside(pid, _parse_net(config[f"net{index}"]).get("name", f"eth{index}"), rate)
+            applied[index] = rate
 
     def stop(self, vmid):
         with self._lock(vmid):
