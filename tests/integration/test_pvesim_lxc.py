@@ -12,6 +12,7 @@ address from DHCP, vzdump through the lab's stand-in, destroy releasing the leas
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -230,6 +231,45 @@ def _download(ip, timeout=60):
             time.sleep(0.3)
 
 
+SINK_PORT = 8089
+# Inside the CT: count what a connection sends until it ends, answer the count (no single quotes: sh -c '...').
+SINK = ('import socket\n'
+        's = socket.socket()\n'
+        's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
+        's.bind(("", %d))\n'
+        's.listen(4)\n'
+        'while True:\n'
+        '    c, _ = s.accept()\n'
+        '    n = 0\n'
+        '    d = c.recv(65536)\n'
+        '    while d:\n'
+        '        n += len(d)\n'
+        '        d = c.recv(65536)\n'
+        '    c.sendall(str(n).encode())\n'
+        '    c.close()\n' % SINK_PORT)
+
+
+def _serve_sink(api, vmid):
+    pct(api.env, vmid, 'sh', '-c', "setsid timeout 300 python3 -c '%s' >/dev/null 2>&1 < /dev/null &" % SINK)
+
+
+def _upload(ip, timeout=60):
+    """Send BLOB bytes to the CT's sink; (bytes it counted, seconds until it answered)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            started = time.monotonic()
+            with socket.create_connection((ip, SINK_PORT), timeout=timeout) as connection:
+                connection.sendall(b'\0' * BLOB)
+                connection.shutdown(socket.SHUT_WR)
+                answer = connection.recv(64)
+            return int(answer), time.monotonic() - started
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
 def _status(api, vmid):
     return api.call('GET', '/nodes/pve/lxc/%d/status/current' % vmid)
 
@@ -281,8 +321,8 @@ def test_lxc_counters_count_the_bytes_a_download_moved(api, new_ct):
     assert _status(api, vmid)['netout'] < 64 * 1024  # a new veth: only what the new start sent (DHCP)
 
 
-def test_lxc_rate_limits_what_a_container_sends(api, new_ct):
-    """rate=1 on net0 before the start, rate=2 set while it runs, then none: the download's speed follows."""
+def test_lxc_rate_limits_what_a_container_sends_and_receives(api, new_ct):
+    """rate=1 on net0 before the start, rate=2 set while it runs, then none: both directions follow."""
     vmid = new_ct(False)
     net0 = api.call('GET', '/nodes/pve/lxc/%d/config' % vmid)['net0']
     api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=_with_rate(net0, 1))
@@ -291,20 +331,26 @@ def test_lxc_rate_limits_what_a_container_sends(api, new_ct):
     for limit in _limits(api, vmid):  # 1 MiB/s = 8388608 bit/s, burst 1 MiB
         assert 'rate 8388Kbit' in limit and 'burst 1Mb' in limit, limit
     _serve_blob(api, vmid)
+    _serve_sink(api, vmid)
     speeds = {}
-    size, seconds = _download(ip)
-    speeds['rate=1'] = size / seconds / 1024 / 1024
+
+    def measure(label):
+        for direction, transfer in (('sent', _download), ('received', _upload)):
+            size, seconds = transfer(ip)
+            assert size == BLOB
+            speeds['%s %s' % (direction, label)] = size / seconds / 1024 / 1024
+
+    measure('rate=1')
     api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=_with_rate(net0, 2))
     assert all('rate 16777Kbit' in limit for limit in _limits(api, vmid))
-    size, seconds = _download(ip)
-    speeds['rate=2'] = size / seconds / 1024 / 1024
+    measure('rate=2')
     api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=net0)
     assert _limits(api, vmid) == ('', ''), _limits(api, vmid)
-    size, seconds = _download(ip)
-    speeds['none'] = size / seconds / 1024 / 1024
+    measure('none')
     figures = ', '.join('%s %.2f' % item for item in speeds.items())
-    print('download speeds (MiB/s) of %d MiB: %s' % (BLOB // 1024 // 1024, figures))
-    # a police drops what exceeds rate + 1 MiB burst; TCP backs off, so a bit less than the rate arrives
-    assert 0.3 <= speeds['rate=1'] <= 1.6, speeds
-    assert 0.6 <= speeds['rate=2'] <= 3.0 and speeds['rate=2'] > speeds['rate=1'], speeds
-    assert speeds['none'] > 3 * speeds['rate=2'], speeds
+    print('MiB/s the CT sent and received, %d MiB each: %s' % (BLOB // 1024 // 1024, figures))
+    # the first MiB passes at once (the burst), the rest at the rate; TCP keeps a bit below it
+    for direction in ('sent', 'received'):
+        assert 0.3 <= speeds[direction + ' rate=1'] <= 1.6, speeds
+        assert speeds[direction + ' rate=1'] < speeds[direction + ' rate=2'] <= 3.0, speeds
+        assert speeds[direction + ' none'] > 3 * speeds[direction + ' rate=2'], speeds
