@@ -19,7 +19,7 @@ from pathlib import Path
 from . import backups, containers, firewall, schema, storage
 from .acl import Token
 from .backend import Backend, BackendError
-from .config import SimConfig
+from .config import SimConfig, node_specs
 from .containers import Container
 from .errors import ApiError, ParamError, PermissionDenied, fail
 from .faults import FaultInjector
@@ -89,7 +89,7 @@ class Cluster:
 
     def __init__(self, config: SimConfig, backend: Backend):
         self.config = config
-        self.nodes = {spec["name"]: Node(**spec) for spec in config.nodes}
+        self.nodes = {spec["name"]: Node(**spec) for spec in config.nodes or node_specs(config.values)}
         self.node = config.node
         self.backend = backend
         self.lock = threading.RLock()
