@@ -307,3 +307,25 @@ def test_nodes_setting_is_checked():
     config = SimConfig.from_dict({'node': 'alpha', 'nodes': None})
     assert config.nodes == [{'name': 'alpha', 'maxcpu': 16, 'maxmem': 64 * 1024 ** 3, 'maxdisk': 100 * 1024 ** 3}]
     assert SimConfig.from_dict({'nodes': [{'name': 'n1'}, {'name': 'n2'}]}).node == 'n1'
+
+
+def test_lab_launcher_node_count(tmp_path, monkeypatch):
+    """``lab up --nodes N`` > ``CLOUDPODS_LAB_NODES`` > what ``up`` remembered > one node."""
+    import lab as lab_module  # pylint: disable=import-outside-toplevel  # tests/lab/lab.py
+    monkeypatch.delenv('CLOUDPODS_LAB_NODES', raising=False)
+    assert lab_module.Lab(tmp_path).cluster_config('pve') == {}
+    three = lab_module.Lab(tmp_path, nodes=3)
+    assert three.cluster_config('pve') == {
+        'nodes': [{'name': 'pve'}, {'name': 'pve2'}, {'name': 'pve3'}],
+        'shared_storages': [{'storage': 'shared-nfs', 'type': 'nfs', 'content': 'rootdir,images,backup'}]}
+    (tmp_path / 'nodes').write_text('3\n')  # what up writes
+    assert lab_module.Lab(tmp_path).nodes == 3
+    monkeypatch.setenv('CLOUDPODS_LAB_NODES', '2')
+    assert lab_module.Lab(tmp_path).nodes == 2
+    assert lab_module.Lab(tmp_path, nodes=1).nodes == 1
+    for bad in ('0', 'three'):
+        monkeypatch.setenv('CLOUDPODS_LAB_NODES', bad)
+        with pytest.raises(lab_module.LabError):
+            lab_module.Lab(tmp_path)
+    # the simulator accepts what the launcher writes
+    assert SimConfig.from_dict(dict(three.cluster_config('pve'), storage_root=str(tmp_path))).node == 'pve'
