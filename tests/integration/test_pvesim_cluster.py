@@ -104,7 +104,21 @@ def test_nodes_listing_and_cluster_status(lab):
     assert {item['storage']: item.get('shared', 0) for item in lab.api.get('/storage')} == {
         'local': 0, 'local-lvm': 0, 'shared-nfs': 1, 'nfs-two': 1}
     assert lab.api.get('/storage/nfs-two')['nodes'] == 'pve,pve2'
-    assert [item['storage'] for item in lab.api.get('/nodes/pve3/storage')] == ['local', 'local-lvm', 'shared-nfs']
+    # pve-storage's storage_info: a storage not enabled on the node is listed, enabled 0 and empty ...
+    listed = {item['storage']: item for item in lab.api.get('/nodes/pve3/storage')}
+    assert sorted(listed) == ['local', 'local-lvm', 'nfs-two', 'shared-nfs']
+    assert (listed['nfs-two']['enabled'], listed['nfs-two']['active'], listed['nfs-two']['total']) == (0, 0, 0)
+    assert listed['shared-nfs']['enabled'] == 1 and listed['shared-nfs']['total'] > 0
+    assert lab.api.get('/nodes/pve3/storage/nfs-two/status')['enabled'] == 0
+    # ... but not for a content type, and not as a target's storage (shared, enabled on both nodes)
+    assert [item['storage'] for item in lab.api.get('/nodes/pve3/storage', content='rootdir')] == [
+        'local-lvm', 'shared-nfs']
+    assert [item['storage'] for item in lab.api.get('/nodes/pve/storage', target='pve3')] == ['shared-nfs']
+    assert [item['storage'] for item in lab.api.get('/nodes/pve/storage', target='pve2')] == [
+        'shared-nfs', 'nfs-two']
+    for path, params in (('/nodes/pve3/storage/nosuch/status', {}), ('/nodes/pve3/storage', {'storage': 'nosuch'})):
+        response = lab.api.call('GET', path, **params)
+        assert response.status_code == 400 and response.json()['errors'] == {'storage': 'No such storage.'}
 
 
 def test_guests_and_usage_follow_their_node(lab):

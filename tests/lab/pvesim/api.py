@@ -584,7 +584,7 @@ def storage_config(call: Call):
                                         "target": P()})
 def node_storages(call: Call):
     return call.cluster.node_storages(call.token, call.params.get("content"),
-                                      call.params.get("storage"))
+                                      call.params.get("storage"), call.params.get("target"))
 
 
 STORAGE_AUDIT = Perm("/storage/{storage}", "Datastore.Audit", "Datastore.AllocateSpace", any_of=True)

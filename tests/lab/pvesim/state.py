@@ -1303,23 +1303,49 @@ class Cluster:
                 raise fail(f"storage '{storage_id}' does not exist")
             return item.config_view()
 
-    def node_storages(self, token: Token, content: str | None, storage_id: str | None) -> list:
+    def _storage_info(self, content: str | None) -> dict:
+        """pve-storage's ``storage_info`` on this node: every configured storage, one not enabled
+        here with ``enabled: 0`` and no figures; with ``content``, only enabled ones holding it."""
+        here = self.storages
+        info = {}
+        for storage_id, item in self._configured_storages().items():
+            local = here.get(storage_id)
+            if content and (local is None or not item.supports(content)):
+                continue
+            if local is None:
+                info[storage_id] = {"storage": storage_id, "type": item.type,
+                                    "content": ",".join(sorted(item.content)), "active": 0, "enabled": 0,
+                                    "shared": int(item.shared), "total": 0, "used": 0, "avail": 0}
+            else:
+                info[storage_id] = local.status_view(self._used(local))
+        return info
+
+    def node_storages(self, token: Token, content: str | None, storage_id: str | None,
+                      target: str | None = None) -> list:
+        """GET /nodes/{node}/storage (pve-storage API2/Storage/Status.pm ``index``); ``target``:
+        only shared storages enabled here and there (what a clone to that node may use)."""
         with self.lock:
+            info = self._storage_info(content)
+            if storage_id and storage_id not in info:
+                raise ParamError({"storage": "No such storage."})
+            if target in (self.here, "localhost"):
+                target = None
             result = []
-            for item in self.storages.values():
-                if not _can_see_storage(token, item.storage):
+            for item_id, view in info.items():
+                if not _can_see_storage(token, item_id) or (storage_id and item_id != storage_id):
                     continue
-                if content and not item.supports(content):
+                if target and not (view["shared"] and view["enabled"]
+                                   and item_id in self.storage_sets.get(target, {})):
                     continue
-                if storage_id and item.storage != storage_id:
-                    continue
-                result.append(item.status_view(self._used(item)))
+                result.append(view)
             return result
 
     def storage_status(self, storage_id: str) -> dict:
         with self.lock:
-            item = self._storage(storage_id)
-            return item.status_view(self._used(item))
+            view = self._storage_info(None).get(storage_id)
+            if view is None:
+                raise ParamError({"storage": "No such storage."})
+            return view
 
     def storage_content(self, token: Token, storage_id: str, content: str | None,
                         vmid: int | None) -> list:
