@@ -12,6 +12,7 @@ address from DHCP, vzdump through the lab's stand-in, destroy releasing the leas
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -201,3 +202,155 @@ def test_lxc_vzdump_writes_a_real_archive_of_the_running_container(api, new_ct, 
     assert not [name for name in listing if name.startswith('./proc/') and name != './proc/']  # one file system only
     proof = subprocess.run(['tar', '-xOf', archive, './root/proof.txt'], capture_output=True, text=True, check=True)
     assert proof.stdout == 'written-inside\n'
+
+
+# ---------------------------------------------------------------- traffic counters and rate=
+
+BLOB = 4 * 1024 * 1024  # the file a test downloads from a container
+SERVE_PORT = 8088
+
+
+def _serve_blob(api, vmid):
+    """A file of BLOB random bytes, served over HTTP from inside the CT for at most 300 s."""
+    pct(api.env, vmid, 'sh', '-c', 'mkdir -p /root/blob && head -c %d /dev/urandom > /root/blob/blob' % BLOB)
+    pct(api.env, vmid, 'sh', '-c', 'setsid timeout 300 python3 -m http.server %d --directory /root/blob '
+                                   '>/dev/null 2>&1 < /dev/null &' % SERVE_PORT)
+
+
+def _download(ip, timeout=60):
+    """GET the blob from the CT; (bytes received, seconds it took). Retries until the server listens."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            started = time.monotonic()
+            reply = requests.get('http://%s:%d/blob' % (ip, SERVE_PORT), timeout=timeout)
+            return len(reply.content), time.monotonic() - started
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+SINK_PORT = 8089
+# Inside the CT: count what a connection sends until it ends, answer the count (no single quotes: sh -c '...').
+SINK = ('import socket\n'
+        's = socket.socket()\n'
+        's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n'
+        's.bind(("", %d))\n'
+        's.listen(4)\n'
+        'while True:\n'
+        '    c, _ = s.accept()\n'
+        '    n = 0\n'
+        '    d = c.recv(65536)\n'
+        '    while d:\n'
+        '        n += len(d)\n'
+        '        d = c.recv(65536)\n'
+        '    c.sendall(str(n).encode())\n'
+        '    c.close()\n' % SINK_PORT)
+
+
+def _serve_sink(api, vmid):
+    pct(api.env, vmid, 'sh', '-c', "setsid timeout 300 python3 -c '%s' >/dev/null 2>&1 < /dev/null &" % SINK)
+
+
+def _upload(ip, timeout=60):
+    """Send BLOB bytes to the CT's sink; (bytes it counted, seconds until it answered)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            started = time.monotonic()
+            with socket.create_connection((ip, SINK_PORT), timeout=timeout) as connection:
+                connection.sendall(b'\0' * BLOB)
+                connection.shutdown(socket.SHUT_WR)
+                answer = connection.recv(64)
+            return int(answer), time.monotonic() - started
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def _status(api, vmid):
+    return api.call('GET', '/nodes/pve/lxc/%d/status/current' % vmid)
+
+
+def _with_rate(net0, rate):
+    parts = [part for part in net0.split(',') if not part.startswith('rate=')]
+    return ','.join(parts + (['rate=%s' % rate] if rate else []))
+
+
+def _tc(*argv, **kwargs):
+    prefix = ['nsenter', '-t', str(kwargs['pid']), '-n'] if kwargs.get('pid') else []
+    return subprocess.run(prefix + ['tc'] + list(argv), capture_output=True, text=True, timeout=10,
+                          check=True).stdout
+
+
+def _limits(api, vmid):
+    """(the htb class on the host veth: what the CT receives, what limits what it sends): PVE's police on
+    the veth's ingress, or where this kernel has none, the htb class the simulator puts on the CT's eth0."""
+    veth = 'veth%di0' % vmid
+    received = _tc('class', 'show', 'dev', veth)
+    sent = _tc('filter', 'show', 'dev', veth, 'parent', 'ffff:') if 'ingress' in _tc('qdisc', 'show', 'dev', veth) else ''
+    if 'police' not in sent:
+        pid = subprocess.run(['lxc-info', '-P', api.env['LAB_LXC_PATH'], '-n', str(vmid), '-p', '-H'],
+                             capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        sent = _tc('class', 'show', 'dev', 'eth0', pid=pid)
+    return received, sent
+
+
+def test_lxc_counters_count_the_bytes_a_download_moved(api, new_ct):
+    vmid = new_ct(False)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    ip, _mac = api.address(vmid)
+    _serve_blob(api, vmid)
+    _download(ip)  # the server is up (and its first answer counted) before the measured download
+    before = _status(api, vmid)
+    size, _seconds = _download(ip)
+    after = _status(api, vmid)
+    assert size == BLOB
+    sent, received = after['netout'] - before['netout'], after['netin'] - before['netin']
+    # the body, plus HTTP headers and TCP/IP framing (about 66 bytes per 1448-byte segment)
+    assert BLOB <= sent <= BLOB * 1.06 + 64 * 1024, (sent, BLOB)
+    assert 0 < received < BLOB * 0.1, received  # the request and the ACKs
+    resource = [item for item in api.call('GET', '/cluster/resources', type='vm') if item['vmid'] == vmid][0]
+    assert resource['netout'] >= after['netout'] and resource['node'] == 'pve'
+
+    api.task('POST', '/nodes/pve/lxc/%d/status/stop' % vmid)
+    assert (_status(api, vmid)['netin'], _status(api, vmid)['netout']) == (0, 0)
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    assert _status(api, vmid)['netout'] < 64 * 1024  # a new veth: only what the new start sent (DHCP)
+
+
+def test_lxc_rate_limits_what_a_container_sends_and_receives(api, new_ct):
+    """rate=1 on net0 before the start, rate=2 set while it runs, then none: both directions follow."""
+    vmid = new_ct(False)
+    net0 = api.call('GET', '/nodes/pve/lxc/%d/config' % vmid)['net0']
+    api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=_with_rate(net0, 1))
+    api.task('POST', '/nodes/pve/lxc/%d/status/start' % vmid)
+    ip, _mac = api.address(vmid)
+    for limit in _limits(api, vmid):  # 1 MiB/s = 8388608 bit/s, burst 1 MiB
+        assert 'rate 8388Kbit' in limit and 'burst 1Mb' in limit, limit
+    _serve_blob(api, vmid)
+    _serve_sink(api, vmid)
+    speeds = {}
+
+    def measure(label):
+        for direction, transfer in (('sent', _download), ('received', _upload)):
+            size, seconds = transfer(ip)
+            assert size == BLOB
+            speeds['%s %s' % (direction, label)] = size / seconds / 1024 / 1024
+
+    measure('rate=1')
+    api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=_with_rate(net0, 2))
+    assert all('rate 16777Kbit' in limit for limit in _limits(api, vmid))
+    measure('rate=2')
+    api.call('PUT', '/nodes/pve/lxc/%d/config' % vmid, net0=net0)
+    assert _limits(api, vmid) == ('', ''), _limits(api, vmid)
+    measure('none')
+    figures = ', '.join('%s %.2f' % item for item in speeds.items())
+    print('MiB/s the CT sent and received, %d MiB each: %s' % (BLOB // 1024 // 1024, figures))
+    # the first MiB passes at once (the burst), the rest at the rate; TCP keeps a bit below it
+    for direction in ('sent', 'received'):
+        assert 0.3 <= speeds[direction + ' rate=1'] <= 1.6, speeds
+        assert speeds[direction + ' rate=1'] < speeds[direction + ' rate=2'] <= 3.0, speeds
+        assert speeds[direction + ' none'] > 3 * speeds[direction + ' rate=2'], speeds

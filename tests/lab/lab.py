@@ -44,11 +44,12 @@ from pglab import PostgresService  # the lab's PostgreSQL cluster (runner_api's 
 from nginxlab import NginxService  # the shipped nginx site in front of a test's gunicorn
 import lxclab  # the real-container part (--lxc)
 from labenv import ENV_FILE, LAB_DIR, REPO_ROOT, free_port  # .lab/env and loopback ports, one way
-from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, bridge_acl  # the seed's role, the bridge's SDN.Use
+from pvesim.config import CLOUDPODS_PROV_PRIVILEGES, bridge_acl, numbered_nodes  # the seed's role, SDN.Use
 from pvesim import nftfirewall  # the pods' firewall on the lab bridge (nft tables removed at down)
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
+MAX_LAB_NODES = 16
 # The checkout as the collection mpanel.cloudpods (tools/lib.sh's link_collection makes the same link).
 COLLECTIONS_DIR = REPO_ROOT / ".build" / "collections"
 COLLECTION_LINK = COLLECTIONS_DIR / "ansible_collections" / "mpanel" / "cloudpods"
@@ -339,6 +340,7 @@ class PveSimService(Service):
             # firewall (pod_firewall then warns, enforced=false). Back on after every /_lab/reset.
             "cluster_firewall": {"enable": 1},
         }
+        config.update(self.lab.cluster_config(self.NODE))
         config.update(self.extra_config())
         _write(self.config_file, json.dumps(config, indent=2).encode(), secret=True)
         env = dict(os.environ, PYTHONPATH=str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -349,12 +351,20 @@ class PveSimService(Service):
         """Simulator settings a subclass adds (the LXC one: its backend)."""
         return {}
 
+    def _has_wanted_nodes(self) -> bool:
+        """A running simulator with another node count than asked for (``--nodes``) is restarted."""
+        try:
+            running = json.loads(self.config_file.read_text()).get("nodes")
+        except (OSError, ValueError):
+            return False
+        return running == self.lab.cluster_config(self.NODE).get("nodes")
+
     def stop(self) -> None:
         self.process.stop()
 
     def healthy(self) -> bool:
         settings = self._load_settings()
-        if not settings or not self.process.running():
+        if not settings or not self.process.running() or not self._has_wanted_nodes():
             return False
         request = urllib.request.Request(f"https://127.0.0.1:{settings['port']}/_lab/health",
                                          headers={"X-Lab-Key": settings["control_key"]})
@@ -372,6 +382,7 @@ class PveSimService(Service):
             "PROXMOX_API_TOKEN_ID": self.TOKEN_ID,
             "PROXMOX_API_TOKEN_SECRET": settings["token_secret"],
             "PROXMOX_NODE_NAME": self.NODE,
+            "CLOUDPODS_LAB_NODES": str(self.lab.nodes),
             "PROXMOX_CLOUDPOD_TEMPLATE_ID": str(self.TEMPLATE_VMID),
             "PROXMOX_CLOUDPOD_STORAGE": self.STORAGE,
             "PROXMOX_CLOUDPOD_BRIDGE": self.BRIDGE,
@@ -849,21 +860,48 @@ class Lab:
     SERVICE_CLASSES = [PveSimService, PowerDnsService, SmtpService, PostgresService, NginxService, AwxSimService]
     LXC_SERVICE_CLASSES = [LxcNetService, SshdService, PowerDnsLxcService, PebbleService, PveSimLxcService]
 
-    def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None):
+    def __init__(self, directory: Path = LAB_DIR, lxc: bool | None = None, nodes: int | None = None):
         self.directory = directory
         self.pki = CertificateAuthority(directory)
         self.lxc_marker = directory / "lxc.enabled"
         self.lxc = self.lxc_marker.exists() if lxc is None else lxc
+        self.nodes_file = directory / "nodes"
+        self.nodes = self._node_count(nodes)
         self.lxc_path = directory / "lxc" / "containers"
         self.vztmpl_dir = directory / "lxc" / "vztmpl"
         self.network = lxclab.LabNetwork(directory)
         classes = self.SERVICE_CLASSES + (self.LXC_SERVICE_CLASSES if self.lxc else [])
         self.services = [cls(self) for cls in classes]
 
+    def _node_count(self, asked: int | None) -> int:
+        """``--nodes``, else ``CLOUDPODS_LAB_NODES``, else what ``up`` remembered, else 1."""
+        if asked is None and os.environ.get("CLOUDPODS_LAB_NODES"):
+            try:
+                asked = int(os.environ["CLOUDPODS_LAB_NODES"])
+            except ValueError as exc:
+                raise LabError("CLOUDPODS_LAB_NODES must be a number of nodes") from exc
+        if asked is None and self.nodes_file.exists():
+            asked = int(self.nodes_file.read_text().strip() or 1)
+        asked = 1 if asked is None else asked
+        if not 1 <= asked <= MAX_LAB_NODES:
+            raise LabError(f"--nodes: 1 to {MAX_LAB_NODES}")
+        return asked
+
+    def cluster_config(self, first: str) -> dict:
+        """The simulators' ``nodes`` (``first``, pve2, pve3, ...) and, for more than one node, the
+        shared storage ``shared-nfs`` a CT needs to be cloned to another node. One node: nothing,
+        the simulator's single-node default."""
+        if self.nodes == 1:
+            return {}
+        return {"nodes": numbered_nodes(first, self.nodes),
+                "shared_storages": [{"storage": "shared-nfs", "type": "nfs",
+                                     "content": "rootdir,images,backup"}]}
+
     def up(self) -> bool:
         """Start what is not healthy; return True if everything already was."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pki.ensure()
+        _write(self.nodes_file, f"{self.nodes}\n".encode())
         if self.lxc:
             missing = lxclab.lxc_missing()
             if missing:
@@ -984,11 +1022,18 @@ def exclusive(directory: Path):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tests/lab/lab", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--nodes", type=int, default=None,
+                        help="simulate a cluster of N nodes (pve, pve2, ...; CLOUDPODS_LAB_NODES); "
+                             "remembered until 'down'")
     parser.add_argument("--lxc", action="store_true",
                         help="also run real LXC containers (root, Linux): bridge+DHCP, sshd for pct, "
                              "the LXC-backed simulator, template CT 9000; remembered until 'down'")
     args = parser.parse_args(argv)
-    lab = Lab(lxc=True if args.lxc else None)
+    try:
+        lab = Lab(lxc=True if args.lxc else None, nodes=args.nodes)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 2
     try:
         with exclusive(lab.directory):
             return COMMANDS[args.command](lab)

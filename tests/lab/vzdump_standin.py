@@ -67,6 +67,8 @@ def main(argv):
         sys.stderr.write("vzdump: %s %s %s\n" % (reply.status_code, reply.reason, reply.text))
         return 1
     upid = reply.json()["data"]
+    if upid == "OK":  # none of the guests is on this node: vzdump exits silently, as PVE's does
+        return 0
     while True:
         status = requests.get("%s/nodes/%s/tasks/%s/status" % (api, node, upid), headers=headers,
                               verify=verify, timeout=30).json()["data"]

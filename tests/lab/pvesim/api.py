@@ -171,11 +171,14 @@ def get_version(call: Call):
 
 @route("GET", "/nodes")
 def list_nodes(call: Call):
-    view = call.cluster.node_view()
+    """Every member as ``extract_node_stats`` shows it, with its certificate's fingerprint (all
+    nodes of the lab serve the first node's certificate: they are one process)."""
     certificates = getattr(call.cluster, "certificates", None)
-    view["ssl_fingerprint"] = certificates.served_fingerprint() if certificates else \
+    fingerprint = certificates.served_fingerprint() if certificates else \
         getattr(call.cluster, "ssl_fingerprint", "")
-    return [view]
+    with call.cluster.lock:
+        views = [call.cluster.node_view(name) for name in call.cluster.nodes]
+    return [dict(view, ssl_fingerprint=fingerprint) for view in views]
 
 
 @route("GET", "/nodes/{node}")
@@ -481,11 +484,17 @@ def nextid(call: Call):
 
 @route("GET", "/cluster/status")
 def cluster_status(call: Call):
+    """The cluster entry and one per member (pve-manager API2/Cluster.pm ``status``): nodes counts
+    offline ones too; ``level`` comes from the node's RRD data, '' once that expired."""
     cluster = call.cluster
-    return [{"id": "cluster", "type": "cluster", "name": cluster.config.cluster_name,
-             "nodes": 1, "quorate": 1, "version": 1},
-            {"id": f"node/{cluster.node}", "type": "node", "name": cluster.node, "nodeid": 1,
-             "ip": "127.0.0.1", "local": 1, "online": 1, "level": ""}]
+    with cluster.lock:
+        result = [{"id": "cluster", "type": "cluster", "name": cluster.config.cluster_name,
+                   "nodes": len(cluster.nodes), "quorate": int(cluster.quorate), "version": len(cluster.nodes)}]
+        for index, (name, node) in enumerate(cluster.nodes.items()):
+            result.append({"id": f"node/{name}", "type": "node", "name": name, "nodeid": index + 1,
+                           "ip": f"127.0.0.{index + 1}", "local": int(name == cluster.node),
+                           "online": int(node.online), "level": ""})
+    return result
 
 
 JOB_SPEC = {
@@ -575,7 +584,7 @@ def storage_config(call: Call):
                                         "target": P()})
 def node_storages(call: Call):
     return call.cluster.node_storages(call.token, call.params.get("content"),
-                                      call.params.get("storage"))
+                                      call.params.get("storage"), call.params.get("target"))
 
 
 STORAGE_AUDIT = Perm("/storage/{storage}", "Datastore.Audit", "Datastore.AllocateSpace", any_of=True)
@@ -630,10 +639,12 @@ TASK_LIST_SPEC = {
 @route("GET", "/nodes/{node}/tasks", TASK_LIST_SPEC)
 def list_tasks(call: Call):
     params = call.params
-    may_see_all = call.token.has(f"/nodes/{call.cluster.node}", "Sys.Audit")
+    node = call.params["node"]
+    may_see_all = call.token.has(f"/nodes/{node}", "Sys.Audit")
     with call.cluster.lock:
         tasks = [t for t in call.cluster.tasks.tasks.values()
-                 if (may_see_all or t.user == call.token.token_id) and _task_selected(t, params)]
+                 if t.node == node and (may_see_all or t.user == call.token.token_id)
+                 and _task_selected(t, params)]
     tasks.sort(key=lambda t: (t.starttime, t.pid), reverse=True)
     start = params.get("start", 0)
     limit = params.get("limit", 50)
@@ -679,11 +690,11 @@ def _task(call: Call, privilege: str = "Sys.Audit"):
     if not UPID_RE.fullmatch(upid):
         raise fail(f"unable to parse worker upid '{upid}'")
     task = call.cluster.tasks.get(upid)
-    if task is None:
+    if task is None or task.node != call.params["node"]:  # each node has its own task log directory
         raise fail(f"unable to open file '/var/log/pve/tasks/{upid.split(':')[4][-1]}/{upid}' "
                    f"- No such file or directory")
     if task.user != call.token.token_id:
-        call.token.require(f"/nodes/{call.cluster.node}", privilege)
+        call.token.require(f"/nodes/{task.node}", privilege)
     return task
 
 
@@ -738,7 +749,7 @@ def pool(call: Call):
         found = cluster.pools.get(call.params["poolid"])
         if found is None:
             raise fail(f"pool '{call.params['poolid']}' does not exist")
-        members = [cluster.containers[vmid].resource_view(cluster.node)
+        members = [cluster.containers[vmid].resource_view(cluster.containers[vmid].node)
                    for vmid in sorted(found["members"]) if vmid in cluster.containers]
     return {"members": members, **({"comment": found["comment"]} if found["comment"] else {})}
 

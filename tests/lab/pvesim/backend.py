@@ -33,6 +33,9 @@ class Backend:
     answer API reads and must be quick)."""
 
     name = "abstract"
+    # True: the simulator keeps each CT's traffic counters (tests set them, /_lab/.../traffic);
+    # False: ``counters`` measures them.
+    counts_in_simulator = True
 
     def create(self, vmid: int, archive: Path, config: dict) -> None:
         """Make the root filesystem of the new CT ``vmid`` from an OS template archive.
@@ -72,6 +75,11 @@ class Backend:
 
     def resize(self, vmid: int, disk: str, new_size: int) -> None:
         raise NotImplementedError
+
+    def counters(self, vmid: int, config: dict) -> tuple[int, int] | None:
+        """``(netin, netout)`` of a running CT since it started, or None when the simulator keeps
+        them. Answers API reads: must be quick."""
+        return None
 
     def interfaces(self, vmid: int, config: dict) -> list | None:
         """What ``ip -j a`` inside the CT shows, PVE-shaped (``pve_interface``); None while stopped."""

@@ -7,6 +7,7 @@ Every key is optional; ``DEFAULTS`` documents them. ``task_durations`` and
 import copy
 import json
 import random
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,42 @@ def bridge_acl(bridge: str) -> dict:
     return {f"/sdn/zones/localnetwork/{bridge}": ["SDN.Use"]}
 
 
+GIB = 1024 ** 3
+NODE_DEFAULTS = {"maxcpu": 16, "maxmem": 64 * GIB, "maxdisk": 100 * GIB}
+_NODE_NAME_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?")
+
+
+def node_specs(values: dict) -> list[dict]:
+    """The ``nodes`` setting, checked and completed: unique valid names, positive sizes.
+
+    The first node is ``node`` unless ``nodes`` names them all (then ``node`` becomes the first
+    name, so the two settings cannot disagree about which node the API is reached through).
+    """
+    given = values.get("nodes") or [{"name": values["node"]}]
+    specs, seen = [], set()
+    for item in given:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ValueError("each entry of 'nodes' is an object with a 'name'")
+        unknown = set(item) - {"name", *NODE_DEFAULTS}
+        if unknown:
+            raise ValueError(f"unknown node keys: {', '.join(sorted(unknown))}")
+        if not _NODE_NAME_RE.fullmatch(item["name"]) or item["name"] in seen or item["name"] == "localhost":
+            raise ValueError(f"bad or duplicate node name {item['name']!r}")
+        seen.add(item["name"])
+        spec = dict(NODE_DEFAULTS, **item)
+        for key in NODE_DEFAULTS:
+            if not isinstance(spec[key], int) or spec[key] <= 0:
+                raise ValueError(f"node {item['name']}: '{key}' must be a positive integer")
+        specs.append(spec)
+    values["node"] = specs[0]["name"]
+    return specs
+
+
+def numbered_nodes(first: str, count: int) -> list[dict]:
+    """``count`` nodes named as the lab names them: ``first``, then ``pve2``, ``pve3``, ..."""
+    return [{"name": first if index == 1 else f"pve{index}"} for index in range(1, count + 1)]
+
+
 TASK_TYPES = [
     "vzclone", "vzstart", "vzstop", "vzshutdown", "vzreboot", "vzdestroy", "vzdump",
     "vzsuspend", "vzresume", "resize", "vzcreate", "vztemplate", "vzrestore",
@@ -41,6 +78,15 @@ DEFAULTS = {
     "tls_key": None,             # PEM private key
     "tls_ca": None,              # the CA shown as pve-root-ca.pem; None: ca.pem beside tls_cert
     "node": "pve",
+    # The cluster's nodes: [{"name", "maxcpu", "maxmem", "maxdisk"}] (NODE_DEFAULTS fill in the rest).
+    # None: one node named by "node". The first node is the one the API is reached through (its
+    # "localhost"); every node has its own 'local' and 'local-lvm' (PVE's storage.cfg lists them once,
+    # enabled everywhere, but their contents are per node).
+    "nodes": None,
+    # Shared storages, enabled on every node (or on "nodes" only):
+    # [{"storage": "shared-nfs", "type": "nfs", "content": "rootdir,images,backup", "total": bytes,
+    #   "nodes": ["pve", "pve2"]}]. Volumes and backups are files under <storage_root>/shared/<id>.
+    "shared_storages": [],
     "cluster_name": "cloudpods-lab",
     "pve_version": "8.2.4",
     "template_vmid": 9000,
@@ -94,6 +140,7 @@ class SimConfig:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         values = copy.deepcopy(DEFAULTS)
         values.update(copy.deepcopy(data))
+        values["nodes"] = node_specs(values)
         if values["storage_root"] is None:
             values["storage_root"] = tempfile.mkdtemp(prefix="pvesim-storage-")
         return cls(values)

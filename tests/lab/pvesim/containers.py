@@ -219,6 +219,11 @@ class Container:
     suspended: bool = False
     pool: str | None = None
     firewall: Firewall = field(default_factory=Firewall)
+    node: str = ""
+    # Bytes since the CT started (PVE: the host-side veths' counters, gone with the veth at stop):
+    # netin is what the CT received, netout what it sent.
+    netin: int = 0
+    netout: int = 0
 
     @property
     def lock(self) -> str | None:
@@ -256,7 +261,8 @@ class Container:
             "maxdisk": rootfs_size(self.config) if "rootfs" in self.config else 0,
             "mem": memory // 8 if running else 0, "swap": 0,
             "disk": 0, "cpu": 0.01 if running else 0, "uptime": self.uptime(),
-            "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
+            "netin": self.netin if running else 0, "netout": self.netout if running else 0,
+            "diskread": 0, "diskwrite": 0,
         }
         if running:
             view["pid"] = 100000 + self.vmid
@@ -276,8 +282,8 @@ class Container:
                 "template": 1 if self.is_template else 0,
                 "maxcpu": status["cpus"], "maxmem": status["maxmem"],
                 "maxdisk": status["maxdisk"], "mem": status["mem"], "disk": status["disk"],
-                "cpu": status["cpu"], "uptime": status["uptime"], "netin": 0, "netout": 0,
-                "diskread": 0, "diskwrite": 0}
+                "cpu": status["cpu"], "uptime": status["uptime"], "netin": status["netin"],
+                "netout": status["netout"], "diskread": 0, "diskwrite": 0}
         for key in ("lock", "tags"):
             if key in status:
                 view[key] = status[key]

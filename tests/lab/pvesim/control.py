@@ -45,7 +45,33 @@ class ControlApi:
 
 @_control("GET", r"/_lab/health")
 def health(app, _body):
-    return {"ok": True, "node": app.cluster.node, "backend": app.cluster.backend.name}
+    cluster = app.cluster
+    with cluster.lock:
+        placement = {str(vmid): ct.node for vmid, ct in sorted(cluster.containers.items())}
+        nodes = {name: "online" if node.online else "offline" for name, node in cluster.nodes.items()}
+    return {"ok": True, "node": cluster.node, "backend": cluster.backend.name, "nodes": nodes,
+            "quorate": cluster.quorate, "containers": placement}
+
+
+@_control("GET", r"/_lab/nodes")
+def nodes(app, _body):
+    return app.cluster.lab_nodes()
+
+
+@_control("POST", r"/_lab/nodes/([a-zA-Z0-9][a-zA-Z0-9\-]*)")
+def set_node(app, body, name):
+    """``{"status": "offline"|"online", "reason": "Connection refused", "offline_for": 600}``."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return app.cluster.lab_set_node(name, body)
+
+
+@_control("POST", r"/_lab/quorum")
+def set_quorum(app, body):
+    """``{"quorate": false}``: create, clone and start fail as PVE's check_cfs_quorum makes them."""
+    if not isinstance(body, dict) or not isinstance(body.get("quorate"), bool):
+        raise ValueError('body must be {"quorate": true|false}')
+    return app.cluster.lab_set_quorum(body["quorate"])
 
 
 @_control("GET", r"/_lab/state")
@@ -177,6 +203,14 @@ def set_container(app, body, vmid):
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object of config keys")
     return app.cluster.lab_set_container(int(vmid), body)
+
+
+@_control("POST", r"/_lab/containers/(\d+)/traffic")
+def add_traffic(app, body, vmid):
+    """``{"netin": bytes, "netout": bytes}`` added to a running CT's counters (memory backend)."""
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return app.cluster.lab_add_traffic(int(vmid), body)
 
 
 @_control("POST", r"/_lab/containers/(\d+)/addresses")

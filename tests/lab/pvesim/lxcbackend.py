@@ -28,6 +28,7 @@ what may happen, this class makes it happen with Debian's ``lxc`` tools:
 """
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ from .containers import render_config
 from .backend import Backend, BackendError, _parse_net, pve_interface
 
 COMMAND_TIMEOUT = 120
+LOG = logging.getLogger("pvesim.lxc")
 
 
 def _run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True, **kwargs):
@@ -51,6 +53,74 @@ def _run(argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True, 
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise BackendError(f"{argv[0]} failed: {' '.join(detail) or f'exit {result.returncode}'}")
     return result
+
+
+def host_veth_name(vmid: int, index: int) -> str:
+    """PVE's name for the host end of a CT's ``net<index>``: ``veth<vmid>i<index>``."""
+    return f"veth{vmid}i{index}"
+
+
+def _nic_indexes(config: dict) -> list[int]:
+    return sorted(int(key[3:]) for key in config if key.startswith("net") and key[3:].isdigit())
+
+
+def _nic_rate(config: dict, index: int) -> float | None:
+    rate = _parse_net(config[f"net{index}"]).get("rate")
+    return float(rate) if rate not in (None, "") and float(rate) > 0 else None
+
+
+def _tc(*argv: str, check: bool = True, netns_pid: int | None = None):
+    prefix = ["nsenter", "-t", str(netns_pid), "-n"] if netns_pid else []
+    return _run(prefix + ["tc", *argv], check=check, timeout=10)
+
+
+def set_rate_limit(iface: str, rate: float | None, police: bool = True) -> bool:
+    """pve-common's ``tap_rate_limit`` on one host veth: ``rate`` MB/s becomes an htb class on
+    egress (what the CT receives) and an ingress police that drops (what it sends), both
+    ``int(rate * 1 MiB)`` bytes/s with a 1 MiB burst. Any earlier limit goes first (those
+    deletions fail when there is none, as in PVE); no rate: no limit.
+
+    Returns False when the kernel has no police action (``police`` False: not even tried), the
+    ingress part then missing; the caller limits that direction another way (``shape_inside``).
+    """
+    for argv in (["class", "del", "dev", iface, "parent", "1:", "classid", "1:1"],
+                 ["filter", "del", "dev", iface, "parent", "ffff:", "protocol", "all", "pref", "50", "u32"],
+                 ["qdisc", "del", "dev", iface, "ingress"],
+                 ["qdisc", "del", "dev", iface, "root"]):
+        _tc(*argv, check=False)
+    if not rate:
+        return True
+    speed, burst = _rate_and_burst(rate)
+    _tc("qdisc", "add", "dev", iface, "root", "handle", "1:", "htb", "default", "1")
+    _tc("class", "add", "dev", iface, "parent", "1:", "classid", "1:1", "htb", "rate", speed, "burst", burst)
+    if not police:
+        return False
+    _tc("qdisc", "add", "dev", iface, "handle", "ffff:", "ingress")
+    result = _tc("filter", "add", "dev", iface, "parent", "ffff:", "prio", "50", "basic", "police", "rate",
+                 speed, "burst", burst, "mtu", "64kb", "drop", check=False)
+    if result.returncode == 0:
+        return True
+    _tc("qdisc", "del", "dev", iface, "ingress", check=False)
+    LOG.warning("no tc police here (%s): the rate of what CTs send is shaped inside them instead",
+                (result.stderr or result.stdout).strip().replace("\n", " "))
+    return False
+
+
+def shape_inside(netns_pid: int, name: str, rate: float | None) -> None:
+    """Where the kernel cannot police (cls_basic/act_police missing, as in some sandboxes), what a CT
+    sends is limited on its own end of the veth instead: an htb class of the same rate and burst on
+    the CT's ``name`` (a shaper that queues, where PVE's police drops). No rate: removed."""
+    _tc("qdisc", "del", "dev", name, "root", check=False, netns_pid=netns_pid)
+    if rate:
+        speed, burst = _rate_and_burst(rate)
+        _tc("qdisc", "add", "dev", name, "root", "handle", "1:", "htb", "default", "1", netns_pid=netns_pid)
+        _tc("class", "add", "dev", name, "parent", "1:", "classid", "1:1", "htb", "rate", speed, "burst", burst,
+            netns_pid=netns_pid)
+
+
+def _rate_and_burst(rate: float) -> tuple[str, str]:
+    """tc's ``bps`` is bytes per second: PVE's ``int(rate * 1024 * 1024)``, burst 1 MiB."""
+    return f"{int(rate * 1024 * 1024)}bps", f"{1024 * 1024}b"
 
 
 def _cgroup_v2() -> bool:
@@ -65,6 +135,7 @@ class LxcBackend(Backend):
     """Real LXC containers in ``lxc_path``, networked on ``bridge`` (DHCP from the lab's dnsmasq)."""
 
     name = "lxc"
+    counts_in_simulator = False
 
     def __init__(self, lxc_path: str | Path, bridge: str, leases_file: str | Path | None = None):
         self.lxc_path = Path(lxc_path)
@@ -75,6 +146,8 @@ class LxcBackend(Backend):
         self._locks_guard = threading.Lock()
         self._adopted = False
         self._firewall_lock = threading.Lock()
+        self._rates: dict[int, dict[int, float | None]] = {}  # the limits on each running CT's veths
+        self._police: bool | None = None  # whether this kernel can police (known after the first rate)
         self.firewall_table = nftfirewall.table_name(bridge)
         if shutil.which("lxc-start") is None:
             raise BackendError("the lxc backend needs Debian's lxc package (lxc-start not found)")
@@ -263,6 +336,26 @@ class LxcBackend(Backend):
             wait = _run(self._lxc("lxc-wait", str(vmid)) + ["-s", "RUNNING", "-t", "20"], check=False)
             if wait.returncode != 0:
                 raise BackendError(f"startup for container '{vmid}' failed: {self._log_tail(log)}")
+            self._rates[vmid] = {}  # new veths, no limits yet
+            self._apply_rates(vmid, config)
+
+    def _apply_rates(self, vmid: int, config: dict) -> None:
+        """Each NIC's ``rate`` on its host veth, where it differs from what is there (PVE's
+        update_net does the same on a config change; the veth's start hook at start)."""
+        applied = self._rates.setdefault(vmid, {})
+        for index in _nic_indexes(config):
+            rate = _nic_rate(config, index)
+            if applied.get(index) == rate:
+                continue
+            policed = set_rate_limit(host_veth_name(vmid, index), rate, police=self._police is not False)
+            if rate:
+                self._police = policed
+            if self._police is False:
+                pid = self._init_pid(vmid)
+                if pid is None:
+                    raise BackendError(f"CT {vmid} not running")
+                shape_inside(pid, _parse_net(config[f"net{index}"]).get("name", f"eth{index}"), rate)
+            applied[index] = rate
 
     def stop(self, vmid):
         with self._lock(vmid):
@@ -320,6 +413,7 @@ class LxcBackend(Backend):
                     pending = failed
                 if pending:
                     raise BackendError(f"CT {vmid}: could not set {', '.join(key for key, _value in pending)} live")
+                self._apply_rates(vmid, config)
 
     def resize(self, vmid, disk, new_size):
         """Directory storage has no size: the new size lives in the config only (see module doc)."""
@@ -368,6 +462,7 @@ class LxcBackend(Backend):
             net = _parse_net(config[key])
             lines += [
                 f"lxc.net.{index}.type = veth",
+                f"lxc.net.{index}.veth.pair = {host_veth_name(vmid, index)}",
                 f"lxc.net.{index}.link = {self.bridge}",
                 f"lxc.net.{index}.flags = up",
                 f"lxc.net.{index}.name = {net.get('name', f'eth{index}')}",
@@ -411,6 +506,21 @@ class LxcBackend(Backend):
             path.write_text(text)
 
     # ------------------------------------------------------------------ reads
+
+    def counters(self, vmid, config):
+        """pve-container's vmstatus: over the CT's host veths, what they received is the CT's
+        ``netout`` and what they sent its ``netin`` (a veth gone: nothing to add)."""
+        netin = netout = 0
+        for index in _nic_indexes(config):
+            statistics = Path("/sys/class/net") / host_veth_name(vmid, index) / "statistics"
+            try:
+                received = int((statistics / "rx_bytes").read_text())
+                sent = int((statistics / "tx_bytes").read_text())
+            except (OSError, ValueError):
+                continue
+            netout += received
+            netin += sent
+        return netin, netout
 
     def interfaces(self, vmid, config):
         if not (self._dir(vmid) / "config").exists():

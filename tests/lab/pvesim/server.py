@@ -6,6 +6,7 @@ and in the body as ``{"data": null, "message": "...\\n"}``; clients such as prox
 read the reason, so it is kept verbatim (on one line). A 401 has the reason only.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -127,15 +128,18 @@ class Application:
             raise MethodNotImplemented(method, path)
         params.update(path_params)
         node = path_params.get("node")
-        if node is not None and node not in (self.cluster.node, "localhost"):
+        if node == "localhost":
+            node = params["node"] = self.cluster.node
+        if node is not None and node not in self.cluster.nodes:
             raise ApiError(500, f"hostname lookup '{node}' failed - failed to get address info "
                                 f"for: {node}: Name or service not known")
-        if node == "localhost":
-            params["node"] = self.cluster.node
+        if node is not None:  # pveproxy proxies the call to the node (proxyto 'node')
+            self.cluster.check_reachable(node)
         if route.check is not None:
             route.check.enforce(token, params)
         typed = schema.validate(params, route.spec)
-        return route.handler(api.Call(token, typed, self.cluster))
+        with self.cluster.serving(node) if node else contextlib.nullcontext():
+            return route.handler(api.Call(token, typed, self.cluster))
 
     def _send_fault(self, http, fault, outcome) -> None:
         if fault.close:

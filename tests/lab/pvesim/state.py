@@ -7,6 +7,7 @@ under ``self.lock``; long operations return a UPID and finish in a task thread (
 the same error PVE would give first.
 """
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -18,13 +19,54 @@ from pathlib import Path
 from . import backups, containers, firewall, schema, storage
 from .acl import Token
 from .backend import Backend, BackendError
-from .config import SimConfig
+from .config import SimConfig, node_specs
 from .containers import Container
 from .errors import ApiError, ParamError, PermissionDenied, fail
 from .faults import FaultInjector
 from .tasks import Task, TaskError, TaskManager
 
 LOG = logging.getLogger("pvesim.state")
+
+
+# pmxcfs drops a node's and its guests' RRD data 5 minutes after the last update
+# (pve-cluster src/pmxcfs/status.c, rrd_entry_is_old); /cluster/resources shows what is left.
+RRD_EXPIRE = 300
+GIB = 1024 ** 3
+NODE_BASE_MEM = 2 * GIB  # what the host itself uses, before any CT
+NODE_BASE_DISK = 8 * GIB  # the node's root filesystem, before any backup in 'local'
+PROXY_REASONS = ("No route to host", "Connection refused", "Connection timed out")
+
+
+class ProxyError(ApiError):
+    """What pveproxy answers when the node it proxies to cannot be reached: AnyEvent::HTTP's
+    pseudo-status 595 and the connect error as reason, with no body (pve-http-server
+    AnyEvent.pm ``proxy_request`` passes ``Status`` and ``Reason`` through)."""
+
+    def __init__(self, reason: str):
+        super().__init__(595, reason)
+
+    def body(self) -> None:
+        return None
+
+
+@dataclass
+class Node:
+    """A cluster member: its capacity (what the RRD reports as max*) and whether it is up."""
+
+    name: str
+    maxcpu: int
+    maxmem: int
+    maxdisk: int
+    offline_since: float | None = None
+    reason: str = PROXY_REASONS[0]
+
+    @property
+    def online(self) -> bool:
+        return self.offline_since is None
+
+    def stats_expired(self) -> bool:
+        """An offline node's last RRD update is older than pmxcfs keeps it."""
+        return not self.online and time.time() - self.offline_since > RRD_EXPIRE
 
 
 @dataclass
@@ -37,18 +79,65 @@ class ClonePlan:
 
 
 class Cluster:
-    """One PVE node (a one-node cluster) with its guests, storages and tasks."""
+    """A PVE cluster of one or more nodes (``nodes``) with their guests, storages and tasks.
+
+    ``node`` is the first node, the one the API is reached through. A request for
+    ``/nodes/<n>/...`` runs "on" node n (``serving``): its CTs, its storages, its tasks, as
+    when pveproxy proxies the call to that node. Guests carry their node; VMIDs are unique
+    across the cluster, as pmxcfs's vmlist makes them.
+    """
 
     def __init__(self, config: SimConfig, backend: Backend):
         self.config = config
+        self.nodes = {spec["name"]: Node(**spec) for spec in config.nodes or node_specs(config.values)}
         self.node = config.node
         self.backend = backend
         self.lock = threading.RLock()
+        self._request = threading.local()
         self.faults = FaultInjector()
         self.tasks = TaskManager(self.node, self.lock, config.draw_task_duration,
                                  self.faults.take_task_fault)
-        self.storages = storage.default_storages(Path(config.storage_root), config.vztmpl_dir)
+        self.storage_sets = self._make_storages(Path(config.storage_root))
         self.reset()
+
+    def _make_storages(self, root: Path) -> dict:
+        """Each node's storages: its own 'local' and 'local-lvm' (the first node's under the root
+        itself, as before there were nodes; the others' under ``nodes/<name>``), plus the shared ones
+        enabled on it (one object for all nodes: the same files)."""
+        shared = [storage.shared_storage(spec, root, list(self.nodes)) for spec in self.config.shared_storages]
+        result = {}
+        for index, name in enumerate(self.nodes):
+            items = storage.default_storages(root if index == 0 else root / "nodes" / name,
+                                             self.config.vztmpl_dir)
+            items.update({item.storage: item for item in shared if item.enabled_on(name)})
+            result[name] = items
+        return result
+
+    @property
+    def here(self) -> str:
+        """The node the current request (or task) runs on; the first node otherwise."""
+        return getattr(self._request, "node", None) or self.node
+
+    @property
+    def storages(self) -> dict:
+        """The storages enabled on the node of the current request."""
+        return self.storage_sets[self.here]
+
+    @contextlib.contextmanager
+    def serving(self, node: str):
+        """Run the enclosed calls on ``node``: a proxied request (or its task) there."""
+        previous = getattr(self._request, "node", None)
+        self._request.node = node
+        try:
+            yield
+        finally:
+            self._request.node = previous
+
+    def check_reachable(self, node: str) -> None:
+        """pveproxy's proxy to an offline node fails before the node sees the call."""
+        member = self.nodes[node]
+        if not member.online:
+            raise ProxyError(member.reason)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -60,6 +149,7 @@ class Cluster:
             self.tasks.reset()
             self.backend.set_dhcp_delay(self.config.dhcp_delay)
             self.faults.clear()
+            self.quorate = True
             self.containers: dict[int, Container] = {}
             self.pools = {pool["poolid"]: {"comment": pool.get("comment"), "members": set()}
                           for pool in self.config.pools}
@@ -67,15 +157,18 @@ class Cluster:
             self.cluster_firewall = firewall.ClusterFirewall(copy.deepcopy(self.config.cluster_firewall))
             for item in self.backend.existing():
                 vmid = int(item["vmid"])
-                self.containers[vmid] = Container(vmid, copy.deepcopy(item["config"]))
+                node = item.get("node") if item.get("node") in self.nodes else self.node
+                self.containers[vmid] = Container(vmid, copy.deepcopy(item["config"]), node=node)
                 if item.get("running"):  # a restarted simulator finds a running CT running
                     self.containers[vmid].status = "running"
                     self.containers[vmid].started_at = time.time()
             template_id = int(self.config.template_vmid)
             if self.config.seed_template and template_id not in self.containers:
                 self.containers[template_id] = Container(template_id, containers.template_config(
-                    self.config.template_hostname, self.config.bridge, template_id))
-            for item in self.storages.values():
+                    self.config.template_hostname, self.config.bridge, template_id), node=self.node)
+            for node in self.nodes.values():
+                node.offline_since, node.reason = None, PROXY_REASONS[0]
+            for item in self._all_storages():
                 if item.path is not None:
                     shutil.rmtree(item.dump_dir, ignore_errors=True)
                     item.dump_dir.mkdir(parents=True, exist_ok=True)
@@ -88,10 +181,21 @@ class Cluster:
 
     # ------------------------------------------------------------------ helpers
 
+    def _all_storages(self) -> list:
+        """Every storage object once (a shared one appears on several nodes)."""
+        unique = {}
+        for items in self.storage_sets.values():
+            for item in items.values():
+                unique[id(item)] = item
+        return list(unique.values())
+
     def _ct(self, vmid: int) -> Container:
+        """The CT on the current request's node: PVE's load_config reads the config of this node's
+        directory in /etc/pve, so a CT of another node does not exist here (no request: any node)."""
         ct = self.containers.get(vmid)
-        if ct is None:
-            raise fail(f"Configuration file 'nodes/{self.node}/lxc/{vmid}.conf' does not exist")
+        node = getattr(self._request, "node", None)
+        if ct is None or (node is not None and ct.node != node):
+            raise fail(f"Configuration file 'nodes/{node or self.node}/lxc/{vmid}.conf' does not exist")
         return ct
 
     @staticmethod
@@ -99,9 +203,13 @@ class Cluster:
         if ct.lock:
             raise fail(f"CT is locked ({ct.lock})")
 
-    def _storage(self, storage_id: str) -> storage.Storage:
-        item = self.storages.get(storage_id)
+    def _storage(self, storage_id: str, node: str | None = None) -> storage.Storage:
+        """The storage as PVE's storage_check_enabled finds it on ``node`` (default: here)."""
+        node = node or self.here
+        item = self.storage_sets[node].get(storage_id)
         if item is None:
+            if any(storage_id in items for items in self.storage_sets.values()):
+                raise fail(f"storage '{storage_id}' is not available on node '{node}'")
             raise fail(f"storage '{storage_id}' does not exist")
         return item
 
@@ -139,10 +247,34 @@ class Cluster:
     def _start_task(self, token: Token, task_type: str, task_id, work, on_success=None,
                     on_failure=None, error_prefix: str = "", prepare=None,
                     duration: float | None = None) -> str:
-        return self.tasks.start(task_type, task_id, token.token_id, work, on_success,
-                                on_failure, error_prefix, prepare, duration).upid
+        """A task on the current node: its UPID names it, and its steps run there too."""
+        node = self.here
+
+        def on_node(step):
+            if step is None:
+                return None
+
+            def run(*args):
+                with self.serving(node):
+                    return step(*args)
+            return run
+
+        return self.tasks.start(task_type, task_id, token.token_id, on_node(work), on_node(on_success),
+                                on_node(on_failure), error_prefix, on_node(prepare), duration,
+                                node=node).upid
 
     # ------------------------------------------------------------------ reads
+
+    def _check_quorum(self) -> None:
+        """pve-cluster's check_cfs_quorum, as create, clone and start call it."""
+        if not self.quorate:
+            raise fail("cluster not ready - no quorum?")
+
+    def _check_vmid_unused(self, vmid: int) -> None:
+        """pve-cluster's check_vmid_unused: the message names the node that has the guest."""
+        existing = self.containers.get(vmid)
+        if existing is not None:
+            raise fail(f"CT {vmid} already exists on node '{existing.node}'")
 
     def nextid(self, vmid: int | None) -> str:
         """PVE returns the id as a string and reserves nothing."""
@@ -159,15 +291,25 @@ class Cluster:
     def container_list(self, token: Token) -> list:
         with self.lock:
             return [ct.status_view() for vmid, ct in sorted(self.containers.items())
-                    if token.has(f"/vms/{vmid}", "VM.Audit")]
+                    if ct.node == self.here and token.has(f"/vms/{vmid}", "VM.Audit")]
 
     def config_view(self, vmid: int) -> dict:
         with self.lock:
             return self._ct(vmid).config_view()
 
+    def _count_traffic(self, ct: Container) -> None:
+        """Take a running CT's counters from the backend when it measures them (real veths)."""
+        if ct.status != "running":
+            return
+        counted = self.backend.counters(ct.vmid, ct.config)
+        if counted is not None:
+            ct.netin, ct.netout = counted
+
     def status_view(self, vmid: int) -> dict:
         with self.lock:
-            view = self._ct(vmid).status_view()
+            ct = self._ct(vmid)
+            self._count_traffic(ct)
+            view = ct.status_view()
             view["ha"] = {"managed": 0}
             return view
 
@@ -183,12 +325,14 @@ class Cluster:
         with self.lock:
             result = []
             if kind in (None, "vm"):
-                result += [ct.resource_view(self.node) for vmid, ct in sorted(self.containers.items())
+                result += [self._guest_resource(ct) for vmid, ct in sorted(self.containers.items())
                            if token.has(f"/vms/{vmid}", "VM.Audit")]
-            if kind in (None, "node") and token.has(f"/nodes/{self.node}", "Sys.Audit"):
-                result.append(self.node_view())
+            if kind in (None, "node"):
+                result += [self.node_view(name) for name in self.nodes
+                           if token.has(f"/nodes/{name}", "Sys.Audit")]
             if kind in (None, "storage"):
-                result += [self._storage_resource(item) for item in self.storages.values()
+                result += [self._storage_resource(name, item)
+                           for name, items in self.storage_sets.items() for item in items.values()
                            if token.has_any(f"/storage/{item.storage}",
                                             ["Datastore.Audit", "Datastore.AllocateSpace"])]
             if kind in (None, "pool"):
@@ -197,30 +341,65 @@ class Cluster:
                            if token.has(f"/pool/{name}", "Pool.Audit")]
             return result
 
-    def _storage_resource(self, item: storage.Storage) -> dict:
-        status = item.status_view(self._used(item))
-        return {"id": f"storage/{self.node}/{item.storage}", "type": "storage",
-                "node": self.node, "storage": item.storage, "status": "available",
-                "plugintype": item.type, "content": status["content"], "shared": 0,
-                "disk": status["used"], "maxdisk": status["total"]}
+    def _guest_resource(self, ct: Container) -> dict:
+        """A guest as its node last reported it; once that report expired, what pmxcfs's vmlist
+        and the config still tell (API2Tools.pm ``extract_vm_stats``: status 'unknown')."""
+        if self.nodes[ct.node].online:  # an offline node's guests keep their last report
+            self._count_traffic(ct)
+        view = ct.resource_view(ct.node)
+        if self.nodes[ct.node].stats_expired():
+            view = {key: view[key] for key in ("id", "vmid", "node", "type", "lock", "tags", "pool")
+                    if key in view}
+            view["status"] = "unknown"
+        return view
 
-    def node_view(self) -> dict:
-        gib = 1024 ** 3
-        running = sum(1 for ct in self.containers.values() if ct.status == "running")
-        return {"id": f"node/{self.node}", "type": "node", "node": self.node,
-                "status": "online", "level": "", "maxcpu": 16, "cpu": 0.02 + 0.01 * running,
-                "maxmem": 64 * gib, "mem": (4 + running // 2) * gib, "maxdisk": 100 * gib,
-                "disk": 12 * gib, "uptime": int(time.time() - _BOOT)}
+    def _storage_resource(self, node: str, item: storage.Storage) -> dict:
+        """API2Tools.pm ``extract_storage_stats``: the node's last report, 'unknown' once expired."""
+        status = item.status_view(self._used(item, node))
+        view = {"id": f"storage/{node}/{item.storage}", "type": "storage",
+                "node": node, "storage": item.storage, "status": "unknown",
+                "plugintype": item.type, "content": status["content"], "shared": int(item.shared)}
+        if not self.nodes[node].stats_expired():
+            view.update(status="available", disk=status["used"], maxdisk=status["total"])
+        return view
+
+    def _node_usage(self, name: str) -> dict:
+        """Memory, CPU and root disk of a node from what runs on it: the host's own share plus its
+        running CTs (their mem and CPU as status/current reports them), and 'local''s backups."""
+        node = self.nodes[name]
+        guests = [ct.status_view() for ct in self.containers.values()
+                  if ct.node == name and ct.status == "running"]
+        local = self.storage_sets[name]["local"]
+        return {"mem": min(node.maxmem, NODE_BASE_MEM + sum(view["mem"] for view in guests)),
+                "cpu": min(1.0, round(0.01 + sum(view["cpu"] * view["cpus"] for view in guests)
+                                      / node.maxcpu, 6)),
+                "disk": min(node.maxdisk, NODE_BASE_DISK + self._used(local, name))}
+
+    def node_view(self, name: str | None = None) -> dict:
+        """API2Tools.pm ``extract_node_stats``: an offline node keeps its last ``max*`` and
+        ``level`` without ``mem``/``cpu``/``disk``/``uptime``, and all of them once they expired."""
+        name = name or self.here
+        node = self.nodes[name]
+        view = {"id": f"node/{name}", "type": "node", "node": name,
+                "status": "online" if node.online else "offline"}
+        if node.stats_expired():
+            return view
+        view.update(level="", maxcpu=node.maxcpu, maxmem=node.maxmem, maxdisk=node.maxdisk)
+        if node.online:
+            view.update(self._node_usage(name), uptime=int(time.time() - _BOOT))
+        return view
 
     def node_status(self) -> dict:
         view = self.node_view()
+        node = self.nodes[self.here]
         return {"uptime": view["uptime"], "cpu": view["cpu"], "loadavg": ["0.10", "0.08", "0.05"],
                 "memory": {"total": view["maxmem"], "used": view["mem"],
                            "free": view["maxmem"] - view["mem"]},
                 "swap": {"total": 0, "used": 0, "free": 0},
                 "rootfs": {"total": view["maxdisk"], "used": view["disk"],
                            "avail": view["maxdisk"] - view["disk"], "free": view["maxdisk"] - view["disk"]},
-                "cpuinfo": {"cpus": 16, "sockets": 1, "cores": 8, "model": "pvesim virtual CPU"},
+                "cpuinfo": {"cpus": node.maxcpu, "sockets": 1, "cores": max(1, node.maxcpu // 2),
+                            "model": "pvesim virtual CPU"},
                 "kversion": "Linux 6.8.12-4-pve #1 SMP PREEMPT_DYNAMIC PMX 6.8.12-4",
                 "pveversion": f"pve-manager/{self.config.pve_version}/faa83925c9641325"}
 
@@ -237,6 +416,7 @@ class Cluster:
         a failed task removes the CT again. ``password`` is dropped unseen: PVE only
         sets root's password inside the CT.
         """
+        self._check_quorum()
         unique = bool(params.get("unique"))
         params = {key: value for key, value in params.items()
                   if key not in ("node", "vmid", "password", "ignore-unpack-errors", "bwlimit",
@@ -249,8 +429,7 @@ class Cluster:
         if options["restore"]:
             return self._restore(token, vmid, params, options, unique)
         with self.lock:
-            if vmid in self.containers:
-                raise fail(f"CT {vmid} already exists on node '{self.node}'")
+            self._check_vmid_unused(vmid)
             if options["ssh-public-keys"] is not None:
                 containers.check_ssh_public_keys(options["ssh-public-keys"])
             if pool is not None and pool not in self.pools:
@@ -263,7 +442,7 @@ class Cluster:
             archive = self._template_archive(token, ostemplate)
             rootfs = self._new_rootfs(token, vmid, params.pop("rootfs", None), default_storage)
             config = self._create_config(vmid, params, rootfs, unprivileged, archive.name)
-            self.containers[vmid] = Container(vmid, dict(config, lock="create"))
+            self.containers[vmid] = Container(vmid, dict(config, lock="create"), node=self.here)
             return self._create_task(token, vmid, config, archive, ostemplate, pool,
                                      bool(options["start"]))
 
@@ -289,8 +468,9 @@ class Cluster:
         emsg = f"unable to restore CT {vmid} -"
         with self.lock:
             existing = self.containers.get(vmid)
-            if existing is not None and not force:
-                raise fail(f"CT {vmid} already exists on node '{self.node}'")
+            if existing is not None and (not force or existing.node != self.here):
+                # create_vm: only a CT of this node may be overwritten (check_vmid_unused otherwise)
+                self._check_vmid_unused(vmid)
             if existing is not None:
                 if existing.status == "running":
                     raise fail("can't overwrite running container")
@@ -315,7 +495,7 @@ class Cluster:
             if existing is not None:
                 existing.config["lock"] = "create"
             else:
-                self.containers[vmid] = Container(vmid, dict(config, lock="create"))
+                self.containers[vmid] = Container(vmid, dict(config, lock="create"), node=self.here)
 
             def work(task: Task):
                 task.log(f"recovering backed-up configuration from '{ostemplate}'")
@@ -553,18 +733,15 @@ class Cluster:
                 # pve-container src/PVE/API2/LXC.pm clone_vm -> $rpcenv->check_pool_exist
                 # (pve-access-control src/PVE/RPCEnvironment.pm): raise_perm_exc, a 403
                 raise PermissionDenied(f"pool '{pool}' does not exist")
-            target = params.get("target")
-            if target and target not in (self.node, "localhost"):
-                raise fail(f"no such cluster node '{target}'")
-            if params.get("storage"):
-                self._storage(params["storage"])
+            target = self._clone_target(params.get("target"), params.get("storage"))
+            self._check_quorum()
             source = self._ct(vmid)
             self._check_lock(source)  # PVE's set_lock($vmid, 'disk') fails here
-            if newid in self.containers:
-                raise fail(f"CT {newid} already exists on node '{self.node}'")
-            plan = self._plan_clone(token, source, newid, params)
+            self._check_vmid_unused(newid)
+            plan = self._plan_clone(token, source, newid, params, target)
             source.config["lock"] = "disk"
-            self.containers[newid] = Container(newid, plan.config, firewall=source.firewall.clone())
+            self.containers[newid] = Container(newid, plan.config, firewall=source.firewall.clone(),
+                                               node=self.here)
 
             def work(task: Task):
                 kind = "full" if plan.full else "linked"
@@ -581,6 +758,8 @@ class Cluster:
                 rootfs["volume"] = plan.new_volume
                 clone.config["rootfs"] = containers.print_rootfs(rootfs)
                 clone.config.pop("lock")
+                if target:  # move_config_to_node: the config file moves in /etc/pve
+                    clone.node = target
                 if pool:
                     self._add_to_pool(clone, pool)
                 self._save_config(clone)
@@ -594,7 +773,23 @@ class Cluster:
             return self._start_task(token, "vzclone", vmid, work, on_success, on_failure,
                                     error_prefix="clone failed: ")
 
-    def _plan_clone(self, token: Token, source: Container, newid: int, params: dict) -> ClonePlan:
+    def _clone_target(self, target: str | None, storage_id: str | None) -> str | None:
+        """clone_vm's first checks: ``target`` (None when it is this node or ``localhost``) must be a
+        cluster node; ``storage`` must be enabled here and, with a target, there and shared."""
+        if target in (self.here, "localhost"):
+            target = None
+        if target and target not in self.nodes:
+            raise fail(f"no such cluster node '{target}'")
+        if storage_id:
+            self._storage(storage_id)
+            if target:
+                item = self._storage(storage_id, target)
+                if not item.shared:
+                    raise fail(f"can't clone to non-shared storage '{storage_id}'")
+        return target
+
+    def _plan_clone(self, token: Token, source: Container, newid: int, params: dict,
+                    target: str | None) -> ClonePlan:
         full = params.get("full")
         full = (not source.is_template) if full is None else bool(full)
         storage_id = params.get("storage")
@@ -605,18 +800,21 @@ class Cluster:
         volid = containers.parse_rootfs(source.config["rootfs"])["volume"]
         target_id = storage_id or storage.volume_storage(volid)
         token.require(f"/storage/{target_id}", "Datastore.AllocateSpace")
-        target = self._storage(target_id)
+        destination = self._storage(target_id)
         if full:
             if source.status == "running":
                 # pve-container stable-bookworm, src/PVE/API2/LXC.pm clone_vm (snapshots are not simulated)
                 raise fail("Cannot do full clones on a running container without snapshots")
-            if not target.supports("rootdir"):
+            if not destination.supports("rootdir"):
                 raise fail(f"storage '{target_id}' does not support container directories")
         elif not storage.is_base_volume(volid):
             raise fail(f"Linked clone feature for '{volid}' is not available")
         config = self._clone_config(token, source, params)
+        # after every volume: one not shared (the clone's storage when given) keeps it on this node
+        if target and not destination.shared:
+            raise fail(f"can't clone CT to node '{target}' (CT uses local storage)")
         base = None if full else volid.split(":", 1)[1]
-        new_volume = storage.new_volume_name(target, newid, set(), base)
+        new_volume = storage.new_volume_name(destination, newid, set(), base)
         return ClonePlan(full, config, volid, new_volume, target_id)
 
     def _clone_config(self, token: Token, source: Container, params: dict) -> dict:
@@ -799,8 +997,11 @@ class Cluster:
         if params.get("skiplock") and not token.is_root:
             raise ParamError({"skiplock": "Only root may use this option."})
         with self.lock:
-            running = vmid in self.containers and self.containers[vmid].status == "running"
+            ct = self.containers.get(vmid)  # check_running: the CT runs on this node
+            running = ct is not None and ct.node == self.here and ct.status == "running"
             self._check_power_precondition(vmid, action, running)
+            if action == "start":
+                self._check_quorum()
             if action == "stop" and params.get("overrule-shutdown"):
                 self._abort_tasks(vmid, "vzshutdown")
             build_task = getattr(self, f"_power_{action}")
@@ -838,7 +1039,9 @@ class Cluster:
     def _set_running(self, vmid: int, running: bool, suspended: bool = False) -> None:
         ct = self.containers.get(vmid)
         if ct is None:
-            raise TaskError(f"Configuration file 'nodes/{self.node}/lxc/{vmid}.conf' does not exist")
+            raise TaskError(f"Configuration file 'nodes/{self.here}/lxc/{vmid}.conf' does not exist")
+        if running and ct.status != "running":  # a new veth: its counters start at 0
+            ct.netin = ct.netout = 0
         ct.status = "running" if running else "stopped"
         ct.started_at = time.time() if running else None
         ct.suspended = suspended
@@ -917,7 +1120,7 @@ class Cluster:
                 raise TaskError("interrupted by lab reset")
             ct = self.containers.get(vmid)
             if ct is None:
-                raise TaskError(f"Configuration file 'nodes/{self.node}/lxc/{vmid}.conf' does not exist")
+                raise TaskError(f"Configuration file 'nodes/{self.here}/lxc/{vmid}.conf' does not exist")
             return ct.status == "running", ct.lock, copy.deepcopy(ct.config)
 
     @staticmethod
@@ -1066,40 +1269,83 @@ class Cluster:
 
     # ------------------------------------------------------------------ storage
 
-    def _used(self, item: storage.Storage) -> int:
-        return storage.used_bytes(item, self._content(item))
+    def _used(self, item: storage.Storage, node: str | None = None) -> int:
+        return storage.used_bytes(item, self._content(item, node))
 
-    def _content(self, item: storage.Storage) -> list:
-        if item.path is not None:
-            return storage.dir_content(item)
-        return storage.rootdir_content(item, self.containers.values())
+    def _content(self, item: storage.Storage, node: str | None = None) -> list:
+        """A storage's volumes as ``node`` sees them: a local one holds that node's CTs' volumes."""
+        node = node or self.here
+        guests = [ct for ct in self.containers.values() if item.shared or ct.node == node]
+        if item.path is None:
+            return storage.rootdir_content(item, guests)
+        entries = storage.dir_content(item)
+        if item.supports("rootdir"):
+            entries += storage.rootdir_content(item, guests)
+        return entries
+
+    def _configured_storages(self) -> dict:
+        """storage.cfg: every storage once (the local ones as the first node has them)."""
+        result = {}
+        for items in self.storage_sets.values():
+            for storage_id, item in items.items():
+                result.setdefault(storage_id, item)
+        return result
 
     def storage_list(self, token: Token) -> list:
         with self.lock:
-            return [item.config_view() for item in self.storages.values()
+            return [item.config_view() for item in self._configured_storages().values()
                     if _can_see_storage(token, item.storage)]
 
     def storage_config(self, token: Token, storage_id: str) -> dict:
         with self.lock:
-            return self._storage(storage_id).config_view()
+            item = self._configured_storages().get(storage_id)
+            if item is None:
+                raise fail(f"storage '{storage_id}' does not exist")
+            return item.config_view()
 
-    def node_storages(self, token: Token, content: str | None, storage_id: str | None) -> list:
+    def _storage_info(self, content: str | None) -> dict:
+        """pve-storage's ``storage_info`` on this node: every configured storage, one not enabled
+        here with ``enabled: 0`` and no figures; with ``content``, only enabled ones holding it."""
+        here = self.storages
+        info = {}
+        for storage_id, item in self._configured_storages().items():
+            local = here.get(storage_id)
+            if content and (local is None or not item.supports(content)):
+                continue
+            if local is None:
+                info[storage_id] = {"storage": storage_id, "type": item.type,
+                                    "content": ",".join(sorted(item.content)), "active": 0, "enabled": 0,
+                                    "shared": int(item.shared), "total": 0, "used": 0, "avail": 0}
+            else:
+                info[storage_id] = local.status_view(self._used(local))
+        return info
+
+    def node_storages(self, token: Token, content: str | None, storage_id: str | None,
+                      target: str | None = None) -> list:
+        """GET /nodes/{node}/storage (pve-storage API2/Storage/Status.pm ``index``); ``target``:
+        only shared storages enabled here and there (what a clone to that node may use)."""
         with self.lock:
+            info = self._storage_info(content)
+            if storage_id and storage_id not in info:
+                raise ParamError({"storage": "No such storage."})
+            if target in (self.here, "localhost"):
+                target = None
             result = []
-            for item in self.storages.values():
-                if not _can_see_storage(token, item.storage):
+            for item_id, view in info.items():
+                if not _can_see_storage(token, item_id) or (storage_id and item_id != storage_id):
                     continue
-                if content and not item.supports(content):
+                if target and not (view["shared"] and view["enabled"]
+                                   and item_id in self.storage_sets.get(target, {})):
                     continue
-                if storage_id and item.storage != storage_id:
-                    continue
-                result.append(item.status_view(self._used(item)))
+                result.append(view)
             return result
 
     def storage_status(self, storage_id: str) -> dict:
         with self.lock:
-            item = self._storage(storage_id)
-            return item.status_view(self._used(item))
+            view = self._storage_info(None).get(storage_id)
+            if view is None:
+                raise ParamError({"storage": "No such storage."})
+            return view
 
     def storage_content(self, token: Token, storage_id: str, content: str | None,
                         vmid: int | None) -> list:
@@ -1139,6 +1385,8 @@ class Cluster:
         """POST /nodes/{node}/vzdump: one task backing up the selected CTs in turn."""
         self._check_vzdump_params(token, params)
         vmids = self._vzdump_selection(params)
+        if not vmids and not params.get("all"):
+            return "OK"  # API2/VZDump.pm: "silent exit if specified VMs run on other nodes"
         storage_id = params.get("storage")
         if not params.get("dumpdir"):
             storage_id = storage_id or "local"
@@ -1172,14 +1420,18 @@ class Cluster:
             raise ParamError({"vmid": "property is missing"})
 
     def _vzdump_selection(self, params: dict) -> list[int]:
+        """The guests this node backs up (PVE's get_included_guests, then its local share:
+        guests of other nodes are skipped, unknown vmids stay and fail in the task)."""
         with self.lock:
             if params.get("vmid"):
-                return sorted({int(item) for item in schema.split_list(params["vmid"])})
-            if params.get("pool"):
-                members = self.pools.get(params["pool"], {}).get("members", set())
-                return sorted(members)
-            excluded = {int(v) for v in schema.split_list(params.get("exclude", ""))}
-            return sorted(vmid for vmid in self.containers if vmid not in excluded)
+                chosen = {int(item) for item in schema.split_list(params["vmid"])}
+            elif params.get("pool"):
+                chosen = set(self.pools.get(params["pool"], {}).get("members", set()))
+            else:
+                excluded = {int(v) for v in schema.split_list(params.get("exclude", ""))}
+                chosen = {vmid for vmid in self.containers if vmid not in excluded}
+            return sorted(vmid for vmid in chosen
+                          if vmid not in self.containers or self.containers[vmid].node == self.here)
 
     def _backup_target(self, storage_id: str | None, dumpdir: str | None) -> dict:
         if dumpdir:
@@ -1223,7 +1475,7 @@ class Cluster:
                         params: dict) -> None:
         backups.log_path(archive).write_text("\n".join(task.lines) + "\n")
         if params.get("notes-template"):
-            notes = backups.render_notes(params["notes-template"], vmid, name, self.node,
+            notes = backups.render_notes(params["notes-template"], vmid, name, self.here,
                                          self.config.cluster_name)
             backups.notes_path(archive).write_text(notes)
         if params.get("protected"):
@@ -1241,14 +1493,17 @@ class Cluster:
             result = {}
             for vmid, ct in sorted(self.containers.items()):
                 interfaces = self.backend.interfaces(vmid, ct.config) if ct.status == "running" else None
+                self._count_traffic(ct)
                 result[str(vmid)] = {
+                    "node": ct.node, "netin": ct.netin, "netout": ct.netout,
                     "config": dict(ct.config), "status": ct.status, "lock": ct.lock,
                     "suspended": ct.suspended, "pool": ct.pool, "ip": _first_ipv4(interfaces),
                     "interfaces": interfaces,
                     "firewall": {"options": ct.firewall.options, "rules": ct.firewall.rules,
                                  "ipsets": ct.firewall.ipsets},
                 }
-            return {"node": self.node, "containers": result,
+            return {"node": self.node, "nodes": self.lab_nodes(), "quorate": self.quorate,
+                    "containers": result,
                     "tasks": [task.state_view() for task in self.tasks.tasks.values()],
                     "backup_jobs": self.backup_jobs.list(),
                     "pools": {name: sorted(pool["members"]) for name, pool in self.pools.items()}}
@@ -1259,6 +1514,9 @@ class Cluster:
         with self.lock:
             ct = self._ct(vmid)
             changes = dict(changes)
+            counters = {key: changes.pop(key) for key in ("netin", "netout") if key in changes}
+            if counters:
+                self._set_counters(ct, counters, add=False)
             status = changes.pop("status", None)
             if status is not None:
                 if status not in ("running", "stopped"):
@@ -1274,6 +1532,70 @@ class Cluster:
                 else:
                     ct.config[key] = value
             return ct.config_view()
+
+    def _set_counters(self, ct: Container, counters: dict, add: bool) -> None:
+        """Set (or add to) a CT's traffic counters, as a test drives the memory backend's "traffic"."""
+        if not self.backend.counts_in_simulator:
+            raise ValueError(f"the {self.backend.name} backend counts real traffic; send some instead")
+        if ct.status != "running":
+            raise ValueError(f"CT {ct.vmid} is not running (a stopped CT has no veth to count on)")
+        for key, value in counters.items():
+            if key not in ("netin", "netout") or isinstance(value, bool) or not isinstance(value, int) \
+                    or value < 0 or value >= 2 ** 64:
+                raise ValueError(f"{key}: a byte count 0 .. 2^64-1 is expected, not {value!r}")
+        for key, value in counters.items():
+            setattr(ct, key, (getattr(ct, key) + value) % 2 ** 64 if add else value)
+
+    def lab_add_traffic(self, vmid: int, counters: dict) -> dict:
+        """Add bytes to a running CT's counters: ``netin`` received by it, ``netout`` sent."""
+        with self.lock:
+            ct = self._ct(vmid)
+            if not counters or set(counters) - {"netin", "netout"}:
+                raise ValueError("give netin and/or netout (bytes to add)")
+            self._set_counters(ct, counters, add=True)
+            return {"netin": ct.netin, "netout": ct.netout}
+
+    def lab_nodes(self) -> dict:
+        with self.lock:
+            return {name: {"status": "online" if node.online else "offline",
+                           "offline_since": node.offline_since,
+                           "reason": None if node.online else node.reason,
+                           "maxcpu": node.maxcpu, "maxmem": node.maxmem, "maxdisk": node.maxdisk,
+                           "containers": sorted(vmid for vmid, ct in self.containers.items()
+                                                if ct.node == name)}
+                    for name, node in self.nodes.items()}
+
+    def lab_set_node(self, name: str, change: dict) -> dict:
+        """Take a node offline (``{"status": "offline", "reason": ..., "offline_for": seconds}``)
+        or back online. ``offline_for`` dates the failure back, so that its RRD data has expired
+        (after 300 s) without a test waiting for it. The first node serves the API: it stays up."""
+        if name not in self.nodes:
+            raise ValueError(f"no node {name!r}")
+        if set(change) - {"status", "reason", "offline_for"}:
+            raise ValueError("keys: status, reason, offline_for")
+        status = change.get("status")
+        with self.lock:
+            node = self.nodes[name]
+            if status == "online":
+                node.offline_since, node.reason = None, PROXY_REASONS[0]
+            elif status == "offline":
+                if name == self.node:
+                    raise ValueError(f"{name} serves the API; take another node offline")
+                reason = change.get("reason", PROXY_REASONS[0])
+                if reason not in PROXY_REASONS:
+                    raise ValueError(f"reason: one of {', '.join(PROXY_REASONS)}")
+                offline_for = float(change.get("offline_for", 0))
+                if offline_for < 0:
+                    raise ValueError("offline_for: seconds >= 0")
+                node.offline_since, node.reason = time.time() - offline_for, reason
+            else:
+                raise ValueError("status: online or offline")
+        return self.lab_nodes()[name]
+
+    def lab_set_quorum(self, quorate: bool) -> dict:
+        with self.lock:
+            self.quorate = bool(quorate)
+            return {"quorate": self.quorate}
 
     def lab_add_address(self, vmid: int, name: str, address: str) -> list | None:
         """``ip addr add <address> dev <name>`` inside the running CT; its interfaces after."""

@@ -1,5 +1,6 @@
 """Storages: ``local`` (a directory: backups, templates) and ``local-lvm`` (LVM-thin:
-container volumes), as on a fresh PVE install.
+container volumes), as on a fresh PVE install, on each node; and shared storages (an NFS
+export every node mounts), configured with ``shared_storages``.
 
 Directory storages are real directories under ``storage_root``, so backup archives are
 real files a test (or an operator) can look at; LVM-thin volumes exist only as the
@@ -45,6 +46,11 @@ class Storage:
     prune_backups: str | None = None
     extra: dict | None = None
     template_dir: Path | None = None  # where vztmpl files live (dir storages only)
+    shared: bool = False
+    nodes: tuple | None = None  # the nodes it is enabled on (storage.cfg ``nodes``); None: all
+
+    def enabled_on(self, node: str) -> bool:
+        return self.nodes is None or node in self.nodes
 
     def supports(self, content: str) -> bool:
         return content in self.content
@@ -60,13 +66,17 @@ class Storage:
             view["path"] = str(self.path)
         if self.prune_backups:
             view["prune-backups"] = self.prune_backups
+        if self.shared:
+            view["shared"] = 1
+        if self.nodes is not None:
+            view["nodes"] = ",".join(self.nodes)
         view.update(self.extra or {})
         return view
 
     def status_view(self, used: int) -> dict:
         return {"storage": self.storage, "type": self.type,
                 "content": ",".join(sorted(self.content)), "active": 1, "enabled": 1,
-                "shared": 0, "total": self.total, "used": used,
+                "shared": int(self.shared), "total": self.total, "used": used,
                 "avail": max(0, self.total - used),
                 "used_fraction": round(used / self.total, 6) if self.total else 0}
 
@@ -83,6 +93,37 @@ def default_storages(root: Path, vztmpl_dir: str | Path | None = None) -> dict:
                         extra={"vgname": "pve", "thinpool": "data"})
     _prepare_dir_storage(local, seed_template=not vztmpl_dir)
     return {storage.storage: storage for storage in (local, local_lvm)}
+
+
+SHARED_TYPES = ("nfs", "cifs", "cephfs")
+SHARED_CONTENT = ("backup", "images", "iso", "rootdir", "vztmpl")
+
+
+def shared_storage(spec: dict, root: Path, node_names: list) -> Storage:
+    """A shared file storage from a ``shared_storages`` entry: its files under ``root/shared/<id>``."""
+    unknown = set(spec) - {"storage", "type", "content", "total", "nodes"}
+    if unknown:
+        raise ValueError(f"unknown shared storage keys: {', '.join(sorted(unknown))}")
+    storage_id = spec.get("storage")
+    if not isinstance(storage_id, str) or not re.fullmatch(r"[a-z][a-z0-9\-_.]*[a-z0-9]", storage_id) \
+            or storage_id in ("local", "local-lvm"):
+        raise ValueError(f"bad shared storage id {storage_id!r}")
+    kind = spec.get("type", "nfs")
+    content = tuple(sorted(set(str(spec.get("content", "rootdir,images,backup")).split(","))))
+    if kind not in SHARED_TYPES or not set(content) <= set(SHARED_CONTENT):
+        raise ValueError(f"shared storage {storage_id}: type one of {SHARED_TYPES}, content of {SHARED_CONTENT}")
+    nodes = spec.get("nodes")
+    if nodes is not None and (not isinstance(nodes, list) or not set(nodes) <= set(node_names)):
+        raise ValueError(f"shared storage {storage_id}: 'nodes' must list configured nodes")
+    total = spec.get("total", 500 * GIB)
+    if not isinstance(total, int) or total <= 0:
+        raise ValueError(f"shared storage {storage_id}: 'total' must be a positive integer")
+    item = Storage(storage_id, kind, content, total, path=root / "shared" / storage_id,
+                   prune_backups="keep-all=1", shared=True,
+                   nodes=tuple(nodes) if nodes is not None else None)
+    item.template_dir = item.path / "template" / "cache"
+    _prepare_dir_storage(item, seed_template=False)
+    return item
 
 
 def _prepare_dir_storage(storage: Storage, seed_template: bool) -> None:
@@ -119,7 +160,7 @@ def _standin_template() -> bytes:
 
 def parse_volname(storage: Storage, volname: str) -> tuple[str, str, int | None]:
     """``(content type, name, owner vmid)`` of a volume name, or PVE's parse error."""
-    if storage.type == "dir":
+    if storage.path is not None:
         for vtype, pattern in _DIR_VOLNAME_RES:
             match = pattern.fullmatch(volname)
             if match is None:
@@ -180,7 +221,7 @@ def new_volume_name(storage: Storage, vmid: int, taken_names: set, base: str | N
     while f"vm-{vmid}-disk-{index}" in taken_names:
         index += 1
     name = f"vm-{vmid}-disk-{index}"
-    if storage.type == "dir":
+    if storage.path is not None:
         return f"{storage.storage}:{vmid}/{name}.raw"
     if base:
         return f"{storage.storage}:{base}/{name}"
@@ -209,7 +250,7 @@ def rootdir_content(storage: Storage, containers) -> list:
         entry = {"volid": volid, "content": "rootdir", "format": "raw",
                  "size": parse_size(rootfs.get("size", "0")), "vmid": volume_owner(volid),
                  "ctime": int(time.time())}
-        if "/" in volid:
+        if "/" in volid and storage.path is None:
             entry["parent"] = volid.split(":", 1)[1].split("/")[0]
         entries.append(entry)
     return entries

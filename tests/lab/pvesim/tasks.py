@@ -129,8 +129,8 @@ class TaskManager:
     def start(self, task_type: str, task_id, user: str, work: Callable[[Task], object],
               on_success: Callable | None = None, on_failure: Callable | None = None,
               error_prefix: str = "", prepare: Callable[[Task], None] | None = None,
-              duration: float | None = None) -> Task:
-        """Create a task and run it in a thread. Call with the state lock held.
+              duration: float | None = None, node: str | None = None) -> Task:
+        """Create a task (on ``node``, default the manager's) and run it in a thread. Call with the state lock held.
 
         In the thread: ``prepare`` (the checks and locks a PVE worker takes first; it
         takes the state lock itself), then the task type's duration, then an injected
@@ -141,8 +141,9 @@ class TaskManager:
         pid = next(self._pids)
         pstart = int((now - _BOOT_TIME) * 100)
         task_id = "" if task_id is None else str(task_id)
-        upid = make_upid(self.node, pid, pstart, int(now), task_type, task_id, user)
-        task = Task(upid=upid, node=self.node, pid=pid, pstart=pstart, starttime=int(now),
+        node = node or self.node
+        upid = make_upid(node, pid, pstart, int(now), task_type, task_id, user)
+        task = Task(upid=upid, node=node, pid=pid, pstart=pstart, starttime=int(now),
                     type=task_type, id=task_id, user=user, generation=self.generation)
         self.tasks[upid] = task
         self._forget_old()
