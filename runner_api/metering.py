@@ -21,8 +21,11 @@ The counters (FACTS.md A3) are bytes since the CT started, summed over its veths
 - first reading of a pod: it only becomes the starting point (what the CT moved before the meter
   knew it, provisioning included, is not the customer's month);
 - the CT started again (its start time, the read time minus ``uptime``, moved later than the stored
-  one by more than ``RESTART_SLACK``): the counters began again at zero, so all of them are new bytes;
-- a lower counter without a restart: the counter wrapped (``WRAP``, 64-bit), counted modulo;
+  one by more than ``RESTART_SLACK``, or a counter is lower than the stored one and not near the top of
+  64 bits: a quick restart moves the start by less than the slack): the counters began again at zero,
+  so all of them are new bytes;
+- a lower counter within ``MAX_STEP`` of 2^64 and no restart: the counter wrapped (``WRAP``), counted
+  modulo;
 - a leap above ``MAX_STEP`` (a broken counter, no link moves that much in an interval): not counted,
   logged, and read on from there;
 - a CT that is not running: nothing is counted and the starting point becomes zero, so the bytes of
@@ -115,13 +118,17 @@ def count(previous, reading):
         return Counted(0, 0, False, 0, 0, reading.started_at)
     if previous is None:
         return Counted(0, 0, False, reading.netin, reading.netout, reading.started_at)
-    restarted = reading.started_at > previous["started_at"] + RESTART_SLACK
+    last_in, last_out = int(previous["netin"]), int(previous["netout"])
+    # A lower counter is a wrap only near the top of 64 bits; lower anywhere else, the counters began again.
+    fell = any(now < last and last <= WRAP - MAX_STEP
+               for now, last in ((reading.netin, last_in), (reading.netout, last_out)))
+    restarted = fell or reading.started_at > previous["started_at"] + RESTART_SLACK
     if restarted:
         return Counted(reading.netin, reading.netout, True, reading.netin, reading.netout, reading.started_at)
     # Same run: a lower counter has wrapped. The stored start stays: a later reading that drifts by a
     # second (uptime's resolution) must not add up to a false restart.
-    bytes_in = (reading.netin - int(previous["netin"])) % WRAP
-    bytes_out = (reading.netout - int(previous["netout"])) % WRAP
+    bytes_in = (reading.netin - last_in) % WRAP
+    bytes_out = (reading.netout - last_out) % WRAP
     if bytes_in > MAX_STEP or bytes_out > MAX_STEP:
         return Counted(0, 0, False, reading.netin, reading.netout, previous["started_at"], anomaly=True)
     return Counted(bytes_in, bytes_out, False, reading.netin, reading.netout, previous["started_at"])

@@ -27,7 +27,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support')):
+for _path in (ROOT, HERE, os.path.join(ROOT, 'tests', 'lab'), os.path.join(ROOT, 'tests', 'support'),
+              os.path.join(ROOT, '.build', 'collections')):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
@@ -63,7 +64,9 @@ class Lab(object):
 
     def container(self, start=True):
         hostname = 'mtr-' + uuid.uuid4().hex[:10]
-        vmid, _created = self.client.clone_container('pve', 9000, 120, hostname=hostname, full=True)
+        # A pod's CT: its record in the description, as pod_container writes it (the playbooks work on pods only).
+        vmid, _created = self.client.clone_container('pve', 9000, 120, hostname=hostname, full=True,
+                                                     description='cloudpods-pod: %s\n' % hostname)
         self.made.append(vmid)
         if start:
             self.power(vmid, 'start')
@@ -152,7 +155,9 @@ def new_meter(lab_env, db, **kwargs):
 
 def run_worker(lab_env, db, tmp_path):
     """One task through ``cloudpods worker --once`` with the real playbooks; its log for a failure message."""
-    env = worker_environment(lab_env, db.url, run_dir=tmp_path / 'runs', retry_base_seconds=0.1)
+    # The lab's own inventory and site file (tests/lab/lab up writes them): the Proxmox host is localhost.
+    env = worker_environment(lab_env, db.url, run_dir=tmp_path / 'runs', retry_base_seconds=0.1,
+                             inventory=Path(ROOT, '.lab', 'inventory'), extra_vars_file=Path(ROOT, '.lab', 'site.yml'))
     log = tmp_path / 'worker.log'
     with open(log, 'ab') as handle:
         status = subprocess.run([sys.executable, '-m', 'runner_api.cli', 'worker', '--once', '--worker-id', 'meter-test'],
@@ -173,7 +178,7 @@ def test_one_call_per_pass_counts_each_pod_s_bytes(lab_env, lab, db):
     for index, (vmid, _pod) in enumerate(pods):
         lab.traffic(vmid, netin=1000 * (index + 1), netout=5000 * (index + 1))
     second = meter.run_pass()
-    assert (second.counted, second.bytes, second.api_calls) == (3, 18000, 1)
+    assert (second.counted, second.bytes, second.api_calls) == (3, 36000, 1)
     for index, (_vmid, pod) in enumerate(pods):
         assert db.total(pod) == (1000 * (index + 1), 5000 * (index + 1))
     # Two passes: two calls to the API, both GET /cluster/resources, and nothing per pod.

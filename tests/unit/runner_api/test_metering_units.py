@@ -73,6 +73,12 @@ def test_a_restart_counts_the_new_counters_whole():
     assert (counted.bytes_in, counted.bytes_out, counted.restarted) == (5000, 7000, True)
 
 
+def test_a_quick_restart_is_told_by_lower_counters():
+    # Stopped and started again 5 s after the last reading's start: within the slack, but the counters fell.
+    counted = count(stored(5000, 7000, START), reading(netin=300, netout=9000, uptime=18000 - 5))
+    assert (counted.bytes_in, counted.bytes_out, counted.restarted) == (300, 9000, True)
+
+
 def test_a_stopped_ct_counts_nothing_and_its_next_run_counts_from_zero():
     counted = count(stored(5000, 7000), reading(status='stopped', netin=0, netout=0))
     assert (counted.bytes_in, counted.bytes_out) == (0, 0)
