@@ -75,8 +75,16 @@ class Pve:
 
     def running_ct(self, vmid):
         hostname = "bench-%d" % vmid
-        self.wait(self.call("POST", "/nodes/%s/lxc/%d/clone" % (self.node, TEMPLATE), newid=vmid, hostname=hostname,
-                            full=1))
+        for _attempt in range(1000):  # the template is locked while another clone copies it, as on PVE
+            try:
+                upid = self.call("POST", "/nodes/%s/lxc/%d/clone" % (self.node, TEMPLATE), newid=vmid,
+                                 hostname=hostname, full=1)
+                break
+            except requests.HTTPError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.005)
+        self.wait(upid)
         self.wait(self.call("POST", "/nodes/%s/lxc/%d/status/start" % (self.node, vmid)))
         return vmid, hostname
 
