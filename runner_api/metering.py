@@ -58,6 +58,7 @@ MAX_STEP = 2 ** 50
 WARN_PERCENT = 80
 LIVE = ("PROVISIONING", "ACTIVE", "SUSPENDED")
 ERROR_LIMIT = 300
+FAILED_BACKOFF = timedelta(hours=1)  # after a queued operation failed for good, before asking again
 
 
 class MeterError(Exception):
@@ -188,9 +189,14 @@ class PassResult:
     skipped: bool = False  # another meter held the lock
 
 
+# quota_failed_at: when an operation the meter queues last failed for good on the pod (it is not asked
+# again before FAILED_BACKOFF has passed, so a mail server that is down does not make a failed task a minute).
 POD_QUERY = """
     SELECT s.id, s.customer_id, s.hostname, s.domain, s.vmid, s.plan_code, s.status, s.suspend_reason,
-           s.transfer_rate_mbps, c.netin, c.netout, c.started_at, c.vmid AS counted_vmid
+           s.transfer_rate_mbps, c.netin, c.netout, c.started_at, c.vmid AS counted_vmid,
+           (SELECT max(t.finished_at) FROM cloud_pod_provisioning_tasks t
+            WHERE t.subscription_id = s.id AND t.status = 'FAILED'
+              AND t.task_type IN ('TRANSFER_QUOTA', 'SUSPEND', 'RESUME')) AS quota_failed_at
     FROM cloud_pod_subscriptions s LEFT JOIN cloud_pod_traffic_counters c ON c.subscription_id = s.id
     WHERE s.vmid IS NOT NULL AND s.status = ANY(%s)
 """
@@ -388,7 +394,8 @@ class Meter:
         for row in usage:
             pod = pods[row["subscription_id"]]
             wanted = self.wanted(row, pod)
-            if wanted is None:
+            failed_at = pod["quota_failed_at"]
+            if wanted is None or (failed_at is not None and failed_at > datetime.now(timezone.utc) - FAILED_BACKOFF):
                 continue
             task_type, params, reason = wanted
             if task_type == "TRANSFER_QUOTA":

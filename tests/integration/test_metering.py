@@ -335,6 +335,25 @@ def test_suspend_policy_and_a_plan_with_more_transfer(lab_env, lab, db):
     assert (row['quota_bytes'], row['warned_at'], row['exceeded_at']) == (None, None, None)
 
 
+def test_an_operation_that_failed_is_asked_again_an_hour_later(lab_env, lab, db):
+    vmid, hostname = lab.container()
+    pod = db.pod(vmid, hostname)
+    meter = new_meter(lab_env, db)
+    meter.run_pass()
+    lab.traffic(vmid, netin=QUOTA)
+    assert meter.run_pass().queued == 1
+    # Its attempts used up (say the mail server was down all along): the pod's TRANSFER_QUOTA failed for good.
+    db.sql("UPDATE cloud_pod_provisioning_tasks SET status = 'FAILED', finished_at = now() "
+           "WHERE subscription_id = %s AND status = 'PENDING'", (pod,))
+    assert meter.run_pass().queued == 0
+    db.sql("UPDATE cloud_pod_provisioning_tasks SET finished_at = now() - interval '61 minutes' "
+           "WHERE subscription_id = %s AND status = 'FAILED'", (pod,))
+    assert meter.run_pass().queued == 1
+    [task] = db.open_tasks(pod)
+    assert (task['task_type'], task['params']['notice'], task['params']['rate_mbps']) == (
+        'TRANSFER_QUOTA', 'exceeded', 1.0)
+
+
 def test_usage_endpoint_and_pod_detail(lab_env, lab, db):
     vmid, hostname = lab.container()
     pod = db.pod(vmid, hostname)
