@@ -90,7 +90,7 @@ def create_app(settings=None, repository=None):
             raise Problem(401, "Unauthorized", "The metrics need the bearer token CLOUDPODS_METRICS_TOKEN "
                           "(Authorization: Bearer <token>).", "unauthorized")
         body = metrics.api_exposition(repository.pool)
-        return body, 200, {"Content-Type": metrics.CONTENT_TYPE_LATEST, "Cache-Control": "no-store"}
+        return body, 200, {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}
 
     logging.getLogger(__name__).info("runner_api ready (%r)", settings)
     return app

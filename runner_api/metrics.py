@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
@@ -37,6 +37,9 @@ from . import operations
 LOG = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_PATH = "/metrics"
+# Prometheus' text format 0.0.4, which every Prometheus reads (the names here are all plain ones, so the
+# body is the same in the 1.0.0 format newer prometheus_client releases label it with).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Operation durations: a restart takes seconds, a provisioning minutes, a backup of a big pod an hour.
 OPERATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -258,7 +261,7 @@ def _wsgi_app(registry, token):
             start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
             return [b"a bearer token is required (CLOUDPODS_METRICS_TOKEN)\n"]
         body = generate_latest(registry)
-        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
         return [body]
     return app
 
