@@ -204,7 +204,7 @@ class WorkerMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.durations = Histogram("cloudpods_operation_duration_seconds",
-                                   "Attempts of operations by how they ended, from the claim to the outcome written.",
+                                   "Attempts of operations by how they ended, from the start of the run to the outcome written.",
                                    ("operation", "outcome"), buckets=OPERATION_BUCKETS, registry=self.registry)
         self.failures = Counter("cloudpods_operation_failures", "Failed attempts of operations by the step that failed "
                                 "(worker: no playbook step failed, e.g. an executor error or a timeout).",

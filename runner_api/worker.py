@@ -191,7 +191,7 @@ class Worker:  # pylint: disable=too-many-instance-attributes
         self.known_secrets = set(settings.secrets())
         self.metrics = metrics.WorkerMetrics()
         self.metrics_port = settings.worker_metrics_port if metrics_port is None else metrics_port
-        self.claimed_at = None
+        self.attempt_started = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -336,7 +336,6 @@ class Worker:  # pylint: disable=too-many-instance-attributes
         self.outage.recovered()
         if task is None:
             return False
-        self.claimed_at = time.monotonic()
         LOG.info("task %s %s for %s: attempt %s/%s", task["id"], task["task_type"], task["hostname"],
                  task["attempts"], task["max_attempts"])
         self._reread_secrets()
@@ -368,6 +367,7 @@ class Worker:  # pylint: disable=too-many-instance-attributes
                  ", ".join(sorted(values)))
 
     def _execute(self, task):
+        self.attempt_started = time.monotonic()
         # Set by the heartbeat when the lease could not be renewed, or by the first event row refused:
         # another worker owns the task now, and the run is cancelled at once.
         lease_lost = self.events.lost
@@ -425,8 +425,9 @@ class Worker:  # pylint: disable=too-many-instance-attributes
         self._failed(task, error, retryable, failed_step[0] if failed_step else None)
 
     def _ended(self, task, outcome):
-        """An attempt ended (``metrics.OUTCOMES``): its duration from the claim, by operation and outcome."""
-        self.metrics.ended(task["task_type"], outcome, time.monotonic() - self.claimed_at)
+        """An attempt ended (``metrics.OUTCOMES``): its duration from its start to its outcome written, by operation
+        and outcome."""
+        self.metrics.ended(task["task_type"], outcome, time.monotonic() - self.attempt_started)
 
     def _heartbeat(self, task, lease_lost, done, preempted=None):
         background = operations.find(task["task_type"]) is not None and operations.get(task["task_type"]).background

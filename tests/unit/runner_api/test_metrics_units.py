@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runner_api import metrics  # noqa: E402
+from runner_api import cli, metrics  # noqa: E402
 from runner_api.app import create_app  # noqa: E402
 from runner_api.settings import Settings, SettingsError  # noqa: E402
 
@@ -267,3 +267,20 @@ def test_scrape_example_sends_the_token_from_a_file_never_inline():
     for job in jobs.values():
         assert job['metrics_path'] == metrics.METRICS_PATH
         assert job['authorization'] == {'type': 'Bearer', 'credentials_file': '/etc/prometheus/cloudpods-metrics.token'}
+
+
+# ---------------------------------------------------------------- cloudpods worker --metrics-port-offset
+
+def test_worker_port_is_the_setting_plus_the_instance_number(capsys):
+    parser = cli.build_parser()
+    assert parser.parse_args(['worker', '--metrics-port-offset', '3']).metrics_port_offset == 3
+    assert parser.parse_args(['worker']).metrics_port_offset == 0
+    assert cli._metrics_port(settings(CLOUDPODS_WORKER_METRICS_PORT='9400'), 3) == 9403
+    assert cli._metrics_port(settings(), 3) == 0  # no endpoint: the offset does not make one
+    with pytest.raises(SystemExit) as caught:
+        cli._metrics_port(settings(CLOUDPODS_WORKER_METRICS_PORT='65535'), 1)
+    assert caught.value.code == 2
+    assert 'past 65535' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(['worker', '--metrics-port-offset', 'a'])
+    assert "the systemd unit's instance name must be a number" in capsys.readouterr().err
