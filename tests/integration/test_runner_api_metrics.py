@@ -166,7 +166,7 @@ def test_oldest_waiting_age_grows_with_the_tasks_age(api):
 
 def test_webhook_backlog_counts_undelivered_rows(api):
     assert value(api.scrape(), 'cloudpods_webhook_backlog_events') == 0
-    for _ in range(3):
+    for _index in range(3):
         api.order()  # each writes pod.status_changed to the outbox (migration 0003's trigger)
     undelivered = api.sql('SELECT count(*) AS n FROM cloud_pod_webhook_outbox WHERE delivered_at IS NULL')[0]['n']
     assert undelivered == 3
@@ -184,7 +184,7 @@ def test_webhook_backlog_counts_undelivered_rows(api):
 
 def test_requests_are_counted_by_route_not_by_path(api):
     before = value(api.scrape(), 'cloudpods_api_requests_total', endpoint='/healthz', method='GET', status='200') or 0
-    for _ in range(4):
+    for _index in range(4):
         assert api.client.get('/healthz').status_code == 200
     api.client.get('/no/such/' + uuid.uuid4().hex)
     text = api.scrape()
@@ -323,7 +323,7 @@ def test_gunicorn_three_workers_report_exact_totals(lab_env, tmp_path):
             assert len(metrics_dirs) == 1
             # Several processes counted (else the sum proves nothing): their counter files are by pid.
             assert len(list(metrics_dirs[0].glob('counter_*.db'))) >= 2, list(metrics_dirs[0].iterdir())
-            for _ in range(6):  # whichever process answers the scrape, the same totals
+            for _index in range(6):  # whichever process answers the scrape, the same totals
                 text = api.scrape()
                 assert healthz_count(text) == start + 90
                 # The database gauges once (samples() refuses a repeated label set), with the database's values.
@@ -337,7 +337,7 @@ def test_gunicorn_three_workers_report_exact_totals(lab_env, tmp_path):
         try:
             start = healthz_count(again.scrape())
             assert start == 1  # its own start-up probe, none of the 91 requests of the earlier run
-            for _ in range(5):
+            for _index in range(5):
                 assert requests.get(again.url('/healthz'), timeout=10).status_code == 200
             assert healthz_count(again.scrape()) == start + 5
         finally:

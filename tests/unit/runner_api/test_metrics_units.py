@@ -185,7 +185,7 @@ def test_api_metrics_are_off_without_a_token_and_refuse_other_tokens():
 
 def test_a_database_that_does_not_answer_gives_database_up_0_and_no_queue(caplog):
     app = create_app(settings(CLOUDPODS_METRICS_TOKEN=TOKEN), FakeRepository(Unreachable())).test_client()
-    for _ in range(3):
+    for _index in range(3):
         response = app.get('/metrics', headers={'Authorization': 'Bearer ' + TOKEN})
         assert response.status_code == 200
         found = families(response.get_data(as_text=True))
