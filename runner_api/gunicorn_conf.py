@@ -38,6 +38,11 @@ def on_starting(_server):
         raise SystemExit(2) from None
     # prometheus_client picks its file-backed values when it is first imported, which must be in the
     # workers, after this (the master never imports it: runner_api.metrics would, hence no import here).
+    # --preload loads the app in the master before this hook: every worker would count in a copy of its own.
+    if "prometheus_client" in sys.modules:
+        print("cloudpods api: the app was loaded before gunicorn_conf.on_starting (--preload?): the metrics of the "
+              "worker processes could not be summed; start gunicorn without --preload", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="cloudpods-api-metrics-")
 
 

@@ -342,3 +342,14 @@ def test_gunicorn_three_workers_report_exact_totals(lab_env, tmp_path):
             assert healthz_count(again.scrape()) == start + 5
         finally:
             again.stop()
+
+
+def test_gunicorn_preload_is_refused(lab_env, tmp_path):
+    """--preload would import prometheus_client in the master before the multi-process directory is set:
+    each worker would count alone and /metrics would show one process's share. gunicorn stops instead."""
+    env = worker_environment(lab_env, lab_env['DATABASE_URL'], metrics_token=METRICS_TOKEN)
+    result = subprocess.run([GUNICORN, '-c', 'python:runner_api.gunicorn_conf', '--preload', '-b',
+                             '127.0.0.1:%d' % free_port(), '-w', '2', 'runner_api.app:create_app()'],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'start gunicorn without --preload' in result.stderr
