@@ -24,6 +24,7 @@ and then asks for it too (deploy/prometheus/cloudpods.yml scrapes both).
 import hmac
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -49,8 +50,10 @@ OPERATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 OUTCOMES = ("completed", "failed", "retry", "released", "lost")
 # The failure of an attempt that no playbook step reported (executor error, unknown operation, timeout).
 WORKER_STEP = "worker"
-OTHER_STEP = "other"
-STEP_LABELS_LIMIT = 200  # distinct step labels a worker reports; the playbooks have fewer named tasks
+OTHER = "other"  # an operation or a step past the bounds below
+# Distinct step labels a worker reports: more than the collection's named tasks (some 330), so a label
+# that is not one of them (a task name templated with a pod's data) cannot grow the series for ever.
+STEP_LABELS_LIMIT = 500
 STEP_LABEL_LENGTH = 120
 # Queue states: PENDING tasks that are due (waiting for a worker) or not yet (a retry's delay, the
 # background HTTPS retry's next run: scheduled), and RUNNING ones.
@@ -203,8 +206,8 @@ class WorkerMetrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.durations = Histogram("cloudpods_operation_duration_seconds",
-                                   "Attempts of operations by how they ended, from the start of the run to the outcome written.",
+        self.durations = Histogram("cloudpods_operation_duration_seconds", "Attempts of operations by how they "
+                                   "ended, from the start of the run to the outcome written.",
                                    ("operation", "outcome"), buckets=OPERATION_BUCKETS, registry=self.registry)
         self.failures = Counter("cloudpods_operation_failures", "Failed attempts of operations by the step that failed "
                                 "(worker: no playbook step failed, e.g. an executor error or a timeout).",
@@ -223,7 +226,7 @@ class WorkerMetrics:
 
     @staticmethod
     def _operation(name):
-        return name if operations.find(name) is not None else OTHER_STEP
+        return name if operations.find(name) is not None else OTHER
 
     def _step(self, step):
         """A playbook step's name as a label: bounded in length and in number (then "other")."""
@@ -234,14 +237,16 @@ class WorkerMetrics:
             if step in self.steps:
                 return step
             if len(self.steps) >= STEP_LABELS_LIMIT:
-                return OTHER_STEP
+                return OTHER
             self.steps.add(step)
             return step
 
     def serve(self, host, port, token=None):
-        """Serve ``/metrics`` on ``host:port`` in a daemon thread (``token``: required as a bearer token)."""
+        """Serve ``/metrics`` on ``host:port`` in a daemon thread (``token``: required as a bearer token);
+        the address served, or OSError when it cannot listen there (a port in use)."""
         app = _wsgi_app(self.registry, token)
-        self.server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        server_class = _Server6 if ":" in host else ThreadingWSGIServer
+        self.server = make_server(host, port, app, server_class, handler_class=_QuietHandler)
         threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True).start()
         return self.server.server_address[:2]
 
@@ -264,6 +269,12 @@ def _wsgi_app(registry, token):
         start_response("200 OK", [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(body)))])
         return [body]
     return app
+
+
+class _Server6(ThreadingWSGIServer):
+    """The same server on an IPv6 address (``::1``)."""
+
+    address_family = socket.AF_INET6
 
 
 class _QuietHandler(WSGIRequestHandler):

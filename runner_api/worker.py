@@ -207,9 +207,7 @@ class Worker:  # pylint: disable=too-many-instance-attributes
         os.environ.pop("DATABASE_URL", None)
         os.environ.pop("CLOUDPODS_METRICS_TOKEN", None)
         if self.metrics_port:
-            host, port = self.metrics.serve(self.settings.worker_metrics_host, self.metrics_port,
-                                            self.settings.metrics_token)
-            LOG.info("worker %s: metrics on http://%s:%s%s", self.worker_id, host, port, metrics.METRICS_PATH)
+            self._serve_metrics()
         for run_id in runscope.sweep(self.settings.run_dir):
             LOG.info("removed run %s left behind by a worker that died", run_id)
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -254,6 +252,18 @@ class Worker:  # pylint: disable=too-many-instance-attributes
                 pool.close()
         LOG.info("worker %s stopped", self.worker_id)
         return 0
+
+    def _serve_metrics(self):
+        """This worker's /metrics. An address it cannot listen on (a port in use) stops no provisioning: it is
+        logged, and Prometheus shows the target down."""
+        host = self.settings.worker_metrics_host
+        try:
+            host, port = self.metrics.serve(host, self.metrics_port, self.settings.metrics_token)
+        except OSError as exc:
+            LOG.error("worker %s: no metrics: cannot listen on %s port %s (CLOUDPODS_WORKER_METRICS_HOST, "
+                      "CLOUDPODS_WORKER_METRICS_PORT): %s", self.worker_id, host, self.metrics_port, exc.strerror or exc)
+            return
+        LOG.info("worker %s: metrics on %s port %s (%s)", self.worker_id, host, port, metrics.METRICS_PATH)
 
     def _listen(self):
         listener = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=connect_timeout(

@@ -9,6 +9,7 @@ a real worker and gunicorn.)"""
 
 import json
 import re
+import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ if str(ROOT) not in sys.path:
 from runner_api import cli, metrics  # noqa: E402
 from runner_api.app import create_app  # noqa: E402
 from runner_api.settings import Settings, SettingsError  # noqa: E402
+from runner_api.worker import Worker  # noqa: E402
 
 DB = 'postgresql://cloudpods:pw@127.0.0.1:5432/cloudpods'
 PLANS_FILE = str(ROOT / 'playbooks' / 'vars' / 'plans.yml')
@@ -284,3 +286,34 @@ def test_worker_port_is_the_setting_plus_the_instance_number(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(['worker', '--metrics-port-offset', 'a'])
     assert "the systemd unit's instance name must be a number" in capsys.readouterr().err
+
+
+def test_worker_endpoint_on_ipv6_loopback():
+    probe = socket.socket(socket.AF_INET6)
+    try:
+        probe.bind(('::1', 0))
+    except OSError:
+        pytest.skip('no IPv6 loopback here')
+    finally:
+        probe.close()
+    observed = metrics.WorkerMetrics()
+    host, port = observed.serve('::1', 0)
+    try:
+        assert host == '::1'
+        assert requests.get('http://[::1]:%d/metrics' % port, timeout=5).status_code == 200
+    finally:
+        observed.stop()
+
+
+def test_a_port_in_use_is_logged_and_the_worker_goes_on(caplog):
+    first = metrics.WorkerMetrics()
+    _host, port = first.serve('127.0.0.1', 0)
+    try:
+        worker = Worker(settings(CLOUDPODS_METRICS_TOKEN=TOKEN), worker_id='w-metrics', executor=object(),
+                        repository=object(), metrics_port=port)
+        worker._serve_metrics()  # pylint: disable=protected-access
+    finally:
+        first.stop()
+    assert worker.metrics.server is None
+    assert 'worker w-metrics: no metrics: cannot listen on 127.0.0.1 port %d' % port in caplog.text
+    assert TOKEN not in caplog.text
