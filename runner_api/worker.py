@@ -203,9 +203,8 @@ class Worker:  # pylint: disable=too-many-instance-attributes
 
     def run(self, once=False):
         install_secret_filter(self.settings.secrets())
-        # The playbooks must not inherit the database credentials, nor the metrics token.
+        # The playbooks must not inherit the database credentials.
         os.environ.pop("DATABASE_URL", None)
-        os.environ.pop("CLOUDPODS_METRICS_TOKEN", None)
         if self.metrics_port:
             self._serve_metrics()
         for run_id in runscope.sweep(self.settings.run_dir):

@@ -49,6 +49,9 @@ STUB_PLAYBOOK = """
   hosts: localhost
   gather_facts: false
   tasks:
+    - name: Record what the playbook sees of the metrics token
+      ansible.builtin.shell: 'echo "[${CLOUDPODS_METRICS_TOKEN:-}]" >> {{ stub_env_log }}'
+      changed_when: true
     - name: Fail on purpose
       ansible.builtin.fail:
         msg: "this pod is meant to fail"
@@ -200,13 +203,15 @@ def metrics_queue(lab_env, tmp_path):
     playbooks = tmp_path / 'playbooks'
     playbooks.mkdir()
     (playbooks / 'provision.yml').write_text(STUB_PLAYBOOK)
-    extra_vars = stub_site(tmp_path / 'vars.json')
+    env_log = tmp_path / 'playbook-env.txt'
+    extra_vars = stub_site(tmp_path / 'vars.json', stub_env_log=str(env_log))
     with scratch_database(lab_env['DATABASE_URL']) as url:
         env = worker_environment(lab_env, url, playbook_dir=playbooks, extra_vars_file=extra_vars,
                                  lease_seconds=120, heartbeat_seconds=1, poll_seconds=1, retry_base_seconds=0.1,
                                  retry_max_seconds=0.2, worker_metrics_port=free_port(),
                                  metrics_token=METRICS_TOKEN)
         queue = Queue(url, env, tmp_path)
+        queue.env_log = env_log
         try:
             yield queue
         finally:
@@ -250,6 +255,8 @@ def test_worker_observes_each_attempt_by_operation_outcome_and_step(metrics_queu
     assert 0 < total < 180
     # Nothing names a pod.
     assert ok['hostname'] not in text and bad['hostname'] not in text
+    # The playbooks (three runs) never saw the metrics token the worker was started with.
+    assert queue.env_log.read_text().split() == ['[]'] * 3
 
 
 # ---------------------------------------------------------------- gunicorn with three workers
