@@ -1,15 +1,16 @@
 """The Flask application factory: ``create_app(settings)``."""
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 
-from . import grammar, keys
+from . import grammar, keys, metrics
 from .blueprints import admin, customer, lifecycle, public
-from .errors import register_error_handlers
+from .errors import Problem, register_error_handlers
 from .logging_setup import install_secret_filter
 from .plans import PlanCatalogue
 from .repository import Repository, open_pool
@@ -54,6 +55,19 @@ def create_app(settings=None, repository=None):
     app.register_blueprint(customer.blueprint)
     app.register_blueprint(lifecycle.blueprint)
 
+    @app.before_request
+    def _started():
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _count(response):
+        # The route's template, never the path (it names pods); no route matched: "unmatched".
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = g.get("started")
+        metrics.observe_request(endpoint, request.method, response.status_code,
+                                time.monotonic() - started if started is not None else 0.0)
+        return response
+
     @app.after_request
     def _security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -65,6 +79,18 @@ def create_app(settings=None, repository=None):
     @app.get("/healthz")
     def healthz():
         return jsonify(ok=True)
+
+    @app.get(metrics.METRICS_PATH)
+    def metrics_endpoint():
+        """Prometheus' scrape (README, "Metrics"): only with CLOUDPODS_METRICS_TOKEN set, to that bearer token."""
+        if settings.metrics_token is None:
+            raise Problem(404, "Not Found", "Metrics are off: set CLOUDPODS_METRICS_TOKEN to serve them.",
+                          "metrics-off")
+        if not metrics.token_matches(request.headers.get("Authorization"), settings.metrics_token):
+            raise Problem(401, "Unauthorized", "The metrics need the bearer token CLOUDPODS_METRICS_TOKEN "
+                          "(Authorization: Bearer <token>).", "unauthorized")
+        body = metrics.api_exposition(repository.pool)
+        return body, 200, {"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-store"}
 
     logging.getLogger(__name__).info("runner_api ready (%r)", settings)
     return app

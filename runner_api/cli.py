@@ -98,6 +98,13 @@ def _duration_argument(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port_offset(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port offset: {text[:20]!r} (a number from 0 to 65535; the systemd "
+                                         "unit's instance name must be a number)")
+    return int(text)
+
+
 def _when(value):
     return value.isoformat(timespec="seconds") if value is not None else "never"
 
@@ -174,11 +181,27 @@ def cmd_api(args):
 
 
 def cmd_worker(args):
+    # gunicorn_conf.py gives the API's processes this directory; a worker keeps its metrics in memory.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from .worker import Worker  # pylint: disable=import-outside-toplevel
     settings = _settings(worker=True)
+    port = _metrics_port(settings, args.metrics_port_offset)
     _preflight(settings, worker=True)
     _refuse_unmigrated(settings)
-    return Worker(settings, worker_id=args.worker_id).run(once=args.once)
+    return Worker(settings, worker_id=args.worker_id, metrics_port=port).run(once=args.once)
+
+
+def _metrics_port(settings, offset):
+    """The worker's metrics port: CLOUDPODS_WORKER_METRICS_PORT plus --metrics-port-offset (the systemd
+    unit's instance number), 0 when the setting is 0 (no endpoint); exit 2 past 65535."""
+    if not settings.worker_metrics_port:
+        return 0
+    port = settings.worker_metrics_port + offset
+    if port > 65535:
+        print(f"cloudpods: CLOUDPODS_WORKER_METRICS_PORT {settings.worker_metrics_port} + --metrics-port-offset "
+              f"{offset} is past 65535", file=sys.stderr)
+        raise SystemExit(2)
+    return port
 
 
 def cmd_meter(args):
@@ -308,6 +331,9 @@ def build_parser():
     worker = sub.add_parser("worker", help="run a provisioning worker")
     worker.add_argument("--worker-id", help="default: hostname:pid")
     worker.add_argument("--once", action="store_true", help="run at most one task, then exit")
+    worker.add_argument("--metrics-port-offset", type=_port_offset, default=0, metavar="N",
+                        help="serve /metrics on CLOUDPODS_WORKER_METRICS_PORT + N (the systemd unit passes its "
+                        "instance number, so cloudpods-worker@1 gets the port + 1)")
     worker.set_defaults(func=cmd_worker)
 
     meter = sub.add_parser("meter", help="count every pod's transfer and apply the plans' quotas")

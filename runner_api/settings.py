@@ -14,6 +14,7 @@ when unset), the same one the worker's playbooks run with. ``CLOUDPODS_PLANS_FIL
 catalogue stops start-up with a message naming the setting (never an error per request).
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -48,6 +49,7 @@ EXECUTORS = ("local", "awx")
 # The AWX executor's job template for an operation, unless CLOUDPODS_AWX_JOB_TEMPLATES names another:
 # "Cloud Pods: " and the playbook's name without .yml ("Cloud Pods: provision" for CREATE_CONTAINER).
 AWX_TEMPLATE_PREFIX = "Cloud Pods: "
+METRICS_TOKEN_MIN_LENGTH = 24
 
 
 class SettingsError(Exception):
@@ -112,6 +114,11 @@ class Settings:  # pylint: disable=too-many-instance-attributes
     meter_interval_seconds: float = 60.0
     transfer_quota_policy: str = "throttle"
     transfer_throttle_mbps: float = 1.0
+    # Metrics (runner_api/metrics.py; README, "Metrics"): the bearer token Prometheus sends to the API's
+    # /metrics (None: the API serves no metrics) and to a worker's; a worker's endpoint, 0: none.
+    metrics_token: str | None = field(default=None, repr=False)
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 0
 
     def secrets(self):
         """Every secret value this process knows: scrubbed from events, errors and logs."""
@@ -123,6 +130,8 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             values.append(self.webhook_secret)
         if self.awx_token:
             values.append(self.awx_token)
+        if self.metrics_token:
+            values.append(self.metrics_token)
         webhook_password = urllib.parse.urlsplit(self.webhook_url or "").password
         if webhook_password:
             values += [webhook_password, urllib.parse.unquote(webhook_password)]
@@ -191,6 +200,7 @@ class Settings:  # pylint: disable=too-many-instance-attributes
             transfer_throttle_mbps=reader.number("CLOUDPODS_TRANSFER_THROTTLE_MBPS", 1.0, minimum=0.01),
         )
         values.update(_awx_settings(reader, problems, worker))
+        values.update(_metrics_settings(reader, problems))
         if values["webhook_url"] and not values["webhook_secret"]:
             problems.append("CLOUDPODS_WEBHOOK_SECRET is not set: webhooks to CLOUDPODS_WEBHOOK_URL are signed "
                             "with it (README, \"Webhooks to mPanel\")")
@@ -250,6 +260,35 @@ def _read_secrets_file(path, problems):
     except secrets_file.SecretsFileError as exc:
         problems.append(str(exc))
         return {}
+
+
+def _metrics_settings(reader, problems):
+    """CLOUDPODS_METRICS_TOKEN and a worker's metrics address (CLOUDPODS_WORKER_METRICS_HOST, _PORT; the port is
+    the first of the workers': ``cloudpods worker --metrics-port-offset N`` adds N). An address other than
+    loopback needs the token: the counts tell order volumes."""
+    values = dict(
+        metrics_token=reader.raw("CLOUDPODS_METRICS_TOKEN"),
+        worker_metrics_host=reader.raw("CLOUDPODS_WORKER_METRICS_HOST") or "127.0.0.1",
+        worker_metrics_port=reader.integer("CLOUDPODS_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535),
+    )
+    token = values["metrics_token"]
+    if token is not None and (len(token) < METRICS_TOKEN_MIN_LENGTH or not token.isprintable() or " " in token):
+        problems.append(f"CLOUDPODS_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} printable characters "
+                        "without spaces (e.g. openssl rand -hex 32)")
+    if values["worker_metrics_port"] and token is None and not is_loopback(values["worker_metrics_host"]):
+        problems.append(f"CLOUDPODS_WORKER_METRICS_HOST is {values['worker_metrics_host'][:64]!r}, not a loopback "
+                        "address: set CLOUDPODS_METRICS_TOKEN too (the worker then asks Prometheus for it)")
+    return values
+
+
+def is_loopback(host):
+    """Whether a listen address is a loopback one (127.0.0.0/8, ::1 or localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _awx_settings(reader, problems, worker):

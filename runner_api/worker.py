@@ -19,6 +19,10 @@ warning when the database goes away, one line when it is back.
 Backup lists: when the queue is empty, one worker every ``CLOUDPODS_BACKUP_LIST_SECONDS`` reads
 every pod's archives on the Proxmox hosts (playbooks/backup_catalog.yml) for GET .../backups.
 
+Metrics: with ``CLOUDPODS_WORKER_METRICS_PORT`` set, each worker serves its own ``/metrics``
+(runner_api/metrics.py): how long the attempts of each operation took by how they ended, and which
+step failed. The queue itself is read from the database by the API's ``/metrics``.
+
 Webhooks: with ``CLOUDPODS_WEBHOOK_URL`` set, each worker also delivers the webhook outbox in a
 thread of its own with its own database connection (``webhooks.Deliverer``); it stops with the
 worker, after the delivery in flight.
@@ -38,7 +42,7 @@ import time
 
 import psycopg
 
-from . import operations, runscope, webhooks
+from . import metrics, operations, runscope, webhooks
 from .executors import LocalAnsibleRunner, RunRequest, RunResult, make_executor
 from .logging_setup import install_secret_filter
 from .repository import NOTIFY_CHANNEL, Repository, connect_timeout, open_pool
@@ -169,8 +173,8 @@ def extra_vars_for(task):
     return operations.extra_vars(task)
 
 
-class Worker:
-    def __init__(self, settings, worker_id=None, executor=None, repository=None):
+class Worker:  # pylint: disable=too-many-instance-attributes
+    def __init__(self, settings, worker_id=None, executor=None, repository=None, metrics_port=None):
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.executor = executor or make_executor(settings)
@@ -185,6 +189,9 @@ class Worker:
         self.secrets_file = SecretsFile(settings.secrets_file) if settings.secrets_file else None
         self.builds_executor = executor is None
         self.known_secrets = set(settings.secrets())
+        self.metrics = metrics.WorkerMetrics()
+        self.metrics_port = settings.worker_metrics_port if metrics_port is None else metrics_port
+        self.attempt_started = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +205,8 @@ class Worker:
         install_secret_filter(self.settings.secrets())
         # The playbooks must not inherit the database credentials.
         os.environ.pop("DATABASE_URL", None)
+        if self.metrics_port:
+            self._serve_metrics()
         for run_id in runscope.sweep(self.settings.run_dir):
             LOG.info("removed run %s left behind by a worker that died", run_id)
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -236,11 +245,24 @@ class Worker:
         finally:
             if deliverer is not None:
                 deliverer.stop()
+            self.metrics.stop()
             self._close_listener()
             if pool is not None:
                 pool.close()
         LOG.info("worker %s stopped", self.worker_id)
         return 0
+
+    def _serve_metrics(self):
+        """This worker's /metrics. An address it cannot listen on (a port in use) stops no provisioning: it is
+        logged, and Prometheus shows the target down."""
+        host = self.settings.worker_metrics_host
+        try:
+            host, port = self.metrics.serve(host, self.metrics_port, self.settings.metrics_token)
+        except OSError as exc:
+            LOG.error("worker %s: no metrics: cannot listen on %s port %s (CLOUDPODS_WORKER_METRICS_HOST, "
+                      "CLOUDPODS_WORKER_METRICS_PORT): %s", self.worker_id, host, self.metrics_port, exc.strerror or exc)
+            return
+        LOG.info("worker %s: metrics on %s port %s (%s)", self.worker_id, host, port, metrics.METRICS_PATH)
 
     def _listen(self):
         listener = psycopg.connect(self.settings.database_url, autocommit=True, connect_timeout=connect_timeout(
@@ -354,6 +376,7 @@ class Worker:
                  ", ".join(sorted(values)))
 
     def _execute(self, task):
+        self.attempt_started = time.monotonic()
         # Set by the heartbeat when the lease could not be renewed, or by the first event row refused:
         # another worker owns the task now, and the run is cancelled at once.
         lease_lost = self.events.lost
@@ -370,7 +393,11 @@ class Worker:
             return (self.stopping.is_set() and
                     time.monotonic() - self.stop_requested_at > self.settings.shutdown_grace_seconds)
 
+        failed_step = []  # the first step that failed (not an ignored failure): the failures' label
+
         def on_event(event):
+            if event.get("status") in ("failed", "unreachable") and not failed_step:
+                failed_step.append(event.get("step"))
             self.events.add(**event)  # never raises for an outage; kept in order until written
 
         try:
@@ -389,12 +416,14 @@ class Worker:
             return
         if lease_lost.is_set():
             LOG.warning("task %s: lease lost; another worker owns it now", task["id"])
+            self._ended(task, "lost")
             return
         if result is not None and result.status == "canceled" and (self.stopping.is_set() or preempted.is_set()):
             reason = (f"worker {self.worker_id} shut down before the playbook finished" if self.stopping.is_set()
                       else "an operation on this pod is waiting: it goes first")
             if self._until_written(task, "its release", self.repository.release, task, reason) is True:
                 LOG.info("task %s released (%s)", task["id"], reason)
+                self._ended(task, "released")
             return
         if result is not None and result.ok:
             self._succeeded(task, result)
@@ -402,7 +431,12 @@ class Worker:
         retryable = True
         if result is not None:
             error, retryable = result.error, result.retryable
-        self._failed(task, error, retryable)
+        self._failed(task, error, retryable, failed_step[0] if failed_step else None)
+
+    def _ended(self, task, outcome):
+        """An attempt ended (``metrics.OUTCOMES``): its duration from its start to its outcome written, by operation
+        and outcome."""
+        self.metrics.ended(task["task_type"], outcome, time.monotonic() - self.attempt_started)
 
     def _heartbeat(self, task, lease_lost, done, preempted=None):
         background = operations.find(task["task_type"]) is not None and operations.get(task["task_type"]).background
@@ -431,7 +465,9 @@ class Worker:
             return
         if not completed:
             LOG.warning("task %s finished but is no longer ours", task["id"])
+            self._ended(task, "lost")
             return
+        self._ended(task, "completed")
         summary = ", ".join([f"{key} {value}" for key, value in stats.items()
                              if key in ("vmid", "node", "ip", "https_status")]
                             + [f"{key} {stats[key]}" for key in ("archive", "safety_archive") if stats.get(key)])
@@ -441,7 +477,7 @@ class Worker:
         self._until_written(task, "its event rows", self.events.flush)
         LOG.info("task %s COMPLETED (%s)", task["id"], summary)
 
-    def _failed(self, task, error, retryable):
+    def _failed(self, task, error, retryable, step=None):
         delay = retry_delay(task["attempts"], self.settings.retry_base_seconds, self.settings.retry_max_seconds)
         status = self._until_written(task, "its outcome (failed attempt)", self.repository.fail_attempt, task, error,
                                      delay, give_up=not retryable)
@@ -449,7 +485,10 @@ class Worker:
             return
         if status is None:
             LOG.warning("task %s failed but is no longer ours", task["id"])
+            self._ended(task, "lost")
             return
+        self.metrics.failed(task["task_type"], step)
+        self._ended(task, "failed" if status == "FAILED" else "retry")
         if status == "FAILED":
             self.events.add(step="worker", status="failed", message=error)
             LOG.warning("task %s FAILED after %s attempts: %s", task["id"], task["attempts"], error)
