@@ -241,6 +241,7 @@ class Cluster:
         """Hand the committed config to the backend (a copy; errors only logged)."""
         try:
             self.backend.save_config(ct.vmid, copy.deepcopy(ct.config))
+            self.backend.save_node(ct.vmid, ct.node)
         except Exception:  # persisting is the backend's business; the change stands
             LOG.exception("backend could not save the config of CT %s", ct.vmid)
 
