@@ -279,6 +279,14 @@ def test_without_quorum_writes_fail(lab):
     assert lab.status('pve', 101)['status'] == 'stopped'
     lab.lab('POST', '/_lab/quorum', {'quorate': True})
     lab.power('pve', 101, 'start')
+    # corosync's majority: two of three nodes down is no quorum, one of three still is
+    lab.lab('POST', '/_lab/nodes/pve2', {'status': 'offline'})
+    assert lab.api.get('/cluster/status')[0]['quorate'] == 1
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'offline'})
+    assert lab.lab('GET', '/_lab/health')['quorate'] is False
+    expect_error(lab.clone(102), 500, 'cluster not ready - no quorum?')
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'online'})
+    lab.cloned(102)
 
 
 def test_traffic_counters_count_since_the_start(lab):
