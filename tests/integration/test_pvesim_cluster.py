@@ -266,6 +266,12 @@ def test_an_offline_node_looks_as_pve_shows_it(lab):
         assert lab.control('POST', '/_lab/nodes/pve2', bad).status_code == 400
     assert lab.control('POST', '/_lab/nodes/pve', {'status': 'offline'}).status_code == 400
     assert lab.control('POST', '/_lab/nodes/pve9', {'status': 'offline'}).status_code == 400
+    # a reset brings every node back
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'offline'})
+    lab.lab('POST', '/_lab/quorum', {'quorate': False})
+    lab.lab('POST', '/_lab/reset')
+    health = lab.lab('GET', '/_lab/health')
+    assert health['nodes'] == {'pve': 'online', 'pve2': 'online', 'pve3': 'online'} and health['quorate'] is True
 
 
 def test_without_quorum_writes_fail(lab):
