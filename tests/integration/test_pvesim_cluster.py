@@ -16,7 +16,8 @@ import pytest
 import requests
 
 from test_pvesim_create import Client, expect_error, sim  # noqa: F401  pylint: disable=unused-import
-from pvesim.config import SimConfig  # tests/lab is on sys.path (test_pvesim_create)
+from pvesim.backend import MemoryBackend  # tests/lab is on sys.path (test_pvesim_create)
+from pvesim.config import SimConfig
 
 TEMPLATE = 9000
 ROOT = ('root@pam!lab', 'root-secret')
@@ -265,6 +266,12 @@ def test_an_offline_node_looks_as_pve_shows_it(lab):
         assert lab.control('POST', '/_lab/nodes/pve2', bad).status_code == 400
     assert lab.control('POST', '/_lab/nodes/pve', {'status': 'offline'}).status_code == 400
     assert lab.control('POST', '/_lab/nodes/pve9', {'status': 'offline'}).status_code == 400
+    # a reset brings every node back
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'offline'})
+    lab.lab('POST', '/_lab/quorum', {'quorate': False})
+    lab.lab('POST', '/_lab/reset')
+    health = lab.lab('GET', '/_lab/health')
+    assert health['nodes'] == {'pve': 'online', 'pve2': 'online', 'pve3': 'online'} and health['quorate'] is True
 
 
 def test_without_quorum_writes_fail(lab):
@@ -278,6 +285,14 @@ def test_without_quorum_writes_fail(lab):
     assert lab.status('pve', 101)['status'] == 'stopped'
     lab.lab('POST', '/_lab/quorum', {'quorate': True})
     lab.power('pve', 101, 'start')
+    # corosync's majority: two of three nodes down is no quorum, one of three still is
+    lab.lab('POST', '/_lab/nodes/pve2', {'status': 'offline'})
+    assert lab.api.get('/cluster/status')[0]['quorate'] == 1
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'offline'})
+    assert lab.lab('GET', '/_lab/health')['quorate'] is False
+    expect_error(lab.clone(102), 500, 'cluster not ready - no quorum?')
+    lab.lab('POST', '/_lab/nodes/pve3', {'status': 'online'})
+    lab.cloned(102)
 
 
 def test_traffic_counters_count_since_the_start(lab):
@@ -343,3 +358,31 @@ def test_lab_launcher_node_count(tmp_path, monkeypatch):
             lab_module.Lab(tmp_path)
     # the simulator accepts what the launcher writes
     assert SimConfig.from_dict(dict(three.cluster_config('pve'), storage_root=str(tmp_path))).node == 'pve'
+
+
+class PlacingBackend(MemoryBackend):
+    """Remembers the nodes the simulator saves, and has CTs of its own (as the lxc backend after a restart)."""
+
+    def __init__(self, kept):
+        super(PlacingBackend, self).__init__(dhcp_delay=0.1)
+        self.kept = kept
+        self.nodes = {}
+
+    def save_node(self, vmid, node):
+        self.nodes[vmid] = node
+
+    def existing(self):
+        return [dict(item) for item in self.kept]
+
+
+def test_placement_is_saved_and_found_again(sim):  # noqa: F811  pylint: disable=redefined-outer-name
+    config = {'hostname': 'kept', 'memory': 512, 'rootfs': 'shared-nfs:150/vm-150-disk-0.raw,size=2G'}
+    backend = PlacingBackend([{'vmid': 150, 'config': config, 'node': 'pve3'},
+                              {'vmid': 151, 'config': dict(config, hostname='orphan'), 'node': 'gone'}])
+    lab = Lab(lambda **values: sim(backend, **values))
+    assert lab.lab('GET', '/_lab/health')['containers'] == {'150': 'pve3', '151': 'pve', '9000': 'pve'}
+    assert lab.api.get('/nodes/pve3/lxc/150/config')['hostname'] == 'kept'
+    lab.cloned(160, source=150, node='pve3', target='pve2')
+    assert backend.nodes[160] == 'pve2'
+    lab.api.data('PUT', '/nodes/pve3/lxc/150/config', memory=1024)
+    assert backend.nodes[150] == 'pve3'

@@ -125,11 +125,16 @@ class Backend:
         The default does nothing.
         """
 
+    def save_node(self, vmid: int, node: str) -> None:
+        """Persist which node CT ``vmid`` is on (called with ``save_config``, same rules), so that
+        ``existing()`` can say it again (``"node"``). The default does nothing."""
+
     def existing(self) -> list[dict]:
         """The CTs this backend already has, for start-up and ``reset``.
 
         Each entry is ``{"vmid": int, "config": dict}`` with the PVE config as last given
-        to ``save_config`` (``template: 1`` for a template). ``Cluster.reset()`` calls
+        to ``save_config`` (``template: 1`` for a template), and ``"node"`` as given to
+        ``save_node`` (none or an unknown one: the first node). ``Cluster.reset()`` calls
         ``reset()`` first, then this, and registers each CT as stopped; the built-in
         template CT is seeded only when the config's ``seed_template`` is true and no
         entry has ``template_vmid``. The default has none.

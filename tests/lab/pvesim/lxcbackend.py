@@ -183,6 +183,13 @@ class LxcBackend(Backend):
         partial.write_text(json.dumps(config, indent=1, sort_keys=True))
         partial.replace(directory / "pve.json")
 
+    def save_node(self, vmid: int, node: str) -> None:
+        directory = self._dir(vmid)
+        if directory.exists():
+            partial = directory / "node.partial"
+            partial.write_text(node + "\n")
+            partial.replace(directory / "node")
+
     def existing(self) -> list[dict]:
         found = []
         for entry in sorted(self.lxc_path.iterdir()) if self.lxc_path.is_dir() else []:
@@ -192,7 +199,10 @@ class LxcBackend(Backend):
                     config = json.loads(pve.read_text())
                 except ValueError:
                     continue
-                found.append({"vmid": int(entry.name), "config": config, "running": self._running(int(entry.name))})
+                item = {"vmid": int(entry.name), "config": config, "running": self._running(int(entry.name))}
+                if (entry / "node").exists():
+                    item["node"] = (entry / "node").read_text().strip()
+                found.append(item)
         return found
 
     def reset(self) -> None:

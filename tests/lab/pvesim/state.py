@@ -114,6 +114,13 @@ class Cluster:
         return result
 
     @property
+    def quorate(self) -> bool:
+        """Corosync's majority: more than half of the nodes (one vote each) are reachable from the
+        first node, and the lab did not take quorum away (``POST /_lab/quorum``)."""
+        online = sum(1 for node in self.nodes.values() if node.online)
+        return not self.quorum_lost and 2 * online > len(self.nodes)
+
+    @property
     def here(self) -> str:
         """The node the current request (or task) runs on; the first node otherwise."""
         return getattr(self._request, "node", None) or self.node
@@ -149,7 +156,7 @@ class Cluster:
             self.tasks.reset()
             self.backend.set_dhcp_delay(self.config.dhcp_delay)
             self.faults.clear()
-            self.quorate = True
+            self.quorum_lost = False
             self.containers: dict[int, Container] = {}
             self.pools = {pool["poolid"]: {"comment": pool.get("comment"), "members": set()}
                           for pool in self.config.pools}
@@ -241,6 +248,7 @@ class Cluster:
         """Hand the committed config to the backend (a copy; errors only logged)."""
         try:
             self.backend.save_config(ct.vmid, copy.deepcopy(ct.config))
+            self.backend.save_node(ct.vmid, ct.node)
         except Exception:  # persisting is the backend's business; the change stands
             LOG.exception("backend could not save the config of CT %s", ct.vmid)
 
@@ -1593,8 +1601,9 @@ class Cluster:
         return self.lab_nodes()[name]
 
     def lab_set_quorum(self, quorate: bool) -> dict:
+        """Lose quorum whatever the nodes say (``False``), or have it again as they say (``True``)."""
         with self.lock:
-            self.quorate = bool(quorate)
+            self.quorum_lost = not quorate
             return {"quorate": self.quorate}
 
     def lab_add_address(self, vmid: int, name: str, address: str) -> list | None:
