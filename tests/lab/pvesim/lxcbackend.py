@@ -14,8 +14,9 @@ what may happen, this class makes it happen with Debian's ``lxc`` tools:
   A running CT gets new limits at once, as PVE applies them hot.
 - disk size: the lab's storage is a directory with no quota, so ``resize`` only records the new
   size (as PVE's config does); nothing stops a CT from writing more. This is the one emulation.
-- network: ``netN`` with ``bridge=`` is a veth pair on the lab bridge (named by LXC, not
-  ``veth<vmid>i<N>`` as on PVE, so two labs on one machine do not collide);
+- network: ``netN`` with ``bridge=`` is a veth pair on the lab bridge, its host end named as PVE
+  names it, ``veth<vmid>i<N>`` (the counters and ``rate=`` are read and set there); so two LXC labs
+  on one machine must not run CTs with the same VMID at the same time (one lab's start fails);
   before each start the backend writes what PVE's setup writes into the CT: ``/etc/hostname``,
   ``/etc/hosts`` and the interface configuration (systemd-networkd, DHCP or static).
   ``interfaces`` reads the addresses really configured inside the CT's network namespace
