@@ -113,6 +113,30 @@ READINGS = (
         Gauge("cloudpods_webhook_oldest_undelivered_seconds", "Age of the oldest undelivered webhook event "
               "(0: none).", "oldest"),
     )),
+    # `cloudpods meter` (runner_api/metering.py, migration 0008): how old the counted transfer is, per Proxmox
+    # cluster (its API URL); no series before the first pass that read the counters.
+    Reading("""
+        SELECT cluster, extract(epoch FROM now() - last_success_at) AS lag, pods
+        FROM cloud_pod_meter_state WHERE last_success_at IS NOT NULL""", (
+        Gauge("cloudpods_metering_lag_seconds", "Seconds since cloudpods meter last read the pods' transfer "
+              "counters (its interval is CLOUDPODS_METER_INTERVAL_SECONDS).", "lag", ("cluster",)),
+        Gauge("cloudpods_metering_pods", "Pods whose counters the last metering pass read.", "pods", ("cluster",)),
+    )),
+    # Each node as the meter's last pass saw it in /cluster/resources: free memory and disk while it is online
+    # (PVE reports usage only then), and whether it is.
+    Reading("""
+        SELECT node, r.resource, r.free, (status = 'online')::int AS online
+        FROM cloud_pod_nodes
+        CROSS JOIN LATERAL (VALUES ('memory', maxmem - mem), ('disk', maxdisk - disk)) AS r (resource, free)
+        WHERE status = 'online' AND r.free IS NOT NULL""", (
+        Gauge("cloudpods_node_free_bytes", "Free memory and root disk of each online Proxmox node (maxmem - mem, "
+              "maxdisk - disk of /cluster/resources), as the last metering pass read them.", "free",
+              ("node", "resource")),
+    )),
+    Reading("SELECT node, (status = 'online')::int AS online FROM cloud_pod_nodes", (
+        Gauge("cloudpods_node_online", "1 when the Proxmox node was online at the last metering pass.", "online",
+              ("node",)),
+    )),
 )
 
 

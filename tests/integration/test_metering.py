@@ -380,6 +380,27 @@ def test_usage_endpoint_and_pod_detail(lab_env, lab, db):
     assert other.status_code == 404
 
 
+def test_the_api_metrics_show_the_metering_lag_and_the_nodes(lab_env, lab, db):
+    from prometheus_client.parser import text_string_to_metric_families  # pylint: disable=import-outside-toplevel
+    new_meter(lab_env, db).run_pass()
+    token = 'metrics-' + uuid.uuid4().hex
+    settings = Settings.from_env({'DATABASE_URL': db.url, 'CLOUDPODS_PLANS_FILE': str(PLANS_FILE),
+                                  'CLOUDPODS_METRICS_TOKEN': token})
+    response = create_app(settings, db.repository).test_client().get('/metrics', headers={
+        'Authorization': 'Bearer ' + token})
+    assert response.status_code == 200
+    found = {family.name: family.samples for family in text_string_to_metric_families(response.get_data(as_text=True))}
+    [lag] = found['cloudpods_metering_lag_seconds']
+    assert lag.labels == {'cluster': lab_env['PROXMOX_API_URL'].rstrip('/')} and 0 <= lag.value < 60
+    free = {(s.labels['node'], s.labels['resource']): s.value for s in found['cloudpods_node_free_bytes']}
+    nodes = lab.client.get('nodes')
+    assert {node for node, _resource in free} == {node['node'] for node in nodes if node['status'] == 'online'}
+    for node in nodes:
+        assert free[(node['node'], 'memory')] == node['maxmem'] - node['mem']
+    assert {s.labels['node']: s.value for s in found['cloudpods_node_online']} == {
+        node['node']: float(node['status'] == 'online') for node in nodes}
+
+
 def test_cloudpods_meter_once_and_a_refused_token(lab_env, db, tmp_path):
     env = worker_environment(lab_env, db.url)
     env['CLOUDPODS_PLANS_FILE'] = str(PLANS_FILE)
