@@ -14,6 +14,16 @@ Measured per round (medians printed):
   in it) and the Proxmox API calls it made (from the simulator's request log);
 - "per-pod reads": GET .../status/current for every pod with --parallel threads (the reads alone, no writes).
 Targets (issue 16): one API call per pass, under 1 s of CPU for 5,000 pods.
+
+Measured 2026-12-01 on this 2-core machine (shared with other work at the time), 5,000 pods, 3 rounds:
+
+  round   pass wall   pass CPU   API calls   per-pod reads (5,000 calls, 8 threads)
+  1        0.91 s      0.43 s        1              8.35 s
+  2        1.16 s      0.45 s        1             10.40 s
+  3        1.16 s      0.49 s        1              9.16 s
+
+Median: a pass takes 1.16 s and 0.45 s of the meter's CPU with one call; reading the same counters pod by pod
+takes 9.16 s and 5,000 calls before anything is written. Set-up (5,000 clones and starts): 458 s.
 """
 import argparse
 import statistics
