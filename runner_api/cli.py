@@ -9,7 +9,7 @@ import sys
 
 from .preflight import EXTRA_VARS_SETTING
 from .repository import connect_timeout
-from .settings import Settings, SettingsError, redact_url, scrub
+from .settings import SECRET_NAME_PATTERN, Settings, SettingsError, redact_url, scrub
 
 LOG = logging.getLogger("runner_api")
 SITE_SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -211,17 +211,34 @@ def cmd_meter(args):
     from .metering import Meter, ProxmoxResources, run  # pylint: disable=import-outside-toplevel
     from .plans import PlanCatalogue  # pylint: disable=import-outside-toplevel
     from .repository import open_pool  # pylint: disable=import-outside-toplevel
+    from .logging_setup import install_secret_filter  # pylint: disable=import-outside-toplevel
+    from .secrets_file import SecretsFile  # pylint: disable=import-outside-toplevel
     settings = _settings(meter=True)
     _refuse_unmigrated(settings)
+    known = set(settings.secrets())
+    install_secret_filter(sorted(known, key=len, reverse=True))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    secrets = SecretsFile(settings.secrets_file) if settings.secrets_file else None
     pool = open_pool(settings, name="runner_api-meter", min_size=1, max_size=2)
     try:
         meter = Meter(pool, ProxmoxResources.from_settings(settings), PlanCatalogue(settings.plans_file),
                       policy=settings.transfer_quota_policy, throttle_mbps=settings.transfer_throttle_mbps,
                       max_attempts=settings.max_attempts)
-        return run(meter, settings.meter_interval_seconds, stop, once=args.once)
+
+        def reread_secrets():
+            """A rotated Proxmox token (rotate_token.yml rewrites CLOUDPODS_SECRETS_FILE) is used from the next pass."""
+            values = secrets.changed() if secrets is not None else None
+            if values:
+                env = dict(settings.playbook_env, **values)
+                meter.api.use_token(env["PROXMOX_API_TOKEN_ID"], env["PROXMOX_API_TOKEN_SECRET"])
+                known.update(value for name, value in values.items()
+                             if SECRET_NAME_PATTERN.search(name) and value and len(value) >= 4)
+                install_secret_filter(sorted(known, key=len, reverse=True))
+                LOG.info("meter: %s read again (%s)", settings.secrets_file, ", ".join(sorted(values)))
+
+        return run(meter, settings.meter_interval_seconds, stop, once=args.once, before_pass=reread_secrets)
     finally:
         pool.close()
 

@@ -146,12 +146,16 @@ class ProxmoxResources:
     def __init__(self, url, token_id, token_secret, ca_bundle=None, timeout=30.0):
         self.base_url = url.rstrip("/")
         self.url = self.base_url + "/cluster/resources"
-        self._headers = {"Authorization": f"PVEAPIToken={token_id}={token_secret}"}
-        self._secret = token_secret
+        self.use_token(token_id, token_secret)
         self.verify = ca_bundle or True
         self.timeout = timeout
         self.calls = 0
         self.session = requests.Session()
+
+    def use_token(self, token_id, token_secret):
+        """The token of the next calls (CLOUDPODS_SECRETS_FILE changed: rotate_token.yml made a new one)."""
+        self._headers = {"Authorization": f"PVEAPIToken={token_id}={token_secret}"}
+        self._secret = token_secret
 
     @classmethod
     def from_settings(cls, settings):
@@ -412,11 +416,14 @@ class Meter:
         return queued
 
 
-def run(meter, interval, stop, once=False):
+def run(meter, interval, stop, once=False, before_pass=None):
     """Passes every ``interval`` seconds until ``stop`` (a threading.Event) is set; one with ``once``.
-    A pass that fails is logged (scrubbed) and the next one tries again. Exit status for ``once``."""
+    A pass that fails is logged (scrubbed) and the next one tries again. ``before_pass()`` runs before
+    each (the secrets file read again). Exit status for ``once``."""
     while True:
         started = time.monotonic()
+        if before_pass is not None:
+            before_pass()
         try:
             result = meter.run_pass()
         except (MeterError, psycopg.Error) as exc:

@@ -18,6 +18,7 @@ netin/netout counters, moved through the control API) and PostgreSQL (a database
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -419,3 +420,39 @@ def test_cloudpods_meter_once_and_a_refused_token(lab_env, db, tmp_path):
     missing = subprocess.run([sys.executable, '-m', 'runner_api.cli', 'meter', '--once'], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 2 and 'PROXMOX_API_URL is not set' in missing.stderr
+
+
+def test_a_running_meter_takes_a_rotated_token_from_the_secrets_file(lab_env, db, tmp_path):
+    """rotate_token.yml rewrites CLOUDPODS_SECRETS_FILE; a running meter uses the new token from its next pass."""
+    secrets = tmp_path / 'secrets.env'
+    wrong = 'revoked-' + uuid.uuid4().hex
+    token_id = 'PROXMOX_API_TOKEN_ID=%s\n' % lab_env['PROXMOX_API_TOKEN_ID']  # the file holds both, always
+    secrets.write_text(token_id + 'PROXMOX_API_TOKEN_SECRET=%s\n' % wrong, encoding='utf-8')
+    secrets.chmod(0o600)
+    env = worker_environment(lab_env, db.url, secrets_file=secrets, meter_interval_seconds=1)
+    env['CLOUDPODS_PLANS_FILE'] = str(PLANS_FILE)
+    log = tmp_path / 'meter.log'
+    with open(log, 'wb') as handle:
+        meter = subprocess.Popen([sys.executable, '-m', 'runner_api.cli', 'meter'], env=env, cwd=ROOT,
+                                 stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        def wait_for(text, timeout=60):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if text in log.read_text(encoding='utf-8'):
+                    return
+                time.sleep(0.2)
+            raise AssertionError('%r not in the meter log:\n%s' % (text, log.read_text(encoding='utf-8')[-2000:]))
+
+        wait_for('metering pass failed: GET ')
+        assert '401' in log.read_text(encoding='utf-8')
+        secrets.write_text(token_id + 'PROXMOX_API_TOKEN_SECRET=%s\n' % lab_env['PROXMOX_API_TOKEN_SECRET'],
+                           encoding='utf-8')
+        wait_for('metering pass: ')
+        # Read at the first pass and once more after the rewrite, not at every pass.
+        assert log.read_text(encoding='utf-8').count('read again (PROXMOX_API_TOKEN_ID, PROXMOX_API_TOKEN_SECRET)') == 2
+    finally:
+        meter.terminate()
+        assert meter.wait(timeout=30) == 0, 'SIGTERM ends the meter cleanly'
+    text = log.read_text(encoding='utf-8')
+    assert wrong not in text and lab_env['PROXMOX_API_TOKEN_SECRET'] not in text
