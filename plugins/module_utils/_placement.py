@@ -15,7 +15,8 @@ The model, per node that is ``online``:
   x ``disk_overcommit``; committed = the root disks (``maxdisk``) of the guests on the node, or of
   every guest of the cluster when that storage is shared (they may all live on it);
 - free = limit - committed; the node qualifies when both free figures hold the plan.
-Offline and unknown nodes never qualify; a node without the storage neither.
+Offline and unknown nodes never qualify; a node without the storage neither. Without a pods' storage
+(``None``: clones stay on the template's) the disk is not weighed.
 """
 
 from __future__ import (absolute_import, division, print_function)
@@ -87,12 +88,12 @@ def why_not(fig, memory_mb, disk_gb):
     """Why a node cannot take the plan ('' when it can)."""
     if fig['status'] != 'online':
         return 'node %s is %s' % (fig['node'], fig['status'])
-    if fig['disk_free_gb'] is None:
+    if fig['disk_free_gb'] is None and fig['storage']:
         return 'node %s has no storage %s (or it reports no size)' % (fig['node'], fig['storage'])
     short = []
     if fig['memory_free_mb'] < memory_mb:
         short.append('%s of memory' % mib_text(memory_mb))
-    if fig['disk_free_gb'] < disk_gb:
+    if fig['disk_free_gb'] is not None and fig['disk_free_gb'] < disk_gb:
         short.append('%s GiB of disk on %s' % (_gib_text(disk_gb), fig['storage']))
     if short:
         return 'node %s has less than %s free (%s)' % (fig['node'], ' and '.join(short), free_text(fig))
@@ -156,18 +157,18 @@ def choose(figures, memory_mb, disk_gb, policy='most_free', pinned=None, group=N
 
 def no_room_message(candidates, memory_mb, disk_gb, where='node'):
     """'no node has 2 GiB of memory free (the most: pve2: ...)', naming what is short."""
-    online = [f for f in candidates if f['status'] == 'online' and f['disk_free_gb'] is not None]
+    online = [f for f in candidates if f['status'] == 'online' and (f['disk_free_gb'] is not None or not f['storage'])]
     if not online:
         return 'no %s can take a pod: %s' % (where, '; '.join(why_not(f, memory_mb, disk_gb) for f in candidates)
                                              or 'the cluster lists no nodes')
     best = sorted(online, key=_rank)[0]
     memory_short = all(f['memory_free_mb'] < memory_mb for f in online)
-    disk_short = all(f['disk_free_gb'] < disk_gb for f in online)
+    disk_short = all(f['disk_free_gb'] is not None and f['disk_free_gb'] < disk_gb for f in online)
     if memory_short and not disk_short:
         short = '%s of memory' % mib_text(memory_mb)
     elif disk_short and not memory_short:
         short = '%s GiB of disk' % _gib_text(disk_gb)
-        best = sorted(online, key=lambda f: (-f['disk_free_gb'], f['node']))[0]
+        best = sorted(online, key=lambda f: (-(f['disk_free_gb'] or 0), f['node']))[0]
     else:
         short = '%s of memory and %s GiB of disk' % (mib_text(memory_mb), _gib_text(disk_gb))
     return 'no %s has %s free (the most: %s)' % (where, short, free_text(best))

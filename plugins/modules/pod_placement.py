@@ -67,9 +67,9 @@ options:
   storage:
     description:
       - The storage of the pods' root disks, as in M(mpanel.cloudpods.pod_container).
-      - Uses the E(PROXMOX_CLOUDPOD_STORAGE) environment variable if not specified.
+      - Uses the E(PROXMOX_CLOUDPOD_STORAGE) environment variable if not specified. Unset - the disk is not weighed
+        (the clones stay on the template's storage).
     type: str
-    required: true
 extends_documentation_fragment:
   - mpanel.cloudpods.proxmox
   - mpanel.cloudpods.proxmox.actiongroup_proxmox
@@ -193,7 +193,7 @@ def argument_spec():
         group=dict(type='list', elements='str', default=[]),
         memory_overcommit=dict(type='float', default=1.0),
         disk_overcommit=dict(type='float', default=1.0),
-        storage=dict(type='str', required=True, fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
+        storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
     )
     return spec
 
