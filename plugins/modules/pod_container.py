@@ -82,7 +82,7 @@ options:
     default: 9000
   template_copies:
     description:
-      - VMIDs of copies of O(template) on O(node) (templates with the same content, made by
+      - VMIDs of copies of O(template) (templates with the same content, on any node of the cluster, made by
         C(mpanel.cloudpods.build_template) with C(cloudpods_template_copies)). Proxmox VE locks a template for the whole
         of a clone, so with one template, pods ordered at the same time are cloned one after another. A clone refused
         because its template is locked goes to the next copy at once; it waits only when every copy is busy.
@@ -99,8 +99,8 @@ options:
       - The clone is made from a copy of the template that lives on O(target_node) (O(template) or one of
         O(template_copies), by where C(/cluster/resources) lists them); else from one on a shared storage, with
         C(target) (the pod's disk then stays on that shared storage, or goes to O(storage) when it is shared); else
-        the module fails, naming the node and how to make a copy there (C(mpanel.cloudpods.build_template) with
-        C(cloudpods_template_node_copies)).
+        the module fails, naming the node and how to make a copy there (C(mpanel.cloudpods.build_template) run with
+        E(PROXMOX_NODE_NAME) set to that node and a VMID of its own, added to O(template_copies)).
     type: str
   placement:
     description:
@@ -607,11 +607,11 @@ class PodContainer(ProxmoxModule):
                 return where[vmid], vmid, [], self.target
         raise ProxmoxError(
             'no copy of the template on node %s: template %s and copies %s are on %s, on local storage, and Proxmox '
-            'VE cannot clone a CT on local storage to another node; make a copy on %s (mpanel.cloudpods.build_template '
-            'with cloudpods_template_node_copies: {%s: [VMID]}) or put a copy on a shared storage'
-            % (self.target, p['template'], p['template_copies'] or 'none',
-               ', '.join(sorted(set(where[v] for v in sources if v in where))) or 'no node', self.target,
-               self.target))
+            'VE cannot clone a CT on local storage to another node; build one there (mpanel.cloudpods.build_template '
+            'with PROXMOX_NODE_NAME=%s, PROXMOX_CLOUDPOD_TEMPLATE_ID=<a free VMID> and PROXMOX_SSH_HOST=<that node>) '
+            'and add its VMID to PROXMOX_CLOUDPOD_TEMPLATE_COPIES, or keep a copy on a shared storage'
+            % (self.target, p['template'], ','.join(str(v) for v in p['template_copies']) or 'none',
+               ', '.join(sorted(set(where[v] for v in sources if v in where))) or 'no node', self.target))
 
     def template_config(self, node, vmid):
         path = self.client.container_path(node, vmid, 'config')
