@@ -813,6 +813,8 @@ class PodContainer(ProxmoxModule):
         if ct is None:
             if self.pod_id is None:
                 self.pod_id = self.hostname
+            if self.params['placement'] is not None and not self.params['target_node']:
+                self.target = self.choose_again()  # no node given: the placement settings choose it
             source = self.clone_source()
             template_conf = self.template_config(source[0], source[1])
             wanted = self.wanted()
