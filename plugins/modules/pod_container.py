@@ -602,8 +602,8 @@ class PodContainer(ProxmoxModule):
                       if r.get('type') == 'storage' and pve_bool(r.get('shared')))
         for vmid in (v for v in sources if v in where):
             conf = self.client.get(self.client.container_path(where[vmid], vmid, 'config')) or {}
-            volume = str(conf.get('rootfs') or '').split(',')[0]
-            if (where[vmid], volume.split(':')[0]) in shared and (self.target, volume.split(':')[0]) in shared:
+            store = str(conf.get('rootfs') or '').split(':', 1)[0]
+            if (where[vmid], store) in shared and (self.target, store) in shared:
                 return where[vmid], vmid, [], self.target
         raise ProxmoxError(
             'no copy of the template on node %s: template %s and copies %s are on %s, on local storage, and Proxmox '

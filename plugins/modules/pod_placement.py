@@ -23,9 +23,9 @@ description:
     among every node or the nodes of O(group). O(policy=pinned) takes O(node_name) or nothing, never another node.
   - When a container named O(hostname) exists, the pod stays where it is - RV(node) is its node and RV(exists) is
     true; nothing is weighed.
-  - No node with room is not a failure of the module - RV(node) is null and RV(reason) says what is short
-    ("no node has 2 GiB of memory free (the most: pve2: ...)"); the playbook decides. Wrong options and API errors
-    fail.
+  - No node with room is not a failure of the module - RV(node) is null and RV(reason) says what is short and where
+    there was the most room (C(no node has 2 GiB of memory free) and that node's free figures); the playbook
+    decides. Wrong options and API errors fail.
 author:
   - mPanel Cloud Pods team (@mpanel)
 options:

@@ -264,3 +264,24 @@ def test_repair_of_a_pod_on_pve3(lab, tmp_path):
     # Every call about the pod went to its node.
     calls = [r['path'] for r in lab.control.requests() if '/lxc/%d/' % vmid in r['path']]
     assert calls and all(path.startswith('/nodes/pve3/') for path in calls), calls
+
+
+def test_a_node_without_a_copy_clones_from_one_on_shared_storage_with_target_or_fails_naming_the_node(lab):
+    pod = {'mpanel.cloudpods.pod_container': dict(hostname='via-shared', state='present', target_node='pve3',
+                                                  timeout=60)}
+    # The copies named are on pve2, on the shared storage: cloned from there with target=pve3.
+    run = run_playbook([pod], env=lab.env, extra_env={'PROXMOX_CLOUDPOD_TEMPLATE_COPIES': '9002'})
+    assert run.rc == 0, run.stdout[-3000:]
+    assert run.result(0)['node'] == 'pve3' and run.result(0)['cloned_from'] == 9002
+    assert run.result(0)['config']['rootfs'].startswith('shared-nfs:')
+    clone = [r for r in lab.clones() if r['path'].endswith('/clone')][-1]
+    assert clone['path'] == '/nodes/pve2/lxc/9002/clone' and clone['params']['target'] == 'pve3'
+    # Only the template on pve's local storage: no way to pve3, and nothing is cloned.
+    lab.control.clear_requests()
+    pod['mpanel.cloudpods.pod_container'].update(hostname='no-copy', template_copies=[])
+    run = run_playbook([pod], env=lab.env)
+    assert run.rc != 0
+    assert run.result(0)['msg'].startswith('no copy of the template on node pve3: template 9000 and copies none are '
+                                           'on pve, on local storage'), run.result(0)['msg']
+    assert 'PROXMOX_NODE_NAME=pve3' in run.result(0)['msg']
+    assert lab.clones() == []
