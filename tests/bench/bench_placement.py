@@ -99,7 +99,7 @@ class Cluster:
                                           storage="shared-nfs", target=node)
                 self.root.run_task("POST", "nodes/%s/lxc/%d/template" % (node, vmid), 60)
         for node, gib in START_LOAD.items():
-            for _ in range(gib // 4):
+            for dummy in range(gib // 4):
                 self.add(node, 4096, 2)
 
     def add(self, node, memory, disk):
@@ -144,7 +144,7 @@ def run(way, orders, directory):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--orders", type=int, default=300)
     parser.add_argument("--seed", type=int, default=16)
     args = parser.parse_args()
@@ -157,8 +157,8 @@ def main():
     for name, way in (("most_free", most_free), ("round-robin", round_robin), ("first with room", first_with_room)):
         with tempfile.TemporaryDirectory(prefix="bench-placement-") as tmp:
             spread, free, refused, decision = run(way, orders, os.path.join(tmp, "sim"))
-        print("%-18s %11.1f%% %28s %8d %11.1f ms" % (name, spread, ", ".join(str(f) for f in free), refused,
-                                                       decision * 1000))
+        shown = ", ".join(str(f) for f in free)
+        print("%-18s %11.1f%% %28s %8d %11.1f ms" % (name, spread, shown, refused, decision * 1000))
     print("target: most_free's spread within 10 % of a node's memory")
 
 
