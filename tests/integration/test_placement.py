@@ -285,3 +285,22 @@ def test_a_node_without_a_copy_clones_from_one_on_shared_storage_with_target_or_
                                            'on pve, on local storage'), run.result(0)['msg']
     assert 'PROXMOX_NODE_NAME=pve3' in run.result(0)['msg']
     assert lab.clones() == []
+
+
+def test_provision_puts_a_new_pod_on_the_most_free_node_and_a_rerun_leaves_it_there(lab, tmp_path):
+    lab.ct('pve', 180, 8192)
+    dirs = HostDirs(tmp_path)
+    pod = new_pod('most')
+    first = assert_ok(run_pod_playbook('provision', lab.env, dirs, pod=pod, plan='CLOUD_POD_STARTER',
+                                       customer_email='jane@example.org'))
+    placed = task(first, 'Choose the node for the pod (README "Placement across a cluster")')
+    assert placed['node'] == 'pve2' and not placed['exists']  # pve2 and pve3 tie: the name
+    assert lab.where()[pod] == 'pve2'
+    lab.ct('pve3', 181, 512)
+    lab.ct('pve2', 182, 16384)  # pve2 is now the fullest node: the pod stays on it all the same
+    again = assert_ok(run_pod_playbook('provision', lab.env, dirs, pod=pod, plan='CLOUD_POD_STARTER',
+                                       customer_email='jane@example.org'))
+    placed = task(again, 'Choose the node for the pod (README "Placement across a cluster")')
+    assert placed['exists'] and placed['node'] == 'pve2' and 'stays there' in placed['reason']
+    assert lab.where()[pod] == 'pve2'
+    assert len([ct for ct in lab.control.state()['containers'].values() if ct['config'].get('hostname') == pod]) == 1
