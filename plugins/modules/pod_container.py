@@ -82,7 +82,7 @@ options:
     default: 9000
   template_copies:
     description:
-      - VMIDs of copies of O(template) on O(node) (templates with the same content, made by
+      - VMIDs of copies of O(template) (templates with the same content, on any node of the cluster, made by
         C(mpanel.cloudpods.build_template) with C(cloudpods_template_copies)). Proxmox VE locks a template for the whole
         of a clone, so with one template, pods ordered at the same time are cloned one after another. A clone refused
         because its template is locked goes to the next copy at once; it waits only when every copy is busy.
@@ -92,6 +92,51 @@ options:
     type: list
     elements: int
     default: []
+  target_node:
+    description:
+      - Node a NEW container is cloned to (M(mpanel.cloudpods.pod_placement) chooses it); an existing container stays
+        on its node, wherever it is. Defaults to O(node).
+      - The clone is made from a copy of the template that lives on O(target_node) (O(template) or one of
+        O(template_copies), by where C(/cluster/resources) lists them); else from one on a shared storage, with
+        C(target) (the pod's disk then stays on that shared storage, or goes to O(storage) when it is shared); else
+        the module fails, naming the node and how to make a copy there (C(mpanel.cloudpods.build_template) run with
+        E(PROXMOX_NODE_NAME) set to that node and a VMID of its own, added to O(template_copies)).
+    type: str
+  placement:
+    description:
+      - With a new container - after the clone, its configuration and its disk, the place is checked again
+        (C(/cluster/resources)) against the node's limits of M(mpanel.cloudpods.pod_placement), counting every guest
+        of the node but the other clones still in progress. A clone that finds its node over a limit (another order
+        took the last space meanwhile) is destroyed and placed again by these settings, at most O(placement.attempts)
+        times; then, or when no node has room, the module fails with the reason and leaves no container.
+      - Needs O(memory) and O(disk) (the plan's sizes).
+    type: dict
+    suboptions:
+      policy:
+        description: As M(mpanel.cloudpods.pod_placement)'s O(mpanel.cloudpods.pod_placement#module:policy).
+        type: str
+        choices: [most_free, pinned]
+        default: most_free
+      node_name:
+        description: The node of O(placement.policy=pinned).
+        type: str
+      group:
+        description: The nodes the pod may go to; every node when empty.
+        type: list
+        elements: str
+        default: []
+      memory_overcommit:
+        description: A node's memory limit as a multiple of its memory.
+        type: float
+        default: 1.0
+      disk_overcommit:
+        description: The pods' storage's limit as a multiple of its size.
+        type: float
+        default: 1.0
+      attempts:
+        description: Clones made at most (the first included) before giving up the race for space.
+        type: int
+        default: 3
   full:
     description:
       - Make a full clone, independent of the template. V(false) makes a linked clone (faster, needs a storage
@@ -270,6 +315,11 @@ vmid:
   returned: always
   type: int
   sample: 101
+placement_attempts:
+  description: Clones this run made before one kept its place (1 without a race); 0 when nothing was cloned.
+  returned: always
+  type: int
+  sample: 1
 node:
   description: Node the container lives on.
   returned: always
@@ -376,6 +426,14 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._pve_formats impo
     first_global_ipv4,
     parse_tags,
     pve_bool,
+    pve_int,
+)
+from ansible_collections.mpanel.cloudpods.plugins.module_utils._placement import (
+    PlacementError,
+    choose,
+    free_text,
+    keeps_place,
+    node_figures,
 )
 
 _SHUTDOWN_TIMEOUT = 60
@@ -393,6 +451,15 @@ def argument_spec():
         template=dict(type='int', default=9000, fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_ID'])),
         template_copies=dict(type='list', elements='int', default=[],
                              fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_COPIES'])),
+        target_node=dict(type='str'),
+        placement=dict(type='dict', options=dict(
+            policy=dict(type='str', default='most_free', choices=['most_free', 'pinned']),
+            node_name=dict(type='str'),
+            group=dict(type='list', elements='str', default=[]),
+            memory_overcommit=dict(type='float', default=1.0),
+            disk_overcommit=dict(type='float', default=1.0),
+            attempts=dict(type='int', default=3),
+        )),
         full=dict(type='bool', default=True),
         storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),
@@ -424,11 +491,19 @@ class PodContainer(ProxmoxModule):
         self.pod_id = self.params['pod_id']
         self.timings = {}
         self.cloned_from = []  # the template this run cloned from (clone_container appends it)
+        self.target = self.params['target_node'] or self.node  # where a new container goes
+        self.placement_attempts = 0
 
     # -- validation -----------------------------------------------------
 
     def validate(self):
         check_options(self.params)
+        placement = self.params['placement']
+        if placement is not None:
+            if self.params['memory'] is None or self.params['disk'] is None:
+                raise ProxmoxError('placement needs memory and disk (the plan\'s sizes)')
+            if placement['attempts'] < 1:
+                raise ProxmoxError('placement.attempts must be 1 or more; got %s' % placement['attempts'])
 
     def wanted(self):
         """What the options ask of the container, for the pod it belongs to (known once it is found)."""
@@ -508,21 +583,54 @@ class PodContainer(ProxmoxModule):
 
     # -- applying ---------------------------------------------------------
 
-    def template_config(self):
-        path = self.client.container_path(self.node, self.params['template'], 'config')
+    def clone_source(self):
+        """Where the clone of a new container on ``self.target`` comes from: ``(node, vmid, spares, target)``.
+
+        A copy of the template on the target node first (no ``target``: Proxmox VE cannot clone a CT on
+        local storage to another node); else one on a shared storage, cloned with ``target``.
+        """
+        p = self.params
+        sources = [p['template']] + [v for v in p['template_copies'] if v != p['template']]
+        resources = self.client.get('cluster/resources') or []
+        where = dict((pve_int(r.get('vmid')), r.get('node')) for r in resources if r.get('type') == 'lxc')
+        local = [v for v in sources if where.get(v) == self.target]
+        if not any(v in where for v in sources) and self.target == self.node:
+            return self.target, p['template'], sources[1:], None  # missing: template_config() says so
+        if local:
+            return self.target, local[0], local[1:], None
+        shared = dict(((r.get('node'), r.get('storage')), r) for r in resources
+                      if r.get('type') == 'storage' and pve_bool(r.get('shared')))
+        for vmid in (v for v in sources if v in where):
+            conf = self.client.get(self.client.container_path(where[vmid], vmid, 'config')) or {}
+            store = str(conf.get('rootfs') or '').split(':', 1)[0]
+            if (where[vmid], store) in shared and (self.target, store) in shared:
+                return where[vmid], vmid, [], self.target
+        raise ProxmoxError(
+            'no copy of the template on node %s: template %s and copies %s are on %s, on local storage, and Proxmox '
+            'VE cannot clone a CT on local storage to another node; build one there (mpanel.cloudpods.build_template '
+            'with PROXMOX_NODE_NAME=%s, PROXMOX_CLOUDPOD_TEMPLATE_ID=<a free VMID> and PROXMOX_SSH_HOST=<that node>) '
+            'and add its VMID to PROXMOX_CLOUDPOD_TEMPLATE_COPIES, or keep a copy on a shared storage'
+            % (self.target, p['template'], ','.join(str(v) for v in p['template_copies']) or 'none',
+               ', '.join(sorted(set(where[v] for v in sources if v in where))) or 'no node', self.target))
+
+    def template_config(self, node, vmid):
+        path = self.client.container_path(node, vmid, 'config')
         try:
             return self.client.get(path) or {}
         except ProxmoxApiError as exc:
             if exc.status_code == 500 and 'does not exist' in exc.reason:
                 raise ProxmoxError('Template CT %s does not exist on node %s (template / PROXMOX_CLOUDPOD_TEMPLATE_ID, '
-                                   'node / PROXMOX_NODE_NAME)' % (self.params['template'], self.node))
+                                   'node / PROXMOX_NODE_NAME)' % (vmid, node))
             raise
 
-    def clone(self):
+    def clone(self, source):
+        source_node, source_vmid, spares, target = source
         p = self.params
         params = dict(hostname=self.hostname, full=p['full'], pool=p['pool'],
                       description=self.wanted().description(None))
-        if p['full'] and p['storage']:
+        if target is not None:
+            params['target'] = target
+        if p['full'] and p['storage'] and (target is None or self._shared_storage(p['storage'])):
             params['storage'] = p['storage']
 
         def find_existing():
@@ -531,9 +639,67 @@ class PodContainer(ProxmoxModule):
             named = [c for c in self.client.containers() if (c.get('name') or '').lower() == self.hostname.lower()]
             return named[0]['vmid'] if named else None
 
-        return self.client.clone_container(self.node, p['template'], self.timeout, newid=p['vmid'],
-                                           find_existing=find_existing, spare_sources=p['template_copies'],
+        self.placement_attempts += 1
+        return self.client.clone_container(source_node, source_vmid, self.timeout, newid=p['vmid'],
+                                           find_existing=find_existing, spare_sources=spares,
                                            cloned_from=self.cloned_from, **params)
+
+    def _shared_storage(self, storage):
+        return any(r.get('type') == 'storage' and r.get('storage') == storage and pve_bool(r.get('shared'))
+                   for r in self.client.get('cluster/resources', type='storage') or [])
+
+    # -- placement: the race for the last space -----------------------------
+
+    def placed_clone(self, wanted):
+        """Clone, size and check the place; a clone over its node's limits gives way (see _placement)."""
+        placement = self.params['placement']
+        while True:
+            source = self.clone_source()
+            with self.timed('clone'):
+                vmid, created = self.clone(source)
+            ct = dict(vmid=vmid, node=self.target)
+            if not created or placement is None:
+                return vmid, created
+            conf = self.read_config(ct)
+            changes = wanted.changes(ct, conf, 'stopped')
+            with self.timed('config'):
+                if changes.config:
+                    self.client.put(self.container_path(ct, 'config'), **changes.config)
+                self.resize(ct, changes.resize)
+            size = (self.params['memory'], self.params['disk'])
+            keeps, fig = keeps_place(self.client.get('cluster/resources') or [], self.target, vmid,
+                                     self.params['storage'], size, placement['memory_overcommit'],
+                                     placement['disk_overcommit'])
+            if keeps:
+                return vmid, created
+            self.destroy(ct)
+            self.cloned_from[:] = []
+            if self.placement_attempts >= placement['attempts']:
+                raise ProxmoxError('no place kept for %s after %d clones: each time another order took the last space '
+                                   'first (last: %s); nothing is left behind, try again'
+                                   % (self.hostname, self.placement_attempts, free_text(fig) if fig else self.target))
+            self.target = self.choose_again()
+
+    def choose_again(self):
+        placement = self.params['placement']
+        figures = node_figures(self.client.get('cluster/resources') or [], self.params['storage'],
+                               placement['memory_overcommit'], placement['disk_overcommit'])
+        try:
+            return choose(figures, self.params['memory'], self.params['disk'], placement['policy'],
+                          placement['node_name'], placement['group'])[0]
+        except PlacementError as exc:
+            raise ProxmoxError(str(exc))
+
+    def destroy(self, ct):
+        try:
+            self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
+                                 what='destroy of CT %s' % ct['vmid'],
+                                 params={'purge': True, 'destroy-unreferenced-disks': True})
+        except ProxmoxApiError as exc:
+            # A retried DELETE whose first attempt went through (answer lost): it is gone, as wanted.
+            if not (exc.status_code == 500 and 'does not exist' in exc.reason
+                    and not self.client.guests_by_vmid(ct['vmid'])):
+                raise
 
     def current_status(self, ct):
         return (self.client.get(self.container_path(ct, 'status/current')) or {}).get('status')
@@ -629,7 +795,8 @@ class PodContainer(ProxmoxModule):
 
     def result(self, changed, ct, conf, status, ip=None, created=False, diff=None):
         result = dict(changed=changed, vmid=ct.get('vmid') if ct else None,
-                      node=ct.get('node') if ct else self.node, hostname=self.hostname,
+                      node=ct.get('node') if ct else self.target, hostname=self.hostname,
+                      placement_attempts=self.placement_attempts,
                       pod_id=self.pod_id or self.hostname, created=created, status=status, ip=ip,
                       config=conf or {}, timings=dict(self.timings),
                       record=pod_record.read(conf.get('description'), parse_tags(conf.get('tags'))) if conf else {})
@@ -646,19 +813,21 @@ class PodContainer(ProxmoxModule):
         if ct is None:
             if self.pod_id is None:
                 self.pod_id = self.hostname
-            template_conf = self.template_config()
+            if self.params['placement'] is not None and not self.params['target_node']:
+                self.target = self.choose_again()  # no node given: the placement settings choose it
+            source = self.clone_source()
+            template_conf = self.template_config(source[0], source[1])
             wanted = self.wanted()
             predicted = wanted.clone_config(template_conf)
-            new_ct = dict(vmid=self.params['vmid'], node=self.node)
+            new_ct = dict(vmid=self.params['vmid'], node=self.target)
             changes = wanted.changes(new_ct, predicted, 'stopped')  # fails on a too small disk before cloning
             if self.module.check_mode:
                 after, status = changes.predict(predicted, 'stopped')
                 return self.result(True, new_ct, after, status, created=True,
                                    diff=dict(before={}, after=config_view(after, status)))
-            with self.timed('clone'):
-                vmid, created = self.clone()
+            vmid, created = self.placed_clone(wanted)
             if created:
-                ct = dict(vmid=vmid, node=self.node)
+                ct = dict(vmid=vmid, node=self.target)
             else:
                 ct = self.find()
                 if ct is None:
@@ -707,15 +876,7 @@ class PodContainer(ProxmoxModule):
             return self.result(True, ct, {}, 'absent', diff=diff)
         if status == 'running':
             self.power(ct, 'stop')
-        try:
-            self.client.run_task('DELETE', self.client.container_path(ct['node'], ct['vmid']), self.timeout,
-                                 what='destroy of CT %s' % ct['vmid'],
-                                 params={'purge': True, 'destroy-unreferenced-disks': True})
-        except ProxmoxApiError as exc:
-            # A retried DELETE whose first attempt went through (answer lost): it is gone, as wanted.
-            if not (exc.status_code == 500 and 'does not exist' in exc.reason
-                    and not self.client.guests_by_vmid(ct['vmid'])):
-                raise
+        self.destroy(ct)
         return self.result(True, ct, {}, 'absent', diff=diff)
 
 

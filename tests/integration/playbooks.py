@@ -219,14 +219,15 @@ class PrivateLab(object):
     tests that reset it, inject faults or change task durations run against a private one.
     """
 
-    def __init__(self):
+    def __init__(self, nodes=None):
+        """``nodes``: a cluster of that many nodes (``lab up --nodes``); None: the launcher's default."""
         self.tmp = tempfile.TemporaryDirectory(prefix='cloudpods-lab-')
         lab_dir = os.path.join(ROOT, 'tests', 'lab')
         if lab_dir not in sys.path:
             sys.path.insert(0, lab_dir)
         import lab as lab_module  # pylint: disable=import-outside-toplevel
         from pathlib import Path  # pylint: disable=import-outside-toplevel
-        self.lab = lab_module.Lab(Path(self.tmp.name))
+        self.lab = lab_module.Lab(Path(self.tmp.name), nodes=nodes)
 
     def __enter__(self):
         self.lab.up()

@@ -130,6 +130,23 @@ def test_bad_backup_slots_are_refused_before_anything_all_named(lab_env, lab_con
     assert not os.path.exists(dirs.cron_file(order['pod']))
 
 
+def test_bad_placement_settings_are_refused_before_anything_all_named(lab_env, lab_control, pdns, dirs, order):
+    run = run_pod_playbook('provision', in_lab(lab_env), dirs, cloudpods_placement_policy='pinned',
+                           cloudpods_placement_groups={'CLOUD_POD_NOPE': ['pve2']}, cloudpods_memory_overcommit='lots',
+                           cloudpods_disk_overcommit=0, cloudpods_placement_attempts=11, **order)
+    msg = assert_stopped_first(run, lab_control, pdns, dirs, order)
+    assert ('cloudpods_placement_node must name the node new pods go to when cloudpods_placement_policy is pinned '
+            '(a node name, e.g. pve2); got ""') in msg
+    assert ('cloudpods_placement_groups must map plan codes of vars/plans.yml to lists of node names '
+            '(e.g. {"CLOUD_POD_STUDENT": ["pve2", "pve3"]}); got {"CLOUD_POD_NOPE": ["pve2"]}') in msg
+    assert 'cloudpods_memory_overcommit must be a number more than 0 and at most 20' in msg and 'got "lots"' in msg
+    assert 'cloudpods_disk_overcommit must be a number more than 0 and at most 20' in msg
+    assert 'cloudpods_placement_attempts must be a whole number from 1 to 10' in msg and 'got 11' in msg
+    run = run_pod_playbook('provision', in_lab(lab_env), dirs, cloudpods_placement_policy='random', **order)
+    assert 'cloudpods_placement_policy must be most_free or pinned' in assert_stopped_first(
+        run, lab_control, pdns, dirs, order)
+
+
 def test_outside_the_lab_the_company_domain_is_published_and_the_run_ends_saying_where_the_pod_is(
         lab_env, lab_control, pdns, dirs, order):
     pod, domain = order['pod'], order['domain']
