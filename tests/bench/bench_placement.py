@@ -8,7 +8,7 @@ copies; at the start pve already has 96 GiB of pods and pve2 32 GiB (an uneven c
 The orders: a seeded random mix of the plans (Student 40 %, Starter 30 %, Premium 20 %, Business 10 %). Each
 order: one read of /cluster/resources, the decision (module_utils/_placement.py, what pod_placement runs), a
 clone from the template copy on the chosen node and its memory and disk set through the API (task durations
-0), so the next decision sees it. Disk overcommit 20 (the simulator's local-lvm is 200 GiB).
+0), so the next decision sees it. Disk overcommit 2 (the simulator's local-lvm is 2 TiB).
 
 Printed per way of choosing, from the same start and the same orders: the spread of free memory between the
 nodes at the end (most free - least free) as a % of a node's memory (target: within 10 %), orders that found
@@ -59,7 +59,7 @@ COPIES = {"pve": 9000, "pve2": 9002, "pve3": 9003}
 PLANS = [("CLOUD_POD_STUDENT", 1024, 2, 40), ("CLOUD_POD_STARTER", 1024, 30, 30),
          ("CLOUD_POD_PREMIUM", 2048, 75, 20), ("CLOUD_POD_BUSINESS", 4096, 100, 10)]
 START_LOAD = {"pve": 96, "pve2": 32}  # GiB of pods before the orders
-DISK_OVERCOMMIT = 20.0
+DISK_OVERCOMMIT = 2.0
 STORAGE = "local-lvm"
 
 

@@ -8,7 +8,7 @@ failure with nothing cloned, an offline node is never chosen, two orders racing 
 of a pod on pve3.
 
 A private simulator of three nodes (the tests reset it, take nodes offline and hold clone tasks). Its nodes have
-64 GiB and a 200 GiB local-lvm each: the tests make them small with the overcommit ratios instead of filling them.
+64 GiB and a 2 TiB local-lvm each: the tests make them small with the overcommit ratios instead of filling them.
 Copies of the template live on pve2 and pve3 (on the shared storage, cloned there with target) as
 build_template makes them; PROXMOX_CLOUDPOD_TEMPLATE_COPIES names them.
 """
@@ -37,7 +37,7 @@ NODES = ('pve', 'pve2', 'pve3')
 # Two copies on pve2: two clones there at once (the race) each take one (PVE locks a template for a whole clone).
 COPIES = {'pve': (9000,), 'pve2': (9002, 9012), 'pve3': (9003,)}
 NODE_MIB = 64 * 1024
-LVM_GIB = 200
+LVM_GIB = 2048
 PLANS = {'CLOUD_POD_STUDENT': (1024, 2), 'CLOUD_POD_STARTER': (1024, 30), 'CLOUD_POD_PREMIUM': (2048, 75)}
 
 
@@ -173,7 +173,7 @@ def test_no_room_fails_the_order_at_once_naming_what_is_short_and_clones_nothing
     failure = task(run, 'Stop when no node has room for the pod (nothing was created)')
     assert failure['failed']
     # 64 GiB x 0.02 = 1310 MiB per node; pve2 has 512 MiB of it taken.
-    assert ('no node has 2 GiB of memory free (the most: pve: 1.3 GiB of memory and 200 GiB of disk free)'
+    assert ('no node has 2 GiB of memory free (the most: pve: 1.3 GiB of memory and 2048 GiB of disk free)'
             in failure['msg']), failure['msg']
     assert [p['play']['name'] for p in run.report['plays']][-1] == 'Check the order'  # runner_api: not retried
     assert pod not in lab.where()

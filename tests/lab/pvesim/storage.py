@@ -89,7 +89,9 @@ def default_storages(root: Path, vztmpl_dir: str | Path | None = None) -> dict:
     local = Storage("local", "dir", ("backup", "iso", "vztmpl"), 100 * GIB,
                     path=root / "local", prune_backups="keep-all=1")
     local.template_dir = Path(vztmpl_dir) if vztmpl_dir else local.path / "template" / "cache"
-    local_lvm = Storage("local-lvm", "lvmthin", ("images", "rootdir"), 200 * GIB,
+    # 2 TiB: the thin pool of a hosting node (placement weighs the pods' disks against it; a 200 GiB pool
+    # could not take the Business plan's 100 GiB next to the lab's other pods).
+    local_lvm = Storage("local-lvm", "lvmthin", ("images", "rootdir"), 2048 * GIB,
                         extra={"vgname": "pve", "thinpool": "data"})
     _prepare_dir_storage(local, seed_template=not vztmpl_dir)
     return {storage.storage: storage for storage in (local, local_lvm)}
