@@ -25,6 +25,20 @@ __metaclass__ = type
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 POLICIES = ('most_free', 'pinned')
+
+
+def policy_spec():
+    """The placement policy's options, as pod_placement takes them and pod_container's ``placement`` dict
+    (a new dict each call: AnsibleModule fills specs in)."""
+    return dict(
+        policy=dict(type='str', default='most_free', choices=list(POLICIES)),
+        node_name=dict(type='str'),
+        group=dict(type='list', elements='str', default=[]),
+        memory_overcommit=dict(type='float', default=1.0),
+        disk_overcommit=dict(type='float', default=1.0),
+    )
+
+
 # A guest with this lock is still being cloned (or created): its own run checks its place once it is done.
 IN_PROGRESS_LOCK = 'create'
 

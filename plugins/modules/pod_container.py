@@ -434,6 +434,7 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._placement import
     free_text,
     keeps_place,
     node_figures,
+    policy_spec,
 )
 
 _SHUTDOWN_TIMEOUT = 60
@@ -452,14 +453,7 @@ def argument_spec():
         template_copies=dict(type='list', elements='int', default=[],
                              fallback=(env_fallback, ['PROXMOX_CLOUDPOD_TEMPLATE_COPIES'])),
         target_node=dict(type='str'),
-        placement=dict(type='dict', options=dict(
-            policy=dict(type='str', default='most_free', choices=['most_free', 'pinned']),
-            node_name=dict(type='str'),
-            group=dict(type='list', elements='str', default=[]),
-            memory_overcommit=dict(type='float', default=1.0),
-            disk_overcommit=dict(type='float', default=1.0),
-            attempts=dict(type='int', default=3),
-        )),
+        placement=dict(type='dict', options=dict(policy_spec(), attempts=dict(type='int', default=3))),
         full=dict(type='bool', default=True),
         storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
         bridge=dict(type='str', default='vmbr0', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_BRIDGE'])),

@@ -175,6 +175,7 @@ from ansible_collections.mpanel.cloudpods.plugins.module_utils._placement import
     choose,
     find_container,
     node_figures,
+    policy_spec,
     why_not,
 )
 from ansible_collections.mpanel.cloudpods.plugins.module_utils._proxmox_errors import ProxmoxError
@@ -188,13 +189,9 @@ def argument_spec():
         hostname=dict(type='str'),
         memory_mb=dict(type='int', required=True),
         disk_gb=dict(type='int', required=True),
-        policy=dict(type='str', default='most_free', choices=['most_free', 'pinned']),
-        node_name=dict(type='str'),
-        group=dict(type='list', elements='str', default=[]),
-        memory_overcommit=dict(type='float', default=1.0),
-        disk_overcommit=dict(type='float', default=1.0),
         storage=dict(type='str', fallback=(env_fallback, ['PROXMOX_CLOUDPOD_STORAGE'])),
     )
+    spec.update(policy_spec())
     return spec
 
 
